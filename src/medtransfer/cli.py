@@ -1,0 +1,104 @@
+"""The command line: the only place that parses arguments.
+
+Every user-facing failure (a MedtransferError) ends as one line on stderr and exit
+status 2; a bug still shows its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import load_config, resolve_data_root
+from .errors import MedtransferError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="run config YAML (see examples/)")
+    p.add_argument("--data-root", default=None,
+                   help="folder that relative data paths start from (default: $MEDTRANSFER_DATA or ~/.cache/medtransfer/data)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.n_train=200 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medtransfer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, help_text in (("train", "train and evaluate one transfer-learning recipe"),
+                            ("pretrain", "train a source model whose run folder can be used as model.init=checkpoint:RUN_DIR")):
+        p = sub.add_parser(name, help=help_text)
+        _add_config_args(p)
+        p.add_argument("--out", type=Path, required=True, help="run folder to create")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+        p.add_argument("--quiet", action="store_true", help="log to train.log only")
+
+    p = sub.add_parser("lr-find", help="exponential learning-rate range test: plot and suggested LR")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for lr_find.png and lr_find.json")
+
+    data = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("info", help="images, patients and per-label counts per split")
+    _add_config_args(p)
+
+    p = sub.add_parser("predict", help="score images with a trained run")
+    p.add_argument("--run", type=Path, required=True, help="a finished run folder")
+    p.add_argument("images", nargs="+", type=Path, help="PNG / JPEG / DICOM files")
+    p.add_argument("--out", type=Path, default=None, help="CSV to write (default: stdout)")
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except MedtransferError as err:
+        print(f"medtransfer: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medtransfer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command in ("train", "pretrain"):
+        from .runs import train_run
+
+        cfg = load_config(args.config, args.overrides)
+        metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
+                            echo=not args.quiet)
+        auc = metrics["test"]["auroc_macro"]
+        print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
+        return 0
+    if args.command == "lr-find":
+        from .runs import lr_find_run
+
+        cfg = load_config(args.config, args.overrides)
+        suggested = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
+        print(f"suggested lr: {suggested:.3g} (plot: {args.out / 'lr_find.png'})")
+        return 0
+    if args.command == "data":
+        from .data import prepare_data
+        from .data.info import describe
+
+        cfg = load_config(args.config, args.overrides)
+        prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
+                                cfg.train.n_train, cfg.train.seed)
+        print(describe(prepared))
+        return 0
+    if args.command == "predict":
+        from .inference import predict_files
+
+        frame = predict_files(args.run, args.images, device=args.device)
+        if args.out:
+            frame.to_csv(args.out, index=False, float_format="%.6f")
+            print(f"wrote {len(frame)} rows to {args.out}")
+        else:
+            frame.to_csv(sys.stdout, index=False, float_format="%.6f")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

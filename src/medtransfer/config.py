@@ -1,0 +1,203 @@
+"""The one validated run config: YAML file + dotted ``--set`` overrides -> RunConfig.
+
+Every key has a default except ``data.source``; an unknown key anywhere is an
+error that names its dotted path, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["medmnist", "nih14", "csv"]
+    name: str | None = Field(None, description="medmnist flag, e.g. pneumoniamnist")
+    size: int | None = Field(None, description="medmnist image size (28, 64, 128, 224); None = 28")
+    path: str | None = Field(None, description="folder (nih14) or CSV file / folder holding it (csv), relative to the data root or absolute")
+    csv_file: str | None = Field(None, description="csv source: file name inside data.path when data.path is a folder")
+    image_column: str = "image"
+    patient_column: str | None = Field(None, description="csv source: patient-ID column; None = each image is its own patient")
+    split_column: str | None = Field(None, description="csv source: column with train/val/test, used when data.split='given'")
+    split: Literal["random", "given", "official"] = "random"
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+    cache_dir: str | None = Field(None, description="image cache folder; None = <data root>/.medtransfer-cache")
+    workers: int = Field(0, ge=0, description="decode processes for the cache; 0 = all cores")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v):
+        if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] == 0:
+            raise ValueError(f"data.split_fractions must be three non-negative fractions summing to 1 with train > 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _source_needs(self):
+        if self.source == "medmnist" and not self.name:
+            raise ValueError("data.name is required for data.source=medmnist (e.g. pneumoniamnist)")
+        if self.source in ("nih14", "csv") and not self.path:
+            raise ValueError(f"data.path is required for data.source={self.source}")
+        return self
+
+
+class TaskConfig(_Strict):
+    kind: Literal["multilabel", "binary", "multiclass"]
+    labels: list[str] | None = Field(None, description="multilabel: which findings; None = all (nih14: the 14 findings)")
+    positive: str | None = Field(None, description="binary from a multi-label source: the positive finding, e.g. Pneumonia")
+    label_column: Union[str, list[str], None] = Field(None, description="csv source: label column (binary/multiclass) or columns (multilabel)")
+
+
+class ModelConfig(_Strict):
+    arch: str = "resnet18"
+    init: str = "imagenet"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v):
+        if v in ("scratch", "imagenet") or v.startswith("checkpoint:") or v.startswith("source:"):
+            return v
+        raise ValueError(f"model.init must be scratch, imagenet or checkpoint:PATH, got {v!r}")
+
+
+class TrainConfig(_Strict):
+    n_train: Union[int, Literal["all"]] = "all"
+    seed: int = 0
+    strategy: Literal["frozen", "full", "gradual"] = "full"
+    lr_policy: Literal["constant", "step", "cosine", "cyclic", "one_cycle"] = "one_cycle"
+    lr: float = Field(1e-3, gt=0)
+    discriminative: float = Field(1.0, gt=0.0, le=1.0, description="LR ratio first group : head, spread geometrically over the groups (1 = one LR; 0.01 = fastai's slice(lr/100, lr))")
+    epochs: int = Field(10, ge=1)
+    gradual_epochs: list[int] | None = Field(None, description="epochs per gradual stage (head, +last group, all); None = split train.epochs")
+    batch_size: int = Field(64, ge=1)
+    patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs on val macro AUROC; None = no early stop")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step policy: LR factor at each step")
+    step_every: int = Field(0, ge=0, description="step policy: epochs between steps; 0 = one third of the epochs")
+    cycle_epochs: int = Field(2, ge=1, description="cyclic policy: epochs per triangular cycle")
+    augment: bool = True
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("n_train")
+    @classmethod
+    def _positive_n(cls, v):
+        if v != "all" and v < 1:
+            raise ValueError("train.n_train must be a positive integer or 'all'")
+        return v
+
+    @model_validator(mode="after")
+    def _gradual_stages(self):
+        if self.gradual_epochs is not None and (len(self.gradual_epochs) != 3 or min(self.gradual_epochs) < 0):
+            raise ValueError("train.gradual_epochs must be three non-negative epoch counts (head, +last group, all)")
+        return self
+
+
+class RunConfig(_Strict):
+    data: DataConfig
+    task: TaskConfig
+    image_size: int = Field(224, ge=8)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _task_fits_source(self):
+        if self.data.source == "csv" and not self.task.label_column:
+            raise ValueError("task.label_column is required for data.source=csv")
+        if self.task.positive and self.task.kind != "binary":
+            raise ValueError("task.positive is only meaningful with task.kind=binary")
+        return self
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
+    """``key.sub=value`` strings -> (dotted key, YAML-typed value)."""
+    out = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set {pair!r}: empty key")
+        out.append((key, yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown config key '{loc}'")
+        elif e["type"] == "missing":
+            problems.append(f"missing config key '{loc}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"'{loc}': {msg}" if loc else msg)
+    return f"{origin}: " + "; ".join(problems)
+
+
+def config_from_dict(tree: dict, overrides: list[str] | None = None, origin: str = "config") -> RunConfig:
+    tree = dict(tree or {})
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return tree
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
+    return config_from_dict(load_yaml(path), overrides, origin=str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def resolve_data_root(flag: str | None = None) -> Path:
+    """--data-root beats $MEDTRANSFER_DATA beats ~/.cache/medtransfer/data."""
+    root = flag or os.environ.get("MEDTRANSFER_DATA") or DEFAULT_DATA_ROOT
+    return Path(root).expanduser().resolve()
+
+
+def resolve_path(path: str, data_root: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else data_root / p

@@ -1,0 +1,45 @@
+"""Score new images with a finished run folder (config.yaml + metrics.json + weights)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import config_from_dict, load_yaml
+from .errors import MedtransferError
+from .runs import METRICS_FILE, WEIGHTS_FILE
+
+
+def load_run(run_dir: Path, device: str = "auto"):
+    """Rebuild a run's model from its folder: (config, model, label names, torch device)."""
+    from .models import create_model, load_checkpoint_into
+    from .train import resolve_device
+
+    run_dir = Path(run_dir)
+    for needed in ("config.yaml", METRICS_FILE, WEIGHTS_FILE):
+        if not (run_dir / needed).is_file():
+            raise MedtransferError(f"{run_dir / needed} not found: --run must be a finished medtransfer run folder")
+    cfg = config_from_dict(load_yaml(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
+    label_names = json.loads((run_dir / METRICS_FILE).read_text())["label_names"]
+    model = create_model(cfg.model.arch, len(label_names), init="scratch", dropout=cfg.model.dropout,
+                         log=lambda _line: None)
+    loaded, skipped = load_checkpoint_into(model, run_dir / WEIGHTS_FILE, log=lambda _line: None)
+    if skipped:
+        raise MedtransferError(f"{run_dir / WEIGHTS_FILE}: {skipped} tensors do not fit {cfg.model.arch}")
+    return cfg, model, label_names, resolve_device(device)
+
+
+def predict_files(run_dir: Path, paths: list[Path], device: str = "auto"):
+    """One row per image: its path and a score per label (probabilities)."""
+    import pandas as pd
+
+    from .data import decode_image
+    from .train import predict
+
+    cfg, model, label_names, dev = load_run(run_dir, device)
+    images = np.stack([decode_image(Path(p), cfg.image_size) for p in paths])
+    scores = predict(model, images, cfg.task.kind, cfg.train.batch_size, dev)
+    frame = pd.DataFrame({"image": [str(p) for p in paths]})
+    frame[[f"score_{n}" for n in label_names]] = scores
+    return frame

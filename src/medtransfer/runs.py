@@ -1,0 +1,192 @@
+"""One training run, end to end, and the run folder it leaves behind.
+
+This is the edge where files are written: everything below it takes arrays and
+returns values. ``metrics.json`` is written last and atomically, so its presence
+means the run finished; a run that fails leaves ``failed.json`` with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import RunConfig, dump_config, resolve_data_root
+from .errors import MedtransferError
+
+METRICS_FILE = "metrics.json"
+FAILED_FILE = "failed.json"
+WEIGHTS_FILE = "model.safetensors"
+LOG_FILE = "train.log"
+
+
+class RunLog:
+    """Write each line to train.log (flushed, so a killed run keeps its log) and to stderr."""
+
+    def __init__(self, path: Path, echo: bool = True):
+        self._file = open(path, "a", encoding="utf-8")
+        self._echo = echo
+
+    def __call__(self, line: str) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        self._file.write(stamped + "\n")
+        self._file.flush()
+        if self._echo:
+            print(stamped, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if not np.isfinite(value) else float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to clobber a finished run: its metrics are results someone may rely on."""
+    if (out / METRICS_FILE).exists() and not overwrite:
+        raise MedtransferError(f"{out / METRICS_FILE} exists: {out} holds a finished run (choose another --out or pass --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (METRICS_FILE, FAILED_FILE, LOG_FILE, "predictions_test.csv", WEIGHTS_FILE, "lr_trace.csv"):
+        (out / stale).unlink(missing_ok=True)
+
+
+def resolve_init(init: str, base: Path | None = None) -> str:
+    """``checkpoint:PATH`` relative to the working directory; a run folder means its weights."""
+    if not init.startswith("checkpoint:"):
+        return init
+    path = Path(init.split(":", 1)[1]).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    return f"checkpoint:{path}"
+
+
+def _label_columns(prefix: str, names: list[str]) -> list[str]:
+    return [f"{prefix}{n}" for n in names]
+
+
+def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scores: np.ndarray,
+                      label_names: list[str], kind: str) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"image_id": image_ids})
+    if kind == "multiclass":
+        frame["true"] = [label_names[int(i)] for i in labels]
+    else:
+        frame[_label_columns("true_", label_names)] = labels.reshape(len(labels), -1).astype(int)
+    frame[_label_columns("score_", label_names)] = scores
+    frame.to_csv(path, index=False, float_format="%.6f")
+
+
+def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
+              overwrite: bool = False, echo: bool = True, progress: bool = True) -> dict:
+    """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
+    out = Path(out)
+    prepare_run_dir(out, overwrite)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    log = RunLog(out / LOG_FILE, echo=echo)
+    started = time.time()
+    try:
+        metrics = _train_and_evaluate(cfg, out, data_root or resolve_data_root(None), log, progress, started)
+    except BaseException as err:  # record why, then let the caller decide how to exit
+        reason = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
+        if isinstance(err, KeyboardInterrupt):
+            reason = "interrupted"
+        log(f"FAILED: {reason}")
+        if not isinstance(err, MedtransferError):
+            log(traceback.format_exc())
+        write_json_atomic(out / FAILED_FILE, {"error": reason, "type": type(err).__name__,
+                                              "seconds": round(time.time() - started, 2)})
+        raise
+    finally:
+        log.close()
+    return metrics
+
+
+def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callable[[str], None],
+                        progress: bool, started: float) -> dict:
+    import torch
+
+    from .data import prepare_data
+    from .evaluate import macro_auroc, score_metrics
+    from .models import create_model, save_weights
+    from .train import fit, predict, resolve_device
+
+    log(f"medtransfer train -> {out}")
+    log(f"data root: {data_root}")
+    data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root, cfg.train.n_train, cfg.train.seed,
+                        progress=progress)
+    for note in data.notes:
+        log(note)
+    train_idx, val_idx, test_idx = data.train_subset, data.splits["val"], data.splits["test"]
+    if len(val_idx) == 0 or len(test_idx) == 0:
+        raise MedtransferError(f"the split has {len(val_idx)} validation and {len(test_idx)} test images: "
+                               "both must be non-empty (check data.split_fractions / the split column)")
+    n_patients = int(len(np.unique(data.patient_ids[train_idx])))
+    log(f"training on {len(train_idx)} images from {n_patients} patients; "
+        f"val {len(val_idx)}, test {len(test_idx)} images")
+
+    device = resolve_device(cfg.train.device)
+    log(f"device: {device}")
+    num_outputs = len(data.label_names)
+    init = resolve_init(cfg.model.init)
+    model = create_model(cfg.model.arch, num_outputs, init=init, dropout=cfg.model.dropout, log=log)
+
+    def val_metric(y, s):
+        return macro_auroc(y, s, cfg.task.kind)
+
+    result = fit(model, data.images[train_idx], data.labels[train_idx], data.images[val_idx],
+                 data.labels[val_idx], task_kind=cfg.task.kind, cfg=cfg.train, device=device, log=log,
+                 val_metric=val_metric)
+    log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
+
+    batch = max(cfg.train.batch_size, 128)
+    metrics = {"task_kind": cfg.task.kind, "label_names": data.label_names}
+    for split, idx in (("val", val_idx), ("test", test_idx)):
+        scores = predict(model, data.images[idx], cfg.task.kind, batch, device)
+        metrics[split] = score_metrics(data.labels[idx], scores, cfg.task.kind, data.label_names)
+        if split == "test":
+            write_predictions(out / "predictions_test.csv", [data.image_ids[i] for i in idx],
+                              data.labels[idx], scores, data.label_names, cfg.task.kind)
+    save_weights(model, out / WEIGHTS_FILE)
+    _write_lr_trace(out / "lr_trace.csv", result.lr_trace)
+    metrics.update({
+        "n_train_images": int(len(train_idx)),
+        "n_train_patients": n_patients,
+        "n_val_images": int(len(val_idx)),
+        "n_test_images": int(len(test_idx)),
+        "epochs_run": int(result.epochs_run),
+        "best_epoch": int(result.best_epoch),
+        "stopped_reason": result.stopped_reason,
+        "seconds": round(time.time() - started, 2),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "history": result.history,
+    })
+    test_auc = metrics["test"]["auroc_macro"]
+    log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
+    write_json_atomic(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:
+    lines = ["step,lr_early,lr_late,lr_head"] + [
+        f"{i}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(trace)]
+    path.write_text("\n".join(lines) + "\n")

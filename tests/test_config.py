@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from medtransfer.config import config_from_dict, load_config, resolve_data_root
+from medtransfer.errors import ConfigError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BASE = {"data": {"source": "medmnist", "name": "pneumoniamnist"}, "task": {"kind": "binary"}}
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_validates(example):
+    cfg = load_config(example)
+    assert cfg.data.source in ("medmnist", "nih14", "csv")
+
+
+def test_set_overrides_are_typed():
+    cfg = config_from_dict(BASE, ["train.n_train=200", "model.arch=resnet18", "model.dropout=0.5", "train.n_train=all"])
+    assert cfg.train.n_train == "all"
+    assert cfg.model.dropout == 0.5
+    assert config_from_dict(BASE, ["train.n_train=200"]).train.n_train == 200
+
+
+@pytest.mark.parametrize("tree, overrides, named", [
+    ({**BASE, "trian": {}}, [], "trian"),
+    (BASE, ["train.lr_polcy=cosine"], "train.lr_polcy"),
+    (BASE, ["train.strategy=thaw"], "train.strategy"),
+    (BASE, ["model.init=imagenet21k"], "model.init"),
+    ({"task": {"kind": "binary"}}, [], "data"),
+    ({"data": {"source": "csv", "path": "x.csv"}, "task": {"kind": "binary"}}, [], "task.label_column"),
+])
+def test_bad_config_names_the_key(tree, overrides, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        config_from_dict(tree, overrides)
+
+
+def test_set_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        config_from_dict(BASE, ["train.n_train"])
+
+
+def test_missing_config_file_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDTRANSFER_DATA", str(tmp_path / "env"))
+    assert resolve_data_root(None) == (tmp_path / "env").resolve()
+    assert resolve_data_root(str(tmp_path / "flag")) == (tmp_path / "flag").resolve()
+    monkeypatch.delenv("MEDTRANSFER_DATA")
+    assert resolve_data_root(None) == (Path.home() / ".cache/medtransfer/data").resolve()
