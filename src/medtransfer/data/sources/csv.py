@@ -1,0 +1,148 @@
+"""Any labelled image collection described by one CSV file.
+
+One row per image: an image-path column (relative to the CSV's folder, or absolute),
+label column(s), and optionally a patient-ID column and a train/val/test split column.
+Images may be PNG, JPEG, 16-bit PNG or DICOM (see ``medtransfer.data.images``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import DataConfig, TaskConfig, resolve_path
+from ...errors import ConfigError, DataError
+from ..images import one_line
+from ..records import SPLIT_NAMES, LabelledImages
+
+TRUE_FALSE = {"true": 1, "false": 0}
+
+
+def find_csv_file(data: DataConfig, data_root: Path) -> Path:
+    """``data.path`` is the CSV, or a folder holding ``data.csv_file`` or exactly one ``*.csv``."""
+    path = resolve_path(data.path, data_root)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError(f"CSV file or folder not found: {path} (data.path)")
+    if data.csv_file:
+        csv = path / data.csv_file
+        if not csv.is_file():
+            raise DataError(f"CSV file not found: {csv} (data.csv_file in data.path)")
+        return csv
+    found = sorted(path.glob("*.csv"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise DataError(f"{path} must hold exactly one *.csv (found: {names}); set data.csv_file or point data.path at the file")
+    return found[0]
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], csv: Path, keys: list[str]) -> None:
+    for col, key in zip(columns, keys):
+        if col not in df.columns:
+            raise DataError(f"{csv}: no column {col!r} ({key}); available columns: {', '.join(map(str, df.columns))}")
+
+
+def binary_labels(values: pd.Series, column: str, positive: str | None, csv: Path) -> tuple[np.ndarray, list[str]]:
+    """0/1 (or true/false) -> as is; two other values -> ``task.positive`` (default: the larger) is 1."""
+    text = values.astype(str).str.strip()
+    distinct = sorted(set(text))
+    if len(distinct) < 2:
+        raise DataError(f"{csv}: column {column!r} holds only the value {distinct} so there is nothing to classify")
+    as_01 = {v: TRUE_FALSE.get(v.lower(), _number(v)) for v in distinct}
+    if set(as_01.values()) <= {0, 1} and positive is None:
+        return text.map(as_01).to_numpy(np.float32)[:, None], [column]
+    if len(distinct) != 2:
+        raise DataError(f"{csv}: column {column!r} must hold two values for a binary task, found {len(distinct)}: {distinct[:10]}")
+    if positive is not None and positive not in distinct:
+        raise ConfigError(f"task.positive={positive!r} is not a value of column {column!r} in {csv}; values: {distinct}")
+    pos = positive if positive is not None else distinct[1]
+    return (text == pos).to_numpy(np.float32)[:, None], [f"{column}={pos}"]
+
+
+def multiclass_labels(values: pd.Series, column: str) -> tuple[np.ndarray, list[str]]:
+    """Class index into the sorted distinct values (numbers sorted numerically)."""
+    text = values.astype(str).str.strip()
+    distinct = sorted(set(text), key=lambda v: (_number(v) is None, _number(v) or 0, v))
+    index = {v: i for i, v in enumerate(distinct)}
+    return text.map(index).to_numpy(np.int64), distinct
+
+
+def multilabel_labels(df: pd.DataFrame, columns: list[str], csv: Path) -> tuple[np.ndarray, list[str]]:
+    out = np.zeros((len(df), len(columns)), dtype=np.float32)
+    for k, col in enumerate(columns):
+        text = df[col].astype(str).str.strip()
+        as_01 = text.map(lambda v: TRUE_FALSE.get(v.lower(), _number(v)))
+        bad = sorted(set(text[~as_01.isin([0, 1])]))
+        if bad:
+            raise DataError(f"{csv}: multilabel column {col!r} must hold 0/1, found {bad[:10]}")
+        out[:, k] = as_01.to_numpy(np.float32)
+    return out, list(columns)
+
+
+def _number(v: str):
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return int(f) if f.is_integer() else f
+
+
+def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledImages:
+    """Read the CSV, check every named column and image file, and build the labels."""
+    csv = find_csv_file(data, data_root)
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise DataError(f"cannot read CSV {csv}: {one_line(err)}") from None
+    label_cols = [task.label_column] if isinstance(task.label_column, str) else list(task.label_column or [])
+    if not label_cols:
+        raise ConfigError("task.label_column is required for data.source=csv")
+    if task.kind != "multilabel" and len(label_cols) != 1:
+        raise ConfigError(f"task.label_column: a {task.kind} task takes one column, got {label_cols}")
+    if data.split == "given" and not data.split_column:
+        raise ConfigError("data.split=given needs data.split_column (the column with train/val/test) for data.source=csv")
+    if data.split == "official":
+        raise ConfigError("data.split=official is for nih14; a csv source uses data.split=given with data.split_column")
+    wanted = [(data.image_column, "data.image_column")] + [(c, "task.label_column") for c in label_cols]
+    wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
+    require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
+
+    for col, key in wanted:
+        empty = df[col].astype(str).str.strip() == ""
+        if empty.any():
+            raise DataError(f"{csv}: column {col!r} ({key}) is empty in {int(empty.sum())} row(s), first at data row {int(np.argmax(empty)) + 1}")
+
+    if task.kind == "multilabel":
+        labels, names = multilabel_labels(df, label_cols, csv)
+    elif task.kind == "binary":
+        labels, names = binary_labels(df[label_cols[0]], label_cols[0], task.positive, csv)
+    else:
+        labels, names = multiclass_labels(df[label_cols[0]], label_cols[0])
+
+    image_ids = df[data.image_column].astype(str).str.strip().tolist()
+    paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
+
+    given = None
+    if data.split_column:
+        given = df[data.split_column].astype(str).str.strip().str.lower().to_numpy(dtype=str)
+        bad = sorted(set(given.tolist()) - set(SPLIT_NAMES))
+        if bad:
+            raise DataError(f"{csv}: column {data.split_column!r} (data.split_column) must hold train/val/test, found {bad[:10]}")
+    has_patients = bool(data.patient_column)
+    patients = df[data.patient_column].astype(str).str.strip().to_numpy(dtype=str) if has_patients else np.asarray(image_ids, dtype=str)
+    return LabelledImages(
+        image_ids=image_ids,
+        paths=paths,
+        pixels=None,
+        patient_ids=patients,
+        has_patient_ids=has_patients,
+        labels=labels,
+        label_names=names,
+        given_split=given,
+        dataset_key=f"csv:{csv.resolve()}",
+    )

@@ -1,0 +1,196 @@
+"""Patient-disjoint, label-stratified splits and nested small-N training subsets.
+
+Two rules drive everything here:
+
+* A patient's images never straddle splits. Follow-up images of one patient are nearly
+  duplicates; letting them leak from train into test inflates AUROC.
+* Small-N results must be comparable across N. The N=50 subset is contained in the N=100
+  subset of the same seed, and every label present in the pool has a positive in every
+  subset (once N reaches the number of labels), so "more data" is the only difference.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import DataError
+from .records import SPLIT_NAMES
+
+
+def strata_matrix(labels: np.ndarray, kind: str) -> np.ndarray:
+    """``(N, C)`` bool indicator columns to stratify on.
+
+    multilabel: one column per label; binary: [negative, positive] (so negatives are
+    stratified too); multiclass: one-hot of the class index.
+    """
+    labels = np.asarray(labels)
+    if kind == "multilabel":
+        return labels.reshape(len(labels), -1) > 0.5
+    if kind == "binary":
+        pos = labels.reshape(len(labels), -1)[:, 0] > 0.5
+        return np.stack([~pos, pos], axis=1)
+    if kind == "multiclass":
+        cls = labels.astype(np.int64).ravel()
+        n_classes = int(cls.max()) + 1 if len(cls) else 0
+        return np.eye(n_classes, dtype=bool)[cls]
+    raise DataError(f"unknown task kind {kind!r}: expected multilabel, binary or multiclass")
+
+
+def _group_by_patient(patient_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(unique patient ids sorted, per-image patient index)."""
+    return np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+
+
+def patient_split(patient_ids, strata: np.ndarray, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """Split images into train/val/test by patient, stratified on ``strata``.
+
+    Iterative stratification (Sechidis et al., 2011) at the patient level: the label with
+    the fewest still-unassigned positive images is handled first; each of its patients (in
+    a seeded random order) goes to the split that most wants that label, ties broken by the
+    split that most wants images overall, then by the seeded generator. Patients with no
+    positive in any column follow by overall demand. Deterministic for a given seed.
+    """
+    strata = np.asarray(strata, dtype=bool).reshape(len(strata), -1)
+    patients, pat_of = _group_by_patient(patient_ids)
+    if len(pat_of) != len(strata):
+        raise DataError(f"patient_split: {len(pat_of)} patient ids but {len(strata)} label rows")
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or fractions.min() < 0 or fractions.sum() <= 0:
+        raise DataError(f"split fractions must be three non-negative numbers, got {list(fractions)}")
+    fractions = fractions / fractions.sum()
+    rng = np.random.default_rng(seed)
+
+    n_pat = len(patients)
+    counts = np.zeros((n_pat, strata.shape[1]), dtype=np.int64)  # positive images per patient and column
+    np.add.at(counts, pat_of, strata.astype(np.int64))
+    sizes = np.bincount(pat_of, minlength=n_pat)
+
+    active = np.flatnonzero(fractions > 0)
+    want_label = np.outer(fractions, counts.sum(axis=0)).astype(float)  # (3, C)
+    want_size = fractions * len(pat_of)
+    assigned = np.full(n_pat, -1, dtype=np.int64)
+    order = rng.permutation(n_pat)
+    remaining = counts.copy()
+
+    def place(p: int, label: int | None) -> None:
+        cand = active
+        if label is not None:
+            cand = cand[want_label[cand, label] == want_label[cand, label].max()]
+        cand = cand[want_size[cand] == want_size[cand].max()]
+        s = int(cand[0] if len(cand) == 1 else rng.choice(cand))
+        assigned[p] = s
+        want_label[s] -= counts[p]
+        want_size[s] -= sizes[p]
+        remaining[p] = 0
+
+    while True:
+        left = remaining.sum(axis=0)
+        if not left.any():
+            break
+        label = int(np.argmin(np.where(left > 0, left, np.iinfo(np.int64).max)))
+        for p in order[remaining[order, label] > 0]:
+            place(int(p), label)
+    for p in order[assigned[order] < 0]:
+        place(int(p), None)
+
+    img_split = assigned[pat_of]
+    splits = {name: np.flatnonzero(img_split == k).astype(np.int64) for k, name in enumerate(SPLIT_NAMES)}
+    check_patient_disjoint(splits, patient_ids)
+    return splits
+
+
+def check_patient_disjoint(splits: dict[str, np.ndarray], patient_ids, where: str = "split") -> None:
+    """Raise if any patient has images in two splits (a leak that inflates test metrics)."""
+    patient_ids = np.asarray(patient_ids).astype(str)
+    seen: dict[str, set] = {name: set(patient_ids[idx].tolist()) for name, idx in splits.items()}
+    names = list(seen)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = seen[a] & seen[b]
+            if shared:
+                example = sorted(shared)[0]
+                raise DataError(f"{where}: {len(shared)} patient(s) have images in both {a} and {b}, e.g. patient {example}")
+
+
+def given_split_indices(given_split) -> dict[str, np.ndarray]:
+    """A source's per-image ``train/val/test`` strings -> index arrays (train must be non-empty)."""
+    given = np.asarray(given_split).astype(str)
+    bad = sorted(set(np.unique(given).tolist()) - set(SPLIT_NAMES))
+    if bad:
+        raise DataError(f"given split has values {bad}; expected only {list(SPLIT_NAMES)}")
+    splits = {name: np.flatnonzero(given == name).astype(np.int64) for name in SPLIT_NAMES}
+    if not len(splits["train"]):
+        raise DataError("given split has no 'train' images")
+    return splits
+
+
+def carve_val(train: np.ndarray, patient_ids, strata: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a train index set into (train, val) by patient, stratified; for sources without a val split."""
+    train = np.asarray(train, dtype=np.int64)
+    parts = patient_split(np.asarray(patient_ids)[train], np.asarray(strata)[train], (1 - val_fraction, val_fraction, 0.0), seed)
+    return train[parts["train"]], train[parts["val"]]
+
+
+def subset_order(pool: np.ndarray, patient_ids, strata: np.ndarray, seed: int) -> np.ndarray:
+    """The one deterministic ordering of ``pool`` whose prefixes are the nested N-subsets.
+
+    1. Seed images: for each stratum column with a positive in the pool, rarest first,
+       that is not yet covered by an earlier seed image, one positive image of the first
+       patient (in a seeded patient permutation) that has one.
+    2. The seed patients' remaining images, then every other patient's images, patient by
+       patient in the permuted order.
+
+    So a prefix of length n draws whole patients, except the seed patients (whose seed image
+    comes first) and the last patient drawn, which may be cut at n.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    strata = np.asarray(strata, dtype=bool).reshape(len(strata), -1)[pool]
+    patients, pat_of = _group_by_patient(np.asarray(patient_ids)[pool])
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(patients))
+    rank = np.empty_like(perm)
+    rank[perm] = np.arange(len(perm))
+    # pool positions sorted by (patient rank, position): each patient's images contiguous
+    by_patient = np.lexsort((np.arange(len(pool)), rank[pat_of]))
+
+    seeds: list[int] = []
+    covered = np.zeros(strata.shape[1], dtype=bool)
+    positives = strata.sum(axis=0)
+    for col in np.argsort(positives, kind="stable"):
+        if positives[col] == 0 or covered[col]:
+            continue
+        first = by_patient[strata[by_patient, col]][0]  # first positive in permuted-patient order
+        seeds.append(int(first))
+        covered |= strata[first]
+
+    seed_pats = list(dict.fromkeys(int(pat_of[s]) for s in seeds))
+    is_seed_pat = np.zeros(len(patients), dtype=bool)
+    is_seed_pat[seed_pats] = True
+    taken = np.zeros(len(pool), dtype=bool)
+    taken[seeds] = True
+    seed_pat_rank = {p: i for i, p in enumerate(seed_pats)}
+    seed_rest = [i for i in by_patient if is_seed_pat[pat_of[i]] and not taken[i]]
+    seed_rest.sort(key=lambda i: seed_pat_rank[int(pat_of[i])])  # stable: keeps in-patient order
+    others = by_patient[~is_seed_pat[pat_of[by_patient]]]
+    order = np.concatenate([np.asarray(seeds, dtype=np.int64), np.asarray(seed_rest, dtype=np.int64), others])
+    return pool[order]
+
+
+def nested_subset(pool: np.ndarray, patient_ids, strata: np.ndarray, n: int | str, seed: int) -> np.ndarray:
+    """The first ``n`` images of ``subset_order`` (sorted indices): nested in n for a fixed seed.
+
+    ``n='all'`` returns the whole pool. ``n`` larger than the pool is an error rather than a
+    silent cap, so a learning curve never reports two points that trained on the same data.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    if isinstance(n, str):
+        if n != "all":
+            raise DataError(f"train.n_train must be a positive integer or 'all', got {n!r}")
+        return np.sort(pool)
+    n = int(n)
+    if n < 1:
+        raise DataError(f"train.n_train must be a positive integer or 'all', got {n}")
+    if n > len(pool):
+        raise DataError(f"train.n_train={n} is larger than the training pool ({len(pool)} images)")
+    return np.sort(subset_order(pool, patient_ids, strata, seed)[:n])
