@@ -1,0 +1,8 @@
+"""Training: fit a classifier with a transfer strategy and LR policy, predict, find an LR."""
+from .loop import FitResult, fit, predict, resolve_device
+from .lr_find import lr_find, plot_lr_find
+from .lr_policies import group_lrs, make_scheduler
+from .strategies import set_trainable
+
+__all__ = ["FitResult", "fit", "predict", "resolve_device", "lr_find", "plot_lr_find",
+           "group_lrs", "make_scheduler", "set_trainable"]

@@ -1,0 +1,291 @@
+"""The training loop: ``fit`` one model on one train/val split, ``predict`` with it.
+
+Built for small datasets on one device: the images live on the device as one uint8
+tensor, batches are seeded index draws into it, normalisation and augmentation happen
+on the device. On CUDA the forward pass runs in bf16 autocast with channels_last; on
+CPU it runs in fp32 with deterministic algorithms, so the same seed gives the same
+numbers (what a recipe comparison needs to be trusted).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError, DataError, TrainingDiverged
+from .augment import normalise, prepare_batch
+from .inputs import (batch_indices, check_images, check_labels, check_task_kind, macro_auroc,
+                     make_criterion, scores_from_logits, to_device)
+from .lr_policies import make_scheduler
+from .strategies import GROUP_NAMES, N_GROUPS, build_optimizer, group_lr_row, set_trainable, stages
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]    # state_dict at the best val epoch (CPU tensors)
+    history: list[dict]                     # per epoch: epoch, stage, train_loss, val_loss, val_auroc_macro, lrs, seconds
+    lr_trace: list[list[float]]             # per optimiser step: LR of (early, late, head); 0.0 = frozen
+    epochs_run: int
+    best_epoch: int
+    stopped_reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; an unusable name is a ConfigError."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"train.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {name} requested but no CUDA GPU is available (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {name} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise ConfigError(f"train.device: {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def reproducible(device: torch.device):
+    """Deterministic kernels on CPU (exact reruns); cuDNN autotuning on CUDA (speed). Restored after."""
+    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    bench = torch.backends.cudnn.benchmark
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        torch.backends.cudnn.benchmark = bench
+
+
+def device_autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached, contiguous CPU copy of the state_dict (safe to keep while training goes on)."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+
+
+def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: str) -> None:
+    """Fail before training when the head does not fit the labels."""
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        n_out = model(normalise(sample)).shape[1]
+    model.train(was_training)
+    if task_kind == "multiclass":
+        needed = int(labels.max()) + 1 if len(labels) else 0
+        if n_out < needed:
+            raise ConfigError(f"model has {n_out} outputs but the labels hold class index {needed - 1}")
+    elif n_out != labels.shape[1]:
+        raise ConfigError(f"model has {n_out} outputs but the task has {labels.shape[1]} label(s)")
+
+
+def _diverged(value: float, epoch: int, step: int, lr: float) -> TrainingDiverged:
+    kind = "nan" if math.isnan(value) else "inf"
+    return TrainingDiverged(f"loss became {kind} at epoch {epoch} step {step} (lr={lr:.3g})")
+
+
+def _defers_loss_check(device: torch.device) -> bool:
+    """On a GPU, step s's loss is checked after step s+1 is queued: reading it at once would stall."""
+    return device.type != "cpu"
+
+
+def _train_epoch(model, optimizer, scheduler, index, images, labels, criterion, generator,
+                 cfg: TrainConfig, device, epoch: int, lr_trace: list) -> float:
+    """One pass over the training images; returns the mean training loss."""
+    channels_last = device.type == "cuda"
+    defer = _defers_loss_check(device)
+    pending = None
+    weighted = []
+    for step, idx in enumerate(batch_indices(len(images), cfg.batch_size, generator), 1):
+        lrs = group_lr_row(optimizer, index)
+        lr_trace.append(lrs)
+        idx = idx.to(device, non_blocking=True)
+        x = prepare_batch(images[idx], cfg.augment, generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with device_autocast(device):
+            logits = model(x)
+        loss = criterion(logits.float(), labels[idx])
+        if not defer:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise _diverged(value, epoch, step, max(lrs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if defer:
+            if pending is not None and not math.isfinite(v := pending[0].item()):
+                raise _diverged(v, epoch, *pending[1:])
+            pending = (loss.detach(), step, max(lrs))
+        weighted.append(loss.detach() * len(idx))
+    if pending is not None and not math.isfinite(v := pending[0].item()):
+        raise _diverged(v, epoch, *pending[1:])
+    return torch.stack(weighted).sum().item() / len(images)
+
+
+def _evaluate(model, images, labels, criterion, task_kind: str, batch_size: int, device) -> tuple[float, np.ndarray]:
+    """Mean loss and scores (probabilities) over a held-out set, no augmentation."""
+    model.eval()
+    total = torch.zeros((), device=device)
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = normalise(images[start:start + batch_size])
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with device_autocast(device):
+                logits = model(x).float()
+            y = labels[start:start + batch_size]
+            total += criterion(logits, y) * len(y)
+            scores.append(scores_from_logits(logits, task_kind))
+    return total.item() / len(images), torch.cat(scores).float().cpu().numpy()
+
+
+def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
+        val_images: np.ndarray, val_labels: np.ndarray, *, task_kind: str, cfg: TrainConfig,
+        device: torch.device, log: Callable[[str], None] = print,
+        val_metric: Callable[[np.ndarray, np.ndarray], float] | None = None) -> FitResult:
+    """Train ``model`` with ``cfg``'s strategy and LR policy; keep and restore its best val epoch.
+
+    The best epoch is the one with the highest val macro AUROC (ties: lower val loss);
+    early stopping (``cfg.patience``) ends a stage after that many epochs without
+    improvement. Raises TrainingDiverged as soon as the loss is NaN or infinite.
+    """
+    check_task_kind(task_kind)
+    check_images(train_images, "train images")
+    check_images(val_images, "val images")
+    if len(train_images) == 0:
+        raise DataError("train images: the training subset is empty")
+    if len(val_images) and val_images.shape[1:] != train_images.shape[1:]:
+        raise DataError(f"val images are {val_images.shape[1:]} but train images are {train_images.shape[1:]}")
+    y_train = check_labels(train_labels, len(train_images), task_kind, "train labels")
+    y_val = check_labels(val_labels, len(val_images), task_kind, "val labels")
+    seed_everything(cfg.seed)
+    with reproducible(device):
+        return _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log,
+                    val_metric or macro_auroc)
+
+
+def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log, metric) -> FitResult:
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    x_train, t_train = to_device(train_images, device), to_device(y_train, device)
+    x_val, t_val = to_device(val_images, device), to_device(y_val, device)
+    check_outputs(model, x_train[:2], y_train, task_kind)
+    criterion = make_criterion(task_kind, y_train, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)   # draws stay on the device
+    steps_per_epoch = -(-len(train_images) // cfg.batch_size)
+    plan = stages(cfg)
+    total_epochs = sum(s.epochs for s in plan)
+    has_val = len(val_images) > 0
+    notes = [] if has_val else ["no validation images: the last epoch is kept and early stopping is off"]
+    for note in notes:
+        log(note)
+
+    history: list[dict] = []
+    lr_trace: list[list[float]] = []
+    best_key, best_state, best_epoch, epoch = None, None, 0, 0
+    stopped_reason, stages_cut = None, []
+    for s_i, stage in enumerate(plan):
+        set_trainable(model, stage.n_trainable)
+        optimizer, index = build_optimizer(model, stage.n_trainable, cfg)
+        scheduler = make_scheduler(optimizer, cfg.lr_policy, stage.epochs * steps_per_epoch, steps_per_epoch, cfg)
+        if len(plan) > 1:
+            log(f"stage {stage.name}: training {'+'.join(GROUP_NAMES[N_GROUPS - stage.n_trainable:])} "
+                f"for {stage.epochs} epoch(s)")
+        stale = 0
+        for _ in range(stage.epochs):
+            epoch += 1
+            started = time.perf_counter()
+            set_trainable(model, stage.n_trainable)
+            train_loss = _train_epoch(model, optimizer, scheduler, index, x_train, t_train, criterion,
+                                      generator, cfg, device, epoch, lr_trace)
+            if has_val:
+                val_loss, val_scores = _evaluate(model, x_val, t_val, criterion, task_kind, cfg.batch_size, device)
+                if not math.isfinite(val_loss):   # the last update of the epoch broke the weights
+                    kind = "nan" if math.isnan(val_loss) else "inf"
+                    raise TrainingDiverged(f"validation loss became {kind} at epoch {epoch} "
+                                           f"(lr={max(lr_trace[-1]):.3g})")
+                auroc = float(metric(y_val, val_scores))
+            else:
+                val_loss = auroc = float("nan")
+            key = (auroc if math.isfinite(auroc) else -math.inf, -val_loss if math.isfinite(val_loss) else -math.inf)
+            if not has_val or best_key is None or key > best_key:
+                best_key, best_state, best_epoch, stale = key, cpu_state(model), epoch, 0
+            else:
+                stale += 1
+            seconds = time.perf_counter() - started
+            lrs = lr_trace[-1]
+            history.append({"epoch": epoch, "stage": stage.name, "train_loss": train_loss, "val_loss": val_loss,
+                            "val_auroc_macro": auroc, "lrs": list(lrs), "seconds": seconds})
+            log(f"epoch {epoch}/{total_epochs} [{stage.name}] train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                f"val_auroc {auroc:.4f} lr {max(lrs):.2e} {seconds:.1f}s")
+            if has_val and cfg.patience is not None and stale >= cfg.patience:
+                msg = f"no val AUROC gain for {cfg.patience} epoch(s) (best epoch {best_epoch})"
+                if s_i == len(plan) - 1:
+                    stopped_reason = f"early stop at epoch {epoch}: {msg}"
+                else:
+                    log(f"stage {stage.name} stopped early at epoch {epoch}: {msg}")
+                    stages_cut.append(f"stage {stage.name} stopped early at epoch {epoch}")
+                break
+
+    model.load_state_dict(best_state)
+    if device.type == "cuda":
+        model.to(memory_format=torch.contiguous_format)
+    model.eval()
+    if stopped_reason is None:
+        stopped_reason = f"completed {epoch} epochs" + "".join(f"; {cut}" for cut in stages_cut)
+    log(f"best epoch {best_epoch} of {epoch} ({stopped_reason})")
+    return FitResult(best_state=best_state, history=history, lr_trace=lr_trace, epochs_run=epoch,
+                     best_epoch=best_epoch, stopped_reason=stopped_reason, notes=notes)
+
+
+def predict(model: nn.Module, images: np.ndarray, task_kind: str, batch_size: int,
+            device: torch.device) -> np.ndarray:
+    """Probabilities: sigmoid (N,K) for multilabel/binary, softmax (N,C) for multiclass.
+
+    Batches are copied to the device one at a time, so a large test set need not fit there.
+    """
+    check_task_kind(task_kind)
+    check_images(images, "images to predict")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = normalise(to_device(images[start:start + batch_size], device))
+            with device_autocast(device):
+                logits = model(x).float()
+            out.append(scores_from_logits(logits, task_kind).cpu())
+    if not out:
+        n_out = getattr(getattr(model, "head", [None])[-1], "out_features", 0)
+        return np.zeros((0, n_out), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
