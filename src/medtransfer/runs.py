@@ -44,17 +44,24 @@ class RunLog:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """Strict JSON (NaN -> null), written to a temp file and renamed: readers never see half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False, default=_json_default))
+    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
         return int(value)
-    if isinstance(value, (np.floating,)):
-        return None if not np.isfinite(value) else float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def prepare_run_dir(out: Path, overwrite: bool) -> None:
@@ -190,3 +197,25 @@ def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:
     lines = ["step,lr_early,lr_late,lr_head"] + [
         f"{i}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(trace)]
     path.write_text("\n".join(lines) + "\n")
+
+
+def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None) -> float:
+    """Range-test the recipe's model on its training subset; writes lr_find.png / lr_find.json."""
+    from .data import prepare_data
+    from .models import create_model
+    from .train import lr_find, plot_lr_find, resolve_device
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root or resolve_data_root(None),
+                        cfg.train.n_train, cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    model = create_model(cfg.model.arch, len(data.label_names), init=resolve_init(cfg.model.init),
+                         dropout=cfg.model.dropout, log=lambda line: print(line, file=sys.stderr))
+    idx = data.train_subset
+    lrs, losses, suggested = lr_find(model, data.images[idx], data.labels[idx], task_kind=cfg.task.kind,
+                                     cfg=cfg.train, device=device)
+    plot_lr_find(lrs, losses, suggested, out / "lr_find.png")
+    write_json_atomic(out / "lr_find.json", {"suggested_lr": float(suggested), "lrs": [float(v) for v in lrs],
+                                             "losses": [float(v) for v in losses]})
+    return float(suggested)
