@@ -1,0 +1,289 @@
+"""Where initial weights come from: the ImageNet file cache, checkpoints, and our own saves.
+
+All file and network side effects of the models layer live here. Downloads are bounded
+by short timeouts (a hospital workstation is often offline, and a hung DNS lookup must
+not look like a hung training run); loading never unpickles code (``weights_only=True``
+or safetensors), because checkpoints get passed around between sites.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import socket
+import threading
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+from urllib.parse import urlparse
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import ConfigError, WeightsUnavailable
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
+
+Log = Callable[[str], None]
+
+CONNECT_TIMEOUT_S = 4.0   # DNS + TCP connect to the weights host
+READ_TIMEOUT_S = 30.0     # per socket read once connected (a slow link may still finish)
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema")
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+# ---------------------------------------------------------------- ImageNet file cache
+
+def offline() -> bool:
+    """``MEDTRANSFER_OFFLINE=1`` forbids any download attempt."""
+    return os.environ.get("MEDTRANSFER_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints``: the folder torchvision and timm already cache into."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def reachable(url: str, timeout: float | None = None) -> str | None:
+    """None if ``url``'s host (or the configured proxy) accepts a TCP connection in time, else why not.
+
+    Runs in a daemon thread joined with a timeout, because ``getaddrinfo`` ignores socket
+    timeouts and can block for minutes when DNS is unreachable.
+    """
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    parsed = urlparse(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    target = urlparse(proxy) if proxy and not urllib.request.proxy_bypass(parsed.hostname or "") else parsed
+    host, port = target.hostname or "", target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"cannot connect to {host}: {err.__class__.__name__}: {err}")
+
+    thread = threading.Thread(target=connect, daemon=True, name=f"medtransfer-reach-{host}")
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer from {host} within {timeout:.0f} s"
+
+
+def download(url: str, dest: Path) -> None:
+    """Fetch ``url`` to ``dest`` via a temp file + rename, so a failed download leaves nothing.
+
+    Raises OSError (with the reason) on any failure. A sha256 prefix in the file name
+    (torchvision's ``resnet18-f37072fd.pth`` convention) is checked.
+    """
+    problem = reachable(url)
+    if problem:
+        raise OSError(problem)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    try:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response, open(part, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        expected = re.search(r"-([a-f0-9]{6,})\.", dest.name)
+        if expected and not digest.hexdigest().startswith(expected.group(1)):
+            raise OSError(f"checksum mismatch for {dest.name} (corrupt download)")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def fetch_cached_file(url: str, what: str, log: Log = print) -> Path:
+    """The cached copy of ``url`` in :func:`hub_checkpoint_dir`, downloading it if allowed.
+
+    On failure raises WeightsUnavailable telling the user exactly which file to put where.
+    """
+    name = os.path.basename(urlparse(url).path)
+    folder = hub_checkpoint_dir()
+    path = folder / name
+    if path.is_file():
+        return path
+    if offline():
+        reason = "MEDTRANSFER_OFFLINE=1"
+    else:
+        log(f"downloading {name} for {what} from {url}")
+        try:
+            download(url, path)
+            return path
+        except OSError as err:
+            reason = f"download failed: {err}"
+    raise WeightsUnavailable(
+        f"ImageNet weights for {what} unavailable ({reason}): put {name} in {folder} (from {url})")
+
+
+# ---------------------------------------------------------------- reading weight files
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors = 8-byte little-endian header length, then a JSON header
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a ``weights_only`` torch file (never arbitrary pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"checkpoint file not found: {path}")
+    if _is_safetensors(path):
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ConfigError(f"{path}: not a readable safetensors file ({err})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ConfigError(
+                f"{path}: refused to unpickle: it holds Python objects besides tensors "
+                "(re-save it as a plain state_dict or safetensors)") from None
+        except (RuntimeError, OSError, EOFError, ValueError) as err:
+            raise ConfigError(f"{path}: not a readable torch weights file ({err.__class__.__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        state = _unwrap(state, path)
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ConfigError(f"{path}: holds no weight tensors")
+    return tensors
+
+
+def _unwrap(obj, path: Path) -> Mapping:
+    """Accept the usual training-checkpoint wrappers: {"state_dict": ...}, {"model": ...}."""
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
+    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                return obj[key]
+    return obj
+
+
+def _modern_densenet_key(key: str) -> str:
+    match = _DENSENET_LEGACY.match(key)
+    return match.group(1) + match.group(2) if match else key
+
+
+def remap_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``denselayer1.norm.1.weight`` -> ``denselayer1.norm1.weight``, as torchvision does for its own files."""
+    return {_modern_densenet_key(key): value for key, value in state.items()}
+
+
+def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Fit a first-conv kernel to ``in_chans`` inputs without changing what it computes on grey images.
+
+    RGB -> 1 channel sums the kernel over colour (a grey image copied to R, G and B gives
+    identical activations), as fastai and timm do; other counts repeat and rescale (timm).
+    """
+    have = weight.shape[1]
+    if have == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // have)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (have / in_chans)
+
+
+# ---------------------------------------------------------------- checkpoints into a Classifier
+
+def _classifier_keys(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Map each checkpoint key to the Classifier key it would load into (original -> ours)."""
+    def strip(key: str) -> str:
+        return key[len("module."):] if key.startswith("module.") else key  # DataParallel saves
+    stripped = {original: _modern_densenet_key(strip(original)) for original in state}
+    plain = not any(key.startswith("backbone.") for key in stripped.values())
+    return {original: f"backbone.{key}" if plain else key for original, key in stripped.items()}
+
+
+def load_checkpoint_into(model: Classifier, path: Path, log: Log = print) -> tuple[int, int]:
+    """Copy every checkpoint tensor whose name and shape fit ``model``; return (loaded, skipped).
+
+    Accepts a medtransfer run's weights (``backbone.*`` / ``head.*``) or a plain backbone
+    state_dict (torchvision / timm names; its ``fc`` / ``classifier`` head finds no match
+    and is skipped). A head of another size is skipped, so a source task with 14 labels
+    can initialise a 2-class target. A 3-channel first conv is summed to grey.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    target = model.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for original, key in _classifier_keys(state).items():
+        tensor = state[original]
+        want = target.get(key)
+        if want is not None and tensor.ndim == 4 and want.ndim == 4 and tensor.shape[1] != want.shape[1] \
+                and want.shape[1] == model.in_chans and tensor.shape[1] in (1, 3) \
+                and tensor.shape[0] == want.shape[0] and tensor.shape[2:] == want.shape[2:]:
+            tensor = adapt_first_conv(tensor, model.in_chans)
+        if want is not None and tensor.shape == want.shape:
+            matched[key] = tensor
+        else:
+            skipped.append(original)
+    backbone_keys = [k for k in target if k.startswith("backbone.")]
+    n_backbone = sum(k in matched for k in backbone_keys)
+    if n_backbone == 0:
+        raise ConfigError(f"{path}: none of its {len(state)} tensors fit {model.arch}'s backbone "
+                          "(saved from another architecture?)")
+    model.load_state_dict(matched, strict=False)
+    head = ", and the head" if any(k.startswith("head.") for k in matched) else ""
+    names = f" ({', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''})" if skipped else ""
+    log(f"init checkpoint:{path}: loaded {n_backbone} of {len(backbone_keys)} backbone tensors{head}, "
+        f"skipped {len(skipped)}{names}")
+    missing = [k for k in backbone_keys if k not in matched]
+    if missing:
+        log(f"  {len(missing)} backbone tensors not in the checkpoint keep their scratch init "
+            f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})")
+    return len(matched), len(skipped)
+
+
+# ---------------------------------------------------------------- our own weight files
+
+def save_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], path: Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write a model (or a state_dict such as FitResult.best_state) as safetensors.
+
+    safetensors refuses shared or non-contiguous tensors; shared ones are copied, so every
+    name survives and :func:`load_checkpoint_into` can match by name.
+    """
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else dict(model)
+    meta = {"format": "pt"}
+    if isinstance(model, torch.nn.Module) and hasattr(model, "arch"):
+        meta.update(medtransfer_arch=str(model.arch), num_outputs=str(getattr(model, "num_outputs", "")))
+    meta.update(metadata or {})
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and storage in seen:
+            tensor = tensor.clone()
+        seen.add(storage)
+        out[key] = tensor
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata=meta)
+
+
+def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> torch.nn.Module:
+    """Load a file written by :func:`save_weights` back into the same architecture."""
+    state = read_state_dict(Path(path))
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ConfigError(f"{path}: does not fit {getattr(model, 'arch', type(model).__name__)} ({first})") from None
+    return model

@@ -1,0 +1,91 @@
+"""Registry + factory (timm style): families register builders, ``create_model`` picks one.
+
+A family is a file that knows how to build some backbones and load their ImageNet
+weights; adding an architecture means registering a name, not editing the training code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..errors import ConfigError
+from .classifier import Backbone, Classifier
+from .init import load_checkpoint_into
+
+Log = Callable[[str], None]
+
+
+class FamilyBuilder(Protocol):
+    def __call__(self, name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone: ...
+
+
+_NAMED: dict[str, FamilyBuilder] = {}      # "resnet18" -> builder
+_PREFIXED: dict[str, FamilyBuilder] = {}   # "timm:" -> builder (gets the name after the prefix)
+
+
+def register_family(prefix_or_names: str | list[str] | tuple[str, ...]):
+    """Decorator: ``@register_family(["resnet18", ...])`` or ``@register_family("timm:")``.
+
+    A string ending in ``:`` is a prefix: ``timm:NAME`` calls the builder with ``NAME``.
+    """
+    def decorator(builder: FamilyBuilder) -> FamilyBuilder:
+        if isinstance(prefix_or_names, str) and prefix_or_names.endswith(":"):
+            _PREFIXED[prefix_or_names] = builder
+        else:
+            names = [prefix_or_names] if isinstance(prefix_or_names, str) else list(prefix_or_names)
+            for name in names:
+                if name in _NAMED:
+                    raise ValueError(f"model arch {name!r} is registered twice")
+                _NAMED[name] = builder
+        return builder
+    return decorator
+
+
+def list_archs() -> list[str]:
+    """The named architectures; any timm model is also available as ``timm:NAME``."""
+    return sorted(_NAMED)
+
+
+def _lookup(arch: str) -> tuple[FamilyBuilder, str]:
+    if arch in _NAMED:
+        return _NAMED[arch], arch
+    for prefix, builder in _PREFIXED.items():
+        if arch.startswith(prefix) and len(arch) > len(prefix):
+            return builder, arch[len(prefix):]
+    forms = ", ".join(list_archs() + [f"{p}NAME" for p in sorted(_PREFIXED)])
+    raise ConfigError(f"unknown model.arch {arch!r}; valid: {forms}")
+
+
+def create_model(arch: str, num_outputs: int, init: str = "scratch", dropout: float = 0.0,
+                 in_chans: int = 1, log: Log = print) -> Classifier:
+    """Build ``arch`` with a fresh ``num_outputs`` head and initialise its backbone.
+
+    ``init``: ``scratch`` (the family's default random init), ``imagenet`` (the family's
+    ImageNet weights, first conv summed over RGB for grey input) or ``checkpoint:PATH``
+    (a medtransfer run's weights or a plain state_dict; matching tensors only).
+    """
+    if not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ConfigError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
+    builder, name = _lookup(arch)
+    if init == "scratch" or init == "imagenet":
+        backbone = builder(name, in_chans=in_chans, pretrained=init == "imagenet", log=log)
+        model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
+        if init == "scratch":
+            log(f"model {arch}: {_millions(model)} parameters, {in_chans}-channel input, init scratch")
+        return model
+    if init.startswith("checkpoint:") and init[len("checkpoint:"):].strip():
+        backbone = builder(name, in_chans=in_chans, pretrained=False, log=log)
+        model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
+        load_checkpoint_into(model, Path(init[len("checkpoint:"):].strip()).expanduser(), log)
+        return model
+    if init.startswith("source:"):
+        raise ConfigError(f"model.init {init!r}: a source run must be resolved to checkpoint:PATH before building the model")
+    raise ConfigError(f"model.init must be scratch, imagenet or checkpoint:PATH, got {init!r}")
+
+
+def _millions(model: Classifier) -> str:
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"
