@@ -135,6 +135,7 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callabl
     from .evaluate import macro_auroc, score_metrics
     from .models import create_model, save_weights
     from .train import fit, predict, resolve_device
+    from .train.loop import seed_everything
 
     log(f"medtransfer train -> {out}")
     log(f"data root: {data_root}")
@@ -154,6 +155,7 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callabl
     log(f"device: {device}")
     num_outputs = len(data.label_names)
     init = resolve_init(cfg.model.init)
+    seed_everything(cfg.train.seed)   # a scratch model's starting weights come from the global RNG
     model = create_model(cfg.model.arch, num_outputs, init=init, dropout=cfg.model.dropout, log=log)
 
     def val_metric(y, s):
@@ -204,12 +206,14 @@ def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None) -> flo
     from .data import prepare_data
     from .models import create_model
     from .train import lr_find, plot_lr_find, resolve_device
+    from .train.loop import seed_everything
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root or resolve_data_root(None),
                         cfg.train.n_train, cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
     model = create_model(cfg.model.arch, len(data.label_names), init=resolve_init(cfg.model.init),
                          dropout=cfg.model.dropout, log=lambda line: print(line, file=sys.stderr))
     idx = data.train_subset
