@@ -1,0 +1,176 @@
+"""``--dry-run``: how many runs, per axis value and in total, and roughly how long they take.
+
+The estimate times a few real training steps of each (arch, image size) in the study on
+the device the runs would use, then multiplies by the images each run will see: N x epochs
+in training, plus the validation set every epoch and the test set once (forward only, a
+third of a step; left out when the dataset cannot be read). It assumes no early stopping,
+so read it as +/- a factor of two.
+The probe is capped at about 20 seconds in all.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .grid import Plan, PlannedRun, canonical_json, per_axis_counts
+
+PROBE_BUDGET_S = 20.0
+RUN_OVERHEAD_S = 2.0
+PROBE_CPU_PX = 64   # data loading, model creation, evaluation, writing the run folder
+
+
+def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: dict | None = None,
+                  parallel: int = 1) -> str:
+    """The dry-run text: sources, per-axis counts, the total, what is already done, the estimate."""
+    spec = plan.spec
+    lines = [f"study {spec.name or ''}".rstrip() + f": {len(plan.runs)} grid runs + {len(plan.sources)} source runs"]
+    for src in plan.sources:
+        lines.append(f"  source {src.run_dir.split('/', 1)[1]}: {src.task}, {src.config.model.arch}, "
+                     f"N={src.config.train.n_train}, {src.config.train.epochs} epochs")
+    for axis, counts in per_axis_counts(plan.runs, spec).items():
+        shown = ", ".join(f"{_fmt(v)}: {n}" for v, n in counts)
+        lines.append(f"  {axis} ({len(counts)} values): {shown}")
+    lines.append(f"total: {len(plan.all_runs)} runs ({len(plan.runs)} grid + {len(plan.sources)} sources)")
+    if statuses:
+        done = sum(1 for r in plan.all_runs if statuses.get(r.run_id) == "done")
+        lines.append(f"already done in STUDY_DIR: {done}; to run: {len(plan.all_runs) - done}")
+    if estimate:
+        lines.extend(_estimate_lines(estimate, parallel))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return canonical_json(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
+    lines = [f"timing probe ({estimate['device']}): " + "; ".join(
+        f"{arch} @ {size}px {ms:.1f} ms/image" for (arch, size), ms in estimate["ms_per_image"].items())]
+    total = estimate["seconds"]
+    lines.append(f"estimated compute: {_hours(total)} ({estimate['runs_estimated']} runs; "
+                 "every epoch run to the end, +/- 2x)")
+    if parallel > 1:
+        lines.append(f"estimated wall time with {parallel} runs in parallel: {_hours(total / parallel)}")
+    lines.extend(f"note: {n}" for n in estimate["notes"])
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
+                  step_timer: Callable[..., float] | None = None) -> dict:
+    """Probe ms/image per (arch, image size), then sum N x epochs over the runs."""
+    device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
+    timer = step_timer or _time_training_step
+    notes: list[str] = []
+    ms: dict[tuple[str, int], float] = {}
+    started = time.time()
+    for run in plan.all_runs:
+        key = (run.config.model.arch, run.config.image_size)
+        if key in ms:
+            continue
+        if time.time() - started > budget_s:
+            notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px not timed")
+            ms[key] = float("nan")
+            continue
+        try:
+            ms[key] = 1000 * timer(run.config.model.arch, run.config.image_size, device)
+        except Exception as err:  # the estimate is a courtesy; never block a dry run on it
+            notes.append(f"could not time {key[0]} @ {key[1]}px: {type(err).__name__}: {err}")
+            ms[key] = float("nan")
+    sizes: dict[str, tuple[int, int, int] | None] = {}
+    total, counted = 0.0, 0
+    for run in plan.all_runs:
+        per_image = ms.get((run.config.model.arch, run.config.image_size), float("nan")) / 1000
+        split = _split_sizes(run, data_root, sizes, notes)
+        n = run.config.train.n_train
+        if n == "all":
+            if split is None:
+                continue
+            n = split[0]
+        if per_image != per_image:
+            continue
+        epochs = run.config.train.epochs
+        evaluated = (split[1] * epochs + split[2]) if split else 0   # forward only: about a third of a step
+        total += (n * epochs + evaluated / 3) * per_image + RUN_OVERHEAD_S
+        counted += 1
+    if counted < len(plan.all_runs):
+        notes.append(f"{len(plan.all_runs) - counted} runs left out of the estimate (see above)")
+    return {"device": str(device), "ms_per_image": {k: v for k, v in ms.items() if v == v},
+            "seconds": total, "runs_estimated": counted, "notes": notes}
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        from ..train import resolve_device
+    except ImportError:
+        return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    return resolve_device(name)
+
+
+def _split_sizes(run: PlannedRun, data_root: Path, cache: dict, notes: list[str]) -> tuple[int, int, int] | None:
+    """(train pool, val, test) image counts of a run's dataset, from its labels alone; None if unreadable."""
+    cfg = run.config
+    key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
+    if key not in cache:
+        cache[key] = _count_splits(run, data_root, notes)
+    return cache[key]
+
+
+def _count_splits(run: PlannedRun, data_root: Path, notes: list[str]) -> tuple[int, int, int] | None:
+    cfg = run.config
+    try:
+        from ..data import load_source
+
+        source = load_source(cfg.data, cfg.task, data_root)
+    except Exception as err:  # a dry run must work without the data; say what the estimate lacks
+        notes.append(f"{run.task}: dataset not readable, evaluation time left out ({err})")
+        return None
+    fractions = cfg.data.split_fractions
+    if source.given_split is not None and cfg.data.split in ("given", "official"):
+        given = [int((source.given_split == name).sum()) for name in ("train", "val", "test")]
+        if given[1] == 0:  # no val in the release: carved from train
+            given[1] = round(given[0] * fractions[1] / (fractions[0] + fractions[1]))
+            given[0] -= given[1]
+        return given[0], given[1], given[2]
+    total = len(source.image_ids)
+    return round(total * fractions[0]), round(total * fractions[1]), round(total * fractions[2])
+
+
+def _time_training_step(arch: str, image_size: int, device, batch: int | None = None) -> float:
+    """Seconds per image of one forward+backward+step, after one warm-up step.
+
+    On a CPU the step is timed at no more than 64 px and scaled by the pixel count (conv cost
+    grows with it), so even DenseNet-121 at 224 px probes in a few seconds.
+    """
+    import torch
+
+    from ..models import create_model
+
+    on_gpu = device.type == "cuda"
+    batch = batch or (32 if on_gpu else 16)
+    size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
+    model = create_model(arch, 2, init="scratch", log=lambda line: None).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 1, size, size, device=device)
+    y = torch.rand(batch, 2, device=device)
+    seconds = []
+    for _ in range(3):  # one warm-up step, then the fastest of two (a busy machine only adds noise)
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if on_gpu:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t0)
+    return min(seconds[1:]) / batch * (image_size / size) ** 2

@@ -1,0 +1,300 @@
+"""``medtransfer study run``: validate, pretrain the sources, run the grid, resume where it stopped.
+
+Crash safety comes from two facts: a run folder's ``metrics.json`` is written last (by
+``train_run``), and a run's row is written ``done`` only after that file exists. So after a
+``kill -9`` every ``done`` row has complete files; runs in flight simply have no row (or an
+older one) and are redone with ``overwrite``; a run killed after its metrics.json was
+written is adopted as done without training it again.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..config import resolve_data_root
+from ..errors import MedtransferError
+from .executors import METRICS_FILE, WEIGHTS_FILE, Job, Outcome, RunFn, make_executor
+from .grid import Plan, PlannedRun, expand
+from .spec import load_spec, spec_text_with_overrides
+from .store import STORE_FILE, Store
+
+SPEC_FILE = "study.yaml"
+
+
+@dataclass
+class StudySummary:
+    study_dir: Path | None
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)   # done / failed / skipped / pending
+    ran: int = 0                                           # runs executed by this call
+    seconds: float = 0.0
+    report: Path | None = None
+    text: str = ""                                         # the dry-run description, when dry_run
+
+    def __str__(self) -> str:
+        if self.text:
+            return self.text
+        parts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in ("done", "failed", "skipped", "pending"))
+        line = f"{self.study_dir}: {self.total} runs: {parts} ({self.ran} run now in {self.seconds:.0f} s)"
+        return line + (f"\nreport: {self.report}" if self.report else "")
+
+
+def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None) -> Plan:
+    """Load, check and expand a study spec (raises ConfigError before anything runs)."""
+    return expand(load_spec(spec_path, overrides), origin=str(spec_path))
+
+
+def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None,
+              data_root: str | os.PathLike | None = None, executor: str = "local", workers: int = 1,
+              ray_address: str | None = None, retry_failed: bool = False, dry_run: bool = False,
+              overrides: list[str] | None = None, *, run_fn: RunFn | None = None, probe: bool = True,
+              report: bool = True, check_data: bool | None = None, console: Console | None = None) -> StudySummary:
+    """Run (or resume) every run of a study; per-run failures are recorded, never raised.
+
+    Before the first run, every dataset the remaining runs need is opened (labels only), so a
+    missing file stops the study at once, naming it. ``check_data`` defaults to on with the
+    real run function and off with an injected one (tests use datasets that do not exist).
+    """
+    console = console or Console(stderr=True)
+    _check_executor_args(executor, workers, ray_address)
+    check_data = run_fn is None if check_data is None else check_data
+    plan = plan_study(spec_path, overrides)
+    root = Path(data_root).expanduser().resolve() if data_root else resolve_data_root(None)
+    if dry_run:
+        return _dry_run(plan, out, root, executor, workers, probe)
+    if out is None:
+        raise MedtransferError("study run: --out STUDY_DIR is required (except with --dry-run)")
+    study_dir = Path(out).expanduser().resolve()
+    if check_data:  # before STUDY_DIR is touched: a missing dataset leaves nothing behind
+        known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
+        _check_data(_todo(plan.all_runs, known, retry_failed, study_dir), root)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    _write_spec_copy(Path(spec_path), study_dir, overrides, console)
+    store = Store(study_dir / STORE_FILE)
+    _adopt_finished(plan, study_dir, store)
+    started = datetime.now(timezone.utc)
+    res = plan.spec.resources
+    ex = make_executor(executor, run_fn, workers, ray_address, res.cpus_per_run, res.gpus_per_run)
+    ran = 0
+    try:
+        with _study_progress(console) as progress:
+            statuses = store.statuses()
+            settled = sum(1 for r in plan.all_runs if not _needs_run(r, statuses, retry_failed, study_dir))
+            bar = progress.add_task("study", total=len(plan.all_runs), completed=settled)
+            ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), plan, study_dir, root,
+                            store, progress, bar)
+            statuses = store.statuses()
+            grid_todo = []
+            for run in _todo(plan.runs, statuses, retry_failed, study_dir):
+                blocked = _blocked_by_source(run, plan, store, statuses)
+                if blocked:
+                    store.record_skipped(run, blocked)
+                    progress.advance(bar)
+                    _print_line(progress.console, run, Outcome("skipped", None, blocked, "", "", 0.0), plan)
+                else:
+                    grid_todo.append(run)
+            ran += _execute(ex, grid_todo, plan, study_dir, root, store, progress, bar)
+    finally:
+        ex.close()
+    summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
+    if report:
+        summary.report = _write_report(study_dir, console)
+    return summary
+
+
+def _check_executor_args(executor: str, workers: int, ray_address: str | None) -> None:
+    if executor not in ("local", "ray"):
+        raise MedtransferError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray" and workers != 1:
+        raise MedtransferError("--workers applies to --executor local; Ray sizes runs by resources.cpus_per_run")
+    if executor == "local" and ray_address:
+        raise MedtransferError("--ray-address needs --executor ray")
+    if workers < 1:
+        raise MedtransferError(f"--workers must be at least 1, got {workers}")
+
+
+def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bool) -> StudySummary:
+    from .dryrun import describe_plan, estimate_time
+
+    statuses = None
+    if out is not None and (Path(out) / STORE_FILE).is_file():
+        statuses = Store(Path(out) / STORE_FILE).statuses()
+    res = plan.spec.resources
+    parallel = workers if executor == "local" else max(1, int((os.cpu_count() or 1) // res.cpus_per_run))
+    estimate = estimate_time(plan, root) if probe else None
+    text = describe_plan(plan, statuses, estimate, parallel)
+    return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
+
+
+def _check_data(runs: list[PlannedRun], data_root: Path) -> None:
+    """Open each distinct dataset once (labels and file list, no decoding); raise naming the first gap."""
+    from ..data import load_source
+    from .grid import canonical_json
+
+    seen = set()
+    for run in runs:
+        cfg = run.config
+        key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_source(cfg.data, cfg.task, data_root)
+        except MedtransferError as err:
+            who = f"source {run.source}" if run.role == "source" else "grid"
+            raise type(err)(f"{who} data ({run.task}): {err}") from None
+
+
+def _write_spec_copy(spec_path: Path, study_dir: Path, overrides, console: Console) -> None:
+    text = spec_text_with_overrides(spec_path, overrides)
+    target = study_dir / SPEC_FILE
+    if target.is_file() and target.read_text() != text:
+        console.print(f"note: {target} differs from {spec_path}; runs of the earlier spec stay in the store "
+                      "(a changed config is a new run id)", markup=False, highlight=False)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+def _study_progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def _needs_run(run: PlannedRun, statuses: dict[str, str], retry_failed: bool, study_dir: Path) -> bool:
+    status = statuses.get(run.run_id)
+    if status == "done":
+        # a source whose weights were deleted must be pretrained again: grid runs load them
+        return run.role == "source" and not (study_dir / run.run_dir / WEIGHTS_FILE).is_file()
+    if status == "failed":
+        return retry_failed
+    return True  # never run, or skipped (the missing weights file may have been placed since)
+
+
+def _todo(runs: list[PlannedRun], statuses, retry_failed, study_dir) -> list[PlannedRun]:
+    return [r for r in runs if _needs_run(r, statuses, retry_failed, study_dir)]
+
+
+def _adopt_finished(plan: Plan, study_dir: Path, store: Store) -> None:
+    """A run killed after writing metrics.json but before its row: record it done, do not retrain."""
+    statuses = store.statuses()
+    for run in plan.all_runs:
+        metrics_path = study_dir / run.run_dir / METRICS_FILE
+        if statuses.get(run.run_id) == "done" or not metrics_path.is_file():
+            continue
+        if run.role == "source" and not (study_dir / run.run_dir / "config.yaml").is_file():
+            continue
+        if not _folder_matches(run, study_dir):
+            continue
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except (OSError, ValueError):
+            continue
+        finished = datetime.fromtimestamp(metrics_path.stat().st_mtime, timezone.utc)
+        seconds = float(metrics.get("seconds") or 0.0)
+        start = datetime.fromtimestamp(finished.timestamp() - seconds, timezone.utc)
+        store.record_done(run, metrics, start.isoformat(timespec="milliseconds"),
+                          finished.isoformat(timespec="milliseconds"), seconds)
+
+
+def _folder_matches(run: PlannedRun, study_dir: Path) -> bool:
+    """Grid folders are named by run id; a source folder is by name, so check its config is this one."""
+    if run.role == "grid":
+        return True
+    import yaml
+
+    try:
+        written = yaml.safe_load((study_dir / run.run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return written == run.config.model_dump(mode="json")
+
+
+def _blocked_by_source(run: PlannedRun, plan: Plan, store: Store, statuses: dict[str, str]) -> str | None:
+    if run.source is None:
+        return None
+    status = statuses.get(run.source)
+    if status == "done":
+        return None
+    src = plan.source_by_id()[run.source]
+    reason = next((r["reason"] for r in store.rows("source") if r["run_id"] == run.source), None)
+    return f"source {src.source} {status or 'did not run'}: {reason or 'no reason recorded'}"
+
+
+def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[str, PlannedRun],
+         keep_weights: bool) -> Job:
+    cfg = run.config
+    if cfg.model.init.startswith("source:"):
+        src = plan_sources[run.source]
+        cfg = cfg.model_copy(deep=True)
+        cfg.model.init = f"checkpoint:{study_dir / src.run_dir / WEIGHTS_FILE}"
+    return Job(run.run_id, cfg, study_dir / run.run_dir, data_root, keep_weights=keep_weights or run.role == "source")
+
+
+def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
+             progress: Progress, bar) -> int:
+    """Hand the runs to the executor; record each outcome as it comes back (the driver alone writes)."""
+    if not runs:
+        return 0
+    by_id = {r.run_id: r for r in runs}
+    sources = plan.source_by_id()
+    jobs = [_job(r, study_dir, data_root, sources, plan.spec.keep_weights) for r in runs]
+    count = 0
+    for run_id, outcome in ex.map(jobs):
+        run = by_id[run_id]
+        if outcome.status == "done":
+            store.record_done(run, outcome.metrics or {}, outcome.started_at, outcome.finished_at, outcome.seconds)
+        elif outcome.status == "skipped":
+            store.record_skipped(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
+        else:
+            store.record_failed(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
+        count += 1
+        progress.advance(bar)
+        _print_line(progress.console, run, outcome, plan)
+    return count
+
+
+def _print_line(console: Console, run: PlannedRun, outcome: Outcome, plan: Plan) -> None:
+    """One line per finished run; task and arch only where the grid varies them (sources: always)."""
+    cfg = run.config
+    shown = [run.task] if run.role == "source" or len({r.task for r in plan.runs}) > 1 else []
+    if run.role == "source" or len({r.config.model.arch for r in plan.runs}) > 1:
+        shown.append(cfg.model.arch)
+    what = " ".join(shown + [run.recipe, f"N={cfg.train.n_train}", f"seed={cfg.train.seed}"])
+    if outcome.status == "done":
+        auc = ((outcome.metrics or {}).get("test") or {}).get("auroc_macro")
+        result = f"test AUROC {auc:.3f}" if auc is not None else "test AUROC undefined"
+        line = f"done    {what}  {result}  ({outcome.seconds:.0f} s)"
+    else:
+        reason = (outcome.reason or "").splitlines()[0] if outcome.reason else ""
+        line = f"{outcome.status:7} {what}  {reason[:200]}"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _summarise(plan: Plan, store: Store, study_dir: Path, ran: int, seconds: float) -> StudySummary:
+    statuses = store.statuses()
+    counts = {"done": 0, "failed": 0, "skipped": 0, "pending": 0}
+    for run in plan.all_runs:
+        counts[statuses.get(run.run_id, "pending")] += 1
+    return StudySummary(study_dir=study_dir, total=len(plan.all_runs), counts=counts, ran=ran, seconds=seconds)
+
+
+def _write_report(study_dir: Path, console: Console) -> Path | None:
+    try:
+        from ..report import write_report
+    except ImportError:
+        console.print("report: medtransfer.report is not available in this version; skipped", markup=False)
+        return None
+    try:
+        result = write_report(study_dir)
+    except MedtransferError as err:  # the results are safe in the store; say why the report is missing
+        console.print(f"report: not written: {err}", markup=False, highlight=False)
+        return None
+    return Path(result) if isinstance(result, (str, os.PathLike)) else study_dir / "report.html"

@@ -1,0 +1,65 @@
+"""``medtransfer study status STUDY_DIR``: what is done, what is left, and why runs failed.
+
+Reads only STUDY_DIR (the spec copy and the store), so it is safe while a study runs.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..errors import ConfigError, MedtransferError
+from .grid import canonical_json, expand
+from .runner import SPEC_FILE
+from .spec import load_spec, overrides_from_text
+from .store import STORE_FILE, Store
+
+MAX_REASONS = 10
+
+
+def study_status(study_dir: str | Path) -> str:
+    study_dir = Path(study_dir)
+    spec_path, store_path = study_dir / SPEC_FILE, study_dir / STORE_FILE
+    if not store_path.is_file():
+        raise MedtransferError(f"{study_dir}: not a study folder ({STORE_FILE} not found; run `medtransfer study run` first)")
+    store = Store(store_path)
+    statuses = store.statuses()
+    rows = store.rows()
+    lines = [f"study folder {study_dir}"]
+    plan = None
+    if spec_path.is_file():
+        try:
+            plan = expand(load_spec(spec_path, overrides_from_text(spec_path.read_text())), origin=str(spec_path))
+        except ConfigError as err:
+            lines.append(f"(cannot expand {spec_path}: {err})")
+    if plan is not None:
+        planned = {r.run_id for r in plan.all_runs}
+        counts = Counter(statuses.get(rid, "pending") for rid in planned)
+        lines.append(f"{len(planned)} runs: " + ", ".join(f"{counts.get(k, 0)} {k}"
+                                                          for k in ("done", "failed", "skipped", "pending")))
+        extra = len(set(statuses) - planned)
+        if extra:
+            lines.append(f"{extra} rows in the store belong to an earlier version of the spec")
+        lines.append("per axis (done / planned):")
+        for axis, values in plan.spec.grid.items():
+            cells = []
+            for value in values:
+                key = canonical_json(value)
+                runs = [r for r in plan.runs if canonical_json(r.axes[axis]) == key]
+                done = sum(1 for r in runs if statuses.get(r.run_id) == "done")
+                cells.append(f"{value if not isinstance(value, (dict, list)) else key} {done}/{len(runs)}")
+            lines.append(f"  {axis}: " + ", ".join(cells))
+    else:
+        counts = Counter(statuses.values())
+        lines.append(f"{len(statuses)} runs recorded: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for status in ("failed", "skipped"):
+        reasons = Counter((r["reason"] or "no reason recorded").splitlines()[0] for r in rows if r["status"] == status)
+        if not reasons:
+            continue
+        lines.append(f"{status} ({sum(reasons.values())}):")
+        for reason, n in reasons.most_common(MAX_REASONS):
+            lines.append(f"  {n} x {reason}")
+        if len(reasons) > MAX_REASONS:
+            lines.append(f"  ... and {len(reasons) - MAX_REASONS} other reasons")
+    seconds = sum(r["seconds"] or 0 for r in rows if r["status"] == "done")
+    lines.append(f"compute in done runs: {seconds / 3600:.2f} h")
+    return "\n".join(lines)

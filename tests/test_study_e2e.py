@@ -1,0 +1,91 @@
+"""A real (tiny) study: train_run for a source and the grid, locally and on a local Ray instance.
+
+Synthetic 24-px PNGs in tmp_path keep it independent of ../shared/data and fast; the
+Ray half checks acceptance 3: same run ids and the same metrics as the local executor.
+"""
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtransfer.study import run_study, study_status
+
+SPEC = """
+base:
+  data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}
+  task: {kind: binary, label_column: finding}
+  image_size: 24
+  model: {arch: resnet18, init: scratch}
+  train: {epochs: 1, batch_size: 16, lr_policy: constant, lr: 0.001, augment: false}
+sources:
+  bright:
+    data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}
+    task: {kind: binary, label_column: finding}
+    model: {init: scratch}
+    train: {epochs: 1, batch_size: 16, augment: false}
+grid:
+  model.init: [scratch, source:bright, imagenet]
+  train.seed: [0]
+resources: {cpus_per_run: 1}
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path):
+    """40 synthetic 24-px PNGs from 20 patients (label 1 images are brighter) and the spec above."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = ["path,finding,patient"]
+    for i in range(40):
+        label = i % 2
+        pixels = rng.integers(0, 120, (24, 24)) + 100 * label
+        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{label},p{i // 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(SPEC)
+    return tmp_path, spec
+
+
+def results(out):
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return {r[0]: r[1:] for r in db.execute("SELECT run_id, role, status, test_auroc, n_train_images FROM runs")}
+
+
+@pytest.fixture
+def one_thread():
+    """Local runs on one torch thread, like each Ray task (cpus_per_run: 1): identical arithmetic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
+    root, spec = tiny_study
+    monkeypatch.setenv("MEDTRANSFER_OFFLINE", "1")
+    local = run_study(spec, root / "local", data_root=root, report=False, probe=False)
+    assert local.counts == {"done": 3, "failed": 0, "skipped": 1, "pending": 0}, study_status(root / "local")
+    rows = results(root / "local")
+    skipped = [r for r in rows.values() if r[1] == "skipped"]
+    assert len(skipped) == 1
+    with sqlite3.connect(root / "local" / "results.sqlite") as db:
+        reason, run_dir = db.execute("SELECT reason, run_dir FROM runs WHERE init='source:bright'").fetchone()
+    assert reason is None
+    config = (root / "local" / run_dir / "config.yaml").read_text()
+    assert "sources/bright/model.safetensors" in config  # the grid run started from the source's weights
+    metrics = json.loads((root / "local" / run_dir / "metrics.json").read_text())
+    assert metrics["n_train_images"] == rows[run_dir.split("/")[1]][3]
+
+    pytest.importorskip("ray")
+    on_ray = run_study(spec, root / "ray", data_root=root, executor="ray", report=False, probe=False)
+    assert on_ray.counts == local.counts
+    ray_rows = results(root / "ray")
+    assert set(ray_rows) == set(rows)
+    for run_id, (role, status, auroc, n) in rows.items():
+        assert ray_rows[run_id][:2] == (role, status) and ray_rows[run_id][3] == n
+        assert ray_rows[run_id][2] == pytest.approx(auroc, abs=1e-6) if auroc is not None else ray_rows[run_id][2] is None
