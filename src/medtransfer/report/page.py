@@ -1,0 +1,276 @@
+"""The self-contained report.html: inline CSS, the figure as base64, tables of aggregates only.
+
+Every piece of free text (task, recipe, label, reason) goes through ``redact`` and
+``html.escape``; numbers are the only other content, so no image or patient ID can
+reach the page.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from .redact import redact
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+h3{margin-bottom:.3em}.meta{color:#666}.note{background:#f6f6f0;border-left:4px solid #c9c28a;padding:.5em .8em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f0f3f7}tr:nth-child(even) td{background:#fafafa}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.pos{color:#1b6e1b}td.neg{color:#a12020}img{max-width:100%}dl{display:grid;grid-template-columns:max-content auto;
+gap:.2em 1em}dt{font-weight:600}dd{margin:0}small{color:#666}footer{margin-top:2.5em;font-size:.9em;color:#444}
+"""
+
+
+def esc(text) -> str:
+    return html.escape(redact(text))
+
+
+def fmt_auroc(x) -> str:
+    return "—" if x is None or pd.isna(x) else f"{x:.3f}"
+
+
+def fmt_ci(lo, hi) -> str:
+    return "— (1 seed)" if pd.isna(lo) or pd.isna(hi) else f"{lo:.3f} – {hi:.3f}"
+
+
+def fmt_signed(x, digits=3, unit="") -> str:
+    return "—" if pd.isna(x) else f"{x:+.{digits}f}{unit}"
+
+
+def fmt_n(nk, n) -> str:
+    count = "?" if pd.isna(n) else f"{int(round(n)):,}"
+    return f"all ({count})" if nk == "all" else count
+
+
+def fmt_seconds(s: float) -> str:
+    s = 0 if pd.isna(s) else int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s"
+
+
+def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    """Cells are pre-escaped HTML strings; ``numeric`` column indices are right-aligned."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cls = []
+            if i in numeric:
+                cls.append("num")
+                if isinstance(cell, str) and cell.startswith("+") and cell != "+0.000":
+                    cls.append("pos")
+                elif isinstance(cell, str) and cell.startswith("-"):
+                    cls.append("neg")
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            cells.append(f"<td{attr}>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _panel_title(task, arch) -> str:
+    return esc(task) + (f" — {esc(arch)}" if arch is not None and not pd.isna(arch) else "")
+
+
+def _question(tasks: str, inits: list[str], sites: dict) -> str:
+    """The study's question, naming only the comparisons its grid can answer."""
+    same = [i for i in inits if i.endswith("(same-site)")]
+    others = [i for i in inits if i in ("scratch", "ImageNet") or i.endswith("(other-site)")]
+    unsited = [i for i in inits if i.endswith("(site not given)")]
+    text = (f"On <b>{tasks}</b>: which way of starting and fine-tuning a CNN gives the best test AUROC as the "
+            "number of training images grows")
+    refs = same or unsited
+    comps = others if same else [i for i in others if not i.endswith("(other-site)")]
+    if refs and comps:
+        what = ("pretraining on images from the same site (" + ", ".join(esc(r.rsplit(" (", 1)[0]) for r in refs)
+                + ")") if same else "pretraining on " + ", ".join(esc(r.rsplit(" (", 1)[0]) for r in refs)
+        named = [{"scratch": "training from scratch", "ImageNet": "ImageNet weights"}.get(c, f"pretraining on {esc(c)}")
+                 for c in comps]
+        listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        text += f", and how much does {what} buy over {listed}"
+    return f"<p>{text}?</p>"
+
+
+def header_section(name, n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
+                   sites: dict, notes: list[str]) -> str:
+    title = esc(name) if name else "Transfer-learning study"
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(status_counts.items()))
+    tasks = ", ".join(esc(t) for t in axes.get("task", [])) or "—"
+    parts = [
+        f"<h1>{title}</h1>",
+        f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
+        f"total compute time {fmt_seconds(total_seconds)}.</p>",
+        "<h2>What this study asked</h2>",
+        _question(tasks, axes.get("initialisation", []), sites),
+    ]
+    if sources:
+        rows = [[esc(s), esc({"same": "same-site", "other": "other-site"}.get(sites.get(s), "not given")),
+                 esc(desc)] for s, desc in sources.items()]
+        parts.append("<h3>Pretraining sources</h3>" + table(["source", "site", "data"], rows))
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{', '.join(esc(v) for v in vals)}</dd>"
+                    for k, vals in axes.items() if vals)
+    parts.append(f"<h3>Grid (values found in the results)</h3><dl>{items}</dl>")
+    parts += [f'<p class="note">{esc(n)}</p>' for n in notes]
+    return "\n".join(parts)
+
+
+def curves_section(png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return ("<h2>Learning curves</h2>"
+            f'<img alt="test macro AUROC versus number of training images" src="data:image/png;base64,{data}">'
+            "<p><small>Each line is one recipe (init / strategy / LR policy). Colour = init, line style = "
+            "strategy, marker = LR policy. Points are the mean over seeds; the shaded band is the 95% CI "
+            "(none where only one seed finished).</small></p>")
+
+
+def _ci_phrase(low, high) -> str:
+    return "one seed, no CI" if pd.isna(low) or pd.isna(high) else f"95% CI {fmt_ci(low, high)}"
+
+
+def _verdict(low, high) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "no CI: one seed"
+    if low > 0 or high < 0:
+        return f"95% CI {low:+.3f} to {high:+.3f}"
+    return f"95% CI {low:+.3f} to {high:+.3f}, within seed noise"
+
+
+def key_results_section(best: pd.DataFrame, gain: pd.DataFrame) -> str:
+    """A few sentences a reader can take away: the best recipe at the smallest and largest N, and the gains."""
+    items = []
+    for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
+        where = _panel_title(task, arch)
+        for r in (g.iloc[0], g.iloc[-1]) if len(g) > 1 else (g.iloc[0],):
+            items.append(f"<li><b>{where}, N = {fmt_n(r.n_train, r.N)}</b>: best recipe <b>{esc(r.recipe)}</b>, "
+                         f"AUROC {fmt_auroc(r.auroc)} ({_ci_phrase(r.ci_low, r.ci_high)}).</li>")
+        gg = gain[(gain["task"] == task) & ((gain["arch"] == arch) | (gain["arch"].isna() & pd.isna(arch)))]
+        ends = [nk for nk in dict.fromkeys(gg["n_train"])]
+        ends = ends[:1] + ends[-1:] if len(ends) > 1 else ends
+        for (ref, comp), pair in gg[gg["n_train"].isin(ends)].groupby(["init", "versus"], sort=False):
+            parts = [f"{fmt_signed(r.gain)} at N = {fmt_n(r.n_train, r.N)} ({_verdict(r.gain_ci_low, r.gain_ci_high)})"
+                     for r in pair.itertuples()]
+            items.append(f"<li>{where}: <b>{esc(ref)}</b> over <b>{esc(comp)}</b>: " + "; ".join(parts) + ".</li>")
+    if not items:
+        return ""
+    return ("<h2>Key results</h2><p>Smallest and largest training-set size; details in the tables below.</p><ul>"
+            + "".join(items) + "</ul>")
+
+
+def best_section(best: pd.DataFrame) -> str:
+    parts = ["<h2>Best recipe at each N</h2>",
+             "<p>The recipe with the highest mean test AUROC over seeds at each training-set size (N = images "
+             "actually trained on, median over seeds). The runner-up shows whether the win is clear or within "
+             "noise: compare its AUROC with the winner's CI.</p>"]
+    if best.empty:
+        return "\n".join(parts + ["<p>No finished runs yet.</p>"])
+    for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
+        rows = [[fmt_n(r.n_train, r.N), esc(r.recipe), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high),
+                 str(int(r.n_seeds)), esc(r.runner_up) if r.runner_up else "—", fmt_auroc(r.runner_up_auroc),
+                 str(int(r.n_recipes))] for r in g.itertuples()]
+        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
+            ["N", "best recipe", "AUROC", "95% CI", "seeds", "runner-up", "its AUROC", "recipes compared"],
+            rows, numeric={2, 4, 6, 7}))
+    return "\n".join(parts)
+
+
+def gains_section(gain: pd.DataFrame, has_same_site: bool) -> str:
+    title = "Gain of same-site transfer" if has_same_site else "Gain of transfer from each pretraining source"
+    parts = [f"<h2>{title}</h2>",
+             "<p><b>How the gain is defined.</b> At each N, every initialisation is represented by its own best "
+             "recipe (the strategy / LR policy / dropout with the highest mean test AUROC over seeds); the gain is "
+             "the same-site AUROC minus the other initialisation's AUROC, in AUROC points (the difference on the "
+             "0–1 AUROC scale: 0.80 → 0.85 is +0.050) and in percent of the other initialisation's AUROC. "
+             "Every initialisation gets the "
+             "same benefit of choosing its best recipe, so the comparison is even-handed, but all values are "
+             "somewhat optimistic because the choice is made on the test set. The 95% CI of the gain is a Welch "
+             "t-interval over seeds; if it includes 0 the data do not show a difference.</p>"]
+    if not has_same_site:
+        parts.append('<p class="note">No source is marked same-site, so each pretraining source is compared '
+                     "with scratch and ImageNet on its own. Add <code>site: same</code> or <code>site: other</code> "
+                     "to each source in study.yaml to compare same-site with other-site transfer.</p>")
+    if gain.empty:
+        return "\n".join(parts + ["<p>No pair of initialisations finished at the same N yet.</p>"])
+    for (task, arch), g in gain.groupby(["task", "arch"], dropna=False, sort=False):
+        rows = [[fmt_n(r.n_train, r.N), f"{esc(r.init)}<br><small>{esc(r.recipe)}</small>", fmt_auroc(r.auroc),
+                 f"{esc(r.versus)}<br><small>{esc(r.versus_recipe)}</small>", fmt_auroc(r.versus_auroc),
+                 fmt_signed(r.gain), fmt_ci(r.gain_ci_low, r.gain_ci_high).replace("— (1 seed)", "—"),
+                 fmt_signed(r.gain_percent, 1, " %")] for r in g.itertuples()]
+        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
+            ["N", "transfer from", "AUROC", "compared with", "AUROC", "gain (AUROC points)", "95% CI of gain",
+             "gain (%)"], rows, numeric={2, 4, 5, 7}))
+    return "\n".join(parts)
+
+
+def per_class_section(blocks: list[dict]) -> str:
+    if not blocks:
+        return ""
+    parts = ["<h2>Per-finding AUROC at the largest N</h2>",
+             "<p>Multi-label tasks: test AUROC of each finding, mean over seeds, for the best recipe of each "
+             "initialisation at the largest training-set size. “—” = undefined in every seed (no positive or no "
+             "negative case of that finding in the test split); a count in brackets = seeds where it was defined, "
+             "when fewer than all.</p>"]
+    for b in blocks:
+        inits = list(b["table"].columns)
+        headers = ["finding"] + [f"{esc(i)}<br><small>{esc(b['recipes'][i])}</small>" for i in inits]
+        rows = []
+        for label, vals in b["table"].iterrows():
+            cells = [esc(label)]
+            for i in inits:
+                n = b["counts"].loc[label, i]
+                full = b["counts"][i].max()
+                cell = fmt_auroc(vals[i])
+                if cell != "—" and not pd.isna(n) and n < full:
+                    cell += f" ({int(n)})"
+                cells.append(cell)
+            rows.append(cells)
+        parts.append(f"<h3>{_panel_title(b['task'], b['arch'])}, N = {fmt_n(b['n_train'], b['N'])}</h3>"
+                     + table(headers, rows, numeric=set(range(1, len(inits) + 1))))
+    return "\n".join(parts)
+
+
+def failures_section(status_table: pd.DataFrame, fails: pd.DataFrame) -> str:
+    parts = ["<h2>Failed and skipped runs</h2>"]
+    rows = [[esc(r.role), esc(r.status), str(int(r.runs)), fmt_seconds(r.seconds)] for r in status_table.itertuples()]
+    parts.append(table(["role", "status", "runs", "compute time"], rows, numeric={2, 3}))
+    if fails.empty:
+        parts.append("<p>Every run finished.</p>")
+    else:
+        rows = [[esc(r.status), esc(r.role), esc(r.reason), str(int(r.runs)), esc(r.recipes), esc(r.n_train)]
+                for r in fails.itertuples()]
+        parts.append(table(["status", "role", "reason", "runs", "recipes", "N"], rows, numeric={3}))
+    return "\n".join(parts)
+
+
+DEFINITIONS = """<footer><h2>Definitions</h2><dl>
+<dt>AUROC</dt><dd>Area under the ROC curve on the held-out test split: the probability that a randomly chosen
+positive image scores higher than a randomly chosen negative one (0.5 = chance, 1 = perfect). <i>Macro</i> AUROC is
+the mean over findings (multi-label) or classes (one-vs-rest), skipping any finding with no positive or no negative
+test case.</dd>
+<dt>N</dt><dd>The number of training images the model actually saw: a subset of the training split, drawn by
+patient where the data has patient IDs (median over seeds when whole patients make it vary slightly). The
+validation and test splits stay the same at every N. “all (n)” = the whole training split.</dd>
+<dt>Seeds</dt><dd>Repeats of a recipe with a different random training subset and initialisation of the new
+layers.</dd>
+<dt>95% CI</dt><dd>Mean ± t<sub>0.975, n−1</sub> × SD / √n over the n seeds (Student's t, because n is small),
+cut to the 0–1 range of AUROC. With one seed there is no interval. It describes seed-to-seed variation, not
+the uncertainty of a single test set.</dd>
+<dt>Recipe</dt><dd>Initialisation (scratch, ImageNet, or a source pretrained by this study) / fine-tuning strategy
+(frozen = head only, full, gradual unfreezing) / learning-rate policy [/ dropout].</dd>
+<dt>Same-site / other-site</dt><dd>As declared per source in study.yaml (<code>site: same</code> or
+<code>site: other</code>).</dd>
+</dl><p><small>Only aggregate numbers appear in this report; no image or patient identifiers.</small></p></footer>"""
+
+
+def render(sections: list[str], title: str) -> str:
+    body = "\n".join(s for s in sections if s)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n{body}\n{DEFINITIONS}\n</body></html>\n")

@@ -1,0 +1,282 @@
+"""The numbers of a study report, as DataFrames: summary per recipe and N, best recipe, gains.
+
+"Best" everywhere means the highest mean test AUROC over seeds at that N. Every
+init is represented by its own best recipe, so the comparison is symmetric (each
+init gets the same benefit of the choice); it is optimistic for all of them, since
+the choice is made on the test set. Gains carry a Welch 95% CI so a reader can tell
+a real gap from seed noise.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate.summary import diff_ci, t_interval
+from .redact import short_reason
+
+RADIOMICS = "radiomics"
+RADIOMICS_LABEL = "radiomics + LR"
+GROUP = ["task", "arch", "method", "recipe", "n_key"]
+
+
+def init_site(init, method: str, sites: dict[str, str]) -> str:
+    """scratch | imagenet | same | other | unlabelled | checkpoint | radiomics | other-init."""
+    if method == RADIOMICS:
+        return RADIOMICS
+    init = "" if init is None or (isinstance(init, float) and math.isnan(init)) else str(init)
+    if init in ("scratch", "imagenet"):
+        return init
+    if init.startswith("source:"):
+        return sites.get(init.split(":", 1)[1], "unlabelled")
+    return "checkpoint" if init.startswith("checkpoint:") else "other-init"
+
+
+def init_label(init, method: str, sites: dict[str, str]) -> str:
+    """How an init is named to a reader: 'scratch', 'ImageNet', 'chest (same-site)', ..."""
+    site = init_site(init, method, sites)
+    if site == RADIOMICS:
+        return RADIOMICS_LABEL
+    if site == "scratch":
+        return "scratch"
+    if site == "imagenet":
+        return "ImageNet"
+    name = str(init).split(":", 1)[1] if ":" in str(init) else str(init)
+    if site == "checkpoint":
+        return f"checkpoint {name.rsplit('/', 1)[-1]}"
+    return {"same": f"{name} (same-site)", "other": f"{name} (other-site)"}.get(site, f"{name} (site not given)")
+
+
+SUMMARY_COLUMNS = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "dropout",
+                   "n_train", "N", "n_seeds", "test_auroc_mean", "test_auroc_sd", "test_auroc_ci_low",
+                   "test_auroc_ci_high", "val_auroc_mean", "seconds_mean", "n_runs", "n_done", "n_failed",
+                   "n_skipped"]
+
+
+def study_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, arch, method, recipe, requested N) of the grid runs (vectorised: studies are big)."""
+    grid = runs[runs["role"] == "grid"]
+    if grid.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    done = grid["status"] == "done"
+    frame = grid.assign(
+        _auroc=grid["test_auroc"].where(done), _val=grid["val_auroc"].where(done),
+        _seconds=grid["seconds"].where(done), _images=grid["n_train_images"].where(done),
+        _done=done, _failed=grid["status"] == "failed", _skipped=grid["status"] == "skipped")
+    g = frame.groupby(GROUP, dropna=False, sort=True)
+    out = g.agg(task_kind=("task_kind", "first"), init=("init", "first"), strategy=("strategy", "first"),
+                lr_policy=("lr_policy", "first"), dropout=("dropout", "first"), n_requested=("n_train", "first"),
+                N=("_images", "median"), n_seeds=("_auroc", "count"), test_auroc_mean=("_auroc", "mean"),
+                test_auroc_sd=("_auroc", "std"), val_auroc_mean=("_val", "mean"), seconds_mean=("_seconds", "mean"),
+                n_runs=("status", "size"), n_done=("_done", "sum"), n_failed=("_failed", "sum"),
+                n_skipped=("_skipped", "sum")).reset_index()
+    out = out.rename(columns={"n_key": "n_train"})
+    out["N"] = out["N"].fillna(out["n_requested"]).astype(float)   # nothing finished: the requested N
+    out["arch"] = out["arch"].astype(object).where(out["arch"].notna(), None)
+    low, high = t_interval(out["test_auroc_mean"], out["test_auroc_sd"], out["n_seeds"])
+    # an AUROC lies in [0, 1]; with 2-3 seeds the t-interval can overshoot it
+    out["test_auroc_ci_low"], out["test_auroc_ci_high"] = np.maximum(low, 0.0), np.minimum(high, 1.0)
+    out.loc[out["n_seeds"] < 2, "test_auroc_sd"] = math.nan
+    out = out[SUMMARY_COLUMNS]
+    return out.sort_values(["task", "arch", "method", "recipe", "N"], na_position="last", kind="stable",
+                           ignore_index=True)
+
+
+def panels(summary: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """(task, CNN arch) pairs; a task with no CNN rows (radiomics only) gets one panel (task, None)."""
+    out = []
+    for task, g in summary.groupby("task", sort=True):
+        archs = sorted(a for a in g.loc[g["method"] != RADIOMICS, "arch"].dropna().unique())
+        out.extend((task, a) for a in (archs or [None]))
+    return out
+
+
+def panel_rows(summary: pd.DataFrame, task: str, arch) -> pd.DataFrame:
+    """Rows drawn in a panel: that arch's recipes plus the task's radiomics (and any arch-less) ones."""
+    in_panel = summary["arch"].isna() | (summary["arch"] == arch) | (summary["method"] == RADIOMICS)
+    return summary[(summary["task"] == task) & in_panel]
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows[rows["n_seeds"] > 0]
+    return rows.sort_values(["test_auroc_mean", "n_seeds", "recipe"], ascending=[False, False, True], kind="stable")
+
+
+def display_recipe(row) -> str:
+    return RADIOMICS_LABEL if row["method"] == RADIOMICS else str(row["recipe"])
+
+
+def _n_order(rows: pd.DataFrame) -> list[str]:
+    n = rows.groupby("n_train")["N"].max().fillna(np.inf)
+    return sorted(n.index, key=lambda k: (n[k], k))
+
+
+def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, arch, N): the recipe with the highest mean test AUROC, and the runner-up."""
+    rows = []
+    for task, arch in panels(summary):
+        panel = panel_rows(summary, task, arch)
+        for nk in _n_order(panel):
+            ranked = _ranked(panel[panel["n_train"] == nk])
+            if ranked.empty:
+                continue
+            best = ranked.iloc[0]
+            second = ranked.iloc[1] if len(ranked) > 1 else None
+            rows.append({
+                "task": task, "arch": arch, "n_train": nk, "N": best["N"], "recipe": display_recipe(best),
+                "n_seeds": best["n_seeds"], "auroc": best["test_auroc_mean"],
+                "ci_low": best["test_auroc_ci_low"], "ci_high": best["test_auroc_ci_high"],
+                "runner_up": None if second is None else display_recipe(second),
+                "runner_up_auroc": math.nan if second is None else second["test_auroc_mean"],
+                "n_recipes": len(ranked),
+            })
+    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "recipe", "n_seeds", "auroc", "ci_low",
+                                       "ci_high", "runner_up", "runner_up_auroc", "n_recipes"])
+
+
+SITE_ORDER = ("scratch", "imagenet", "same", "other", "unlabelled", "checkpoint", "other-init", RADIOMICS)
+
+
+def _best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
+    """init label -> the best summary row of that init (radiomics counts as one 'init').
+
+    Ordered scratch, ImageNet, same-site, other-site, ..., radiomics, so tables read alike.
+    """
+    best = {}
+    for _, row in _ranked(rows).iterrows():
+        label = init_label(row["init"], row["method"], sites)
+        best.setdefault(label, row)
+
+    def order(label):
+        row = best[label]
+        return SITE_ORDER.index(init_site(row["init"], row["method"], sites)), label
+    return {label: best[label] for label in sorted(best, key=order)}
+
+
+def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The finished runs behind one summary row."""
+    sel = ((runs["role"] == "grid") & (runs["status"] == "done") & (runs["task"] == row["task"])
+           & (runs["method"] == row["method"]) & (runs["recipe"] == row["recipe"]) & (runs["n_key"] == row["n_train"]))
+    sel &= runs["arch"].isna() if pd.isna(row["arch"]) else (runs["arch"] == row["arch"])
+    return runs[sel]
+
+
+def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str]) -> pd.DataFrame:
+    """Gain of each same-site init over scratch, ImageNet, other-site inits (and radiomics) per N.
+
+    A source with no site given is compared with scratch, ImageNet and radiomics only.
+    """
+    rows = []
+    for task, arch in panels(summary):
+        panel = panel_rows(summary, task, arch)
+        for nk in _n_order(panel):
+            best = _best_per_init(panel[panel["n_train"] == nk], sites)
+            kinds = {label: init_site(r["init"], r["method"], sites) for label, r in best.items()}
+            for ref, ref_kind in kinds.items():
+                if ref_kind not in ("same", "unlabelled"):
+                    continue
+                allowed = ("scratch", "imagenet", RADIOMICS) + (("other",) if ref_kind == "same" else ())
+                order = {k: i for i, k in enumerate(("scratch", "imagenet", "other", RADIOMICS))}
+                comps = sorted((c for c, k in kinds.items() if k in allowed), key=lambda c: (order[kinds[c]], c))
+                r = best[ref]
+                for comp in comps:
+                    c = best[comp]
+                    d = diff_ci(_runs_of(runs, r)["test_auroc"], _runs_of(runs, c)["test_auroc"])
+                    rows.append({
+                        "task": task, "arch": arch, "n_train": nk, "N": r["N"],
+                        "init": ref, "recipe": str(r["recipe"]), "auroc": r["test_auroc_mean"],
+                        "versus": comp, "versus_recipe": str(c["recipe"]), "versus_auroc": c["test_auroc_mean"],
+                        "gain": d.mean, "gain_ci_low": d.low, "gain_ci_high": d.high,
+                        "gain_percent": 100.0 * d.mean / c["test_auroc_mean"],
+                    })
+    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "init", "recipe", "auroc", "versus",
+                                       "versus_recipe", "versus_auroc", "gain", "gain_ci_low", "gain_ci_high",
+                                       "gain_percent"])
+
+
+def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class: pd.DataFrame,
+                           sites: dict[str, str]) -> list[dict]:
+    """For each multi-label (task, arch): label x init table of mean test AUROC at the largest N.
+
+    Each init column is that init's best recipe (by macro AUROC) at that N.
+    """
+    out = []
+    for task, arch in panels(summary):
+        panel = panel_rows(summary, task, arch)
+        if not (panel["task_kind"] == "multilabel").any():
+            continue
+        done = panel[panel["n_seeds"] > 0]
+        if done.empty:
+            continue
+        nk = _n_order(done)[-1]
+        best = _best_per_init(done[done["n_train"] == nk], sites)
+        columns, headers = {}, {}
+        for label, row in best.items():
+            pc = per_class[per_class["run_id"].isin(_runs_of(runs, row)["run_id"])]
+            if pc.empty:
+                continue
+            columns[label] = pc.groupby("label")["auroc"].agg(["mean", "count"])
+            headers[label] = str(row["recipe"])
+        if not columns:
+            continue
+        table = pd.concat({k: v["mean"] for k, v in columns.items()}, axis=1)
+        counts = pd.concat({k: v["count"] for k, v in columns.items()}, axis=1)
+        out.append({"task": task, "arch": arch, "n_train": nk, "N": done.loc[done["n_train"] == nk, "N"].max(),
+                    "table": table.sort_index(), "counts": counts.reindex(table.index).sort_index(),
+                    "recipes": headers})
+    return out
+
+
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """Failed and skipped runs (and done runs without a test AUROC), grouped by reason."""
+    bad = runs[runs["status"] != "done"].copy()
+    undefined = runs[(runs["status"] == "done") & runs["test_auroc"].isna()].copy()
+    undefined["status"] = "done, no test AUROC"
+    undefined["reason"] = "test AUROC undefined (e.g. no positive or no negative case in the test split)"
+    rows = pd.concat([bad, undefined], ignore_index=True)
+    if rows.empty:
+        return pd.DataFrame(columns=["status", "role", "reason", "runs", "recipes", "n_train"])
+    rows["reason_short"] = [short_reason(r) for r in rows["reason"]]
+    out = []
+    for (status, role, reason), g in rows.groupby(["status", "role", "reason_short"], sort=True):
+        recipes = sorted(str(r) for r in g["recipe"].dropna().unique())
+        ns = sorted(g["n_key"].unique(), key=lambda k: (k == "all", int(k) if k != "all" else 0))
+        out.append({"status": status, "role": role, "reason": reason, "runs": len(g),
+                    "recipes": ", ".join(recipes[:4]) + (f" (+{len(recipes) - 4} more)" if len(recipes) > 4 else ""),
+                    "n_train": ", ".join(ns)})
+    order = {"failed": 0, "skipped": 1}
+    out = pd.DataFrame(out)
+    out["_order"] = [order.get(s, 2) for s in out["status"]]
+    return out.sort_values(["_order", "runs"], ascending=[True, False], ignore_index=True).drop(columns="_order")
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else f"{v:g}"
+    return str(v)
+
+
+def grid_axes(runs: pd.DataFrame, sites: dict[str, str]) -> dict[str, list[str]]:
+    """The values each grid axis took in the store, in a readable order."""
+    grid = runs[runs["role"] == "grid"]
+    cnn = grid[grid["method"] != RADIOMICS]
+
+    def uniq(values, key=None):
+        found = sorted({v for v in values if not pd.isna(v)}, key=key)
+        return [_fmt_value(v) for v in found]
+
+    ns = sorted(grid["n_key"].unique(), key=lambda k: (k == "all", int(k) if k != "all" else 0))
+    return {
+        "task": uniq(grid["task"]),
+        "method": [RADIOMICS_LABEL if m == RADIOMICS else ("CNN" if m == "cnn" else str(m))
+                   for m in uniq(grid["method"])],
+        "architecture": uniq(cnn["arch"]),
+        "initialisation": [init_label(i, "cnn", sites) for i in sorted(
+            cnn["init"].dropna().unique(), key=lambda i: (SITE_ORDER.index(init_site(i, "cnn", sites)), i))],
+        "strategy": uniq(cnn["strategy"]),
+        "LR policy": uniq(cnn["lr_policy"]),
+        "dropout": uniq(cnn["dropout"], key=float),
+        "N (requested training images)": list(ns),
+        "seeds": uniq(grid["seed"], key=float),
+    }
