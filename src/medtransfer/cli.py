@@ -41,6 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("info", help="images, patients and per-label counts per split")
     _add_config_args(p)
 
+    study = sub.add_parser("study", help="run a grid of recipes (a study) and report it").add_subparsers(
+        dest="study_command", required=True)
+    p = study.add_parser("run", help="run or resume every run of a study; writes results.sqlite and report.html")
+    p.add_argument("spec", type=Path, help="study YAML (see examples/offline-chest.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="study folder (required unless --dry-run)")
+    p.add_argument("--data-root", default=None, help="folder that relative data paths start from")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, default=1, help="local executor: runs in parallel processes")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--dry-run", action="store_true", help="print runs per axis, the total and a time estimate")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config key in base and every source, e.g. --set train.epochs=2 "
+                        "(data.* / task.* keys: base only; repeatable)")
+    p = study.add_parser("status", help="counts by status, progress per axis, failure reasons")
+    p.add_argument("study_dir", type=Path)
+
+    p = sub.add_parser("report", help="(re)write report.html, learning_curves.png and summary.csv of a study")
+    p.add_argument("study_dir", type=Path)
+
     p = sub.add_parser("predict", help="score images with a trained run")
     p.add_argument("--run", type=Path, required=True, help="a finished run folder")
     p.add_argument("images", nargs="+", type=Path, help="PNG / JPEG / DICOM files")
@@ -86,6 +106,22 @@ def _dispatch(args) -> int:
         prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
                                 cfg.train.n_train, cfg.train.seed)
         print(describe(prepared))
+        return 0
+    if args.command == "study":
+        from .study import run_study, study_status
+
+        if args.study_command == "status":
+            print(study_status(args.study_dir))
+            return 0
+        summary = run_study(args.spec, args.out, data_root=args.data_root, executor=args.executor,
+                            workers=args.workers, ray_address=args.ray_address, retry_failed=args.retry_failed,
+                            dry_run=args.dry_run, overrides=args.overrides)
+        print(summary)
+        return 0
+    if args.command == "report":
+        from .report import write_report
+
+        print(f"wrote {write_report(args.study_dir)}")
         return 0
     if args.command == "predict":
         from .inference import predict_files
