@@ -1,4 +1,5 @@
-"""Metrics (and later bootstrap CIs, DeLong, learning curves)."""
+"""Metrics per label, and summaries over seeds (t-intervals)."""
 from .metrics import macro_auroc, one_vs_rest_targets, score_metrics
+from .summary import MeanCI, diff_ci, mean_ci, t_interval
 
-__all__ = ["macro_auroc", "one_vs_rest_targets", "score_metrics"]
+__all__ = ["MeanCI", "diff_ci", "macro_auroc", "mean_ci", "one_vs_rest_targets", "score_metrics", "t_interval"]
