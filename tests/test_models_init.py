@@ -1,6 +1,7 @@
 """Where weights come from: the ImageNet cache (offline-safe), checkpoints, our safetensors files."""
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -56,11 +57,18 @@ def test_imagenet_missing_fails_fast_naming_file_folder_and_url(torch_home, monk
 def test_download_gives_up_when_dns_hangs(torch_home, monkeypatch):
     monkeypatch.delenv("MEDTRANSFER_OFFLINE", raising=False)
     monkeypatch.setattr(init_mod, "CONNECT_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    release = threading.Event()
+
+    def hung_dns(*_args, **_kwargs):
+        release.wait(30)
+        raise OSError("simulated DNS hang")
+
+    monkeypatch.setattr(socket, "create_connection", hung_dns)
     start = time.monotonic()
     with pytest.raises(WeightsUnavailable, match=re.escape(RESNET18_FILE)):
         create_model("resnet18", 2, init="imagenet", log=lambda _: None)
     assert time.monotonic() - start < 3
+    release.set()   # let the abandoned daemon thread finish quietly
 
 
 def test_offline_flag_skips_the_download(torch_home, monkeypatch):
