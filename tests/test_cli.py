@@ -171,3 +171,13 @@ def test_data_info_counts_per_split(shared_data, capsys):
     code, out, _ = run_cli(["data", "info", EXAMPLES / "nih14-multilabel.yaml", "--data-root", shared_data], capsys)
     assert code == 0
     assert "Pneumonia" in out and "Hernia" in out and "patients" in out.lower()
+
+
+def test_lr_find_writes_plot_and_suggestion(tiny_csv, capsys):
+    root, config = tiny_csv
+    code, out, _ = run_cli(["lr-find", config, "--data-root", root, "--out", root / "lrf"], capsys)
+    assert code == 0
+    result = json.loads((root / "lrf" / "lr_find.json").read_text())
+    assert (root / "lrf" / "lr_find.png").stat().st_size > 0
+    assert min(result["lrs"]) < result["suggested_lr"] < max(result["lrs"])
+    assert f"{result['suggested_lr']:.3g}" in out
