@@ -1,0 +1,154 @@
+"""DeLong's test for AUROCs on one test set (DeLong et al., Biometrics 1988), fast midrank form.
+
+Two methods scored on the *same* test images are compared with a paired test:
+their AUROCs are correlated (same easy and hard cases), and ignoring that
+correlation throws most of the power away. DeLong estimates the covariance of
+the AUROCs from the *structural components* (placement values):
+
+* V10[i] for positive i: fraction of negatives it outranks (ties count 1/2),
+* V01[j] for negative j: fraction of positives that outrank it,
+
+so AUROC = mean(V10) = mean(V01), S10 = cov(V10), S01 = cov(V01) (ddof 1, one
+row per method) and Var(AUROC) = S10/m + S01/n for m positives and n
+negatives. Placements come from midranks (Sun & Xu, IEEE SPL 2014): with Tz the
+midranks in the pooled set and Tx / Ty those within positives / negatives,
+V10 = (Tz - Tx)/n and V01 = 1 - (Tz - Ty)/m, which is O(N log N) instead of O(m n).
+
+Each image is treated as independent: with several images per patient these
+intervals are too narrow; use ``bootstrap.bootstrap_auroc_ci`` then.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from ..errors import DataError
+from .bootstrap import _binary, _scores
+
+
+def structural_components(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(aucs (k,), V10 (k, m), V01 (k, n)) for k score rows (or one 1-D score vector) on 0/1 ``y_true``."""
+    y = _binary(y_true)
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if s.shape[1] != len(y):
+        raise DataError(f"scores: {s.shape[1]} scores for {len(y)} labels")
+    if not np.isfinite(s).all():
+        raise DataError("scores: contains NaN or infinite values")
+    pos, neg = s[:, y], s[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    if m == 0 or n == 0:
+        raise DataError("y_true: AUROC needs at least one positive and one negative image")
+    tx = stats.rankdata(pos, axis=1)
+    ty = stats.rankdata(neg, axis=1)
+    tz = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    v10 = (tz[:, :m] - tx) / n
+    v01 = 1.0 - (tz[:, m:] - ty) / m
+    return aucs, v10, v01
+
+
+def delong_covariance(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(aucs (k,), covariance (k, k)) of the AUROCs of k score rows: S10/m + S01/n."""
+    aucs, v10, v01 = structural_components(y_true, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    if m < 2 or n < 2:
+        raise DataError(f"y_true: DeLong's variance needs at least 2 positive and 2 negative images "
+                        f"(got {m} and {n})")
+    return aucs, np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+
+
+def _normal_test(diff: float, var: float, alpha: float) -> dict:
+    se = math.sqrt(max(var, 0.0))
+    if se > 0:
+        z = diff / se
+        p = float(2 * stats.norm.sf(abs(z)))
+    else:   # identical rankings (or a degenerate set): no spread, so only "equal" is consistent
+        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+        p = 1.0 if diff == 0 else 0.0
+    half = float(stats.norm.ppf(1 - alpha / 2)) * se
+    return {"diff": diff, "se": se, "z": z, "p_value": p, "ci_low": diff - half, "ci_high": diff + half}
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise DataError(f"alpha: must lie in (0, 1), got {alpha}")
+
+
+def delong_paired(y_true, scores_a, scores_b, alpha: float = 0.05) -> dict:
+    """Paired DeLong test of AUROC(a) - AUROC(b) on the same images.
+
+    Returns auc_a, auc_b, diff, se, z, two-sided p_value and the (1 - alpha)
+    normal interval ci_low / ci_high of the difference.
+    """
+    _check_alpha(alpha)
+    y = _binary(y_true)
+    a, b = _scores(scores_a, len(y), "scores_a"), _scores(scores_b, len(y), "scores_b")
+    aucs, cov = delong_covariance(y, np.stack([a, b]))
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]),
+            **_normal_test(float(aucs[0] - aucs[1]), float(var), alpha)}
+
+
+def delong_auroc_ci(y_true, scores, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(auc, low, high): DeLong normal interval of one AUROC, cut to [0, 1] (as R's pROC does)."""
+    _check_alpha(alpha)
+    y = _binary(y_true)
+    aucs, cov = delong_covariance(y, _scores(scores, len(y))[None, :])
+    half = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt(max(cov[0, 0], 0.0))
+    auc = float(aucs[0])
+    return auc, max(0.0, auc - half), min(1.0, auc + half)
+
+
+def _influence(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(aucs (k,), psi (k, N)): each image's share of the AUROC's deviation, scaled so sum(psi^2) is DeLong's variance.
+
+    psi = (V10 - auc) / sqrt(m (m - 1)) for positives and (V01 - auc) / sqrt(n (n - 1))
+    for negatives; a class with one image has no estimable spread and adds 0.
+    """
+    aucs, v10, v01 = structural_components(y, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    psi = np.zeros((len(aucs), len(y)))
+    if m > 1:
+        psi[:, y] = (v10 - aucs[:, None]) / math.sqrt(m * (m - 1))
+    if n > 1:
+        psi[:, ~y] = (v01 - aucs[:, None]) / math.sqrt(n * (n - 1))
+    return aucs, psi
+
+
+def delong_paired_macro(y_true, scores_a, scores_b, alpha: float = 0.05) -> dict:
+    """Paired DeLong-type test of the difference in *macro* AUROC over labels ((N, K) 0/1 targets).
+
+    Labels without both classes are left out (as in ``score_metrics``). The
+    variance of the mean over labels is the sum over images of the squared
+    per-image influence, averaged over labels, so correlations between labels
+    that share images are kept; for one label it equals ``delong_paired``
+    exactly. Also returns ``n_labels`` (labels used). Multiclass: pass
+    ``one_vs_rest_targets(labels, "multiclass", C)``.
+    """
+    _check_alpha(alpha)
+    y = np.asarray(y_true)
+    if y.ndim == 1:
+        y = y[:, None]
+    a = np.asarray(scores_a, dtype=np.float64).reshape(len(y), -1)
+    b = np.asarray(scores_b, dtype=np.float64).reshape(len(y), -1)
+    if a.shape != y.shape or b.shape != y.shape:
+        raise DataError(f"scores: shapes {a.shape} and {b.shape} do not match y_true {y.shape}")
+    total_psi, used, auc_a, auc_b = np.zeros(len(y)), 0, [], []
+    for k in range(y.shape[1]):
+        target = _binary(y[:, k], f"y_true[:, {k}]")
+        if target.all() or not target.any():
+            continue
+        aucs, psi = _influence(target, np.stack([_scores(a[:, k], len(y), "scores_a"),
+                                                 _scores(b[:, k], len(y), "scores_b")]))
+        total_psi += psi[0] - psi[1]
+        auc_a.append(aucs[0])
+        auc_b.append(aucs[1])
+        used += 1
+    if not used:
+        raise DataError("y_true: no label has both positive and negative images")
+    total_psi /= used
+    mean_a, mean_b = float(np.mean(auc_a)), float(np.mean(auc_b))
+    return {"auc_a": mean_a, "auc_b": mean_b, **_normal_test(mean_a - mean_b, float(total_psi @ total_psi), alpha),
+            "n_labels": used}
