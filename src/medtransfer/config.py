@@ -106,12 +106,49 @@ class TrainConfig(_Strict):
         return self
 
 
+RADIOMICS_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape2D")
+
+
+class RadiomicsConfig(_Strict):
+    """Settings of the radiomics + logistic-regression baseline (recorded with the features)."""
+    image_size: int | None = Field(None, ge=8, description="None = the images' native size, capped at max_size")
+    max_size: int = Field(512, ge=8)
+    bin_width: float | None = Field(25.0, gt=0, description="pyradiomics binWidth (set null to use bin_count)")
+    bin_count: int | None = Field(None, ge=2, description="pyradiomics binCount (instead of bin_width)")
+    feature_classes: list[str] = Field(default_factory=lambda: list(RADIOMICS_CLASSES))
+    image_types: dict[str, dict] = Field(default_factory=lambda: {"Original": {}},
+                                         description="pyradiomics image types, e.g. {Original: {}, LoG: {sigma: [1.0, 3.0]}, Wavelet: {}}")
+    resampled_pixel_spacing: list[float] | None = None
+    mask_column: str | None = Field(None, description="csv source: column with a mask file per image; None = whole image")
+    workers: int = Field(0, ge=0, description="extraction processes; 0 = all cores")
+    penalty: Literal["l2", "l1", "elasticnet"] = "l2"
+    l1_ratio: float = Field(0.5, ge=0, le=1)
+    c_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    selection: Literal["auto", "val", "grouped_cv"] = Field(
+        "auto", description="how C is chosen: val split, grouped CV on train+val, or auto (grouped CV when the N-subset is small)")
+
+    @field_validator("feature_classes")
+    @classmethod
+    def _known_classes(cls, v):
+        unknown = [c for c in v if c not in RADIOMICS_CLASSES]
+        if unknown or not v:
+            raise ValueError(f"unknown radiomics feature class(es) {unknown}; valid: {', '.join(RADIOMICS_CLASSES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_binning(self):
+        if (self.bin_width is None) == (self.bin_count is None):
+            raise ValueError("set exactly one of radiomics.bin_width and radiomics.bin_count")
+        return self
+
+
 class RunConfig(_Strict):
     data: DataConfig
     task: TaskConfig
     image_size: int = Field(224, ge=8)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    radiomics: RadiomicsConfig = RadiomicsConfig()
 
     @model_validator(mode="after")
     def _task_fits_source(self):
