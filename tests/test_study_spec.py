@@ -37,7 +37,7 @@ def write_spec(tmp_path, **parts) -> Path:
     ({"grid": {"train.seed": [0, 0]}}, "axis 'train.seed' lists a value twice"),
     ({"exclude": [{"train.epochs": 3}]}, "exclude[0]: 'train.epochs' is not a grid axis"),
     ({"exclude": [{"train.n_train": 5000}]}, "train.n_train=5000 is not a value"),
-    ({"baselines": ["radiomics"]}, "'radiomics' is not available yet"),
+    ({"baselines": ["radiomics", "radiomics"]}, "listed twice"),
     ({"baselines": ["lasso"]}, "unknown baseline 'lasso'"),
     ({"grid": {"train.strategy": ["full", "partial"]}}, "train.strategy"),
     ({"sources": {"chest": {"data": {"source": "nih14"}, "task": {"kind": "multilabel"}}}}, "sources.chest"),

@@ -102,16 +102,19 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     frame.to_csv(path, index=False, float_format="%.6f")
 
 
-def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
-              overwrite: bool = False, echo: bool = True, progress: bool = True) -> dict:
-    """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
+def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
+                 body: Callable[[Callable[[str], None], float], dict], extra_stale: tuple[str, ...] = ()) -> dict:
+    """The run-folder protocol every method shares: config.yaml first, train.log throughout,
+    metrics.json last (written by ``body``), failed.json with the reason when ``body`` raises."""
     out = Path(out)
     prepare_run_dir(out, overwrite)
+    for stale in extra_stale:
+        (out / stale).unlink(missing_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
     log = RunLog(out / LOG_FILE, echo=echo)
     started = time.time()
     try:
-        metrics = _train_and_evaluate(cfg, out, data_root or resolve_data_root(None), log, progress, started)
+        return body(log, started)
     except BaseException as err:  # record why, then let the caller decide how to exit
         reason = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
@@ -124,7 +127,14 @@ def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
         raise
     finally:
         log.close()
-    return metrics
+
+
+def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
+              overwrite: bool = False, echo: bool = True, progress: bool = True) -> dict:
+    """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
+    root = data_root or resolve_data_root(None)
+    return recorded_run(cfg, out, overwrite, echo,
+                        lambda log, started: _train_and_evaluate(cfg, Path(out), root, log, progress, started))
 
 
 def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callable[[str], None],

@@ -6,6 +6,10 @@ in training, plus the validation set every epoch and the test set once (forward 
 third of a step; left out when the dataset cannot be read). It assumes no early stopping,
 so read it as +/- a factor of two.
 The probe is capped at about 20 seconds in all.
+
+A radiomics baseline costs one feature extraction per dataset (timed on a synthetic image of
+the extraction size, then times the dataset's images over the extraction processes; later
+runs reuse the cached features) plus a few seconds of fitting per run.
 """
 from __future__ import annotations
 
@@ -13,25 +17,34 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .grid import Plan, PlannedRun, canonical_json, per_axis_counts
+from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 
 PROBE_BUDGET_S = 20.0
 RUN_OVERHEAD_S = 2.0
 PROBE_CPU_PX = 64   # data loading, model creation, evaluation, writing the run folder
+BASELINE_FIT_S = 5.0   # one radiomics run once its features are cached: data, C selection, fit, scoring
 
 
 def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: dict | None = None,
                   parallel: int = 1) -> str:
     """The dry-run text: sources, per-axis counts, the total, what is already done, the estimate."""
     spec = plan.spec
-    lines = [f"study {spec.name or ''}".rstrip() + f": {len(plan.runs)} grid runs + {len(plan.sources)} source runs"]
+    baselines = baseline_counts(plan.runs)
+    n_base = sum(sum(per_n.values()) for per_n in baselines.values())
+    n_cnn = len(plan.runs) - n_base
+    lines = [f"study {spec.name or ''}".rstrip() + f": {n_cnn} grid runs + {len(plan.sources)} source runs"
+             + "".join(f" + {sum(per_n.values())} {method} baseline runs" for method, per_n in baselines.items())]
     for src in plan.sources:
         lines.append(f"  source {src.run_dir.split('/', 1)[1]}: {src.task}, {src.config.model.arch}, "
                      f"N={src.config.train.n_train}, {src.config.train.epochs} epochs")
     for axis, counts in per_axis_counts(plan.runs, spec).items():
         shown = ", ".join(f"{_fmt(v)}: {n}" for v, n in counts)
         lines.append(f"  {axis} ({len(counts)} values): {shown}")
-    lines.append(f"total: {len(plan.all_runs)} runs ({len(plan.runs)} grid + {len(plan.sources)} sources)")
+    for method, per_n in baselines.items():
+        shown = ", ".join(f"N={n}: {k}" for n, k in per_n.items())
+        lines.append(f"  baseline {method}: one run per (task, N, seed): {shown}")
+    parts = [f"{n_cnn} grid"] + [f"{sum(p.values())} {m}" for m, p in baselines.items()] + [f"{len(plan.sources)} sources"]
+    lines.append(f"total: {len(plan.all_runs)} runs ({' + '.join(parts)})")
     if statuses:
         done = sum(1 for r in plan.all_runs if statuses.get(r.run_id) == "done")
         lines.append(f"already done in STUDY_DIR: {done}; to run: {len(plan.all_runs) - done}")
@@ -47,6 +60,9 @@ def _fmt(value: Any) -> str:
 def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
     lines = [f"timing probe ({estimate['device']}): " + "; ".join(
         f"{arch} @ {size}px {ms:.1f} ms/image" for (arch, size), ms in estimate["ms_per_image"].items())]
+    if estimate.get("radiomics_ms_per_image"):
+        lines.append("radiomics extraction probe (cpu, one process): " + "; ".join(
+            f"{size}px {ms:.1f} ms/image" for size, ms in estimate["radiomics_ms_per_image"].items()))
     total = estimate["seconds"]
     lines.append(f"estimated compute: {_hours(total)} ({estimate['runs_estimated']} runs; "
                  "every epoch run to the end, +/- 2x)")
@@ -65,14 +81,16 @@ def _hours(seconds: float) -> str:
 
 
 def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
-                  step_timer: Callable[..., float] | None = None) -> dict:
-    """Probe ms/image per (arch, image size), then sum N x epochs over the runs."""
+                  step_timer: Callable[..., float] | None = None,
+                  extraction_timer: Callable[..., float] | None = None) -> dict:
+    """Probe ms/image per (arch, image size), then sum N x epochs over the runs (baselines apart)."""
     device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
     timer = step_timer or _time_training_step
     notes: list[str] = []
     ms: dict[tuple[str, int], float] = {}
     started = time.time()
-    for run in plan.all_runs:
+    cnn_runs = [r for r in plan.all_runs if not r.is_baseline]
+    for run in cnn_runs:
         key = (run.config.model.arch, run.config.image_size)
         if key in ms:
             continue
@@ -87,7 +105,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             ms[key] = float("nan")
     sizes: dict[str, tuple[int, int, int] | None] = {}
     total, counted = 0.0, 0
-    for run in plan.all_runs:
+    for run in cnn_runs:
         per_image = ms.get((run.config.model.arch, run.config.image_size), float("nan")) / 1000
         split = _split_sizes(run, data_root, sizes, notes)
         n = run.config.train.n_train
@@ -101,10 +119,84 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
         evaluated = (split[1] * epochs + split[2]) if split else 0   # forward only: about a third of a step
         total += (n * epochs + evaluated / 3) * per_image + RUN_OVERHEAD_S
         counted += 1
+    radiomics_ms: dict[int, float] = {}
+    base_seconds, base_counted = _baseline_seconds([r for r in plan.runs if r.is_baseline], data_root, sizes,
+                                                   notes, radiomics_ms, extraction_timer or _time_extraction)
+    total += base_seconds
+    counted += base_counted
     if counted < len(plan.all_runs):
         notes.append(f"{len(plan.all_runs) - counted} runs left out of the estimate (see above)")
     return {"device": str(device), "ms_per_image": {k: v for k, v in ms.items() if v == v},
+            "radiomics_ms_per_image": {k: v for k, v in radiomics_ms.items() if v == v},
             "seconds": total, "runs_estimated": counted, "notes": notes}
+
+
+def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, notes: list[str],
+                      ms: dict[int, float], timer: Callable[..., float]) -> tuple[float, int]:
+    """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out."""
+    import os
+
+    total, counted, extracted = 0.0, 0, set()
+    for run in runs:
+        cfg = run.config
+        split = _split_sizes(run, data_root, sizes, notes)
+        if split is None:
+            continue
+        key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json"),
+                              cfg.radiomics.model_dump(mode="json")])
+        if key not in extracted:
+            extracted.add(key)
+            size = _extraction_size(run, data_root)
+            if size not in ms:
+                try:
+                    ms[size] = 1000 * timer(size, cfg.radiomics)
+                except Exception as err:  # a courtesy estimate: say why, never block the dry run
+                    notes.append(f"could not time radiomics extraction @ {size}px: {type(err).__name__}: {err}")
+                    ms[size] = float("nan")
+            if ms[size] == ms[size]:
+                workers = cfg.radiomics.workers or os.cpu_count() or 1
+                total += sum(split) * ms[size] / 1000 / workers
+        total += BASELINE_FIT_S
+        counted += 1
+    return total, counted
+
+
+def _extraction_size(run: PlannedRun, data_root: Path) -> int:
+    """radiomics.image_size, else the native size (medmnist: data.size; files: the first image) capped at max_size."""
+    rcfg, data = run.config.radiomics, run.config.data
+    if rcfg.image_size:
+        return rcfg.image_size
+    native = (data.size or 28) if data.source == "medmnist" else None
+    if native is None:
+        try:
+            from PIL import Image
+
+            from ..data import load_source
+
+            src = load_source(data, run.config.task, data_root)
+            with Image.open(src.paths[0]) as im:
+                native = max(im.size)
+        except Exception:  # unreadable or not a PIL format (DICOM): assume the cap
+            native = rcfg.max_size
+    return min(native, rcfg.max_size)
+
+
+def _time_extraction(size: int, rcfg) -> float:
+    """Seconds per image of the project's extraction on a smooth synthetic image (fastest of two, after a warm-up)."""
+    import numpy as np
+
+    from ..radiomics.features import extract_one, extractor_settings
+
+    yy, xx = np.mgrid[:size, :size] / size
+    rng = np.random.default_rng(0)
+    image = (120 + 80 * np.sin(6 * xx) * np.cos(4 * yy) + rng.normal(0, 10, (size, size))).clip(0, 255)
+    settings = extractor_settings(rcfg)
+    seconds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        extract_one(image.astype(np.uint8), None, settings)
+        seconds.append(time.perf_counter() - t0)
+    return min(seconds[1:])
 
 
 def _device(name: str):

@@ -2,8 +2,11 @@
 
 Every executor takes the same jobs and yields ``(run_id, Outcome)`` as runs finish; the
 driver alone writes the store. A run's own failure is an Outcome, never an exception, so
-one bad run cannot stop the study. ``run_fn`` is a parameter (default: the real
-``medtransfer.runs.train_run``) so tests and other run kinds can plug in.
+one bad run cannot stop the study. ``run_fn`` is a parameter (default: ``run_by_method``,
+which sends CNN runs to ``medtransfer.runs.train_run`` and radiomics baseline runs to
+``medtransfer.radiomics.radiomics_run``) so tests and other run kinds can plug in. A job of
+a method other than 'cnn' calls ``run_fn`` with ``method=...`` as well, so a run function
+that serves a study with baselines must accept that keyword.
 """
 from __future__ import annotations
 
@@ -25,9 +28,20 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def default_run_fn() -> RunFn:
+    return run_by_method
+
+
+def run_by_method(cfg: RunConfig, out: Path, data_root: Path, *, method: str = "cnn", **kw) -> dict:
+    """The real run of a study job: train a CNN, or fit the radiomics baseline."""
+    if method == "radiomics":
+        from ..radiomics.run import radiomics_run
+
+        return radiomics_run(cfg, out, data_root, **kw)
+    if method != "cnn":
+        raise MedtransferError(f"unknown run method {method!r} (known: cnn, radiomics)")
     from ..runs import train_run
 
-    return train_run
+    return train_run(cfg, out, data_root, **kw)
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,7 @@ class Job:
     data_root: Path
     threads: int | None = None
     keep_weights: bool = True   # False: delete model.safetensors once metrics.json is written
+    method: str = "cnn"         # 'cnn' | 'radiomics': passed to run_fn as method= when not 'cnn'
 
 
 @dataclass(frozen=True)
@@ -62,7 +77,8 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
     if stale.is_file():  # a folder left by a killed run: only a metrics.json this call writes may count
         stale.unlink()
     try:
-        metrics = run_fn(job.config, job.out, job.data_root, overwrite=True, echo=False, progress=False)
+        extra = {} if job.method == "cnn" else {"method": job.method}
+        metrics = run_fn(job.config, job.out, job.data_root, overwrite=True, echo=False, progress=False, **extra)
     except WeightsUnavailable as err:
         return outcome("skipped", reason=str(err))
     except MedtransferError as err:

@@ -1,9 +1,16 @@
 """Expand a study spec into the runs it stands for, each with a deterministic id.
 
 A run's id is the first 16 hex digits of the sha256 of the canonical JSON (sorted keys)
-of its resolved config. ``model.init: source:NAME`` stays symbolic in what is hashed,
-together with the source's own run id, so the ids do not change when STUDY_DIR moves,
-and do change when the source they start from changes.
+of the part of its resolved config that can change its result. ``model.init: source:NAME``
+stays symbolic in what is hashed, together with the source's own run id, so the ids do not
+change when STUDY_DIR moves, and do change when the source they start from changes.
+A CNN run's id leaves out the ``radiomics`` section; a radiomics baseline run's id holds only
+data, task, train.n_train, train.seed and radiomics. So tuning the baseline never
+invalidates a finished CNN run, and a new CNN recipe never reruns the baseline.
+
+``baselines: [radiomics]`` adds one baseline run per distinct (data, task, N, seed,
+radiomics settings) among the CNN grid runs left after the excludes: one per (task, N, seed)
+for an ordinary grid, not one per CNN recipe.
 """
 from __future__ import annotations
 
@@ -17,11 +24,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import RunConfig, config_from_dict
+from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict
 from ..errors import ConfigError
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
 
 METHOD = "cnn"
+RADIOMICS = "radiomics"
+RADIOMICS_RECIPE = "radiomics + LR"   # the report's label for the baseline curve
+# Grid axes a baseline run follows (any other axis is a CNN-only key and collapses onto one baseline run)
+_BASELINE_AXIS_PREFIXES = ("data", "task", "radiomics")
+_BASELINE_TRAIN_KEYS = ("n_train", "seed")
 # Axes that the report already shows as their own dimension; any other varying axis joins the recipe label.
 _DIMENSION_AXES = ("model.arch", "model.init", "train.strategy", "train.lr_policy", "model.dropout",
                    "train.n_train", "train.seed")
@@ -42,6 +54,10 @@ class PlannedRun:
     @property
     def config_json(self) -> str:
         return canonical_json(self.config.model_dump(mode="json"))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method != METHOD
 
 
 @dataclass
@@ -64,6 +80,29 @@ def canonical_json(payload: Any) -> str:
 
 def run_id_of(payload: dict) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+
+
+def hashed_config(cfg: RunConfig, method: str = METHOD) -> dict:
+    """The part of a config that goes into the run id: what can change the run's result."""
+    tree = cfg.model_dump(mode="json")
+    if method == METHOD:
+        tree.pop("radiomics", None)
+        return tree
+    return {"data": tree["data"], "task": tree["task"], "radiomics": tree["radiomics"],
+            "train": {k: tree["train"][k] for k in _BASELINE_TRAIN_KEYS}}
+
+
+def radiomics_config(cnn: RunConfig) -> RunConfig:
+    """The baseline run paired with a CNN grid run: its data, task, N, seed and radiomics settings.
+
+    ``image_size`` is kept only so the run reuses the CNN runs' image cache to draw the splits (the
+    features are computed at ``radiomics.image_size``); model (scratch: nothing to download) and the
+    other train keys are defaults, unused and not hashed.
+    """
+    return RunConfig(data=cnn.data.model_copy(deep=True), task=cnn.task.model_copy(deep=True),
+                     image_size=cnn.image_size, model=ModelConfig(init="scratch"),
+                     train=TrainConfig(n_train=cnn.train.n_train, seed=cnn.train.seed),
+                     radiomics=cnn.radiomics.model_copy(deep=True))
 
 
 def dataset_name(cfg: RunConfig) -> str:
@@ -95,7 +134,7 @@ def recipe_label(cfg: RunConfig, axes: dict[str, Any], varying: list[str]) -> st
     if "model.dropout" in varying:
         parts.append(f"dropout {cfg.model.dropout:g}")
     for axis in varying:
-        if axis in _DIMENSION_AXES or axis == "task" or axis.startswith(("task.", "data")):
+        if axis in _DIMENSION_AXES or axis == "task" or axis.startswith(("task.", "data", "radiomics")):
             continue
         value = axes[axis]
         parts.append(f"{axis.rsplit('.', 1)[-1]} {value if not isinstance(value, dict) else canonical_json(value)}")
@@ -109,6 +148,7 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
     _check_base(spec, origin)
     sources: dict[tuple[str, str | None], PlannedRun] = {}
     runs: list[PlannedRun] = []
+    combos: list[tuple[RunConfig, dict]] = []   # every combination kept, also those a CNN run shares
     seen: set[str] = set()
     for values in itertools.product(*(spec.grid[a] for a in axes)):
         combo = dict(zip(axes, values))
@@ -119,7 +159,8 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
             set_dotted(tree, axis, value)
         where = ", ".join(f"{a}={_short(v)}" for a, v in combo.items()) or "base"
         cfg = config_from_dict(tree, origin=f"{origin}: grid run ({where})")
-        payload = {"method": METHOD, "role": "grid", "config": cfg.model_dump(mode="json")}
+        combos.append((cfg, combo))
+        payload = {"method": METHOD, "role": "grid", "config": hashed_config(cfg)}
         source_id = None
         if cfg.model.init.startswith("source:"):
             src = _source_for(spec, cfg, sources, origin)
@@ -134,7 +175,31 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
                                axes=combo, source=source_id))
     if not runs:
         raise ConfigError(f"{origin}: exclude: the rules drop every run of the grid")
+    if RADIOMICS in spec.baselines:
+        runs.extend(_baseline_runs(combos, varying))
     return Plan(spec=spec, sources=list(sources.values()), runs=runs)
+
+
+def _baseline_runs(combos: list[tuple[RunConfig, dict]], varying: list[str]) -> list[PlannedRun]:
+    """One radiomics run per distinct (data, task, N, seed, radiomics settings) of the grid."""
+    out: dict[str, PlannedRun] = {}
+    for grid_cfg, combo in combos:
+        cfg = radiomics_config(grid_cfg)
+        run_id = run_id_of({"method": RADIOMICS, "role": "grid", "config": hashed_config(cfg, RADIOMICS)})
+        if run_id in out:
+            continue
+        axes = {a: v for a, v in combo.items() if is_baseline_axis(a)}
+        extra = [f"{a.rsplit('.', 1)[-1]} {_short(axes[a])}" for a in varying if a.startswith("radiomics")]
+        out[run_id] = PlannedRun(run_id=run_id, role="grid", config=cfg, task=task_label(cfg),
+                                 recipe=" / ".join([RADIOMICS_RECIPE] + extra), run_dir=f"runs/{run_id}",
+                                 axes=axes, method=RADIOMICS)
+    return list(out.values())
+
+
+def is_baseline_axis(axis: str) -> bool:
+    """True for the grid axes a baseline run follows: data, task, radiomics, train.n_train, train.seed."""
+    head = axis.split(".", 1)[0]
+    return head in _BASELINE_AXIS_PREFIXES or axis in tuple(f"train.{k}" for k in _BASELINE_TRAIN_KEYS)
 
 
 def _short(value: Any) -> str:
@@ -173,7 +238,7 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
                 set_dotted(tree, "model.arch", arch)
         cfg = config_from_dict(tree, origin=f"{origin}: sources.{name}")
         folder = f"sources/{name}-{cfg.model.arch}" if follows_grid else f"sources/{name}"
-        run_id = run_id_of({"method": METHOD, "role": "source", "name": name, "config": cfg.model_dump(mode="json")})
+        run_id = run_id_of({"method": METHOD, "role": "source", "name": name, "config": hashed_config(cfg)})
         planned[key] = PlannedRun(run_id=run_id, role="source", config=cfg, task=task_label(cfg),
                                   recipe=f"source {name}", run_dir=folder, source=name)
     src = planned[key]
@@ -185,8 +250,26 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
 
 
 def per_axis_counts(runs: list[PlannedRun], spec: StudySpec) -> dict[str, list[tuple[Any, int]]]:
-    """For each axis, how many runs take each of its values (after excludes)."""
+    """For each axis, how many runs take each of its values (after excludes); see ``runs_on_axis``."""
     out = {}
     for axis, values in spec.grid.items():
-        out[axis] = [(v, sum(1 for r in runs if canonical_json(r.axes[axis]) == canonical_json(v))) for v in values]
+        on_axis = runs_on_axis(runs, axis)
+        out[axis] = [(v, sum(1 for r in on_axis if canonical_json(r.axes[axis]) == canonical_json(v))) for v in values]
+    return out
+
+
+def runs_on_axis(runs: list[PlannedRun], axis: str) -> list[PlannedRun]:
+    """The runs an axis is counted over: baseline runs for a ``radiomics.*`` axis (the CNN runs
+    collapse over it), CNN runs for every other axis (baselines are counted apart)."""
+    baseline_axis = axis.split(".", 1)[0] == RADIOMICS
+    return [r for r in runs if r.is_baseline == baseline_axis]
+
+
+def baseline_counts(runs: list[PlannedRun]) -> dict[str, dict[str, int]]:
+    """Per baseline method: runs per requested N (in grid order)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in runs:
+        if r.is_baseline:
+            per_n = out.setdefault(r.method, {})
+            per_n[str(r.config.train.n_train)] = per_n.get(str(r.config.train.n_train), 0) + 1
     return out

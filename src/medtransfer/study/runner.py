@@ -99,7 +99,9 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
                     _print_line(progress.console, run, Outcome("skipped", None, blocked, "", "", 0.0), plan)
                 else:
                     grid_todo.append(run)
-            ran += _execute(ex, grid_todo, plan, study_dir, root, store, progress, bar)
+            first, rest = _feature_warmups(grid_todo)
+            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar)
+            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar)
     finally:
         ex.close()
     summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
@@ -217,6 +219,22 @@ def _folder_matches(run: PlannedRun, study_dir: Path) -> bool:
     return written == run.config.model_dump(mode="json")
 
 
+def _feature_warmups(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """One baseline run per feature set goes first, on its own: the others then reuse its cached
+    features instead of several workers extracting the same features at once."""
+    from .grid import canonical_json
+
+    first: dict[str, PlannedRun] = {}
+    for run in runs:
+        if run.is_baseline:
+            cfg = run.config
+            key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json"),
+                                  cfg.radiomics.model_dump(mode="json")])
+            first.setdefault(key, run)
+    chosen = {r.run_id for r in first.values()}
+    return list(first.values()), [r for r in runs if r.run_id not in chosen]
+
+
 def _blocked_by_source(run: PlannedRun, plan: Plan, store: Store, statuses: dict[str, str]) -> str | None:
     if run.source is None:
         return None
@@ -235,7 +253,8 @@ def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[s
         src = plan_sources[run.source]
         cfg = cfg.model_copy(deep=True)
         cfg.model.init = f"checkpoint:{study_dir / src.run_dir / WEIGHTS_FILE}"
-    return Job(run.run_id, cfg, study_dir / run.run_dir, data_root, keep_weights=keep_weights or run.role == "source")
+    return Job(run.run_id, cfg, study_dir / run.run_dir, data_root, keep_weights=keep_weights or run.role == "source",
+               method=run.method)
 
 
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
@@ -265,7 +284,8 @@ def _print_line(console: Console, run: PlannedRun, outcome: Outcome, plan: Plan)
     """One line per finished run; task and arch only where the grid varies them (sources: always)."""
     cfg = run.config
     shown = [run.task] if run.role == "source" or len({r.task for r in plan.runs}) > 1 else []
-    if run.role == "source" or len({r.config.model.arch for r in plan.runs}) > 1:
+    if not run.is_baseline and (run.role == "source"
+                                or len({r.config.model.arch for r in plan.runs if not r.is_baseline}) > 1):
         shown.append(cfg.model.arch)
     what = " ".join(shown + [run.recipe, f"N={cfg.train.n_train}", f"seed={cfg.train.seed}"])
     if outcome.status == "done":

@@ -16,6 +16,9 @@ Grid axes are dotted config keys (``train.seed``) or whole sections (``task``: e
 replaces the section, so ``{kind: binary, positive: Pneumonia}`` sets both keys together).
 An exclude rule drops every combination whose value on each named axis equals the rule's
 value (or is in its list); "5 seeds up to N=2000, 1 above" is one such rule.
+
+``baselines: [radiomics]`` adds one radiomics + logistic-regression run per (task, N, seed)
+left in the grid (see ``grid.expand``), on the same splits and N-subsets as the CNN runs.
 """
 from __future__ import annotations
 
@@ -144,8 +147,8 @@ def check_spec(spec: StudySpec, origin: str = "study") -> None:
         unknown = [b for b in spec.baselines if b not in KNOWN_BASELINES]
         if unknown:
             raise ConfigError(f"{origin}: baselines: unknown baseline '{unknown[0]}' (known: {', '.join(KNOWN_BASELINES)})")
-        raise ConfigError(f"{origin}: baselines: '{spec.baselines[0]}' is not available yet in this version "
-                          "(remove the 'baselines' key)")
+        if len(set(spec.baselines)) != len(spec.baselines):
+            raise ConfigError(f"{origin}: baselines: a baseline is listed twice")
     for axis, values in spec.grid.items():
         if not is_config_key(axis):
             raise ConfigError(f"{origin}: grid: unknown axis '{axis}' (not a config key)")

@@ -8,12 +8,24 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import ConfigError, MedtransferError
-from .grid import canonical_json, expand
+from .grid import canonical_json, expand, runs_on_axis
 from .runner import SPEC_FILE
 from .spec import load_spec, overrides_from_text
 from .store import STORE_FILE, Store
 
 MAX_REASONS = 10
+
+
+def _baseline_lines(plan, statuses: dict[str, str]) -> list[str]:
+    """'baseline radiomics (done / planned): N=50 2/2, N=200 1/2' per baseline method of the plan."""
+    per: dict[str, dict[str, list[int]]] = {}
+    for r in plan.runs:
+        if r.is_baseline:
+            cell = per.setdefault(r.method, {}).setdefault(str(r.config.train.n_train), [0, 0])
+            cell[0] += statuses.get(r.run_id) == "done"
+            cell[1] += 1
+    return [f"baseline {method} (done / planned): " + ", ".join(f"N={n} {d}/{p}" for n, (d, p) in cells.items())
+            for method, cells in per.items()]
 
 
 def study_status(study_dir: str | Path) -> str:
@@ -44,10 +56,11 @@ def study_status(study_dir: str | Path) -> str:
             cells = []
             for value in values:
                 key = canonical_json(value)
-                runs = [r for r in plan.runs if canonical_json(r.axes[axis]) == key]
+                runs = [r for r in runs_on_axis(plan.runs, axis) if canonical_json(r.axes[axis]) == key]
                 done = sum(1 for r in runs if statuses.get(r.run_id) == "done")
                 cells.append(f"{value if not isinstance(value, (dict, list)) else key} {done}/{len(runs)}")
             lines.append(f"  {axis}: " + ", ".join(cells))
+        lines.extend(_baseline_lines(plan, statuses))
     else:
         counts = Counter(statuses.values())
         lines.append(f"{len(statuses)} runs recorded: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
