@@ -144,8 +144,11 @@ def _verdict(low, high) -> str:
     return f"95% CI {low:+.3f} to {high:+.3f}, within seed noise"
 
 
-def key_results_section(best: pd.DataFrame, gain: pd.DataFrame) -> str:
-    """A few sentences a reader can take away: the best recipe at the smallest and largest N, and the gains."""
+def key_results_section(best: pd.DataFrame, gain: pd.DataFrame, extra_items: list[str] = ()) -> str:
+    """A few sentences a reader can take away: the best recipe at the smallest and largest N, and the gains.
+
+    ``extra_items`` are further ready-made ``<li>`` lines (the CNN-vs-radiomics crossover).
+    """
     items = []
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
         where = _panel_title(task, arch)
@@ -159,6 +162,7 @@ def key_results_section(best: pd.DataFrame, gain: pd.DataFrame) -> str:
             parts = [f"{fmt_signed(r.gain)} at N = {fmt_n(r.n_train, r.N)} ({_verdict(r.gain_ci_low, r.gain_ci_high)})"
                      for r in pair.itertuples()]
             items.append(f"<li>{where}: <b>{esc(ref)}</b> over <b>{esc(comp)}</b>: " + "; ".join(parts) + ".</li>")
+    items += list(extra_items)
     if not items:
         return ""
     return ("<h2>Key results</h2><p>Smallest and largest training-set size; details in the tables below.</p><ul>"

@@ -12,6 +12,8 @@ from .plots import learning_curve_figure
 from .redact import redact
 from .store import StudyRecords, read_study
 from .tables import SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, per_class_at_largest_n, study_table
+from .versus import radiomics_comparisons
+from .versus_page import key_items, versus_section
 
 CSV_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "task_kind"]
 
@@ -44,14 +46,16 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, png: bytes) -> s
     runs, sites = records.runs, records.sites
     gain = gains(summary, runs, sites)
     best = best_recipes(summary)
+    versus = radiomics_comparisons(summary, runs, sites, records.study_dir)
     sections = [
         page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
                             records.notes),
-        page.key_results_section(best, gain),
+        page.key_results_section(best, gain, key_items(versus)),
         page.curves_section(png),
         page.best_section(best),
         page.gains_section(gain, has_same_site="same" in sites.values()),
+        versus_section(versus),
         page.per_class_section(per_class_at_largest_n(summary, runs, records.per_class, sites)),
         page.failures_section(_status_table(runs), failures(runs)),
     ]

@@ -1,9 +1,11 @@
 """Read a study's results.sqlite (and the site labels in study.yaml) into plain DataFrames.
 
-The report reads only the store, never the run folders, so it can run while the
-study is still writing (WAL readers do not block the writer) and it never sees
-per-image files. The raw ``config_json`` / ``metrics_json`` blobs are parsed for
-the task kind and then dropped: nothing else from them reaches a report.
+The report reads the store (it can run while the study is still writing: WAL
+readers do not block the writer). The raw ``config_json`` / ``metrics_json`` blobs
+are parsed for the task kind and then dropped: nothing else from them reaches a
+report. The one exception to "store only" is the CNN-vs-radiomics section, which
+reads two runs' predictions_test.csv through ``run_dir`` to pair their test images
+(see ``paired.py``); image ids never leave that function.
 """
 from __future__ import annotations
 
@@ -29,12 +31,13 @@ TASK_KINDS = ("multilabel", "binary", "multiclass")
 
 @dataclass
 class StudyRecords:
-    runs: pd.DataFrame                 # one row per run, RUN_COLUMNS + task_kind + n_key
+    runs: pd.DataFrame                 # one row per run, RUN_COLUMNS + run_dir + task_kind + n_key
     per_class: pd.DataFrame            # test-split per-label rows of all runs
     name: str | None = None            # study.yaml `name`, when given
     sites: dict[str, str] = field(default_factory=dict)      # source name -> 'same' | 'other'
     sources: dict[str, str] = field(default_factory=dict)    # source name -> short data description
     notes: list[str] = field(default_factory=list)           # what the reader should know about the inputs
+    study_dir: Path | None = None      # where run_dir paths are relative to
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -78,7 +81,8 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         _check_columns(con, db, "runs", RUN_COLUMNS + ["config_json", "metrics_json"])
         _check_columns(con, db, "per_class", PER_CLASS_COLUMNS)
-        cols = ", ".join(RUN_COLUMNS)
+        has_dir = "run_dir" in {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+        cols = ", ".join(RUN_COLUMNS + ["run_dir" if has_dir else "NULL"])
         rows = con.execute(f"SELECT {cols}, config_json, metrics_json FROM runs ORDER BY run_id").fetchall()
         per_class = pd.read_sql_query(
             "SELECT run_id, label, auroc, auprc FROM per_class WHERE split = 'test'", con)
@@ -87,7 +91,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     finally:
         con.close()
     kinds = [_task_kind(r[3], r[-2], r[-1]) for r in rows]
-    runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS)
+    runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
     runs["task_kind"] = kinds
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
@@ -147,4 +151,5 @@ def read_study(study_dir: Path) -> StudyRecords:
     study_dir = Path(study_dir)
     runs, per_class = read_runs(study_dir / "results.sqlite")
     name, sites, sources, notes = read_spec(study_dir / "study.yaml")
-    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes)
+    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes,
+                        study_dir=study_dir)
