@@ -11,7 +11,6 @@ import hashlib
 import os
 import pickle
 import re
-import shutil
 import socket
 import threading
 import urllib.request
