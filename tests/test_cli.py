@@ -3,12 +3,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from medtransfer.cli import main
+from synthetic import write_labelled_pngs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = ["image_size=32", "train.epochs=2", "train.batch_size=16", "model.arch=resnet18", "model.init=scratch"]
@@ -27,15 +26,7 @@ def sets(*pairs):
 @pytest.fixture
 def tiny_csv(tmp_path):
     """40 synthetic 24-px PNGs from 20 patients; label 1 images are brighter, so a CNN can learn it."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "img").mkdir()
-    rows = ["path,finding,patient"]
-    for i in range(40):
-        label = i % 2
-        pixels = rng.integers(0, 120, (24, 24)) + 100 * label
-        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
-        rows.append(f"img/{i}.png,{label},p{i // 2}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_labelled_pngs(tmp_path)
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}\n"

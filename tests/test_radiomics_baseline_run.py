@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from medtransfer.config import config_from_dict, load_config
+from synthetic import write_labelled_pngs
 from medtransfer.data import prepare_data
 from medtransfer.errors import MedtransferError
 from medtransfer.radiomics.run import radiomics_run
@@ -48,15 +48,7 @@ def tiny_csv(tmp_path):
 
 def make_tiny_csv(tmp_path):
     """60 synthetic 24-px PNGs from 30 patients (2 images each); label 1 images are brighter."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "img").mkdir()
-    rows = ["path,finding,patient"]
-    for i in range(60):
-        label = (i // 2) % 2
-        pixels = rng.integers(0, 150, (24, 24)) + 60 * label
-        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
-        rows.append(f"img/{i}.png,{label},p{i // 2}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_labelled_pngs(tmp_path, n_images=60, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "data: {source: csv, path: labels.csv, image_column: path, patient_column: patient, split_fractions: [0.5, 0.2, 0.3]}\n"

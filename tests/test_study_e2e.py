@@ -6,11 +6,10 @@ Ray half checks acceptance 3: same run ids and the same metrics as the local exe
 import json
 import sqlite3
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from medtransfer.study import run_study, study_status
+from synthetic import write_labelled_pngs
 
 SPEC = """
 base:
@@ -35,15 +34,7 @@ resources: {cpus_per_run: 1}
 @pytest.fixture
 def tiny_study(tmp_path):
     """40 synthetic 24-px PNGs from 20 patients (label 1 images are brighter) and the spec above."""
-    rng = np.random.default_rng(0)
-    (tmp_path / "img").mkdir()
-    rows = ["path,finding,patient"]
-    for i in range(40):
-        label = i % 2
-        pixels = rng.integers(0, 120, (24, 24)) + 100 * label
-        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
-        rows.append(f"img/{i}.png,{label},p{i // 2}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_labelled_pngs(tmp_path)
     spec = tmp_path / "study.yaml"
     spec.write_text(SPEC)
     return tmp_path, spec

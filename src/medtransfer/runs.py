@@ -137,26 +137,34 @@ def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
                         lambda log, started: _train_and_evaluate(cfg, Path(out), root, log, progress, started))
 
 
+def prepare_run_data(cfg: RunConfig, data_root: Path, log: Callable[[str], None], progress: bool):
+    """The split and N-subset every method of a run uses (so methods are paired): (data, indices)."""
+    from .data import prepare_data
+
+    log(f"data root: {data_root}")
+    data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root, cfg.train.n_train, cfg.train.seed,
+                        progress=progress)
+    for note in data.notes:
+        log(note)
+    idx = {"train": data.train_subset, "val": data.splits["val"], "test": data.splits["test"]}
+    if len(idx["val"]) == 0 or len(idx["test"]) == 0:
+        raise MedtransferError(f"the split has {len(idx['val'])} validation and {len(idx['test'])} test images: "
+                               "both must be non-empty (check data.split_fractions / the split column)")
+    return data, idx
+
+
 def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callable[[str], None],
                         progress: bool, started: float) -> dict:
     import torch
 
-    from .data import prepare_data
     from .evaluate import macro_auroc, score_metrics
     from .models import create_model, save_weights
     from .train import fit, predict, resolve_device
     from .train.loop import seed_everything
 
     log(f"medtransfer train -> {out}")
-    log(f"data root: {data_root}")
-    data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root, cfg.train.n_train, cfg.train.seed,
-                        progress=progress)
-    for note in data.notes:
-        log(note)
-    train_idx, val_idx, test_idx = data.train_subset, data.splits["val"], data.splits["test"]
-    if len(val_idx) == 0 or len(test_idx) == 0:
-        raise MedtransferError(f"the split has {len(val_idx)} validation and {len(test_idx)} test images: "
-                               "both must be non-empty (check data.split_fractions / the split column)")
+    data, idx = prepare_run_data(cfg, data_root, log, progress)
+    train_idx, val_idx, test_idx = idx["train"], idx["val"], idx["test"]
     n_patients = int(len(np.unique(data.patient_ids[train_idx])))
     log(f"training on {len(train_idx)} images from {n_patients} patients; "
         f"val {len(val_idx)}, test {len(test_idx)} images")

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, resolve_data_root
-from ..errors import DataError, MedtransferError
-from ..runs import METRICS_FILE, recorded_run, write_json_atomic, write_predictions
+from ..errors import DataError
+from ..runs import METRICS_FILE, prepare_run_data, recorded_run, write_json_atomic, write_predictions
 from .baseline import fit_radiomics_baseline
 
 METHOD = "radiomics"
@@ -57,19 +57,10 @@ def radiomics_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *, o
 
 def _fit_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log, progress: bool, started: float,
                       feature_fn: FeatureFn) -> dict:
-    from ..data import prepare_data
     from ..evaluate import score_metrics
 
     log(f"medtransfer radiomics baseline -> {out}")
-    log(f"data root: {data_root}")
-    data = prepare_data(cfg.data, cfg.task, cfg.image_size, data_root, cfg.train.n_train, cfg.train.seed,
-                        progress=progress)
-    for note in data.notes:
-        log(note)
-    idx = {"train": data.train_subset, "val": data.splits["val"], "test": data.splits["test"]}
-    if len(idx["val"]) == 0 or len(idx["test"]) == 0:
-        raise MedtransferError(f"the split has {len(idx['val'])} validation and {len(idx['test'])} test images: "
-                               "both must be non-empty (check data.split_fractions / the split column)")
+    data, idx = prepare_run_data(cfg, data_root, log, progress)
 
     table = feature_fn(cfg.data, cfg.task, cfg.radiomics, data_root, progress=progress, log=log)
     features: pd.DataFrame = table.features
