@@ -273,10 +273,10 @@ def test_bad_executor_arguments_fail_before_anything_runs(tmp_path, kw, needle):
     assert not (tmp_path / "S").exists()
 
 
-def test_missing_dataset_fails_fast_naming_the_file(tmp_path):
+def test_missing_datasets_fail_fast_naming_every_file(tmp_path):
     from medtransfer.errors import DataError
 
     spec = write_spec(tmp_path)
-    with pytest.raises(DataError, match="source chest data .*nih14-mini"):
+    with pytest.raises(DataError, match="source chest data .*nih14-mini.*; grid data .*pneumoniamnist.npz"):
         run(spec, tmp_path / "S", check_data=True)
     assert not (tmp_path / "S").exists()

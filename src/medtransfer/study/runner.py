@@ -135,11 +135,11 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
 
 
 def _check_data(runs: list[PlannedRun], data_root: Path) -> None:
-    """Open each distinct dataset once (labels and file list, no decoding); raise naming the first gap."""
+    """Open each distinct dataset once (labels and file list, no decoding); raise naming every gap at once."""
     from ..data import load_source
     from .grid import canonical_json
 
-    seen = set()
+    seen, problems, first = set(), [], None
     for run in runs:
         cfg = run.config
         key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
@@ -150,7 +150,10 @@ def _check_data(runs: list[PlannedRun], data_root: Path) -> None:
             load_source(cfg.data, cfg.task, data_root)
         except MedtransferError as err:
             who = f"source {run.source}" if run.role == "source" else "grid"
-            raise type(err)(f"{who} data ({run.task}): {err}") from None
+            problems.append(f"{who} data ({run.task}): {err}")
+            first = first or err
+    if problems:   # a user placing files offline wants the whole list, not one file per attempt
+        raise type(first)("; ".join(problems))
 
 
 def _write_spec_copy(spec_path: Path, study_dir: Path, overrides, console: Console) -> None:
