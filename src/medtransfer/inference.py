@@ -13,7 +13,7 @@ from .runs import METRICS_FILE, WEIGHTS_FILE
 
 def load_run(run_dir: Path, device: str = "auto"):
     """Rebuild a run's model from its folder: (config, model, label names, torch device)."""
-    from .models import create_model, load_checkpoint_into
+    from .models import create_model, load_weights
     from .train import resolve_device
 
     run_dir = Path(run_dir)
@@ -24,9 +24,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     label_names = json.loads((run_dir / METRICS_FILE).read_text())["label_names"]
     model = create_model(cfg.model.arch, len(label_names), init="scratch", dropout=cfg.model.dropout,
                          log=lambda _line: None)
-    loaded, skipped = load_checkpoint_into(model, run_dir / WEIGHTS_FILE, log=lambda _line: None)
-    if skipped:
-        raise MedtransferError(f"{run_dir / WEIGHTS_FILE}: {skipped} tensors do not fit {cfg.model.arch}")
+    load_weights(model, run_dir / WEIGHTS_FILE)   # strict: a run's own weights must fit exactly
     return cfg, model, label_names, resolve_device(device)
 
 

@@ -93,24 +93,11 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
 
 
 def _isolate(job: Job) -> None:
-    """Reset the global RNGs to the run's seed (and set its threads) before it starts.
-
-    Runs share processes (in order, or in whichever worker is free), so anything a run
-    draws from a global RNG before seeding it itself would otherwise depend on the runs
-    before it: local, --workers and Ray results would differ, and a resumed study would
-    not equal an uninterrupted one.
-    """
-    import random
-
-    import numpy as np
-    import torch
-
+    """Give the run its share of the cores. (Each run seeds its own RNGs: see runs.train_run.)"""
     if job.threads:
+        import torch
+
         torch.set_num_threads(job.threads)
-    seed = job.config.train.seed
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class LocalExecutor:
