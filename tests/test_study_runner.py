@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from medtransfer.errors import TrainingDiverged, WeightsUnavailable
+from medtransfer.kinds import InitKind
 from medtransfer.study import Store, plan_study, run_study, study_status
 from medtransfer.study.executors import Job, run_one
 
@@ -29,16 +30,16 @@ def fake_run(cfg, out, data_root, *, overwrite=False, echo=True, progress=True):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
-    if cfg.model.init == "imagenet":
+    if cfg.model.init.kind is InitKind.IMAGENET:
         raise WeightsUnavailable(f"ImageNet weights for {cfg.model.arch} are not on disk: {WEIGHTS_HINT}")
     if cfg.train.lr == 0.666:
         raise TrainingDiverged("loss became NaN at epoch 1")
-    if cfg.model.init.startswith("checkpoint:"):
-        assert Path(cfg.model.init.split(":", 1)[1]).is_file(), cfg.model.init
+    if cfg.model.init.kind is InitKind.CHECKPOINT:
+        assert cfg.model.init.path.is_file(), cfg.model.init
     time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
     tree = cfg.model_dump(mode="json")
-    if cfg.model.init.startswith("checkpoint:"):  # same source folder in another STUDY_DIR = same result
-        tree["model"]["init"] = Path(cfg.model.init).parent.name
+    if cfg.model.init.kind is InitKind.CHECKPOINT:  # same source folder in another STUDY_DIR = same result
+        tree["model"]["init"] = cfg.model.init.path.parent.name
     digest = int(hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest(), 16)
     auroc = 0.5 + (digest % 1000) / 2000
     n = 100 if cfg.train.n_train == "all" else cfg.train.n_train

@@ -72,7 +72,7 @@ def test_grid_size_excludes_and_source_inheritance(tmp_path):
     src = plan.sources[0]
     assert src.config.image_size == 28 and src.config.model.arch == "resnet18"  # inherited from base
     assert src.run_dir == "sources/chest" and src.role == "source"
-    chest_runs = [r for r in plan.runs if r.config.model.init == "source:chest"]
+    chest_runs = [r for r in plan.runs if str(r.config.model.init) == "source:chest"]
     assert all(r.source == src.run_id for r in chest_runs)
     assert {r.task for r in plan.runs} == {"pneumoniamnist:binary"}
     assert src.task == "nih14-mini:multilabel"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError,
+                      field_validator, model_validator)
 
 from .errors import ConfigError
+from .kinds import IMAGENET, Init
 
 DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 
@@ -59,17 +61,14 @@ class TaskConfig(_Strict):
     label_column: Union[str, list[str], None] = Field(None, description="csv source: label column (binary/multiclass) or columns (multilabel)")
 
 
+# model.init is parsed here, once, into an Init; it is dumped (YAML, JSON, run-id hashes) as its string form.
+InitField = Annotated[Init, PlainValidator(Init.parse), PlainSerializer(str, return_type=str)]
+
+
 class ModelConfig(_Strict):
     arch: str = "resnet18"
-    init: str = "imagenet"
+    init: InitField = IMAGENET
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @field_validator("init")
-    @classmethod
-    def _known_init(cls, v):
-        if v in ("scratch", "imagenet") or v.startswith("checkpoint:") or v.startswith("source:"):
-            return v
-        raise ValueError(f"model.init must be scratch, imagenet or checkpoint:PATH, got {v!r}")
 
 
 class TrainConfig(_Strict):

@@ -8,6 +8,7 @@ import numpy as np
 
 from .config import config_from_dict, load_yaml
 from .errors import MedtransferError
+from .kinds import SCRATCH
 from .runs import METRICS_FILE, WEIGHTS_FILE
 
 
@@ -22,7 +23,7 @@ def load_run(run_dir: Path, device: str = "auto"):
             raise MedtransferError(f"{run_dir / needed} not found: --run must be a finished medtransfer run folder")
     cfg = config_from_dict(load_yaml(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
     label_names = json.loads((run_dir / METRICS_FILE).read_text())["label_names"]
-    model = create_model(cfg.model.arch, len(label_names), init="scratch", dropout=cfg.model.dropout,
+    model = create_model(cfg.model.arch, len(label_names), init=SCRATCH, dropout=cfg.model.dropout,
                          log=lambda _line: None)
     load_weights(model, run_dir / WEIGHTS_FILE)   # strict: a run's own weights must fit exactly
     return cfg, model, label_names, resolve_device(device)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import RunConfig, dump_config, resolve_data_root
 from .errors import MedtransferError
+from .kinds import Init, InitKind
 
 METRICS_FILE = "metrics.json"
 FAILED_FILE = "failed.json"
@@ -73,16 +74,16 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
         (out / stale).unlink(missing_ok=True)
 
 
-def resolve_init(init: str, base: Path | None = None) -> str:
+def resolve_init(init: Init, base: Path | None = None) -> Init:
     """``checkpoint:PATH`` relative to the working directory; a run folder means its weights."""
-    if not init.startswith("checkpoint:"):
+    if init.kind is not InitKind.CHECKPOINT:
         return init
-    path = Path(init.split(":", 1)[1]).expanduser()
+    path = init.path
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     if path.is_dir():
         path = path / WEIGHTS_FILE
-    return f"checkpoint:{path}"
+    return Init.checkpoint(path)
 
 
 def _label_columns(prefix: str, names: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Callable, Protocol
 
 from ..errors import ConfigError
 from .classifier import Backbone, Classifier
+from ..kinds import SCRATCH, Init, InitKind
 from .init import load_checkpoint_into
 
 Log = Callable[[str], None]
@@ -56,7 +57,7 @@ def _lookup(arch: str) -> tuple[FamilyBuilder, str]:
     raise ConfigError(f"unknown model.arch {arch!r}; valid: {forms}")
 
 
-def create_model(arch: str, num_outputs: int, init: str = "scratch", dropout: float = 0.0,
+def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropout: float = 0.0,
                  in_chans: int = 1, log: Log = print) -> Classifier:
     """Build ``arch`` with a fresh ``num_outputs`` head and initialise its backbone.
 
@@ -70,21 +71,26 @@ def create_model(arch: str, num_outputs: int, init: str = "scratch", dropout: fl
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
+    try:
+        init = Init.parse(init)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     builder, name = _lookup(arch)
-    if init == "scratch" or init == "imagenet":
-        backbone = builder(name, in_chans=in_chans, pretrained=init == "imagenet", log=log)
-        model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
-        if init == "scratch":
-            log(f"model {arch}: {_millions(model)} parameters, {in_chans}-channel input, init scratch")
-        return model
-    if init.startswith("checkpoint:") and init[len("checkpoint:"):].strip():
-        backbone = builder(name, in_chans=in_chans, pretrained=False, log=log)
-        model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
-        load_checkpoint_into(model, Path(init[len("checkpoint:"):].strip()).expanduser(), log)
-        return model
-    if init.startswith("source:"):
-        raise ConfigError(f"model.init {init!r}: a source run must be resolved to checkpoint:PATH before building the model")
-    raise ConfigError(f"model.init must be scratch, imagenet or checkpoint:PATH, got {init!r}")
+    match init.kind:
+        case InitKind.SCRATCH | InitKind.IMAGENET:
+            backbone = builder(name, in_chans=in_chans, pretrained=init.kind is InitKind.IMAGENET, log=log)
+            model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
+            if init.kind is InitKind.SCRATCH:
+                log(f"model {arch}: {_millions(model)} parameters, {in_chans}-channel input, init scratch")
+            return model
+        case InitKind.CHECKPOINT:
+            backbone = builder(name, in_chans=in_chans, pretrained=False, log=log)
+            model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
+            load_checkpoint_into(model, init.path, log)
+            return model
+        case InitKind.SOURCE:
+            raise ConfigError(f"model.init '{init}': a source run must be resolved to checkpoint:PATH before building the model")
+    raise AssertionError(init.kind)
 
 
 def _millions(model: Classifier) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.summary import diff_ci, t_interval
+from ..kinds import Init, InitKind
 from .redact import short_reason
 
 RADIOMICS = "radiomics"
@@ -25,12 +26,25 @@ def init_site(init, method: str, sites: dict[str, str]) -> str:
     """scratch | imagenet | same | other | unlabelled | checkpoint | radiomics | other-init."""
     if method == RADIOMICS:
         return RADIOMICS
-    init = "" if init is None or (isinstance(init, float) and math.isnan(init)) else str(init)
-    if init in ("scratch", "imagenet"):
-        return init
-    if init.startswith("source:"):
-        return sites.get(init.split(":", 1)[1], "unlabelled")
-    return "checkpoint" if init.startswith("checkpoint:") else "other-init"
+    parsed = _parsed_init(init)
+    if parsed is None:
+        return "other-init"
+    match parsed.kind:
+        case InitKind.SCRATCH | InitKind.IMAGENET:
+            return parsed.kind.value
+        case InitKind.SOURCE:
+            return sites.get(parsed.source_name, "unlabelled")
+    return "checkpoint"
+
+
+def _parsed_init(init) -> Init | None:
+    """The store's init text as an Init (None for a missing or unparsable value)."""
+    if init is None or (isinstance(init, float) and math.isnan(init)):
+        return None
+    try:
+        return Init.parse(str(init))
+    except ValueError:
+        return None
 
 
 def init_label(init, method: str, sites: dict[str, str]) -> str:
@@ -42,9 +56,12 @@ def init_label(init, method: str, sites: dict[str, str]) -> str:
         return "scratch"
     if site == "imagenet":
         return "ImageNet"
-    name = str(init).split(":", 1)[1] if ":" in str(init) else str(init)
+    parsed = _parsed_init(init)
+    if parsed is None:
+        return str(init)
     if site == "checkpoint":
-        return f"checkpoint {name.rsplit('/', 1)[-1]}"
+        return f"checkpoint {parsed.path.name}"
+    name = parsed.source_name
     return {"same": f"{name} (same-site)", "other": f"{name} (other-site)"}.get(site, f"{name} (site not given)")
 
 

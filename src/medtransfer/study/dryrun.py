@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..kinds import SCRATCH
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 
 PROBE_BUDGET_S = 20.0
@@ -251,7 +252,7 @@ def _time_training_step(arch: str, image_size: int, device, batch: int | None = 
     on_gpu = device.type == "cuda"
     batch = batch or (32 if on_gpu else 16)
     size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
-    model = create_model(arch, 2, init="scratch", log=lambda line: None).to(device)
+    model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.rand(batch, 2, device=device)

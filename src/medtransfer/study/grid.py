@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict
 from ..errors import ConfigError
+from ..kinds import SCRATCH, Init, InitKind
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
 
 METHOD = "cnn"
@@ -100,7 +101,7 @@ def radiomics_config(cnn: RunConfig) -> RunConfig:
     other train keys are defaults, unused and not hashed.
     """
     return RunConfig(data=cnn.data.model_copy(deep=True), task=cnn.task.model_copy(deep=True),
-                     image_size=cnn.image_size, model=ModelConfig(init="scratch"),
+                     image_size=cnn.image_size, model=ModelConfig(init=SCRATCH),
                      train=TrainConfig(n_train=cnn.train.n_train, seed=cnn.train.seed),
                      radiomics=cnn.radiomics.model_copy(deep=True))
 
@@ -120,12 +121,13 @@ def task_label(cfg: RunConfig) -> str:
     return ":".join(parts)
 
 
-def init_label(init: str) -> str:
-    if init.startswith("source:"):
-        return init.split(":", 1)[1]
-    if init.startswith("checkpoint:"):
-        return "checkpoint " + Path(init.split(":", 1)[1]).name
-    return init
+def init_label(init: Init) -> str:
+    match init.kind:
+        case InitKind.SOURCE:
+            return init.source_name
+        case InitKind.CHECKPOINT:
+            return "checkpoint " + init.path.name
+    return str(init)
 
 
 def recipe_label(cfg: RunConfig, axes: dict[str, Any], varying: list[str]) -> str:
@@ -162,7 +164,7 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
         combos.append((cfg, combo))
         payload = {"method": METHOD, "role": "grid", "config": hashed_config(cfg)}
         source_id = None
-        if cfg.model.init.startswith("source:"):
+        if cfg.model.init.is_source:
             src = _source_for(spec, cfg, sources, origin)
             source_id = src.run_id
             payload["source_run_id"] = source_id
@@ -224,7 +226,7 @@ def _check_base(spec: StudySpec, origin: str) -> None:
 
 def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str) -> PlannedRun:
     """The source instance this run starts from: one per arch when the source follows the grid's arch."""
-    name = run_cfg.model.init.split(":", 1)[1]
+    name = run_cfg.model.init.source_name
     given = spec.sources[name]
     follows_grid = get_dotted(given, "model.arch") is None and "model.arch" in spec.grid
     key = (name, run_cfg.model.arch if follows_grid else None)

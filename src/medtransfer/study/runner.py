@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import resolve_data_root
 from ..errors import MedtransferError
+from ..kinds import Init
 from .executors import METRICS_FILE, WEIGHTS_FILE, Job, Outcome, RunFn, make_executor
 from .grid import Plan, PlannedRun, expand
 from .spec import load_spec, spec_text_with_overrides
@@ -252,10 +253,10 @@ def _blocked_by_source(run: PlannedRun, plan: Plan, store: Store, statuses: dict
 def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[str, PlannedRun],
          keep_weights: bool) -> Job:
     cfg = run.config
-    if cfg.model.init.startswith("source:"):
+    if cfg.model.init.is_source:
         src = plan_sources[run.source]
         cfg = cfg.model_copy(deep=True)
-        cfg.model.init = f"checkpoint:{study_dir / src.run_dir / WEIGHTS_FILE}"
+        cfg.model.init = Init.checkpoint(study_dir / src.run_dir / WEIGHTS_FILE)
     return Job(run.run_id, cfg, study_dir / run.run_dir, data_root, keep_weights=keep_weights or run.role == "source",
                method=run.method)
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import RunConfig, load_yaml, parse_overrides
 from ..errors import ConfigError
+from ..kinds import Init
 
 KNOWN_BASELINES = ("radiomics",)
 SITES = ("same", "other")
@@ -89,8 +90,16 @@ def is_config_key(dotted: str) -> bool:
     return True
 
 
-def source_inits(values) -> list[str]:
-    return [v for v in values if isinstance(v, str) and v.startswith("source:")]
+def _init_or_none(value) -> Init | None:
+    """A model.init value of a spec tree, parsed; None when absent or invalid (RunConfig then says why)."""
+    try:
+        return None if value is None else Init.parse(value)
+    except ValueError:
+        return None
+
+
+def source_inits(values) -> list[Init]:
+    return [i for i in map(_init_or_none, values) if i is not None and i.is_source]
 
 
 def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> StudySpec:
@@ -172,12 +181,12 @@ def check_spec(spec: StudySpec, origin: str = "study") -> None:
         site = source.get("site")
         if site is not None and site not in SITES:
             raise ConfigError(f"{origin}: sources.{name}.site must be 'same' or 'other', got {site!r}")
-        init = get_dotted(source, "model.init")
-        if isinstance(init, str) and init.startswith("source:"):
+        init = _init_or_none(get_dotted(source, "model.init"))
+        if init is not None and init.is_source:
             raise ConfigError(f"{origin}: sources.{name}.model.init: a source cannot start from another source ({init})")
     inits = [get_dotted(spec.base, "model.init")] + list(spec.grid.get("model.init", []))
     for init in source_inits(inits):
-        name = init.split(":", 1)[1]
+        name = init.source_name
         if name not in spec.sources:
             known = ", ".join(spec.sources) or "none defined"
             raise ConfigError(f"{origin}: model.init '{init}': no source named '{name}' (sources: {known})")

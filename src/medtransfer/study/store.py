@@ -134,7 +134,7 @@ def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, fini
     cnn = not run.is_baseline   # a baseline has no arch / init / strategy / LR policy / dropout: NULL
     return {
         "run_id": run.run_id, "role": run.role, "method": run.method, "task": run.task,
-        "arch": cfg.model.arch if cnn else None, "init": cfg.model.init if cnn else None,
+        "arch": cfg.model.arch if cnn else None, "init": str(cfg.model.init) if cnn else None,
         "strategy": cfg.train.strategy if cnn else None, "lr_policy": cfg.train.lr_policy if cnn else None,
         "dropout": cfg.model.dropout if cnn else None, "recipe": run.recipe,
         "n_train": None if n == "all" else int(n), "n_train_images": None, "n_train_patients": None,

@@ -1,0 +1,108 @@
+"""The project's small vocabularies as types, so no layer decodes meaning from a string.
+
+``Init`` is the value of ``model.init``: parsed once (by the config), matched on everywhere
+else. Its string form (``scratch``, ``imagenet``, ``checkpoint:PATH``, ``source:NAME``) is the
+YAML / CLI syntax and what run ids hash, so adding a kind never changes an existing id.
+The ``StrEnum``s compare equal to their old string values, so the SQLite store and the JSON
+files keep exactly the text they always had.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+try:
+    from enum import StrEnum
+except ImportError:  # Python 3.10
+    class StrEnum(str, Enum):  # type: ignore[no-redef]
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class RunStatus(StrEnum):
+    """Where a run of a study stands. ``pending`` is never stored: it is the absence of a row."""
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    PENDING = "pending"
+
+
+class RunMethod(StrEnum):
+    """What a run fits: a CNN recipe, or the radiomics + logistic-regression baseline."""
+    CNN = "cnn"
+    RADIOMICS = "radiomics"
+
+
+class RunRole(StrEnum):
+    """A study's pretraining source, or a run of its grid."""
+    SOURCE = "source"
+    GRID = "grid"
+
+
+class InitKind(StrEnum):
+    SCRATCH = "scratch"
+    IMAGENET = "imagenet"
+    CHECKPOINT = "checkpoint"
+    SOURCE = "source"
+
+
+_NAMED = (InitKind.SCRATCH, InitKind.IMAGENET)          # written as the bare word
+_REFERRING = (InitKind.CHECKPOINT, InitKind.SOURCE)     # written as KIND:REF
+
+
+@dataclass(frozen=True)
+class Init:
+    """Where a model's starting weights come from.
+
+    ``ref`` is the checkpoint path as given (``checkpoint``) or the study source's name
+    (``source``), empty otherwise. ``Init.parse(str(init)) == init`` always holds.
+    """
+    kind: InitKind
+    ref: str = ""
+
+    @classmethod
+    def parse(cls, text: "str | Init") -> "Init":
+        """``scratch`` | ``imagenet`` | ``checkpoint:PATH`` | ``source:NAME``; ValueError otherwise."""
+        if isinstance(text, Init):
+            return text
+        if not isinstance(text, str):
+            raise ValueError(f"model.init must be a string such as scratch, imagenet or checkpoint:PATH, got {text!r}")
+        if text in _NAMED:
+            return cls(InitKind(text))
+        head, sep, ref = text.partition(":")
+        if sep and head in _REFERRING and ref.strip():
+            return cls(InitKind(head), ref)   # kept verbatim: the string form is what run ids hash
+        raise ValueError(f"model.init must be scratch, imagenet, checkpoint:PATH or source:NAME, got {text!r}")
+
+    @classmethod
+    def checkpoint(cls, path: "str | Path") -> "Init":
+        return cls(InitKind.CHECKPOINT, str(path))
+
+    @classmethod
+    def source(cls, name: str) -> "Init":
+        return cls(InitKind.SOURCE, name)
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file or run folder (``checkpoint`` only)."""
+        if self.kind is not InitKind.CHECKPOINT:
+            raise ValueError(f"model.init {self} names no checkpoint path")
+        return Path(self.ref.strip()).expanduser()
+
+    @property
+    def source_name(self) -> str:
+        if self.kind is not InitKind.SOURCE:
+            raise ValueError(f"model.init {self} names no study source")
+        return self.ref.strip()
+
+    @property
+    def is_source(self) -> bool:
+        return self.kind is InitKind.SOURCE
+
+    def __str__(self) -> str:
+        return self.kind.value if self.kind in _NAMED else f"{self.kind.value}:{self.ref}"
+
+
+SCRATCH = Init(InitKind.SCRATCH)
+IMAGENET = Init(InitKind.IMAGENET)

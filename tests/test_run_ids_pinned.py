@@ -1,0 +1,38 @@
+"""Run ids are hashes of resolved configs: a refactor that changes one silently orphans every finished run.
+
+The ids below were computed by the code before ``model.init`` became a typed value; they must never change.
+"""
+from pathlib import Path
+
+from medtransfer.kinds import Init, InitKind
+from medtransfer.study.runner import plan_study
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "offline-chest.yaml"
+PINNED = {
+    "a0da760e6b2bb04c": ("source", "source chest"),
+    "ebb453bc7c843617": ("grid", "scratch / full / constant"),
+    "b615fa0d3b493213": ("grid", "knee / gradual / one_cycle"),
+}
+
+
+def test_three_known_run_ids_of_offline_chest_are_unchanged():
+    plan = plan_study(EXAMPLE)
+    by_id = {r.run_id: r for r in plan.all_runs}
+    assert len(by_id) == 74
+    for run_id, (role, recipe) in PINNED.items():
+        assert run_id in by_id, f"run id {run_id} ({recipe}) changed"
+        assert (by_id[run_id].role, by_id[run_id].recipe) == (role, recipe)
+
+
+def test_init_round_trips_through_its_string_form():
+    for text in ("scratch", "imagenet", "checkpoint:/tmp/a b/model.safetensors", "source:chest"):
+        assert str(Init.parse(text)) == text
+        assert Init.parse(str(Init.parse(text))) == Init.parse(text)
+    assert Init.parse("source:chest").kind is InitKind.SOURCE
+    for bad in ("", "Scratch", "checkpoint:", "source:  ", "xyz:1", 3):
+        try:
+            Init.parse(bad)
+        except ValueError as err:
+            assert "model.init" in str(err)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
