@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from medtransfer.config import config_from_dict, load_config, resolve_data_root
+from medtransfer.config import config_from_dict, load_config, parse_overrides, resolve_data_root
 from medtransfer.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -54,3 +54,10 @@ def test_data_root_precedence(monkeypatch, tmp_path):
     assert resolve_data_root(str(tmp_path / "flag")) == (tmp_path / "flag").resolve()
     monkeypatch.delenv("MEDTRANSFER_DATA")
     assert resolve_data_root(None) == (Path.home() / ".cache/medtransfer/data").resolve()
+
+
+def test_set_with_malformed_yaml_value_is_a_one_line_config_error():
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(["train.lr=["])
+    assert "train.lr=[" in str(err.value) and "not valid YAML" in str(err.value)
+    assert "\n" not in str(err.value)

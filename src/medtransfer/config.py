@@ -179,7 +179,12 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
         key = key.strip()
         if not key:
             raise ConfigError(f"--set {pair!r}: empty key")
-        out.append((key, yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({problem})") from None
+        out.append((key, value))
     return out
 
 
