@@ -18,6 +18,10 @@ from .kinds import IMAGENET, Init
 
 DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 
+# Keys added after run ids were first published carry this marker: while such a key is at its
+# default it is left out of ``hashed_view``, so adding a key never changes an existing run id.
+ADDED_LATER = {"added_later": True}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -37,6 +41,11 @@ class DataConfig(_Strict):
     split_seed: int = 0
     cache_dir: str | None = Field(None, description="image cache folder; None = <data root>/.medtransfer-cache")
     workers: int = Field(0, ge=0, description="decode processes for the cache; 0 = all cores")
+    drop_missing_labels: bool = Field(False, json_schema_extra=ADDED_LATER,
+                                      description="csv source: drop rows whose label is empty/nan/NA/None (counted in the "
+                                                  "log) instead of stopping with an error naming them")
+    allow_outside_root: bool = Field(False, json_schema_extra=ADDED_LATER,
+                                     description="csv source: allow relative image paths that resolve outside the data root")
 
     @field_validator("split_fractions")
     @classmethod
@@ -227,6 +236,22 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
     return config_from_dict(load_yaml(path), overrides, origin=str(path))
+
+
+def hashed_view(model: BaseModel) -> dict:
+    """``model_dump(mode="json")`` less the ADDED_LATER keys that are at their default (recursively)."""
+    tree = model.model_dump(mode="json")
+    _drop_added_defaults(model, tree)
+    return tree
+
+
+def _drop_added_defaults(model: BaseModel, tree: dict) -> None:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _drop_added_defaults(value, tree[name])
+        elif (info.json_schema_extra or {}).get("added_later") and value == info.get_default(call_default_factory=True):
+            tree.pop(name, None)
 
 
 def dump_config(cfg: RunConfig) -> str:

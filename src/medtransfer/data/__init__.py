@@ -82,7 +82,7 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
     """Load the source, decode (or reuse) the image cache, split by patient, draw the N-subset."""
     data_root = Path(data_root)
     src = load_source(data, task, data_root)
-    notes: list[str] = []
+    notes: list[str] = list(src.notes)
     cache_dir, cache_note = resolve_cache_dir(data.cache_dir, data_root)
     if cache_note:
         notes.append(cache_note)

@@ -26,6 +26,7 @@ class LabelledImages:
     label_names: list[str]
     given_split: np.ndarray | None
     dataset_key: str
+    notes: list[str] = field(default_factory=list)   # what the loader did that a run log should say
 
     def __len__(self) -> int:
         return len(self.image_ids)

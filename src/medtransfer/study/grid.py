@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict
+from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict, hashed_view
 from ..errors import ConfigError
 from ..kinds import SCRATCH, Init, InitKind
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
@@ -85,7 +85,7 @@ def run_id_of(payload: dict) -> str:
 
 def hashed_config(cfg: RunConfig, method: str = METHOD) -> dict:
     """The part of a config that goes into the run id: what can change the run's result."""
-    tree = cfg.model_dump(mode="json")
+    tree = hashed_view(cfg)
     if method == METHOD:
         tree.pop("radiomics", None)
         return tree

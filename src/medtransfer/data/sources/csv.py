@@ -17,6 +17,9 @@ from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
 
 TRUE_FALSE = {"true": 1, "false": 0}
+# What spreadsheets and pandas write for "no value": never a class, never silently a positive.
+MISSING_TOKENS = {"", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "none", "null", "nat"}
+MAX_ROWS_NAMED = 10
 
 
 def find_csv_file(data: DataConfig, data_root: Path) -> Path:
@@ -109,6 +112,8 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
     wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
     require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
 
+    notes: list[str] = []
+    df = _without_missing_labels(df, label_cols, csv, data.drop_missing_labels, notes)
     for col, key in wanted:
         empty = df[col].astype(str).str.strip() == ""
         if empty.any():
@@ -123,6 +128,8 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
 
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
     paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
+    if not data.allow_outside_root:
+        _check_inside_root(image_ids, paths, csv, data_root)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
@@ -145,4 +152,49 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         label_names=names,
         given_split=given,
         dataset_key=f"csv:{csv.resolve()}",
+        notes=notes,
     )
+
+
+def _missing(values: pd.Series) -> pd.Series:
+    return values.astype(str).str.strip().str.lower().isin(MISSING_TOKENS)
+
+
+def _without_missing_labels(df: pd.DataFrame, label_cols: list[str], csv: Path, drop: bool,
+                            notes: list[str]) -> pd.DataFrame:
+    """Stop on a missing label (naming the rows), or drop those rows when data.drop_missing_labels says so.
+
+    The CSV is read as text (so IDs keep their leading zeros), which is why 'nan' or 'NA' would
+    otherwise arrive as an ordinary value and could even become the positive class.
+    """
+    missing = pd.Series(False, index=df.index)
+    for col in label_cols:
+        col_missing = _missing(df[col])
+        if col_missing.any() and not drop:
+            rows = [int(i) + 2 for i in np.flatnonzero(col_missing.to_numpy())]   # +2: 1-based, after the header line
+            shown = ", ".join(map(str, rows[:MAX_ROWS_NAMED])) + (f" and {len(rows) - MAX_ROWS_NAMED} more"
+                                                                   if len(rows) > MAX_ROWS_NAMED else "")
+            raise DataError(f"{csv}: column {col!r} (task.label_column) has no label in {len(rows)} row(s) "
+                            f"(empty, nan, NA or None) at line(s) {shown}; fix them or set data.drop_missing_labels: true")
+        missing |= col_missing
+    if missing.any():
+        notes.append(f"{csv.name}: dropped {int(missing.sum())} of {len(df)} rows with a missing label "
+                     f"(data.drop_missing_labels)")
+        df = df[~missing].reset_index(drop=True)
+    return df
+
+
+def _check_inside_root(image_ids: list[str], paths: list[Path], csv: Path, data_root: Path) -> None:
+    """A relative image path must stay inside the data root (the CSV's folder when the CSV lives elsewhere).
+
+    ``../`` in a shared CSV could otherwise read any file the user can read; an absolute path is the
+    user's explicit choice and is allowed.
+    """
+    root = Path(data_root).resolve()
+    csv_dir = csv.parent.resolve()
+    if not csv_dir.is_relative_to(root):
+        root = csv_dir
+    for given, path in zip(image_ids, paths):
+        if not Path(given).is_absolute() and not path.resolve().is_relative_to(root):
+            raise DataError(f"{csv}: image path {given!r} resolves outside the data root {root}; "
+                            "move the image or set data.allow_outside_root: true")
