@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...config import DataConfig, TaskConfig, resolve_path
+from ...config import DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
@@ -112,7 +112,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
     wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
     require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
 
-    notes: list[str] = []
+    notes: list[str] = demo_note(csv, data_root)
     df = _without_missing_labels(df, label_cols, csv, data.drop_missing_labels, notes)
     for col, key in wanted:
         empty = df[col].astype(str).str.strip() == ""

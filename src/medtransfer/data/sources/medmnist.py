@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import DataConfig, TaskConfig
+from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note
 from ...errors import ConfigError, DataError
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
@@ -71,7 +71,7 @@ def _socket_timeout(seconds: float):
 def locate_or_download(flag: str, size: int | None, data_root: Path) -> Path:
     """The npz path: found on disk, or downloaded into ``data_root`` by the medmnist package."""
     candidates = candidate_paths(flag, size, data_root)
-    for path in candidates:
+    for path in candidates + [DEMO_DATA / npz_name(flag, size)]:
         if path.is_file():
             return path
     target = candidates[0]
@@ -151,4 +151,5 @@ def load_medmnist(data: DataConfig, task: TaskConfig, data_root: Path) -> Labell
         label_names=names,
         given_split=split.astype(str),
         dataset_key=f"medmnist:{path.resolve()}",
+        notes=demo_note(path, data_root),
     )

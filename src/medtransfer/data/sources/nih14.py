@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...config import DataConfig, TaskConfig, resolve_path
+from ...config import DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
 from ..images import one_line
 from ..records import LabelledImages
@@ -133,4 +133,5 @@ def load_nih14(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledI
         label_names=names,
         given_split=given,
         dataset_key=f"nih14:{folder.resolve()}",
+        notes=demo_note(folder, data_root),
     )
