@@ -62,7 +62,7 @@ def make_tiny_csv(tmp_path):
 def test_writes_the_cnn_run_folder_paired_on_the_same_test_images(tiny_csv):
     root, config = tiny_csv
     cfg = load_config(config)
-    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False, feature_fn=histogram_features)
+    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False, feature_fn=histogram_features).to_json()
     train_run(cfg, root / "cnn", root, echo=False, progress=False)
     rad, cnn = root / "rad", root / "cnn"
     for name in ("config.yaml", "metrics.json", "predictions_test.csv", "train.log", "coefficients.csv"):
@@ -92,7 +92,7 @@ def test_failed_images_leave_training_and_are_imputed_in_test(tiny_csv):
     def failing(*args, **kw):
         return histogram_features(*args, fail=(bad_train, bad_test), **kw)
 
-    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False, feature_fn=failing)
+    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False, feature_fn=failing).to_json()
     assert metrics["n_train_images"] == 19
     assert metrics["images_without_features"] == {"train": 1, "val": 0, "test": 1}
     predicted = pd.read_csv(root / "rad" / "predictions_test.csv")
@@ -119,7 +119,7 @@ def test_real_pyradiomics_features_end_to_end(tiny_csv):
     pytest.importorskip("radiomics")
     root, config = tiny_csv
     cfg = load_config(config)
-    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False)
+    metrics = radiomics_run(cfg, root / "rad", root, echo=False, progress=False).to_json()
     assert metrics["n_features"] >= 90 and metrics["n_features_used"] > 10
     assert metrics["feature_settings"]["pyradiomics"]["setting"]["force2D"] is True
     assert metrics["test"]["auroc_macro"] is not None
@@ -131,7 +131,7 @@ def test_pneumoniamnist_n50_same_test_images_as_the_cnn(shared_data, tmp_path):
                             "model": {"arch": "resnet18", "init": "scratch"},
                             "train": {"n_train": 50, "seed": 0, "epochs": 1, "batch_size": 32}})
     metrics = radiomics_run(cfg, tmp_path / "rad", shared_data, echo=False, progress=False,
-                            feature_fn=histogram_features)
+                            feature_fn=histogram_features).to_json()
     train_run(cfg, tmp_path / "cnn", shared_data, echo=False, progress=False)
     rad, cnn = (pd.read_csv(tmp_path / d / "predictions_test.csv") for d in ("rad", "cnn"))
     assert len(rad) == 624 and list(rad["image_id"]) == list(cnn["image_id"])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import test_study_runner as fakes
-from medtransfer.study import plan_study, run_study, study_status
+from medtransfer.study import StudyOptions, plan_study, run_study, study_status
 from medtransfer.study.grid import RADIOMICS_RECIPE
 
 # The ids the grid of test_study_runner.SPEC (seeds 0, 1) had before the config gained a
@@ -48,7 +48,7 @@ def rows(out):
 def test_one_radiomics_run_per_n_and_seed_stored_and_resumed(tmp_path):
     spec, out = write(tmp_path), tmp_path / "S"
     CALLS.clear()
-    summary = run_study(spec, out, data_root=tmp_path, run_fn=fake_run, report=False, probe=False)
+    summary = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, report=False, probe=False))
     assert summary.total == 13 and summary.counts["done"] == 13   # 8 CNN + 4 radiomics + 1 source
     assert sorted(CALLS) == ["cnn"] * 9 + ["radiomics"] * 4
     radiomics = [r for r in rows(out) if r["method"] == "radiomics"]
@@ -61,7 +61,7 @@ def test_one_radiomics_run_per_n_and_seed_stored_and_resumed(tmp_path):
     assert {r["method"] for r in rows(out) if r["role"] == "grid"} == {"cnn", "radiomics"}
 
     CALLS.clear()
-    again = run_study(spec, out, data_root=tmp_path, run_fn=fake_run, report=False, probe=False)
+    again = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, report=False, probe=False))
     assert again.ran == 0 and CALLS == [] and len(rows(out)) == 13
     status = study_status(out)
     assert "13 runs: 13 done" in status and "baseline radiomics (done / planned): N=50 2/2, N=200 2/2" in status
@@ -69,7 +69,7 @@ def test_one_radiomics_run_per_n_and_seed_stored_and_resumed(tmp_path):
 
 
 def test_dry_run_counts_the_baseline(tmp_path):
-    text = run_study(write(tmp_path), None, dry_run=True, probe=False).text
+    text = run_study(write(tmp_path), None, StudyOptions(dry_run=True, probe=False)).text
     assert "total: 13 runs (8 grid + 4 radiomics + 1 sources)" in text
     assert "baseline radiomics: one run per (task, N, seed): N=50: 2, N=200: 2" in text
     assert "train.seed (2 values): 0: 4, 1: 4" in text
@@ -78,7 +78,9 @@ def test_dry_run_counts_the_baseline(tmp_path):
 def test_dry_run_estimate_includes_extraction(tmp_path):
     from medtransfer.study.dryrun import estimate_time
 
-    plan = plan_study(write(tmp_path))
+    spec = write(tmp_path)   # datasets that are neither under tmp_path nor in the demo bundle
+    spec.write_text(spec.read_text().replace("nih14-mini", "nih14-elsewhere").replace("pneumoniamnist", "breastmnist"))
+    plan = plan_study(spec)
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device: 0.01,
                         extraction_timer=lambda size, rcfg: 0.05)
     # no data under tmp_path: the split sizes are unknown, so CNN runs at fixed N count, baselines do not
@@ -114,7 +116,7 @@ def test_baseline_follows_excludes_and_radiomics_axes(tmp_path):
     assert {r.recipe for r in baselines} == {f"{RADIOMICS_RECIPE} / bin_width 10", f"{RADIOMICS_RECIPE} / bin_width 25"}
     assert {r.recipe for r in cnn} == {"scratch / full / one_cycle", "chest / full / one_cycle"}
     assert not any(r.config.train.n_train == 200 and r.config.train.seed == 1 for r in baselines)
-    text = run_study(spec, None, dry_run=True, probe=False).text
+    text = run_study(spec, None, StudyOptions(dry_run=True, probe=False)).text
     assert "radiomics.bin_width (2 values): 10: 3, 25: 3" in text and "train.seed (2 values): 0: 4, 1: 2" in text
 
 
@@ -131,7 +133,7 @@ def test_real_study_pairs_radiomics_and_cnn_on_the_same_test_images(tmp_path, mo
     spec.write_text(yaml.safe_dump({"name": "real", "base": base, "baselines": ["radiomics"],
                                     "grid": {"train.n_train": [20], "train.seed": [0]}}))
     out = tmp_path / "S"
-    summary = run_study(spec, out, data_root=root, report=False, probe=False)
+    summary = run_study(spec, out, StudyOptions(data_root=root, report=False, probe=False))
     assert summary.counts == {"done": 2, "failed": 0, "skipped": 0, "pending": 0}
     by_method = {}
     for r in rows(out):

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from medtransfer.study import run_study, study_status
+from medtransfer.study import StudyOptions, run_study, study_status
 from synthetic import write_labelled_pngs
 
 SPEC = """
@@ -59,7 +59,7 @@ def one_thread():
 def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     root, spec = tiny_study
     monkeypatch.setenv("MEDTRANSFER_OFFLINE", "1")
-    local = run_study(spec, root / "local", data_root=root, report=False, probe=False)
+    local = run_study(spec, root / "local", StudyOptions(data_root=root, report=False, probe=False))
     assert local.counts == {"done": 3, "failed": 0, "skipped": 1, "pending": 0}, study_status(root / "local")
     rows = results(root / "local")
     skipped = [r for r in rows.values() if r[1] == "skipped"]
@@ -73,7 +73,7 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     assert metrics["n_train_images"] == rows[run_dir.split("/")[1]][3]
 
     pytest.importorskip("ray")
-    on_ray = run_study(spec, root / "ray", data_root=root, executor="ray", report=False, probe=False)
+    on_ray = run_study(spec, root / "ray", StudyOptions(data_root=root, executor="ray", report=False, probe=False))
     assert on_ray.counts == local.counts
     ray_rows = results(root / "ray")
     assert set(ray_rows) == set(rows)

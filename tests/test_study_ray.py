@@ -6,7 +6,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import test_study_runner as fakes  # noqa: E402  (the fake run function lives with the runner tests)
-from medtransfer.study import run_study  # noqa: E402
+from medtransfer.study import StudyOptions, run_study  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_ray_matches_local_on_a_tiny_grid(tmp_path, local_ray):
     spec = fakes.write_spec(tmp_path, grid={"model.init": ["scratch", "source:chest", "imagenet"],
                                             "train.n_train": [50, 200], "train.seed": [0, 1]})
     kw = dict(data_root=tmp_path, run_fn=fakes.fake_run, report=False, probe=False)
-    local = run_study(spec, tmp_path / "local", **kw)
-    on_ray = run_study(spec, tmp_path / "ray", executor="ray", **kw)
+    local = run_study(spec, tmp_path / "local", StudyOptions(**kw))
+    on_ray = run_study(spec, tmp_path / "ray", StudyOptions(executor="ray", **kw))
     assert local.counts == on_ray.counts == {"done": 9, "failed": 0, "skipped": 4, "pending": 0}
     assert results(tmp_path / "local") == results(tmp_path / "ray")
     assert ray.is_initialized()  # an instance the caller started is left running

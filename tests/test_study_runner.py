@@ -18,7 +18,8 @@ import yaml
 
 from medtransfer.errors import TrainingDiverged, WeightsUnavailable
 from medtransfer.kinds import InitKind
-from medtransfer.study import Store, plan_study, run_study, study_status
+from medtransfer.run_folder import RunMetrics
+from medtransfer.study import Store, StudyOptions, plan_study, run_study, study_status
 from medtransfer.study.executors import Job, run_one
 
 TESTS = Path(__file__).resolve().parent
@@ -85,7 +86,7 @@ def write_spec(tmp_path, **changes) -> Path:
 
 
 def run(spec, out, fn=fake_run, **kw):
-    return run_study(spec, out, data_root=out.parent, run_fn=fn, report=False, probe=False, **kw)
+    return run_study(spec, out, StudyOptions(data_root=out.parent, run_fn=fn, report=False, probe=False, **kw))
 
 
 def db_rows(out) -> list[dict]:
@@ -190,14 +191,17 @@ def test_local_workers_match_sequential(tmp_path):
 
 def test_dry_run_counts_and_estimate(tmp_path, capsys):
     spec = write_spec(tmp_path)
-    summary = run_study(spec, None, dry_run=True, probe=False)
+    summary = run_study(spec, None, StudyOptions(dry_run=True, probe=False))
     assert "total: 13 runs (12 grid + 1 sources)" in summary.text
     assert "train.seed (3 values): 0: 4, 1: 4, 2: 4" in summary.text
     from medtransfer.study.dryrun import describe_plan, estimate_time
 
     plan = plan_study(spec)
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device: 0.01)
-    assert est["runs_estimated"] == 12  # the N=all source is left out: no data under tmp_path
+    assert est["runs_estimated"] == 13  # the N=all source's size comes from the demo bundle's nih14-mini
+    spec.write_text(spec.read_text().replace("nih14-mini", "nih14-elsewhere"))
+    est = estimate_time(plan_study(spec), tmp_path, step_timer=lambda arch, size, device: 0.01)
+    assert est["runs_estimated"] == 12  # a source with no data anywhere: its N=all run is left out
     assert "estimated compute" in describe_plan(plan, None, est, parallel=2)
 
 
@@ -205,8 +209,8 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_study_runner import fake_run
-from medtransfer.study import run_study
-run_study({spec!r}, {out!r}, data_root={root!r}, run_fn=fake_run, report=False, probe=False)
+from medtransfer.study import StudyOptions, run_study
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, report=False, probe=False))
 """
 
 
@@ -248,7 +252,7 @@ def test_store_upsert_never_duplicates(tmp_path):
     run0 = plan.runs[0]
     store.record_failed(run0, "boom")
     store.record_skipped(run0, "later")
-    store.record_done(run0, {"test": {"auroc_macro": 0.7, "auroc": {"a": 0.7}}}, "t0", "t1", 1.0)
+    store.record_done(run0, RunMetrics.from_json({"test": {"auroc_macro": 0.7, "auroc": {"a": 0.7}}}), "t0", "t1", 1.0)
     assert store.counts() == {"done": 1}
     assert len(store.rows()) == 1 and store.rows()[0]["test_auroc"] == 0.7
     assert [r["label"] for r in store.per_class(run0.run_id)] == ["a"]
@@ -257,7 +261,7 @@ def test_store_upsert_never_duplicates(tmp_path):
 
 
 def test_dry_run_of_the_paper_grid_prints_its_full_size():
-    summary = run_study(TESTS.parent / "examples" / "paper-nih14.yaml", None, dry_run=True, probe=False)
+    summary = run_study(TESTS.parent / "examples" / "paper-nih14.yaml", None, StudyOptions(dry_run=True, probe=False))
     assert "total: 3460 runs (3456 grid + 4 sources)" in str(summary)
 
 
@@ -277,7 +281,8 @@ def test_bad_executor_arguments_fail_before_anything_runs(tmp_path, kw, needle):
 def test_missing_datasets_fail_fast_naming_every_file(tmp_path):
     from medtransfer.errors import DataError
 
-    spec = write_spec(tmp_path)
-    with pytest.raises(DataError, match="source chest data .*nih14-mini.*; grid data .*pneumoniamnist.npz"):
+    spec = write_spec(tmp_path)   # datasets that are neither under tmp_path nor in the demo bundle
+    spec.write_text(spec.read_text().replace("nih14-mini", "nih14-big").replace("pneumoniamnist", "breastmnist"))
+    with pytest.raises(DataError, match="source chest data .*nih14-big.*; grid data .*breastmnist.npz"):
         run(spec, tmp_path / "S", check_data=True)
     assert not (tmp_path / "S").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import load_config, resolve_data_root
 from .errors import MedtransferError
+from .study.executors import executor_names
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="study YAML (see examples/offline-chest.yaml)")
     p.add_argument("--out", type=Path, default=None, help="study folder (required unless --dry-run)")
     p.add_argument("--data-root", default=None, help="folder that relative data paths start from")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--executor", choices=executor_names(), default="local")
     p.add_argument("--workers", type=int, default=1, help="local executor: runs in parallel processes")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
@@ -99,7 +100,7 @@ def _dispatch(args) -> int:
         cfg = load_config(args.config, args.overrides)
         metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                             echo=not args.quiet)
-        auc = metrics["test"]["auroc_macro"]
+        auc = metrics.auroc("test")
         print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
         return 0
     if args.command == "lr-find":
@@ -129,19 +130,19 @@ def _dispatch(args) -> int:
 
         metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                                 echo=not args.quiet, progress=not args.quiet)
-        auc = metrics["test"]["auroc_macro"]
-        print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics['chosen_C']:g})"
+        auc = metrics.auroc("test")
+        print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics.details['chosen_C']:g})"
               if auc is not None else f"{args.out}: test AUROC undefined")
         return 0
     if args.command == "study":
-        from .study import run_study, study_status
+        from .study import StudyOptions, run_study, study_status
 
         if args.study_command == "status":
             print(study_status(args.study_dir))
             return 0
-        summary = run_study(args.spec, args.out, data_root=args.data_root, executor=args.executor,
-                            workers=args.workers, ray_address=args.ray_address, retry_failed=args.retry_failed,
-                            dry_run=args.dry_run, overrides=args.overrides)
+        summary = run_study(args.spec, args.out, StudyOptions(
+            data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+            retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides)))
         print(summary)
         return 0
     if args.command == "report":

@@ -1,7 +1,6 @@
 """Score new images with a finished run folder (config.yaml + metrics.json + weights)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from .config import config_from_dict, load_yaml
 from .errors import MedtransferError
 from .kinds import SCRATCH
-from .runs import METRICS_FILE, WEIGHTS_FILE
+from .run_folder import RunFolder
 
 
 def load_run(run_dir: Path, device: str = "auto"):
@@ -17,15 +16,15 @@ def load_run(run_dir: Path, device: str = "auto"):
     from .models import create_model, load_weights
     from .train import resolve_device
 
-    run_dir = Path(run_dir)
-    for needed in ("config.yaml", METRICS_FILE, WEIGHTS_FILE):
-        if not (run_dir / needed).is_file():
-            raise MedtransferError(f"{run_dir / needed} not found: --run must be a finished medtransfer run folder")
-    cfg = config_from_dict(load_yaml(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
-    label_names = json.loads((run_dir / METRICS_FILE).read_text())["label_names"]
+    folder = RunFolder(run_dir)
+    for needed in (folder.config_path, folder.metrics_path, folder.weights_path):
+        if not needed.is_file():
+            raise MedtransferError(f"{needed} not found: --run must be a finished medtransfer run folder")
+    cfg = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
+    label_names = folder.read_metrics().label_names
     model = create_model(cfg.model.arch, len(label_names), init=SCRATCH, dropout=cfg.model.dropout,
                          log=lambda _line: None)
-    load_weights(model, run_dir / WEIGHTS_FILE)   # strict: a run's own weights must fit exactly
+    load_weights(model, folder.weights_path)   # strict: a run's own weights must fit exactly
     return cfg, model, label_names, resolve_device(device)
 
 

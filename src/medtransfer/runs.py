@@ -6,8 +6,6 @@ means the run finished; a run that fails leaves ``failed.json`` with the reason.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 import traceback
@@ -19,11 +17,7 @@ import numpy as np
 from .config import RunConfig, dump_config, resolve_data_root
 from .errors import MedtransferError
 from .kinds import Init, InitKind
-
-METRICS_FILE = "metrics.json"
-FAILED_FILE = "failed.json"
-WEIGHTS_FILE = "model.safetensors"
-LOG_FILE = "train.log"
+from .run_folder import RunFolder, RunMetrics, write_json_atomic
 
 
 class RunLog:
@@ -44,36 +38,6 @@ class RunLog:
         self._file.close()
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Strict JSON (NaN -> null), written to a temp file and renamed: readers never see half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
-    os.replace(tmp, path)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber a finished run: its metrics are results someone may rely on."""
-    if (out / METRICS_FILE).exists() and not overwrite:
-        raise MedtransferError(f"{out / METRICS_FILE} exists: {out} holds a finished run (choose another --out or pass --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (METRICS_FILE, FAILED_FILE, LOG_FILE, "predictions_test.csv", WEIGHTS_FILE, "lr_trace.csv"):
-        (out / stale).unlink(missing_ok=True)
-
-
 def resolve_init(init: Init, base: Path | None = None) -> Init:
     """``checkpoint:PATH`` relative to the working directory; a run folder means its weights."""
     if init.kind is not InitKind.CHECKPOINT:
@@ -82,7 +46,7 @@ def resolve_init(init: Init, base: Path | None = None) -> Init:
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     if path.is_dir():
-        path = path / WEIGHTS_FILE
+        path = RunFolder(path).weights_path
     return Init.checkpoint(path)
 
 
@@ -104,18 +68,20 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
 
 
 def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
-                 body: Callable[[Callable[[str], None], float], dict], extra_stale: tuple[str, ...] = ()) -> dict:
+                 body: Callable[[RunFolder, Callable[[str], None], float], RunMetrics]) -> RunMetrics:
     """The run-folder protocol every method shares: config.yaml first, train.log throughout,
-    metrics.json last (written by ``body``), failed.json with the reason when ``body`` raises."""
-    out = Path(out)
-    prepare_run_dir(out, overwrite)
-    for stale in extra_stale:
-        (out / stale).unlink(missing_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
-    log = RunLog(out / LOG_FILE, echo=echo)
+    metrics.json last (written here from what ``body`` returns), failed.json with the reason when it raises."""
+    folder = RunFolder(out)
+    folder.prepare(overwrite)
+    folder.write_config(dump_config(cfg))
+    log = RunLog(folder.log_path, echo=echo)
     started = time.time()
     try:
-        return body(log, started)
+        metrics = body(folder, log, started)
+        test_auc = metrics.auroc("test")
+        log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
+        folder.write_metrics(metrics)
+        return metrics
     except BaseException as err:  # record why, then let the caller decide how to exit
         reason = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
         if isinstance(err, KeyboardInterrupt):
@@ -123,19 +89,21 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
         log(f"FAILED: {reason}")
         if not isinstance(err, MedtransferError):
             log(traceback.format_exc())
-        write_json_atomic(out / FAILED_FILE, {"error": reason, "type": type(err).__name__,
-                                              "seconds": round(time.time() - started, 2)})
+        try:
+            folder.write_failed(reason, type(err).__name__, time.time() - started)
+        except MedtransferError as also:   # e.g. the disk is full: the original error still explains the run
+            log(f"could not record the failure: {also}")
         raise
     finally:
         log.close()
 
 
 def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
-              overwrite: bool = False, echo: bool = True, progress: bool = True) -> dict:
+              overwrite: bool = False, echo: bool = True, progress: bool = True) -> RunMetrics:
     """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
     root = data_root or resolve_data_root(None)
     return recorded_run(cfg, out, overwrite, echo,
-                        lambda log, started: _train_and_evaluate(cfg, Path(out), root, log, progress, started))
+                        lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress, started))
 
 
 def prepare_run_data(cfg: RunConfig, data_root: Path, log: Callable[[str], None], progress: bool):
@@ -154,8 +122,8 @@ def prepare_run_data(cfg: RunConfig, data_root: Path, log: Callable[[str], None]
     return data, idx
 
 
-def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callable[[str], None],
-                        progress: bool, started: float) -> dict:
+def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Callable[[str], None],
+                        progress: bool, started: float) -> RunMetrics:
     import torch
 
     from .evaluate import macro_auroc, score_metrics
@@ -163,7 +131,7 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callabl
     from .train import fit, predict, resolve_device
     from .train.loop import seed_everything
 
-    log(f"medtransfer train -> {out}")
+    log(f"medtransfer train -> {folder.path}")
     data, idx = prepare_run_data(cfg, data_root, log, progress)
     train_idx, val_idx, test_idx = idx["train"], idx["val"], idx["test"]
     n_patients = int(len(np.unique(data.patient_ids[train_idx])))
@@ -186,32 +154,21 @@ def _train_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log: Callabl
     log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
 
     batch = max(cfg.train.batch_size, 128)
-    metrics = {"task_kind": cfg.task.kind, "label_names": data.label_names}
+    scored = {}
     for split, idx in (("val", val_idx), ("test", test_idx)):
         scores = predict(model, data.images[idx], cfg.task.kind, batch, device)
-        metrics[split] = score_metrics(data.labels[idx], scores, cfg.task.kind, data.label_names)
+        scored[split] = score_metrics(data.labels[idx], scores, cfg.task.kind, data.label_names)
         if split == "test":
-            write_predictions(out / "predictions_test.csv", [data.image_ids[i] for i in idx],
+            write_predictions(folder.predictions_path, [data.image_ids[i] for i in idx],
                               data.labels[idx], scores, data.label_names, cfg.task.kind)
-    save_weights(model, out / WEIGHTS_FILE)
-    _write_lr_trace(out / "lr_trace.csv", result.lr_trace)
-    metrics.update({
-        "n_train_images": int(len(train_idx)),
-        "n_train_patients": n_patients,
-        "n_val_images": int(len(val_idx)),
-        "n_test_images": int(len(test_idx)),
-        "epochs_run": int(result.epochs_run),
-        "best_epoch": int(result.best_epoch),
-        "stopped_reason": result.stopped_reason,
-        "seconds": round(time.time() - started, 2),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "history": result.history,
-    })
-    test_auc = metrics["test"]["auroc_macro"]
-    log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
-    write_json_atomic(out / METRICS_FILE, metrics)
-    return metrics
+    save_weights(model, folder.weights_path)
+    _write_lr_trace(folder.lr_trace_path, result.lr_trace)
+    return RunMetrics(
+        task_kind=cfg.task.kind, label_names=data.label_names, val=scored["val"], test=scored["test"],
+        n_train_images=int(len(train_idx)), n_train_patients=n_patients, n_val_images=int(len(val_idx)),
+        n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
+        stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
+        torch_threads=torch.get_num_threads(), history=result.history)
 
 
 def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:

@@ -25,11 +25,11 @@ import pandas as pd
 
 from ..config import RunConfig, resolve_data_root
 from ..errors import DataError
-from ..runs import METRICS_FILE, prepare_run_data, recorded_run, write_json_atomic, write_predictions
+from ..kinds import RunMethod
+from ..run_folder import RunFolder, RunMetrics
+from ..runs import prepare_run_data, recorded_run, write_predictions
 from .baseline import fit_radiomics_baseline
 
-METHOD = "radiomics"
-COEFFICIENTS_FILE = "coefficients.csv"
 MAX_NAMED = 5   # failed images named in the log; the rest are counted
 
 FeatureFn = Callable[..., object]   # (data, task, rcfg, data_root, progress=, log=) -> FeatureTable
@@ -42,7 +42,7 @@ def default_feature_fn() -> FeatureFn:
 
 
 def radiomics_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *, overwrite: bool = False,
-                  echo: bool = True, progress: bool = True, feature_fn: FeatureFn | None = None) -> dict:
+                  echo: bool = True, progress: bool = True, feature_fn: FeatureFn | None = None) -> RunMetrics:
     """Extract (or reuse) features, fit the baseline on the N-subset, score val/test; returns metrics.json's dict.
 
     ``feature_fn`` stands in for ``extract_features`` (tests pass a cheap one); it must return an
@@ -50,16 +50,15 @@ def radiomics_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *, o
     """
     root = data_root or resolve_data_root(None)
     return recorded_run(cfg, out, overwrite, echo,
-                        lambda log, started: _fit_and_evaluate(cfg, Path(out), root, log, progress, started,
-                                                               feature_fn or default_feature_fn()),
-                        extra_stale=(COEFFICIENTS_FILE,))
+                        lambda folder, log, started: _fit_and_evaluate(cfg, folder, root, log, progress, started,
+                                                                       feature_fn or default_feature_fn()))
 
 
-def _fit_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log, progress: bool, started: float,
-                      feature_fn: FeatureFn) -> dict:
+def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, progress: bool, started: float,
+                      feature_fn: FeatureFn) -> RunMetrics:
     from ..evaluate import score_metrics
 
-    log(f"medtransfer radiomics baseline -> {out}")
+    log(f"medtransfer radiomics baseline -> {folder.path}")
     data, idx = prepare_run_data(cfg, data_root, log, progress)
 
     table = feature_fn(cfg.data, cfg.task, cfg.radiomics, data_root, progress=progress, log=log)
@@ -95,26 +94,16 @@ def _fit_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log, progress:
     for line in model.notes:
         log(line)
 
-    metrics = {"task_kind": cfg.task.kind, "label_names": data.label_names, "method": METHOD}
+    scored = {}
     for split in ("val", "test"):
         rows = idx[split]
         scores = model.predict_scores(frames[split])
-        metrics[split] = score_metrics(data.labels[rows], scores, cfg.task.kind, data.label_names)
+        scored[split] = score_metrics(data.labels[rows], scores, cfg.task.kind, data.label_names)
         if split == "test":
-            write_predictions(out / "predictions_test.csv", [data.image_ids[i] for i in rows],
+            write_predictions(folder.predictions_path, [data.image_ids[i] for i in rows],
                               data.labels[rows], scores, data.label_names, cfg.task.kind)
-    model.coefficients(data.label_names).to_csv(out / COEFFICIENTS_FILE, float_format="%.6g")
-    metrics.update({
-        "n_train_images": int(len(train_rows)),
-        "n_train_patients": n_patients,
-        "n_val_images": int(len(idx["val"])),
-        "n_test_images": int(len(idx["test"])),
-        "epochs_run": None,
-        "best_epoch": None,
-        "stopped_reason": "radiomics baseline: no epochs",
-        "seconds": round(time.time() - started, 2),
-        "device": "cpu",
-        "history": [],
+    model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
+    details = {
         "chosen_C": float(chosen_c),
         "selection": model.selection,
         "selection_note": note,
@@ -125,8 +114,10 @@ def _fit_and_evaluate(cfg: RunConfig, out: Path, data_root: Path, log, progress:
         "images_without_features": {split: len(ids) for split, ids in missing.items()},
         "feature_settings": getattr(table, "settings", None),
         "notes": model.notes,
-    })
-    test_auc = metrics["test"]["auroc_macro"]
-    log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
-    write_json_atomic(out / METRICS_FILE, metrics)
-    return metrics
+    }
+    return RunMetrics(
+        task_kind=cfg.task.kind, label_names=data.label_names, val=scored["val"], test=scored["test"],
+        n_train_images=int(len(train_rows)), n_train_patients=n_patients, n_val_images=int(len(idx["val"])),
+        n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
+        stopped_reason="radiomics baseline: no epochs", seconds=round(time.time() - started, 2), device="cpu",
+        method=RunMethod.RADIOMICS, details=details)

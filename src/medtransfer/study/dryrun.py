@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..kinds import SCRATCH
+from ..kinds import SCRATCH, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 
 PROBE_BUDGET_S = 20.0
@@ -47,7 +47,7 @@ def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: 
     parts = [f"{n_cnn} grid"] + [f"{sum(p.values())} {m}" for m, p in baselines.items()] + [f"{len(plan.sources)} sources"]
     lines.append(f"total: {len(plan.all_runs)} runs ({' + '.join(parts)})")
     if statuses:
-        done = sum(1 for r in plan.all_runs if statuses.get(r.run_id) == "done")
+        done = sum(1 for r in plan.all_runs if statuses.get(r.run_id) == RunStatus.DONE)
         lines.append(f"already done in STUDY_DIR: {done}; to run: {len(plan.all_runs) - done}")
     if estimate:
         lines.extend(_estimate_lines(estimate, parallel))

@@ -7,6 +7,10 @@ which sends CNN runs to ``medtransfer.runs.train_run`` and radiomics baseline ru
 ``medtransfer.radiomics.radiomics_run``) so tests and other run kinds can plug in. A job of
 a method other than 'cnn' calls ``run_fn`` with ``method=...`` as well, so a run function
 that serves a study with baselines must accept that keyword.
+
+Executors register themselves by name (``@register_executor("local")``); the CLI's
+``--executor`` choices and the runner's checks come from that registry, so a new executor
+(a SLURM array, say) is one class here and nothing else.
 """
 from __future__ import annotations
 
@@ -16,32 +20,34 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import RunConfig
 from ..errors import MedtransferError, WeightsUnavailable
+from ..kinds import RunMethod, RunStatus
+from ..run_folder import RunFolder, RunMetrics
 from .store import utc_now
 
-RunFn = Callable[..., dict]
-METRICS_FILE = "metrics.json"
-WEIGHTS_FILE = "model.safetensors"
+RunFn = Callable[..., RunMetrics]
 
 
 def default_run_fn() -> RunFn:
     return run_by_method
 
 
-def run_by_method(cfg: RunConfig, out: Path, data_root: Path, *, method: str = "cnn", **kw) -> dict:
+def run_by_method(cfg: RunConfig, out: Path, data_root: Path, *, method: RunMethod = RunMethod.CNN,
+                  **kw) -> RunMetrics:
     """The real run of a study job: train a CNN, or fit the radiomics baseline."""
-    if method == "radiomics":
-        from ..radiomics.run import radiomics_run
+    match RunMethod(method):
+        case RunMethod.RADIOMICS:
+            from ..radiomics.run import radiomics_run
 
-        return radiomics_run(cfg, out, data_root, **kw)
-    if method != "cnn":
-        raise MedtransferError(f"unknown run method {method!r} (known: cnn, radiomics)")
-    from ..runs import train_run
+            return radiomics_run(cfg, out, data_root, **kw)
+        case RunMethod.CNN:
+            from ..runs import train_run
 
-    return train_run(cfg, out, data_root, **kw)
+            return train_run(cfg, out, data_root, **kw)
+    raise MedtransferError(f"unknown run method {method!r} (known: {', '.join(RunMethod)})")
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,13 @@ class Job:
     data_root: Path
     threads: int | None = None
     keep_weights: bool = True   # False: delete model.safetensors once metrics.json is written
-    method: str = "cnn"         # 'cnn' | 'radiomics': passed to run_fn as method= when not 'cnn'
+    method: RunMethod = RunMethod.CNN   # passed to run_fn as method= when not CNN
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str              # 'done' | 'failed' | 'skipped'
-    metrics: dict | None
+    status: RunStatus        # done | failed | skipped
+    metrics: RunMetrics | None
     reason: str | None
     started_at: str
     finished_at: str
@@ -73,23 +79,26 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
     def outcome(status, metrics=None, reason=None):
         return Outcome(status, metrics, reason, started_at, utc_now(), round(time.time() - t0, 3))
 
-    stale = Path(job.out) / METRICS_FILE
-    if stale.is_file():  # a folder left by a killed run: only a metrics.json this call writes may count
-        stale.unlink()
+    folder = RunFolder(job.out)
+    folder.metrics_path.unlink(missing_ok=True)  # a killed run's leftover: only a metrics.json this call writes counts
     try:
-        extra = {} if job.method == "cnn" else {"method": job.method}
-        metrics = run_fn(job.config, job.out, job.data_root, overwrite=True, echo=False, progress=False, **extra)
+        extra = {} if job.method is RunMethod.CNN else {"method": job.method}
+        run_fn(job.config, job.out, job.data_root, overwrite=True, echo=False, progress=False, **extra)
     except WeightsUnavailable as err:
-        return outcome("skipped", reason=str(err))
+        return outcome(RunStatus.SKIPPED, reason=str(err))
     except MedtransferError as err:
-        return outcome("failed", reason=str(err))
+        return outcome(RunStatus.FAILED, reason=str(err))
     except Exception as err:  # a bug in one run must not stop the study; the run's train.log has the traceback
-        return outcome("failed", reason=f"{type(err).__name__}: {err}")
-    if not (Path(job.out) / METRICS_FILE).is_file():
-        return outcome("failed", reason=f"the run returned but {Path(job.out) / METRICS_FILE} is missing")
+        return outcome(RunStatus.FAILED, reason=f"{type(err).__name__}: {err}")
+    if not folder.is_finished:
+        return outcome(RunStatus.FAILED, reason=f"the run returned but {folder.metrics_path} is missing")
+    try:   # the folder is the truth (what a resumed study adopts), not the return value
+        metrics = folder.read_metrics()
+    except MedtransferError as err:
+        return outcome(RunStatus.FAILED, reason=str(err))
     if not job.keep_weights:
-        (Path(job.out) / WEIGHTS_FILE).unlink(missing_ok=True)
-    return outcome("done", metrics=metrics)
+        folder.remove_weights()
+    return outcome(RunStatus.DONE, metrics=metrics)
 
 
 def _isolate(job: Job) -> None:
@@ -100,8 +109,65 @@ def _isolate(job: Job) -> None:
         torch.set_num_threads(job.threads)
 
 
+class Executor(Protocol):
+    """Runs jobs somewhere and yields ``(run_id, Outcome)`` as each finishes; ``close`` stops what is left."""
+
+    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Everything an executor may be built from; each uses the fields it needs and checks them."""
+    run_fn: RunFn | None = None
+    workers: int = 1
+    ray_address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+
+ExecutorFactory = Callable[[ExecutorOptions], Executor]
+EXECUTORS: dict[str, ExecutorFactory] = {}
+
+
+def register_executor(name: str):
+    """Class decorator: the class's ``from_options`` becomes the factory registered under ``name``."""
+    def decorator(cls):
+        EXECUTORS[name] = cls.from_options
+        return cls
+    return decorator
+
+
+def executor_names() -> list[str]:
+    return list(EXECUTORS)
+
+
+def check_executor_options(kind: str, options: ExecutorOptions) -> None:
+    """Refuse a combination of flags that one executor would silently ignore (before anything runs)."""
+    if kind not in EXECUTORS:
+        names = list(EXECUTORS)
+        raise MedtransferError(f"--executor must be {', '.join(names[:-1])} or {names[-1]}, got {kind!r}")
+    if options.workers < 1:
+        raise MedtransferError(f"--workers must be at least 1, got {options.workers}")
+    if kind != "local" and options.workers != 1:
+        raise MedtransferError(f"--workers applies to --executor local; {kind} sizes runs by resources.cpus_per_run")
+    if kind != "ray" and options.ray_address:
+        raise MedtransferError("--ray-address needs --executor ray")
+
+
+def make_executor(kind: str, options: ExecutorOptions) -> Executor:
+    check_executor_options(kind, options)
+    return EXECUTORS[kind](options)
+
+
+@register_executor("local")
 class LocalExecutor:
     """Sequential in this process, or ``workers`` processes sharing the cores (torch threads divided)."""
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> "LocalExecutor":
+        return cls(options.run_fn, options.workers)
 
     def __init__(self, run_fn: RunFn | None = None, workers: int = 1):
         if workers < 1:
@@ -128,8 +194,8 @@ class LocalExecutor:
                 yield job.run_id, future.result()
             except Exception as err:  # the worker process died (e.g. killed for memory)
                 now = utc_now()
-                yield job.run_id, Outcome("failed", None, f"worker process died: {type(err).__name__}: {err}",
-                                          now, now, 0.0)
+                yield job.run_id, Outcome(RunStatus.FAILED, None,
+                                          f"worker process died: {type(err).__name__}: {err}", now, now, 0.0)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -137,12 +203,17 @@ class LocalExecutor:
             self._pool = None
 
 
+@register_executor("ray")
 class RayExecutor:
     """Each run is a Ray task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` (fractional) GPUs.
 
     ``address`` (or $RAY_ADDRESS) joins an existing cluster, whose nodes must see STUDY_DIR and
     the data root at the same paths; otherwise a local instance uses every core of this machine.
     """
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> "RayExecutor":
+        return cls(options.run_fn, options.ray_address, options.cpus_per_run, options.gpus_per_run)
 
     def __init__(self, run_fn: RunFn | None = None, address: str | None = None, cpus_per_run: float = 1.0,
                  gpus_per_run: float = 0.0):
@@ -176,7 +247,7 @@ class RayExecutor:
                 yield job.run_id, self.ray.get(ready[0])
             except Exception as err:  # the task's worker died or could not start
                 now = utc_now()
-                yield job.run_id, Outcome("failed", None, f"ray task failed: {type(err).__name__}: "
+                yield job.run_id, Outcome(RunStatus.FAILED, None, f"ray task failed: {type(err).__name__}: "
                                           f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
                                           now, now, 0.0)
 
@@ -195,10 +266,3 @@ def _with_threads(job: Job, threads: int) -> Job:
     return dataclasses.replace(job, threads=threads)
 
 
-def make_executor(kind: str, run_fn: RunFn | None = None, workers: int = 1, ray_address: str | None = None,
-                  cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
-    if kind == "local":
-        return LocalExecutor(run_fn, workers)
-    if kind == "ray":
-        return RayExecutor(run_fn, ray_address, cpus_per_run, gpus_per_run)
-    raise MedtransferError(f"--executor must be local or ray, got {kind!r}")

@@ -26,11 +26,9 @@ from pydantic import ValidationError
 
 from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict, hashed_view
 from ..errors import ConfigError
-from ..kinds import SCRATCH, Init, InitKind
+from ..kinds import SCRATCH, Init, InitKind, RunMethod, RunRole
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
 
-METHOD = "cnn"
-RADIOMICS = "radiomics"
 RADIOMICS_RECIPE = "radiomics + LR"   # the report's label for the baseline curve
 # Grid axes a baseline run follows (any other axis is a CNN-only key and collapses onto one baseline run)
 _BASELINE_AXIS_PREFIXES = ("data", "task", "radiomics")
@@ -43,14 +41,14 @@ _DIMENSION_AXES = ("model.arch", "model.init", "train.strategy", "train.lr_polic
 @dataclass(frozen=True)
 class PlannedRun:
     run_id: str
-    role: str                          # 'source' | 'grid'
+    role: RunRole
     config: RunConfig                  # model.init kept symbolic (source:NAME)
     task: str                          # e.g. 'nih14-mini:binary:Pneumonia'
     recipe: str                        # e.g. 'chest / gradual / one_cycle'
     run_dir: str                       # relative to STUDY_DIR
     axes: dict[str, Any] = field(default_factory=dict)   # this run's value on each grid axis
     source: str | None = None          # grid: run_id of the source it starts from; source: its name
-    method: str = METHOD
+    method: RunMethod = RunMethod.CNN
 
     @property
     def config_json(self) -> str:
@@ -58,7 +56,7 @@ class PlannedRun:
 
     @property
     def is_baseline(self) -> bool:
-        return self.method != METHOD
+        return self.method is not RunMethod.CNN
 
 
 @dataclass
@@ -83,10 +81,10 @@ def run_id_of(payload: dict) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 
-def hashed_config(cfg: RunConfig, method: str = METHOD) -> dict:
+def hashed_config(cfg: RunConfig, method: RunMethod = RunMethod.CNN) -> dict:
     """The part of a config that goes into the run id: what can change the run's result."""
     tree = hashed_view(cfg)
-    if method == METHOD:
+    if method is RunMethod.CNN:
         tree.pop("radiomics", None)
         return tree
     return {"data": tree["data"], "task": tree["task"], "radiomics": tree["radiomics"],
@@ -162,7 +160,7 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
         where = ", ".join(f"{a}={_short(v)}" for a, v in combo.items()) or "base"
         cfg = config_from_dict(tree, origin=f"{origin}: grid run ({where})")
         combos.append((cfg, combo))
-        payload = {"method": METHOD, "role": "grid", "config": hashed_config(cfg)}
+        payload = {"method": RunMethod.CNN.value, "role": RunRole.GRID.value, "config": hashed_config(cfg)}
         source_id = None
         if cfg.model.init.is_source:
             src = _source_for(spec, cfg, sources, origin)
@@ -172,12 +170,12 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
         if run_id in seen:  # two combos resolving to the same config, e.g. an axis equal to the base value
             continue
         seen.add(run_id)
-        runs.append(PlannedRun(run_id=run_id, role="grid", config=cfg, task=task_label(cfg),
+        runs.append(PlannedRun(run_id=run_id, role=RunRole.GRID, config=cfg, task=task_label(cfg),
                                recipe=recipe_label(cfg, combo, varying), run_dir=f"runs/{run_id}",
                                axes=combo, source=source_id))
     if not runs:
         raise ConfigError(f"{origin}: exclude: the rules drop every run of the grid")
-    if RADIOMICS in spec.baselines:
+    if RunMethod.RADIOMICS in spec.baselines:
         runs.extend(_baseline_runs(combos, varying))
     return Plan(spec=spec, sources=list(sources.values()), runs=runs)
 
@@ -187,14 +185,15 @@ def _baseline_runs(combos: list[tuple[RunConfig, dict]], varying: list[str]) -> 
     out: dict[str, PlannedRun] = {}
     for grid_cfg, combo in combos:
         cfg = radiomics_config(grid_cfg)
-        run_id = run_id_of({"method": RADIOMICS, "role": "grid", "config": hashed_config(cfg, RADIOMICS)})
+        run_id = run_id_of({"method": RunMethod.RADIOMICS.value, "role": RunRole.GRID.value,
+                            "config": hashed_config(cfg, RunMethod.RADIOMICS)})
         if run_id in out:
             continue
         axes = {a: v for a, v in combo.items() if is_baseline_axis(a)}
         extra = [f"{a.rsplit('.', 1)[-1]} {_short(axes[a])}" for a in varying if a.startswith("radiomics")]
-        out[run_id] = PlannedRun(run_id=run_id, role="grid", config=cfg, task=task_label(cfg),
+        out[run_id] = PlannedRun(run_id=run_id, role=RunRole.GRID, config=cfg, task=task_label(cfg),
                                  recipe=" / ".join([RADIOMICS_RECIPE] + extra), run_dir=f"runs/{run_id}",
-                                 axes=axes, method=RADIOMICS)
+                                 axes=axes, method=RunMethod.RADIOMICS)
     return list(out.values())
 
 
@@ -240,8 +239,9 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
                 set_dotted(tree, "model.arch", arch)
         cfg = config_from_dict(tree, origin=f"{origin}: sources.{name}")
         folder = f"sources/{name}-{cfg.model.arch}" if follows_grid else f"sources/{name}"
-        run_id = run_id_of({"method": METHOD, "role": "source", "name": name, "config": hashed_config(cfg)})
-        planned[key] = PlannedRun(run_id=run_id, role="source", config=cfg, task=task_label(cfg),
+        run_id = run_id_of({"method": RunMethod.CNN.value, "role": RunRole.SOURCE.value, "name": name,
+                            "config": hashed_config(cfg)})
+        planned[key] = PlannedRun(run_id=run_id, role=RunRole.SOURCE, config=cfg, task=task_label(cfg),
                                   recipe=f"source {name}", run_dir=folder, source=name)
     src = planned[key]
     if src.config.model.arch != run_cfg.model.arch:
@@ -263,7 +263,7 @@ def per_axis_counts(runs: list[PlannedRun], spec: StudySpec) -> dict[str, list[t
 def runs_on_axis(runs: list[PlannedRun], axis: str) -> list[PlannedRun]:
     """The runs an axis is counted over: baseline runs for a ``radiomics.*`` axis (the CNN runs
     collapse over it), CNN runs for every other axis (baselines are counted apart)."""
-    baseline_axis = axis.split(".", 1)[0] == RADIOMICS
+    baseline_axis = axis.split(".", 1)[0] == RunMethod.RADIOMICS
     return [r for r in runs if r.is_baseline == baseline_axis]
 
 

@@ -8,7 +8,6 @@ written is adopted as done without training it again.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,11 +16,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import resolve_data_root
+from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
 from ..errors import MedtransferError
-from ..kinds import Init
-from .executors import METRICS_FILE, WEIGHTS_FILE, Job, Outcome, RunFn, make_executor
+from ..kinds import Init, RunRole, RunStatus
+from ..run_folder import RunFolder, write_text_atomic
+from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor
 from .grid import Plan, PlannedRun, expand
+from .lock import study_lock
 from .spec import load_spec, spec_text_with_overrides
 from .store import STORE_FILE, Store
 
@@ -41,7 +42,7 @@ class StudySummary:
     def __str__(self) -> str:
         if self.text:
             return self.text
-        parts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in ("done", "failed", "skipped", "pending"))
+        parts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in RunStatus)
         line = f"{self.study_dir}: {self.total} runs: {parts} ({self.ran} run now in {self.seconds:.0f} s)"
         return line + (f"\nreport: {self.report}" if self.report else "")
 
@@ -51,37 +52,65 @@ def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None)
     return expand(load_spec(spec_path, overrides), origin=str(spec_path))
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """How to run a study (the spec says what to run). The last five are hooks for tests and embedders:
+    ``run_fn`` replaces the real run, ``probe`` times one step for the dry-run estimate, ``report``
+    writes report.html at the end, ``check_data`` opens every dataset first (default: on with the
+    real run function only), ``console`` receives the progress and per-run lines."""
+    data_root: str | os.PathLike | None = None
+    executor: str = "local"
+    workers: int = 1
+    ray_address: str | None = None
+    retry_failed: bool = False
+    dry_run: bool = False
+    overrides: tuple[str, ...] = ()
+    run_fn: RunFn | None = None
+    probe: bool = True
+    report: bool = True
+    check_data: bool | None = None
+    console: Console | None = None
+
+    def executor_options(self, plan: Plan) -> ExecutorOptions:
+        res = plan.spec.resources
+        return ExecutorOptions(run_fn=self.run_fn, workers=self.workers, ray_address=self.ray_address,
+                               cpus_per_run=res.cpus_per_run, gpus_per_run=res.gpus_per_run)
+
+
 def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None,
-              data_root: str | os.PathLike | None = None, executor: str = "local", workers: int = 1,
-              ray_address: str | None = None, retry_failed: bool = False, dry_run: bool = False,
-              overrides: list[str] | None = None, *, run_fn: RunFn | None = None, probe: bool = True,
-              report: bool = True, check_data: bool | None = None, console: Console | None = None) -> StudySummary:
+              options: StudyOptions = StudyOptions()) -> StudySummary:
     """Run (or resume) every run of a study; per-run failures are recorded, never raised.
 
     Before the first run, every dataset the remaining runs need is opened (labels only), so a
-    missing file stops the study at once, naming it. ``check_data`` defaults to on with the
-    real run function and off with an injected one (tests use datasets that do not exist).
+    missing file stops the study at once, naming it. STUDY_DIR is locked for the whole call:
+    a second writer is refused at once, naming this process.
     """
-    console = console or Console(stderr=True)
-    _check_executor_args(executor, workers, ray_address)
-    check_data = run_fn is None if check_data is None else check_data
-    plan = plan_study(spec_path, overrides)
-    root = Path(data_root).expanduser().resolve() if data_root else resolve_data_root(None)
-    if dry_run:
-        return _dry_run(plan, out, root, executor, workers, probe)
+    opts = options
+    console = opts.console or Console(stderr=True)
+    plan = plan_study(spec_path, list(opts.overrides))
+    check_executor_options(opts.executor, opts.executor_options(plan))
+    root = Path(opts.data_root).expanduser().resolve() if opts.data_root else resolve_data_root(None)
+    if opts.dry_run:
+        return _dry_run(plan, out, root, opts.executor, opts.workers, opts.probe)
     if out is None:
         raise MedtransferError("study run: --out STUDY_DIR is required (except with --dry-run)")
     study_dir = Path(out).expanduser().resolve()
+    check_data = opts.run_fn is None if opts.check_data is None else opts.check_data
     if check_data:  # before STUDY_DIR is touched: a missing dataset leaves nothing behind
         known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
-        _check_data(_todo(plan.all_runs, known, retry_failed, study_dir), root)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    _write_spec_copy(Path(spec_path), study_dir, overrides, console)
+        _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), root)
+    with study_lock(study_dir, log=lambda line: console.print(line, markup=False, highlight=False)):
+        return _run_locked(plan, Path(spec_path), study_dir, root, opts, console)
+
+
+def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: StudyOptions,
+                console: Console) -> StudySummary:
+    retry_failed = opts.retry_failed
+    _write_spec_copy(spec_path, study_dir, list(opts.overrides), console)
     store = Store(study_dir / STORE_FILE)
     _adopt_finished(plan, study_dir, store)
     started = datetime.now(timezone.utc)
-    res = plan.spec.resources
-    ex = make_executor(executor, run_fn, workers, ray_address, res.cpus_per_run, res.gpus_per_run)
+    ex = make_executor(opts.executor, opts.executor_options(plan))
     ran = 0
     try:
         with _study_progress(console) as progress:
@@ -97,7 +126,7 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
                 if blocked:
                     store.record_skipped(run, blocked)
                     progress.advance(bar)
-                    _print_line(progress.console, run, Outcome("skipped", None, blocked, "", "", 0.0), plan)
+                    _print_line(progress.console, run, Outcome(RunStatus.SKIPPED, None, blocked, "", "", 0.0), plan)
                 else:
                     grid_todo.append(run)
             first, rest = _feature_warmups(grid_todo)
@@ -106,20 +135,9 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     finally:
         ex.close()
     summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
-    if report:
+    if opts.report:
         summary.report = _write_report(study_dir, console)
     return summary
-
-
-def _check_executor_args(executor: str, workers: int, ray_address: str | None) -> None:
-    if executor not in ("local", "ray"):
-        raise MedtransferError(f"--executor must be local or ray, got {executor!r}")
-    if executor == "ray" and workers != 1:
-        raise MedtransferError("--workers applies to --executor local; Ray sizes runs by resources.cpus_per_run")
-    if executor == "local" and ray_address:
-        raise MedtransferError("--ray-address needs --executor ray")
-    if workers < 1:
-        raise MedtransferError(f"--workers must be at least 1, got {workers}")
 
 
 def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bool) -> StudySummary:
@@ -150,7 +168,7 @@ def _check_data(runs: list[PlannedRun], data_root: Path) -> None:
         try:
             load_source(cfg.data, cfg.task, data_root)
         except MedtransferError as err:
-            who = f"source {run.source}" if run.role == "source" else "grid"
+            who = f"source {run.source}" if run.role is RunRole.SOURCE else "grid"
             problems.append(f"{who} data ({run.task}): {err}")
             first = first or err
     if problems:   # a user placing files offline wants the whole list, not one file per attempt
@@ -163,9 +181,7 @@ def _write_spec_copy(spec_path: Path, study_dir: Path, overrides, console: Conso
     if target.is_file() and target.read_text() != text:
         console.print(f"note: {target} differs from {spec_path}; runs of the earlier spec stay in the store "
                       "(a changed config is a new run id)", markup=False, highlight=False)
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    write_text_atomic(target, text)
 
 
 def _study_progress(console: Console) -> Progress:
@@ -176,10 +192,10 @@ def _study_progress(console: Console) -> Progress:
 
 def _needs_run(run: PlannedRun, statuses: dict[str, str], retry_failed: bool, study_dir: Path) -> bool:
     status = statuses.get(run.run_id)
-    if status == "done":
+    if status == RunStatus.DONE:
         # a source whose weights were deleted must be pretrained again: grid runs load them
-        return run.role == "source" and not (study_dir / run.run_dir / WEIGHTS_FILE).is_file()
-    if status == "failed":
+        return run.role is RunRole.SOURCE and not RunFolder(study_dir / run.run_dir).has_weights
+    if status == RunStatus.FAILED:
         return retry_failed
     return True  # never run, or skipped (the missing weights file may have been placed since)
 
@@ -192,35 +208,32 @@ def _adopt_finished(plan: Plan, study_dir: Path, store: Store) -> None:
     """A run killed after writing metrics.json but before its row: record it done, do not retrain."""
     statuses = store.statuses()
     for run in plan.all_runs:
-        metrics_path = study_dir / run.run_dir / METRICS_FILE
-        if statuses.get(run.run_id) == "done" or not metrics_path.is_file():
+        folder = RunFolder(study_dir / run.run_dir)
+        if statuses.get(run.run_id) == RunStatus.DONE or not folder.is_finished:
             continue
-        if run.role == "source" and not (study_dir / run.run_dir / "config.yaml").is_file():
-            continue
-        if not _folder_matches(run, study_dir):
+        if not _folder_matches(run, folder):
             continue
         try:
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, ValueError):
+            metrics = folder.read_metrics()
+        except MedtransferError:   # unreadable: the run is redone
             continue
-        finished = datetime.fromtimestamp(metrics_path.stat().st_mtime, timezone.utc)
-        seconds = float(metrics.get("seconds") or 0.0)
+        finished = datetime.fromtimestamp(folder.metrics_path.stat().st_mtime, timezone.utc)
+        seconds = float(metrics.seconds or 0.0)
         start = datetime.fromtimestamp(finished.timestamp() - seconds, timezone.utc)
         store.record_done(run, metrics, start.isoformat(timespec="milliseconds"),
                           finished.isoformat(timespec="milliseconds"), seconds)
 
 
-def _folder_matches(run: PlannedRun, study_dir: Path) -> bool:
-    """Grid folders are named by run id; a source folder is by name, so check its config is this one."""
-    if run.role == "grid":
+def _folder_matches(run: PlannedRun, folder: RunFolder) -> bool:
+    """Grid folders are named by run id; a source folder is by name, so check its config is this one
+    (as hashed: a config.yaml written before a key was added still matches)."""
+    if run.role is RunRole.GRID:
         return True
-    import yaml
-
     try:
-        written = yaml.safe_load((study_dir / run.run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        written = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
+    except MedtransferError:
         return False
-    return written == run.config.model_dump(mode="json")
+    return hashed_view(written) == hashed_view(run.config)
 
 
 def _feature_warmups(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[PlannedRun]]:
@@ -243,10 +256,10 @@ def _blocked_by_source(run: PlannedRun, plan: Plan, store: Store, statuses: dict
     if run.source is None:
         return None
     status = statuses.get(run.source)
-    if status == "done":
+    if status == RunStatus.DONE:
         return None
     src = plan.source_by_id()[run.source]
-    reason = next((r["reason"] for r in store.rows("source") if r["run_id"] == run.source), None)
+    reason = next((r["reason"] for r in store.rows(RunRole.SOURCE) if r["run_id"] == run.source), None)
     return f"source {src.source} {status or 'did not run'}: {reason or 'no reason recorded'}"
 
 
@@ -256,9 +269,9 @@ def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[s
     if cfg.model.init.is_source:
         src = plan_sources[run.source]
         cfg = cfg.model_copy(deep=True)
-        cfg.model.init = Init.checkpoint(study_dir / src.run_dir / WEIGHTS_FILE)
-    return Job(run.run_id, cfg, study_dir / run.run_dir, data_root, keep_weights=keep_weights or run.role == "source",
-               method=run.method)
+        cfg.model.init = Init.checkpoint(RunFolder(study_dir / src.run_dir).weights_path)
+    return Job(run.run_id, cfg, study_dir / run.run_dir, data_root,
+               keep_weights=keep_weights or run.role is RunRole.SOURCE, method=run.method)
 
 
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
@@ -272,9 +285,9 @@ def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root:
     count = 0
     for run_id, outcome in ex.map(jobs):
         run = by_id[run_id]
-        if outcome.status == "done":
-            store.record_done(run, outcome.metrics or {}, outcome.started_at, outcome.finished_at, outcome.seconds)
-        elif outcome.status == "skipped":
+        if outcome.status is RunStatus.DONE:
+            store.record_done(run, outcome.metrics, outcome.started_at, outcome.finished_at, outcome.seconds)
+        elif outcome.status is RunStatus.SKIPPED:
             store.record_skipped(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
         else:
             store.record_failed(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
@@ -287,13 +300,13 @@ def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root:
 def _print_line(console: Console, run: PlannedRun, outcome: Outcome, plan: Plan) -> None:
     """One line per finished run; task and arch only where the grid varies them (sources: always)."""
     cfg = run.config
-    shown = [run.task] if run.role == "source" or len({r.task for r in plan.runs}) > 1 else []
-    if not run.is_baseline and (run.role == "source"
+    shown = [run.task] if run.role is RunRole.SOURCE or len({r.task for r in plan.runs}) > 1 else []
+    if not run.is_baseline and (run.role is RunRole.SOURCE
                                 or len({r.config.model.arch for r in plan.runs if not r.is_baseline}) > 1):
         shown.append(cfg.model.arch)
     what = " ".join(shown + [run.recipe, f"N={cfg.train.n_train}", f"seed={cfg.train.seed}"])
-    if outcome.status == "done":
-        auc = ((outcome.metrics or {}).get("test") or {}).get("auroc_macro")
+    if outcome.status is RunStatus.DONE:
+        auc = outcome.metrics.auroc("test") if outcome.metrics else None
         result = f"test AUROC {auc:.3f}" if auc is not None else "test AUROC undefined"
         line = f"done    {what}  {result}  ({outcome.seconds:.0f} s)"
     else:
@@ -304,9 +317,9 @@ def _print_line(console: Console, run: PlannedRun, outcome: Outcome, plan: Plan)
 
 def _summarise(plan: Plan, store: Store, study_dir: Path, ran: int, seconds: float) -> StudySummary:
     statuses = store.statuses()
-    counts = {"done": 0, "failed": 0, "skipped": 0, "pending": 0}
+    counts = {status.value: 0 for status in RunStatus}
     for run in plan.all_runs:
-        counts[statuses.get(run.run_id, "pending")] += 1
+        counts[statuses.get(run.run_id, RunStatus.PENDING)] += 1
     return StudySummary(study_dir=study_dir, total=len(plan.all_runs), counts=counts, ran=ran, seconds=seconds)
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import ConfigError, MedtransferError
+from ..kinds import RunStatus
 from .grid import canonical_json, expand, runs_on_axis
 from .runner import SPEC_FILE
 from .spec import load_spec, overrides_from_text
@@ -22,7 +23,7 @@ def _baseline_lines(plan, statuses: dict[str, str]) -> list[str]:
     for r in plan.runs:
         if r.is_baseline:
             cell = per.setdefault(r.method, {}).setdefault(str(r.config.train.n_train), [0, 0])
-            cell[0] += statuses.get(r.run_id) == "done"
+            cell[0] += statuses.get(r.run_id) == RunStatus.DONE
             cell[1] += 1
     return [f"baseline {method} (done / planned): " + ", ".join(f"N={n} {d}/{p}" for n, (d, p) in cells.items())
             for method, cells in per.items()]
@@ -45,9 +46,9 @@ def study_status(study_dir: str | Path) -> str:
             lines.append(f"(cannot expand {spec_path}: {err})")
     if plan is not None:
         planned = {r.run_id for r in plan.all_runs}
-        counts = Counter(statuses.get(rid, "pending") for rid in planned)
+        counts = Counter(statuses.get(rid, RunStatus.PENDING) for rid in planned)
         lines.append(f"{len(planned)} runs: " + ", ".join(f"{counts.get(k, 0)} {k}"
-                                                          for k in ("done", "failed", "skipped", "pending")))
+                                                          for k in RunStatus))
         extra = len(set(statuses) - planned)
         if extra:
             lines.append(f"{extra} rows in the store belong to an earlier version of the spec")
@@ -57,14 +58,14 @@ def study_status(study_dir: str | Path) -> str:
             for value in values:
                 key = canonical_json(value)
                 runs = [r for r in runs_on_axis(plan.runs, axis) if canonical_json(r.axes[axis]) == key]
-                done = sum(1 for r in runs if statuses.get(r.run_id) == "done")
+                done = sum(1 for r in runs if statuses.get(r.run_id) == RunStatus.DONE)
                 cells.append(f"{value if not isinstance(value, (dict, list)) else key} {done}/{len(runs)}")
             lines.append(f"  {axis}: " + ", ".join(cells))
         lines.extend(_baseline_lines(plan, statuses))
     else:
         counts = Counter(statuses.values())
         lines.append(f"{len(statuses)} runs recorded: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    for status in ("failed", "skipped"):
+    for status in (RunStatus.FAILED, RunStatus.SKIPPED):
         reasons = Counter((r["reason"] or "no reason recorded").splitlines()[0] for r in rows if r["status"] == status)
         if not reasons:
             continue
@@ -73,6 +74,6 @@ def study_status(study_dir: str | Path) -> str:
             lines.append(f"  {n} x {reason}")
         if len(reasons) > MAX_REASONS:
             lines.append(f"  ... and {len(reasons) - MAX_REASONS} other reasons")
-    seconds = sum(r["seconds"] or 0 for r in rows if r["status"] == "done")
+    seconds = sum(r["seconds"] or 0 for r in rows if r["status"] == RunStatus.DONE)
     lines.append(f"compute in done runs: {seconds / 3600:.2f} h")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..kinds import RunRole, RunStatus
+from ..run_folder import RunMetrics
 from .grid import PlannedRun
 
 STORE_FILE = "results.sqlite"
@@ -80,9 +82,9 @@ class Store:
             return dict(db.execute("SELECT run_id, status FROM runs"))
 
     def done_ids(self) -> set[str]:
-        return {rid for rid, status in self.statuses().items() if status == "done"}
+        return {rid for rid, status in self.statuses().items() if status == RunStatus.DONE}
 
-    def rows(self, role: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, role: RunRole | None = None) -> list[dict[str, Any]]:
         with self._transaction() as db:
             db.row_factory = sqlite3.Row
             query = "SELECT * FROM runs" + (" WHERE role = ?" if role else "") + " ORDER BY finished_at, run_id"
@@ -99,25 +101,27 @@ class Store:
             return dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
 
     # --- writes (driver only) ------------------------------------------------------------------
-    def record_done(self, run: PlannedRun, metrics: dict, started_at: str, finished_at: str, seconds: float) -> None:
+    def record_done(self, run: PlannedRun, metrics: RunMetrics, started_at: str, finished_at: str,
+                    seconds: float) -> None:
         """Call only once the run folder's metrics.json exists: a done row means complete files."""
-        row = _row(run, "done", None, started_at, finished_at, seconds)
-        row.update(metrics_json=json.dumps(metrics, default=_json_default), n_train_images=metrics.get("n_train_images"),
-                   n_train_patients=metrics.get("n_train_patients"),
-                   test_auroc=_split_auroc(metrics, "test"), val_auroc=_split_auroc(metrics, "val"))
+        payload = metrics.to_json()
+        row = _row(run, RunStatus.DONE, None, started_at, finished_at, seconds)
+        row.update(metrics_json=json.dumps(payload), n_train_images=metrics.n_train_images,
+                   n_train_patients=metrics.n_train_patients,
+                   test_auroc=metrics.auroc("test"), val_auroc=metrics.auroc("val"))
         with self._transaction() as db:
             db.execute(_UPSERT, [row[c] for c in _COLUMNS])
             db.execute("DELETE FROM per_class WHERE run_id = ?", (run.run_id,))
             db.executemany("INSERT INTO per_class (run_id, split, label, auroc, auprc) VALUES (?, ?, ?, ?, ?)",
-                           list(_per_class_rows(run.run_id, metrics)))
+                           list(_per_class_rows(run.run_id, payload)))
 
     def record_failed(self, run: PlannedRun, reason: str, started_at: str | None = None,
                       finished_at: str | None = None, seconds: float | None = None) -> None:
-        self._record_unfinished(run, "failed", reason, started_at, finished_at, seconds)
+        self._record_unfinished(run, RunStatus.FAILED, reason, started_at, finished_at, seconds)
 
     def record_skipped(self, run: PlannedRun, reason: str, started_at: str | None = None,
                        finished_at: str | None = None, seconds: float | None = None) -> None:
-        self._record_unfinished(run, "skipped", reason, started_at, finished_at, seconds)
+        self._record_unfinished(run, RunStatus.SKIPPED, reason, started_at, finished_at, seconds)
 
     def _record_unfinished(self, run, status, reason, started_at, finished_at, seconds) -> None:
         now = utc_now()
@@ -143,19 +147,6 @@ def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, fini
         "seconds": None if seconds is None else round(float(seconds), 3),
         "started_at": started_at, "finished_at": finished_at, "run_dir": run.run_dir,
     }
-
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def _split_auroc(metrics: dict, split: str) -> float | None:
-    value = (metrics.get(split) or {}).get("auroc_macro")
-    return None if value is None else float(value)
 
 
 def _per_class_rows(run_id: str, metrics: dict):

@@ -1,0 +1,198 @@
+"""A run folder and the metrics it holds: one type for each, so no layer spells a file name or a JSON key.
+
+A run folder is the unit of truth of the project: ``config.yaml`` first, ``train.log`` throughout,
+``metrics.json`` last and atomically (its presence means the run finished), ``failed.json``
+instead when it failed. CNN runs, radiomics runs, the study executors and runner, ``predict``
+and the report all go through ``RunFolder``; what a run measured travels as ``RunMetrics``.
+
+Writes are atomic (a temp file renamed into place), and a full disk is a one-line error naming
+the path and the free space, with the temp file removed: a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MedtransferError
+from .kinds import RunMethod
+
+
+class DiskFull(MedtransferError):
+    """A write failed for lack of space (or quota); nothing half-written is left."""
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to ``path.tmp`` and rename; on failure remove the temp file and say why in one line."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(path, err) from None
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Strict JSON (NaN -> null), written atomically."""
+    write_text_atomic(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False))
+
+
+def disk_error(path: Path, err: OSError) -> MedtransferError:
+    """The one-line error for a failed write: a full disk names the free space left."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(Path(path).parent).free
+        except OSError:
+            free = 0
+        return DiskFull(f"cannot write {path}: no space left on the device ({free / 1e6:.1f} MB free); "
+                        "free some space and rerun (finished runs are kept)")
+    return MedtransferError(f"cannot write {path}: {err.strerror or err}")
+
+
+@dataclass
+class RunMetrics:
+    """What one finished run measured; ``to_json`` is exactly the layout of ``metrics.json``.
+
+    ``val`` / ``test`` are ``evaluate.score_metrics`` blocks (macro and per-label AUROC / AUPRC).
+    ``details`` holds what only one method reports (radiomics: the chosen C and the feature
+    counts), written as top-level keys so older readers keep working.
+    """
+    task_kind: str
+    label_names: list[str]
+    val: dict[str, Any]
+    test: dict[str, Any]
+    n_train_images: int
+    n_train_patients: int
+    n_val_images: int
+    n_test_images: int
+    epochs_run: int | None
+    best_epoch: int | None
+    stopped_reason: str
+    seconds: float
+    device: str
+    history: list[dict] = field(default_factory=list)
+    method: RunMethod = RunMethod.CNN
+    torch_threads: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    _CORE = ("task_kind", "label_names", "val", "test", "n_train_images", "n_train_patients", "n_val_images",
+             "n_test_images", "epochs_run", "best_epoch", "stopped_reason", "seconds", "device")
+
+    def auroc(self, split: str) -> float | None:
+        """The split's macro AUROC (None when undefined)."""
+        value = (getattr(self, split) or {}).get("auroc_macro")
+        return None if value is None else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_kind": self.task_kind, "label_names": self.label_names}
+        if self.method is not RunMethod.CNN:
+            out["method"] = self.method.value
+        out.update({k: getattr(self, k) for k in self._CORE[2:]})
+        if self.torch_threads is not None:
+            out["torch_threads"] = self.torch_threads
+        out["history"] = self.history
+        out.update(self.details)
+        return _json_safe(out)
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> "RunMetrics":
+        """Read a metrics.json of any version (missing keys take their defaults; unknown ones go to details)."""
+        known = set(cls._CORE) | {"method", "torch_threads", "history"}
+        core = {k: payload.get(k) for k in cls._CORE}
+        return cls(**core, history=list(payload.get("history") or []),
+                   method=RunMethod(payload.get("method") or RunMethod.CNN),
+                   torch_threads=payload.get("torch_threads"),
+                   details={k: v for k, v in payload.items() if k not in known})
+
+
+class RunFolder:
+    """The files of one run, by role. Paths are properties; reads and atomic writes are methods."""
+
+    CONFIG = "config.yaml"
+    METRICS = "metrics.json"
+    FAILED = "failed.json"
+    LOG = "train.log"
+    WEIGHTS = "model.safetensors"
+    PREDICTIONS = "predictions_test.csv"
+    LR_TRACE = "lr_trace.csv"
+    COEFFICIENTS = "coefficients.csv"
+    RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, WEIGHTS, LR_TRACE, COEFFICIENTS)   # what a new run replaces
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    config_path = property(lambda self: self.path / self.CONFIG)
+    metrics_path = property(lambda self: self.path / self.METRICS)
+    failed_path = property(lambda self: self.path / self.FAILED)
+    log_path = property(lambda self: self.path / self.LOG)
+    weights_path = property(lambda self: self.path / self.WEIGHTS)
+    predictions_path = property(lambda self: self.path / self.PREDICTIONS)
+    lr_trace_path = property(lambda self: self.path / self.LR_TRACE)
+    coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.metrics_path.is_file()
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights_path.is_file()
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the folder for a new run; refuse to clobber a finished one unless told to."""
+        if self.is_finished and not overwrite:
+            raise MedtransferError(f"{self.metrics_path} exists: {self.path} holds a finished run "
+                                   "(choose another --out or pass --overwrite)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.RESULTS:
+            (self.path / stale).unlink(missing_ok=True)
+
+    def write_config(self, text: str) -> None:
+        write_text_atomic(self.config_path, text)
+
+    def write_metrics(self, metrics: RunMetrics) -> None:
+        write_json_atomic(self.metrics_path, metrics.to_json())
+
+    def read_metrics(self) -> RunMetrics:
+        """The finished run's metrics; a MedtransferError naming the file when it is missing or unreadable."""
+        try:
+            return RunMetrics.from_json(json.loads(self.metrics_path.read_text()))
+        except FileNotFoundError:
+            raise MedtransferError(f"{self.metrics_path} not found: {self.path} holds no finished run") from None
+        except (OSError, ValueError, TypeError) as err:
+            raise MedtransferError(f"{self.metrics_path} is not a readable metrics file ({err})") from None
+
+    def write_failed(self, reason: str, error_type: str, seconds: float) -> None:
+        write_json_atomic(self.failed_path, {"error": reason, "type": error_type, "seconds": round(seconds, 2)})
+
+    def remove_weights(self) -> None:
+        self.weights_path.unlink(missing_ok=True)
