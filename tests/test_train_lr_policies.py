@@ -103,3 +103,17 @@ def test_gradual_stages_split_epochs():
     assert [(s.n_trainable, s.epochs) for s in plan] == [(1, 1), (3, 5)]
     assert [(s.n_trainable, s.epochs) for s in stages(TrainConfig(strategy="frozen", epochs=4))] == [(1, 4)]
     assert [(s.n_trainable, s.epochs) for s in stages(TrainConfig(strategy="full", epochs=4))] == [(3, 4)]
+
+
+def test_a_registered_policy_is_a_valid_config_value_and_an_unknown_one_lists_the_registry(monkeypatch):
+    from medtransfer import schedules
+    from medtransfer.config import config_from_dict
+
+    monkeypatch.setitem(schedules.LR_POLICIES, "halfway_drop",
+                        schedules.LRPolicy("halfway_drop", lambda total, per_epoch, cfg: lambda s: 1.0 if s < total / 2 else 0.1))
+    base = {"data": {"source": "medmnist", "name": "pneumoniamnist"}, "task": {"kind": "binary"}}
+    cfg = config_from_dict(base, ["train.lr_policy=halfway_drop"])
+    f = lr_factor(cfg.train.lr_policy, 10, 2, cfg.train)
+    assert (f(0), f(9)) == (1.0, 0.1)
+    with pytest.raises(ConfigError, match="one of constant, step, cosine, cyclic, one_cycle, halfway_drop, got 'warp'"):
+        config_from_dict(base, ["train.lr_policy=warp"])

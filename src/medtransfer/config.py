@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
 
 from .errors import ConfigError
 from .kinds import IMAGENET, Init
+from .schedules import get_policy, policy_names
 
 DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 
@@ -84,7 +85,8 @@ class TrainConfig(_Strict):
     n_train: Union[int, Literal["all"]] = "all"
     seed: int = 0
     strategy: Literal["frozen", "full", "gradual"] = "full"
-    lr_policy: Literal["constant", "step", "cosine", "cyclic", "one_cycle"] = "one_cycle"
+    lr_policy: str = Field("one_cycle", description="a registered LR policy (medtransfer.schedules): "
+                                                    + ", ".join(policy_names()))
     lr: float = Field(1e-3, gt=0)
     discriminative: float = Field(1.0, gt=0.0, le=1.0, description="LR ratio first group : head, spread geometrically over the groups (1 = one LR; 0.01 = fastai's slice(lr/100, lr))")
     epochs: int = Field(10, ge=1)
@@ -99,6 +101,11 @@ class TrainConfig(_Strict):
     cycle_epochs: int = Field(2, ge=1, description="cyclic policy: epochs per triangular cycle")
     augment: bool = True
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("lr_policy")
+    @classmethod
+    def _known_policy(cls, v):
+        return get_policy(v).name   # ValueError lists the registered policies
 
     @field_validator("n_train")
     @classmethod
