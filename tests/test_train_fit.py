@@ -119,7 +119,7 @@ def test_gradual_unfreezes_one_group_per_stage(data):
 
     _, result = run(data, model, log=log, strategy="gradual", epochs=3)
     assert seen == [[False, False, True], [False, True, True], [True, True, True]]
-    assert [h["stage"] for h in result.history] == ["head", "head+late", "all"]
+    assert [h.stage for h in result.history] == ["head", "head+late", "all"]
     per_epoch = len(result.lr_trace) // 3
     zeros = [tuple(v == 0.0 for v in result.lr_trace[i * per_epoch]) for i in range(3)]
     assert zeros == [(True, True, False), (True, False, False), (False, False, False)]
@@ -131,7 +131,7 @@ def test_logged_lr_has_the_policy_shape(data, policy):
     _, result = run(data, lr_policy=policy, epochs=6, batch_size=8, augment=False,
                     step_gamma=0.5, step_every=2, cycle_epochs=2)
     lr = np.array([row[2] for row in result.lr_trace])
-    assert len(lr) == 36 and [h["lrs"] for h in result.history][-1] == result.lr_trace[-1]
+    assert len(lr) == 36 and [h.lrs for h in result.history][-1] == result.lr_trace[-1]
     if policy == "constant":
         assert np.all(lr == 1e-2)
     elif policy == "step":
@@ -181,11 +181,11 @@ def test_same_seed_reproduces_metrics_and_predictions_exactly(data):
         model, result = run(data, new_model(), strategy="gradual", epochs=3, lr_policy="one_cycle", seed=7)
         runs.append((result, predict(model, data[2], "multilabel", 16, CPU)))
     (r1, p1), (r2, p2) = runs
-    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in r.history] for r in (r1, r2)]
+    strip = [[{k: v for k, v in h.to_dict().items() if k != "seconds"} for h in r.history] for r in (r1, r2)]
     assert strip[0] == strip[1]
     assert np.array_equal(p1, p2)
     _, r3 = run(data, new_model(), strategy="gradual", epochs=3, lr_policy="one_cycle", seed=8)
-    assert r3.history[-1]["train_loss"] != r1.history[-1]["train_loss"]
+    assert r3.history[-1].train_loss != r1.history[-1].train_loss
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch(data):
@@ -201,7 +201,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data):
                  cfg=TrainConfig(epochs=6, batch_size=16, lr=1e-2, patience=2, lr_policy="constant"))
     assert result.epochs_run == 4 and result.best_epoch == 2
     assert result.stopped_reason.startswith("early stop at epoch 4")
-    assert [h["val_auroc_macro"] for h in result.history] == [0.6, 0.8, 0.7, 0.75]
+    assert [h.val_auroc_macro for h in result.history] == [0.6, 0.8, 0.7, 0.75]
     for k, v in states[1].items():
         assert torch.equal(model.state_dict()[k], v), k
         assert torch.equal(result.best_state[k], v), k
@@ -213,7 +213,7 @@ def test_early_stop_in_a_gradual_stage_moves_on_to_the_next(data):
     result = fit(new_model(), *data, task_kind="multilabel", device=CPU, log=quiet,
                  val_metric=lambda y, s: next(scripted),
                  cfg=TrainConfig(strategy="gradual", gradual_epochs=[3, 0, 2], patience=1, batch_size=16))
-    assert [h["stage"] for h in result.history] == ["head", "head", "all", "all"]
+    assert [h.stage for h in result.history] == ["head", "head", "all", "all"]
     assert result.best_epoch == 4
     assert result.stopped_reason == "completed 4 epochs; stage head stopped early at epoch 2"
 
@@ -222,15 +222,15 @@ def test_without_validation_images_the_last_epoch_is_kept(data):
     xt, yt, xv, yv = data
     model, result = run((xt, yt, xv[:0], yv[:0]), epochs=3, patience=1)
     assert result.best_epoch == 3 and result.epochs_run == 3 and result.notes
-    assert math.isnan(result.history[-1]["val_auroc_macro"])
+    assert math.isnan(result.history[-1].val_auroc_macro)
 
 
 def test_builtin_val_auroc_learns_the_toy_task(data):
     _, result = run(data, strategy="full", epochs=6, lr_policy="one_cycle", augment=False)
     h = result.history
-    assert all(math.isfinite(e["val_loss"]) and e["seconds"] >= 0 for e in h)
-    assert max(e["val_auroc_macro"] for e in h) > 0.8
-    assert result.best_epoch == 1 + int(np.argmax([e["val_auroc_macro"] for e in h]))
+    assert all(math.isfinite(e.val_loss) and e.seconds >= 0 for e in h)
+    assert max(e.val_auroc_macro for e in h) > 0.8
+    assert result.best_epoch == 1 + int(np.argmax([e.val_auroc_macro for e in h]))
 
 
 def test_pos_weight_is_negatives_over_positives():
@@ -250,7 +250,7 @@ def test_multiclass_and_binary_predict_probabilities():
     model = new_model(num_outputs=3)
     result = fit(model, xt, yt, xv, yv, task_kind="multiclass", device=CPU, log=quiet,
                  cfg=TrainConfig(epochs=2, batch_size=8, lr=1e-2))
-    assert math.isfinite(result.history[-1]["val_auroc_macro"])
+    assert math.isfinite(result.history[-1].val_auroc_macro)
     p = predict(model, xv, "multiclass", 4, CPU)
     assert p.shape == (15, 3) and p.dtype == np.float32
     np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
@@ -312,5 +312,24 @@ def test_frozen_real_resnet18_keeps_its_backbone(data):
     assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
     assert len(result.lr_trace) == 2 and result.lr_trace[0][:2] == [0.0, 0.0]
     model, result = run((xt, yt, xv, yv), model, strategy="gradual", epochs=3, batch_size=8, discriminative=0.1)
-    assert [h["stage"] for h in result.history] == ["head", "head+late", "all"]
+    assert [h.stage for h in result.history] == ["head", "head+late", "all"]
     assert predict(model, xv, "multilabel", 4, CPU).shape == (8, 2)
+
+
+def test_best_epoch_tracker_breaks_ties_by_val_loss_and_counts_patience():
+    from medtransfer.train.loop import BestEpoch, EpochRecord
+
+    model = torch.nn.Linear(2, 1)
+    best = BestEpoch(has_val=True)
+    rec = lambda e, auc, loss: EpochRecord(e, "all", 0.5, loss, auc, [1e-3], 0.1)   # noqa: E731
+    assert best.update(model, rec(1, 0.7, 0.6))
+    assert best.update(model, rec(2, 0.7, 0.5))          # same AUROC, lower loss: better
+    assert not best.update(model, rec(3, 0.7, 0.55))
+    assert not best.update(model, rec(4, 0.6, 0.1))
+    assert best.epoch == 2 and best.out_of_patience(2) and not best.out_of_patience(3)
+    best.reset_patience()
+    assert not best.out_of_patience(1)
+    no_val = BestEpoch(has_val=False)
+    for e in (1, 2, 3):
+        no_val.update(model, rec(e, float("nan"), float("nan")))
+    assert no_val.epoch == 3 and not no_val.out_of_patience(1)

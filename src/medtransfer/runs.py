@@ -168,7 +168,7 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         n_train_images=int(len(train_idx)), n_train_patients=n_patients, n_val_images=int(len(val_idx)),
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
-        torch_threads=torch.get_num_threads(), history=result.history)
+        torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history])
 
 
 def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:

@@ -31,7 +31,7 @@ from .strategies import GROUP_NAMES, N_GROUPS, build_optimizer, group_lr_row, se
 @dataclass
 class FitResult:
     best_state: dict[str, torch.Tensor]    # state_dict at the best val epoch (CPU tensors)
-    history: list[dict]                     # per epoch: epoch, stage, train_loss, val_loss, val_auroc_macro, lrs, seconds
+    history: list["EpochRecord"]            # one record per epoch run
     lr_trace: list[list[float]]             # per optimiser step: LR of (early, late, head); 0.0 = frozen
     epochs_run: int
     best_epoch: int
@@ -192,27 +192,106 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                     val_metric or macro_auroc)
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a fit, as metrics.json's ``history`` stores it (``to_dict``)."""
+    epoch: int
+    stage: str
+    train_loss: float
+    val_loss: float
+    val_auroc_macro: float
+    lrs: list[float]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "stage": self.stage, "train_loss": self.train_loss, "val_loss": self.val_loss,
+                "val_auroc_macro": self.val_auroc_macro, "lrs": list(self.lrs), "seconds": self.seconds}
+
+
+class BestEpoch:
+    """Keeps the best validation epoch's weights and counts epochs without improvement.
+
+    Best = highest val AUROC, ties broken by lower val loss; with no validation set every
+    epoch is "best", so the last one is kept. ``reset_patience`` starts the count anew for a
+    new gradual-unfreezing stage (the best weights are kept across stages).
+    """
+
+    def __init__(self, has_val: bool):
+        self.has_val = has_val
+        self.key: tuple[float, float] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0
+        self.stale = 0
+
+    def update(self, model: nn.Module, record: EpochRecord) -> bool:
+        auroc, loss = record.val_auroc_macro, record.val_loss
+        key = (auroc if math.isfinite(auroc) else -math.inf, -loss if math.isfinite(loss) else -math.inf)
+        if not self.has_val or self.key is None or key > self.key:
+            self.key, self.state, self.epoch, self.stale = key, cpu_state(model), record.epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    def out_of_patience(self, patience: int | None) -> bool:
+        return self.has_val and patience is not None and self.stale >= patience
+
+    def reset_patience(self) -> None:
+        self.stale = 0
+
+
+@dataclass
+class _Batches:
+    """The tensors and objects every epoch of one fit uses (on the device)."""
+    x_train: torch.Tensor
+    t_train: torch.Tensor
+    x_val: torch.Tensor
+    t_val: torch.Tensor
+    y_val: np.ndarray
+    criterion: nn.Module
+    generator: torch.Generator
+    metric: Callable[[np.ndarray, np.ndarray], float]
+
+
+def run_epoch(model, optimizer, scheduler, index, data: _Batches, stage_name: str, epoch: int,
+              task_kind: str, cfg: TrainConfig, device, lr_trace: list[list[float]]) -> EpochRecord:
+    """One epoch: the optimiser steps over the training set, then the validation pass."""
+    started = time.perf_counter()
+    train_loss = _train_epoch(model, optimizer, scheduler, index, data.x_train, data.t_train, data.criterion,
+                              data.generator, cfg, device, epoch, lr_trace)
+    if len(data.x_val):
+        val_loss, val_scores = _evaluate(model, data.x_val, data.t_val, data.criterion, task_kind,
+                                         cfg.batch_size, device)
+        if not math.isfinite(val_loss):   # the last update of the epoch broke the weights
+            kind = "nan" if math.isnan(val_loss) else "inf"
+            raise TrainingDiverged(f"validation loss became {kind} at epoch {epoch} (lr={max(lr_trace[-1]):.3g})")
+        auroc = float(data.metric(data.y_val, val_scores))
+    else:
+        val_loss = auroc = float("nan")
+    return EpochRecord(epoch=epoch, stage=stage_name, train_loss=train_loss, val_loss=val_loss,
+                       val_auroc_macro=auroc, lrs=list(lr_trace[-1]), seconds=time.perf_counter() - started)
+
+
 def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log, metric) -> FitResult:
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    x_train, t_train = to_device(train_images, device), to_device(y_train, device)
-    x_val, t_val = to_device(val_images, device), to_device(y_val, device)
-    check_outputs(model, x_train[:2], y_train, task_kind)
-    criterion = make_criterion(task_kind, y_train, device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)   # draws stay on the device
+    data = _Batches(x_train=to_device(train_images, device), t_train=to_device(y_train, device),
+                    x_val=to_device(val_images, device), t_val=to_device(y_val, device), y_val=y_val,
+                    criterion=make_criterion(task_kind, y_train, device),
+                    generator=torch.Generator(device=device).manual_seed(cfg.seed),   # draws stay on the device
+                    metric=metric)
+    check_outputs(model, data.x_train[:2], y_train, task_kind)
     steps_per_epoch = -(-len(train_images) // cfg.batch_size)
     plan = stages(cfg)
     total_epochs = sum(s.epochs for s in plan)
-    has_val = len(val_images) > 0
-    notes = [] if has_val else ["no validation images: the last epoch is kept and early stopping is off"]
+    best = BestEpoch(has_val=len(val_images) > 0)
+    notes = [] if best.has_val else ["no validation images: the last epoch is kept and early stopping is off"]
     for note in notes:
         log(note)
 
-    history: list[dict] = []
+    history: list[EpochRecord] = []
     lr_trace: list[list[float]] = []
-    best_key, best_state, best_epoch, epoch = None, None, 0, 0
-    stopped_reason, stages_cut = None, []
+    epoch, stopped_reason, stages_cut = 0, None, []
     for s_i, stage in enumerate(plan):
         set_trainable(model, stage.n_trainable)
         optimizer, index = build_optimizer(model, stage.n_trainable, cfg)
@@ -220,35 +299,19 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
         if len(plan) > 1:
             log(f"stage {stage.name}: training {'+'.join(GROUP_NAMES[N_GROUPS - stage.n_trainable:])} "
                 f"for {stage.epochs} epoch(s)")
-        stale = 0
+        best.reset_patience()
         for _ in range(stage.epochs):
             epoch += 1
-            started = time.perf_counter()
             set_trainable(model, stage.n_trainable)
-            train_loss = _train_epoch(model, optimizer, scheduler, index, x_train, t_train, criterion,
-                                      generator, cfg, device, epoch, lr_trace)
-            if has_val:
-                val_loss, val_scores = _evaluate(model, x_val, t_val, criterion, task_kind, cfg.batch_size, device)
-                if not math.isfinite(val_loss):   # the last update of the epoch broke the weights
-                    kind = "nan" if math.isnan(val_loss) else "inf"
-                    raise TrainingDiverged(f"validation loss became {kind} at epoch {epoch} "
-                                           f"(lr={max(lr_trace[-1]):.3g})")
-                auroc = float(metric(y_val, val_scores))
-            else:
-                val_loss = auroc = float("nan")
-            key = (auroc if math.isfinite(auroc) else -math.inf, -val_loss if math.isfinite(val_loss) else -math.inf)
-            if not has_val or best_key is None or key > best_key:
-                best_key, best_state, best_epoch, stale = key, cpu_state(model), epoch, 0
-            else:
-                stale += 1
-            seconds = time.perf_counter() - started
-            lrs = lr_trace[-1]
-            history.append({"epoch": epoch, "stage": stage.name, "train_loss": train_loss, "val_loss": val_loss,
-                            "val_auroc_macro": auroc, "lrs": list(lrs), "seconds": seconds})
-            log(f"epoch {epoch}/{total_epochs} [{stage.name}] train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                f"val_auroc {auroc:.4f} lr {max(lrs):.2e} {seconds:.1f}s")
-            if has_val and cfg.patience is not None and stale >= cfg.patience:
-                msg = f"no val AUROC gain for {cfg.patience} epoch(s) (best epoch {best_epoch})"
+            record = run_epoch(model, optimizer, scheduler, index, data, stage.name, epoch, task_kind, cfg,
+                               device, lr_trace)
+            best.update(model, record)
+            history.append(record)
+            log(f"epoch {epoch}/{total_epochs} [{stage.name}] train_loss {record.train_loss:.4f} "
+                f"val_loss {record.val_loss:.4f} val_auroc {record.val_auroc_macro:.4f} lr {max(record.lrs):.2e} "
+                f"{record.seconds:.1f}s")
+            if best.out_of_patience(cfg.patience):
+                msg = f"no val AUROC gain for {cfg.patience} epoch(s) (best epoch {best.epoch})"
                 if s_i == len(plan) - 1:
                     stopped_reason = f"early stop at epoch {epoch}: {msg}"
                 else:
@@ -256,15 +319,15 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
                     stages_cut.append(f"stage {stage.name} stopped early at epoch {epoch}")
                 break
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     if device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
     model.eval()
     if stopped_reason is None:
         stopped_reason = f"completed {epoch} epochs" + "".join(f"; {cut}" for cut in stages_cut)
-    log(f"best epoch {best_epoch} of {epoch} ({stopped_reason})")
-    return FitResult(best_state=best_state, history=history, lr_trace=lr_trace, epochs_run=epoch,
-                     best_epoch=best_epoch, stopped_reason=stopped_reason, notes=notes)
+    log(f"best epoch {best.epoch} of {epoch} ({stopped_reason})")
+    return FitResult(best_state=best.state, history=history, lr_trace=lr_trace, epochs_run=epoch,
+                     best_epoch=best.epoch, stopped_reason=stopped_reason, notes=notes)
 
 
 def predict(model: nn.Module, images: np.ndarray, task_kind: str, batch_size: int,
