@@ -5,6 +5,8 @@ error that names its dotted path, so a typo never silently falls back to a defau
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -174,7 +176,9 @@ class RunConfig(_Strict):
         return self
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections; the value is copied (a section-valued grid axis
+    replaces the whole section, and no two runs share one mutable value)."""
     node = tree
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -182,7 +186,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise ConfigError(f"--set {dotted}: '{part}' is not a section")
         node = nxt
-    node[parts[-1]] = value
+    node[parts[-1]] = copy.deepcopy(value)
 
 
 def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
@@ -221,7 +225,7 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
 def config_from_dict(tree: dict, overrides: list[str] | None = None, origin: str = "config") -> RunConfig:
     tree = dict(tree or {})
     for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
@@ -243,6 +247,11 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
     return config_from_dict(load_yaml(path), overrides, origin=str(path))
+
+
+def canonical_json(payload: Any) -> str:
+    """Sorted keys, no spaces: equal content gives equal text (what run ids and cache keys hash)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 def hashed_view(model: BaseModel) -> dict:

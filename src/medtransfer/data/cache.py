@@ -15,19 +15,17 @@ complete, so a killed build never leaves a half-written cache behind.
 from __future__ import annotations
 
 import hashlib
-import math
-import multiprocessing
 import os
 import re
 import stat
-import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..parallel import map_chunks
 from .images import DECODE_VERSION, decode_image, resize_stack
 from .records import LabelledImages
 
@@ -67,6 +65,7 @@ def cached_images(source: LabelledImages, size: int, cache_dir: Path, workers: i
     if existing is not None:
         return existing
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    sweep_dead_temp_files(Path(cache_dir))
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
     try:
         if source.paths is None:
@@ -77,6 +76,27 @@ def cached_images(source: LabelledImages, size: int, cache_dir: Path, workers: i
     finally:
         tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+def sweep_dead_temp_files(cache_dir: Path) -> int:
+    """Remove half-built caches (``.<name>.<pid>.tmp.npy``) whose writer process is gone (killed)."""
+    removed = 0
+    for tmp in cache_dir.glob(".*.tmp.npy"):
+        pid = tmp.name.rsplit(".", 3)[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
 
 
 def _open_if_valid(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
@@ -110,43 +130,13 @@ def _decode_chunk(paths: list[Path], size: int) -> np.ndarray:
 
 def _decode_into(tmp: Path, paths: list[Path], size: int, workers: int, progress: bool) -> None:
     """Decode every file into a fresh ``.npy`` at ``tmp``, in-process or in worker processes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    n = len(paths)
-    workers = workers or os.cpu_count() or 1
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size))
-    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    if workers == 1 or n <= IN_PROCESS_MAX:
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            for i, p in enumerate(bar.track(paths, description="decode")):
-                out[i] = decode_image(p, size)
-    else:
-        chunk = max(16, min(256, math.ceil(n / (workers * 8))))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
-            # submit (and so fork) before the progress bar starts its refresh thread
-            futures = {pool.submit(_decode_chunk, paths[s:s + chunk], size): s for s in range(0, n, chunk)}
-            try:
-                with Progress(*columns, disable=not progress, transient=True) as bar:
-                    task = bar.add_task("decode", total=n)
-                    for fut in as_completed(futures):
-                        block = fut.result()  # re-raises a worker's DataError, naming the file
-                        out[futures[fut]:futures[fut] + len(block)] = block
-                        bar.advance(task, len(block))
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+    for start, _, block in map_chunks(partial(_decode_chunk, size=size), paths, label="decoding images",
+                                      workers=workers, progress=progress, in_process_max=IN_PROCESS_MAX,
+                                      min_chunk=16, max_chunk=256):
+        out[start:start + len(block)] = block
     out.flush()
     del out
-
-
-def _mp_context():
-    """fork on Linux, so a user's script or notebook needs no ``__main__`` guard; spawn when
-    CUDA is already initialised (a forked child must not inherit a CUDA context) or off Linux.
-    The workers only run PIL/numpy/pydicom, never torch, so forking is safe otherwise."""
-    torch = sys.modules.get("torch")
-    cuda_live = bool(torch is not None and getattr(torch, "cuda", None) and torch.cuda.is_initialized())
-    use_fork = sys.platform.startswith("linux") and not cuda_live
-    return multiprocessing.get_context("fork" if use_fork else "spawn")
 
 
 def resolve_cache_dir(configured: str | None, data_root: Path) -> tuple[Path, str | None]:

@@ -5,7 +5,6 @@ weights; adding an architecture means registering a name, not editing the traini
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Protocol
 
 from ..errors import ConfigError

@@ -14,12 +14,10 @@ decoded on its own in the extraction workers instead (same ``decode_image``, sam
 """
 from __future__ import annotations
 
-import math
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -28,10 +26,11 @@ import pandas as pd
 
 from ..config import DataConfig, RadiomicsConfig, RunConfig, TaskConfig
 from ..data import decode_image, load_source
-from ..data.cache import _mp_context, cache_file, cached_images, resolve_cache_dir
+from ..data.cache import cache_file, cached_images, resolve_cache_dir
 from ..data.images import DECODE_VERSION, is_dicom, one_line
 from ..data.records import LabelledImages
 from ..errors import ConfigError, DataError
+from ..parallel import map_chunks
 from . import features
 from .cache import ID, FeatureCache, fingerprints, write_parquet_atomic
 
@@ -174,17 +173,14 @@ def mask_paths(src: LabelledImages, data: DataConfig, rcfg: RadiomicsConfig, dat
         return None
     if data.source != "csv":
         raise ConfigError(f"radiomics.mask_column is for data.source=csv; the {data.source} source has no mask column")
-    from ..data.sources.csv import find_csv_file, require_columns
-
-    csv = find_csv_file(data, data_root)
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    require_columns(df, [rcfg.mask_column], csv, ["radiomics.mask_column"])
-    values = df[rcfg.mask_column].astype(str).str.strip()
-    if (values == "").any():
-        raise DataError(f"{csv}: column {rcfg.mask_column!r} (radiomics.mask_column) is empty in {int((values == '').sum())} row(s)")
-    if len(values) != len(src):
-        raise DataError(f"{csv}: {len(values)} mask rows for {len(src)} images")
-    return [Path(p) if Path(p).is_absolute() else csv.parent / p for p in values]
+    if rcfg.mask_column not in src.columns:
+        raise DataError(f"{data.path}: no column {rcfg.mask_column!r} (radiomics.mask_column); available columns: "
+                        f"{', '.join(src.columns)}")
+    values = src.columns[rcfg.mask_column]
+    empty = sum(1 for v in values if not v)
+    if empty:
+        raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) is empty in {empty} row(s)")
+    return [Path(p) if Path(p).is_absolute() else src.files_root / p for p in values]
 
 
 def load_mask(mask_path: Path, image_path: Path, size: int) -> np.ndarray:
@@ -270,38 +266,18 @@ def extract_chunk(items: list[tuple], size: int, params: dict) -> list[tuple[int
 
 def run_extraction(items: list[tuple], size: int, params: dict, workers: int, progress: bool,
                    collect: Callable[[int, dict | None, str | None], None]) -> None:
-    """Run ``extract_chunk`` over ``items`` in-process or in a process pool, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Run ``extract_chunk`` over ``items`` in-process or in a process pool, with a progress bar.
 
-    workers = workers or os.cpu_count() or 1
-    columns = (TextColumn("radiomics features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    if workers == 1 or len(items) <= IN_PROCESS_MAX:
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task("extract", total=len(items))
-            for item in items:
-                for result in extract_chunk([item], size, params):
-                    collect(*result)
-                bar.advance(task)
-        return
+    A worker that dies (e.g. killed for memory) fails its chunk's images, not the extraction.
+    """
+    def failed_chunk(chunk, err):
+        reason = f"worker process failed: {type(err).__name__}: {one_line(err)}"
+        return [(item[0], None, reason) for item in chunk]
+
     # >= 8 chunks per worker balances the tail; <= 32 images per chunk keeps the bar moving
-    chunk = max(1, min(32, math.ceil(len(items) / (workers * 8))))
-    chunks = [items[s:s + chunk] for s in range(0, len(items), chunk)]
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_mp_context(),
-                             initializer=features.quiet_worker) as pool:
-        # submit (and so fork) before the progress bar starts its refresh thread
-        futures = {pool.submit(extract_chunk, c, size, params): c for c in chunks}
-        try:
-            with Progress(*columns, disable=not progress, transient=True) as bar:
-                task = bar.add_task("extract", total=len(items))
-                for fut in as_completed(futures):
-                    try:
-                        results = fut.result()
-                    except Exception as err:  # a worker died (e.g. killed for memory): its images fail
-                        reason = f"worker process failed: {type(err).__name__}: {one_line(err)}"
-                        results = [(item[0], None, reason) for item in futures[fut]]
-                    for result in results:
-                        collect(*result)
-                    bar.advance(task, len(futures[fut]))
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    for _, _, results in map_chunks(partial(extract_chunk, size=size, params=params), items,
+                                    label="radiomics features", workers=workers, progress=progress,
+                                    in_process_max=IN_PROCESS_MAX, max_chunk=32,
+                                    initializer=features.quiet_worker, on_error=failed_chunk):
+        for result in results:
+            collect(*result)

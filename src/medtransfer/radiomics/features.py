@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..config import RadiomicsConfig
+from ..config import RadiomicsConfig, canonical_json
 from ..errors import ConfigError, MedtransferError
 
 FEATURES_VERSION = 1  # bump when what extract_one computes changes for the same settings (it is hashed)
@@ -93,10 +93,6 @@ def _validate(params: dict) -> None:
     except Exception as err:  # pykwalify SchemaError / ValueError with multi-line text
         text = " ".join(str(err).split())[:300]
         raise ConfigError(f"radiomics settings rejected by pyradiomics: {text}") from None
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def settings_hash(settings: dict) -> str:

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from ..config import RunConfig
 from ..errors import MedtransferError, WeightsUnavailable
 from ..kinds import RunMethod, RunStatus
+from ..parallel import orphan_proof_pool
 from ..run_folder import RunFolder, RunMetrics
 from .store import utc_now
 
@@ -185,8 +186,8 @@ class LocalExecutor:
         import multiprocessing
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        if self._pool is None:  # spawn: a forked torch (OpenMP) can deadlock
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        if self._pool is None:  # spawn: a forked torch (OpenMP) can deadlock; workers die with the driver
+            self._pool = orphan_proof_pool(self.workers, mp_context=multiprocessing.get_context("spawn"))
         futures = {self._pool.submit(run_one, _with_threads(job, threads), self.run_fn): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]

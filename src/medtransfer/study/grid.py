@@ -17,14 +17,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import ModelConfig, RunConfig, TrainConfig, config_from_dict, hashed_view
+from ..config import ModelConfig, RunConfig, TrainConfig, canonical_json, config_from_dict, hashed_view
 from ..errors import ConfigError
 from ..kinds import SCRATCH, Init, InitKind, RunMethod, RunRole
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
@@ -71,10 +70,6 @@ class Plan:
 
     def source_by_id(self) -> dict[str, PlannedRun]:
         return {s.run_id: s for s in self.sources}
-
-
-def canonical_json(payload: Any) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 def run_id_of(payload: dict) -> str:

@@ -22,14 +22,13 @@ left in the grid (see ``grid.expand``), on the same splits and N-subsets as the 
 """
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import RunConfig, load_yaml, parse_overrides
+from ..config import RunConfig, load_yaml, parse_overrides, set_dotted
 from ..errors import ConfigError
 from ..kinds import Init
 
@@ -67,15 +66,6 @@ def get_dotted(tree: dict, dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
-
-
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict (creating sections); a section-valued axis replaces the section."""
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 def is_config_key(dotted: str) -> bool:

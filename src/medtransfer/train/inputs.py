@@ -84,21 +84,3 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> tuple[
     """
     perm = torch.randperm(n, generator=generator, device=generator.device)
     return torch.tensor_split(perm, max(1, -(-n // batch_size)))
-
-
-def macro_auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Mean ROC AUC over labels (or classes, one-vs-rest) that have both outcomes; NaN if none.
-
-    ``y_true`` is (N,K) 0/1 or (N,) class indices with ``scores`` (N,C).
-    """
-    from sklearn.metrics import roc_auc_score   # imported once per process, only when validating
-
-    y_true = np.asarray(y_true)
-    scores = np.asarray(scores, dtype=np.float64)
-    if y_true.ndim == 1 and scores.ndim == 2 and scores.shape[1] > 1:
-        y_true = (y_true[:, None] == np.arange(scores.shape[1])[None, :])
-    y_true = y_true.reshape(len(y_true), -1)
-    scores = scores.reshape(len(scores), -1)
-    aucs = [roc_auc_score(y_true[:, k], scores[:, k]) for k in range(y_true.shape[1])
-            if 0 < y_true[:, k].sum() < len(y_true)]
-    return float(np.mean(aucs)) if aucs else float("nan")

@@ -22,8 +22,9 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingDiverged
 from .augment import normalise, prepare_batch
-from .inputs import (batch_indices, check_images, check_labels, check_task_kind, macro_auroc,
-                     make_criterion, scores_from_logits, to_device)
+from ..evaluate.metrics import macro_auroc
+from .inputs import (batch_indices, check_images, check_labels, check_task_kind, make_criterion,
+                     scores_from_logits, to_device)
 from .lr_policies import make_scheduler
 from .strategies import GROUP_NAMES, N_GROUPS, build_optimizer, group_lr_row, set_trainable, stages
 
@@ -189,7 +190,7 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     seed_everything(cfg.seed)
     with reproducible(device):
         return _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log,
-                    val_metric or macro_auroc)
+                    val_metric or (lambda y, s: macro_auroc(y, s, task_kind)))
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,8 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         given_split=given,
         dataset_key=f"csv:{csv.resolve()}",
         notes=notes,
+        columns={str(c): df[c].astype(str).str.strip().tolist() for c in df.columns},
+        files_root=csv.parent,
     )
 
 
