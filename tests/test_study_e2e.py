@@ -59,7 +59,9 @@ def one_thread():
 def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     root, spec = tiny_study
     monkeypatch.setenv("MEDTRANSFER_OFFLINE", "1")
-    local = run_study(spec, root / "local", StudyOptions(data_root=root, report=False, probe=False))
+    # Ray gives each run cpus_per_run (1) threads, recorded as train.threads; the local runs say so too
+    local = run_study(spec, root / "local", StudyOptions(data_root=root, report=False, probe=False,
+                                                         overrides=("train.threads=1",)))
     assert local.counts == {"done": 3, "failed": 0, "skipped": 1, "pending": 0}, study_status(root / "local")
     rows = results(root / "local")
     skipped = [r for r in rows.values() if r[1] == "skipped"]

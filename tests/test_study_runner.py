@@ -181,12 +181,18 @@ def test_metrics_json_without_a_row_is_adopted_not_retrained(tmp_path):
 def test_local_workers_match_sequential(tmp_path):
     spec = write_spec(tmp_path, sources={}, grid={"train.n_train": [50, 200], "train.seed": [0, 1]},
                       keep_weights=True)
-    seq, par = tmp_path / "seq", tmp_path / "par"
-    run(spec, seq)
+    seq, par, default = tmp_path / "seq", tmp_path / "par", tmp_path / "default"
+    share = max(1, (os.cpu_count() or 1) // 2)
+    run(spec, seq, overrides=(f"train.threads={share}",))
     run(spec, par, workers=2)
+    run(spec, default)
     assert all((par / r["run_dir"] / "model.safetensors").is_file() for r in db_rows(par))
     pick = lambda out: {r["run_id"]: r["test_auroc"] for r in db_rows(out)}  # noqa: E731
+    # the thread count is part of the config: --workers 2 runs equal sequential runs with the same threads ...
     assert pick(seq) == pick(par) and len(pick(seq)) == 4
+    assert all(json.loads(r["config_json"])["train"]["threads"] == share for r in db_rows(par))
+    # ... and are other run ids than runs with torch's default threads, so a resumed study never mixes them
+    assert not set(pick(par)) & set(pick(default))
 
 
 def test_dry_run_counts_and_estimate(tmp_path, capsys):

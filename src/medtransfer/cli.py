@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write report.html, learning_curves.png and summary.csv of a study")
     p.add_argument("study_dir", type=Path)
+    p.add_argument("--all-versions", action="store_true",
+                   help="include the rows of earlier versions of the spec (labelled in the report)")
+    p.add_argument("--force", action="store_true",
+                   help="replace report.html even when the store now holds fewer done runs than it was made from")
 
     p = sub.add_parser("predict", help="score images with a trained run")
     p.add_argument("--run", type=Path, required=True, help="a finished run folder")
@@ -148,7 +152,7 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from .report import write_report
 
-        print(f"wrote {write_report(args.study_dir)}")
+        print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
         return 0
     if args.command == "predict":
         from .inference import predict_files

@@ -103,6 +103,10 @@ class TrainConfig(_Strict):
     cycle_epochs: int = Field(2, ge=1, description="cyclic policy: epochs per triangular cycle")
     augment: bool = True
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    threads: int | None = Field(None, ge=1, json_schema_extra=ADDED_LATER,
+                                description="CPU threads of the run; None = torch's default (all cores). CPU results "
+                                            "depend on it, so it is part of the run id when set; a study with "
+                                            "--workers K or Ray sets it to the run's share of the cores")
 
     @field_validator("lr_policy")
     @classmethod

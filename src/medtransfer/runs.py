@@ -139,7 +139,9 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         f"val {len(val_idx)}, test {len(test_idx)} images")
 
     device = resolve_device(cfg.train.device)
-    log(f"device: {device}")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    log(f"device: {device}, {torch.get_num_threads()} CPU threads")
     num_outputs = len(data.label_names)
     init = resolve_init(cfg.model.init)
     seed_everything(cfg.train.seed)   # a scratch model's starting weights come from the global RNG

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from .redact import redact
+from .tables import InitName
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;margin:2em auto;
@@ -36,12 +38,25 @@ def fmt_auroc(x) -> str:
     return "—" if x is None or pd.isna(x) else f"{x:.3f}"
 
 
-def fmt_ci(lo, hi) -> str:
-    return "— (1 seed)" if pd.isna(lo) or pd.isna(hi) else f"{lo:.3f} – {hi:.3f}"
+def fmt_ci(lo, hi, missing: str = "— (1 seed)") -> str:
+    return missing if pd.isna(lo) or pd.isna(hi) else f"{lo:.3f} – {hi:.3f}"
 
 
-def fmt_signed(x, digits=3, unit="") -> str:
-    return "—" if pd.isna(x) else f"{x:+.{digits}f}{unit}"
+@dataclass(frozen=True)
+class SignedCell:
+    """A formatted signed number that keeps its sign as data, so a table can colour it without parsing text."""
+    text: str
+    sign: int     # +1, -1, or 0 (zero at the shown precision, or missing)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def fmt_signed(x, digits=3, unit="") -> SignedCell:
+    if pd.isna(x):
+        return SignedCell("—", 0)
+    shown = round(float(x), digits)
+    return SignedCell(f"{x:+.{digits}f}{unit}", (shown > 0) - (shown < 0))
 
 
 def fmt_n(nk, n) -> str:
@@ -66,10 +81,8 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset())
             cls = []
             if i in numeric:
                 cls.append("num")
-                if isinstance(cell, str) and cell.startswith("+") and cell != "+0.000":
-                    cls.append("pos")
-                elif isinstance(cell, str) and cell.startswith("-"):
-                    cls.append("neg")
+                if isinstance(cell, SignedCell) and cell.sign:
+                    cls.append("pos" if cell.sign > 0 else "neg")
             attr = f' class="{" ".join(cls)}"' if cls else ""
             cells.append(f"<td{attr}>{cell}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -80,19 +93,20 @@ def _panel_title(task, arch) -> str:
     return esc(task) + (f" — {esc(arch)}" if arch is not None and not pd.isna(arch) else "")
 
 
-def _question(tasks: str, inits: list[str], sites: dict) -> str:
+def _question(tasks: str, inits: list[InitName]) -> str:
     """The study's question, naming only the comparisons its grid can answer."""
-    same = [i for i in inits if i.endswith("(same-site)")]
-    others = [i for i in inits if i in ("scratch", "ImageNet") or i.endswith("(other-site)")]
-    unsited = [i for i in inits if i.endswith("(site not given)")]
+    same = [i for i in inits if i.site == "same"]
+    others = [i for i in inits if i.site in ("scratch", "imagenet", "other")]
+    unsited = [i for i in inits if i.site == "unlabelled"]
     text = (f"On <b>{tasks}</b>: which way of starting and fine-tuning a CNN gives the best test AUROC as the "
             "number of training images grows")
     refs = same or unsited
-    comps = others if same else [i for i in others if not i.endswith("(other-site)")]
+    comps = others if same else [i for i in others if i.site != "other"]
     if refs and comps:
-        what = ("pretraining on images from the same site (" + ", ".join(esc(r.rsplit(" (", 1)[0]) for r in refs)
-                + ")") if same else "pretraining on " + ", ".join(esc(r.rsplit(" (", 1)[0]) for r in refs)
-        named = [{"scratch": "training from scratch", "ImageNet": "ImageNet weights"}.get(c, f"pretraining on {esc(c)}")
+        what = ("pretraining on images from the same site (" + ", ".join(esc(r.name) for r in refs)
+                + ")") if same else "pretraining on " + ", ".join(esc(r.name) for r in refs)
+        named = [{"scratch": "training from scratch", "imagenet": "ImageNet weights"}.get(c.site,
+                                                                                         f"pretraining on {esc(c.label)}")
                  for c in comps]
         listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
         text += f", and how much does {what} buy over {listed}"
@@ -110,7 +124,7 @@ def header_section(name, n_runs: int, status_counts: dict, total_seconds: float,
         f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
         f"total compute time {fmt_seconds(total_seconds)}.</p>",
         "<h2>What this study asked</h2>",
-        _question(tasks, axes.get("initialisation", []), sites),
+        _question(tasks, axes.get("initialisation", [])),
     ]
     if sources:
         rows = [[esc(s), esc({"same": "same-site", "other": "other-site"}.get(sites.get(s), "not given")),
@@ -206,7 +220,7 @@ def gains_section(gain: pd.DataFrame, has_same_site: bool) -> str:
     for (task, arch), g in gain.groupby(["task", "arch"], dropna=False, sort=False):
         rows = [[fmt_n(r.n_train, r.N), f"{esc(r.init)}<br><small>{esc(r.recipe)}</small>", fmt_auroc(r.auroc),
                  f"{esc(r.versus)}<br><small>{esc(r.versus_recipe)}</small>", fmt_auroc(r.versus_auroc),
-                 fmt_signed(r.gain), fmt_ci(r.gain_ci_low, r.gain_ci_high).replace("— (1 seed)", "—"),
+                 fmt_signed(r.gain), fmt_ci(r.gain_ci_low, r.gain_ci_high, missing="—"),
                  fmt_signed(r.gain_percent, 1, " %")] for r in g.itertuples()]
         parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
             ["N", "transfer from", "AUROC", "compared with", "AUROC", "gain (AUROC points)", "95% CI of gain",

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataError, MedtransferError
+from ..run_folder import disk_error
+from ..study.lock import study_lock
+from ..study.schema import STORE_FILE
 from . import page
 from .plots import learning_curve_figure
 from .redact import redact
@@ -29,10 +34,26 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
     return study_table(read_study(Path(study_dir)).runs)[CSV_COLUMNS]
 
 
+DONE_MARKER = "medtransfer-done-runs"   # a <meta> in report.html: how many done runs it was made from
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(path, err) from None
+
+
+def _done_runs_in(report: Path) -> int | None:
+    """How many done runs an existing report.html was made from (None: no report, or an older one)."""
+    try:
+        found = re.search(rf'<meta name="{DONE_MARKER}" content="(\d+)">', report.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
 
 
 def _status_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -62,10 +83,27 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, png: bytes) -> s
     return page.render(sections, records.name or "Transfer-learning study")
 
 
-def write_report(study_dir: str | os.PathLike) -> Path:
-    """Write report.html, learning_curves.png and summary.csv into ``study_dir``; return report.html."""
+def write_report(study_dir: str | os.PathLike, all_versions: bool = False, force: bool = False) -> Path:
+    """Write report.html, learning_curves.png and summary.csv into ``study_dir``; return report.html.
+
+    Holds the study folder's lock while writing. A report made from fewer done runs than the one
+    it would replace (an emptied or truncated store) is refused unless ``force``: a good report
+    is never silently overwritten by an emptier one.
+    """
     study_dir = Path(study_dir)
-    records = read_study(study_dir)
+    if not (study_dir / STORE_FILE).is_file():
+        raise DataError(f"{study_dir / STORE_FILE}: no results store here (run `medtransfer study run` first)")
+    with study_lock(study_dir):
+        return _write_report(study_dir, all_versions, force)
+
+
+def _write_report(study_dir: Path, all_versions: bool, force: bool) -> Path:
+    records = read_study(study_dir, all_versions=all_versions)
+    n_done = records.done_in_store
+    before = _done_runs_in(study_dir / "report.html")
+    if before is not None and n_done < before and not force:
+        raise MedtransferError(f"{study_dir / 'report.html'} was made from {before} done runs but the store now "
+                               f"gives {n_done}; not replacing it with an emptier report (pass --force to do so)")
     summary = study_table(records.runs)
     buf = io.BytesIO()
     learning_curve_figure(summary, records.sites).savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -76,5 +114,7 @@ def write_report(study_dir: str | os.PathLike) -> Path:
         table[col] = [None if pd.isna(v) else redact(v) for v in table[col]]
     _write_atomic(study_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
     out = study_dir / "report.html"
-    _write_atomic(out, render_report(records, summary, png).encode("utf-8"))
+    html_text = render_report(records, summary, png).replace(
+        "<head>", f'<head><meta name="{DONE_MARKER}" content="{n_done}">', 1)
+    _write_atomic(out, html_text.encode("utf-8"))
     return out

@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..kinds import RunStatus
+from ..study.schema import PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
+from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
+from ..study.spec import load_spec, overrides_from_text
+from ..study.store import read_current_plan, unreadable_store
 
-RUN_COLUMNS = [
-    "run_id", "role", "method", "task", "arch", "init", "strategy", "lr_policy", "dropout",
-    "recipe", "n_train", "n_train_images", "n_train_patients", "seed", "status", "reason",
-    "test_auroc", "val_auroc", "seconds",
-]
-PER_CLASS_COLUMNS = ["run_id", "split", "label", "auroc", "auprc"]
-SITES = ("same", "other")
-TASK_KINDS = ("multilabel", "binary", "multiclass")
+
+# what the report reads of a run row (the store's own columns: ..study.schema)
+RUN_COLUMNS = [c for c in SCHEMA_RUN_COLUMNS if c not in ("config_json", "metrics_json", "started_at", "finished_at",
+                                                         "run_dir")]
 
 
 @dataclass
@@ -38,6 +38,8 @@ class StudyRecords:
     sources: dict[str, str] = field(default_factory=dict)    # source name -> short data description
     notes: list[str] = field(default_factory=list)           # what the reader should know about the inputs
     study_dir: Path | None = None      # where run_dir paths are relative to
+    older_rows: int = 0                # rows of earlier spec versions left out (0 with all_versions)
+    done_in_store: int = 0             # done rows of every version: what a truncated store would lose
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -56,18 +58,12 @@ def _check_columns(con: sqlite3.Connection, db: Path, table: str, needed: list[s
         raise DataError(f"{db}: table '{table}' lacks column '{missing[0]}'")
 
 
-def _task_kind(task: str, config_json: str | None, metrics_json: str | None) -> str | None:
-    for blob, keys in ((config_json, ("task", "kind")), (metrics_json, ("task_kind",))):
-        try:
-            value = json.loads(blob) if blob else None
-            for key in keys:
-                value = value.get(key) if isinstance(value, dict) else None
-        except (TypeError, ValueError):
-            value = None
-        if value in TASK_KINDS:
-            return value
-    parts = str(task).split(":")
-    return parts[1] if len(parts) > 1 and parts[1] in TASK_KINDS else None
+def _task_kind(config_json: str | None) -> str | None:
+    """The run's task kind, from its resolved config (never guessed from a label)."""
+    try:
+        return json.loads(config_json)["task"]["kind"]
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def n_key(n_train) -> str:
@@ -79,20 +75,17 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, test per_class) from the store, with the task kind resolved per run."""
     con = _connect(db)
     try:
-        _check_columns(con, db, "runs", RUN_COLUMNS + ["config_json", "metrics_json"])
-        _check_columns(con, db, "per_class", PER_CLASS_COLUMNS)
-        has_dir = "run_dir" in {row[1] for row in con.execute("PRAGMA table_info(runs)")}
-        cols = ", ".join(RUN_COLUMNS + ["run_dir" if has_dir else "NULL"])
-        rows = con.execute(f"SELECT {cols}, config_json, metrics_json FROM runs ORDER BY run_id").fetchall()
+        _check_columns(con, db, "runs", RUN_COLUMNS + ["config_json", "run_dir"])
+        _check_columns(con, db, "per_class", list(PER_CLASS_COLUMNS))
+        rows = con.execute(f"SELECT {', '.join(RUN_COLUMNS)}, run_dir, config_json FROM runs ORDER BY run_id").fetchall()
         per_class = pd.read_sql_query(
             "SELECT run_id, label, auroc, auprc FROM per_class WHERE split = 'test'", con)
     except sqlite3.DatabaseError as err:
-        raise DataError(f"{db}: cannot read the results store ({err})") from None
+        raise unreadable_store(db, err) from None
     finally:
         con.close()
-    kinds = [_task_kind(r[3], r[-2], r[-1]) for r in rows]
-    runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
-    runs["task_kind"] = kinds
+    runs = pd.DataFrame([r[:-1] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
+    runs["task_kind"] = [_task_kind(r[-1]) for r in rows]
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
@@ -101,55 +94,54 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, per_class
 
 
-def _source_description(spec: dict) -> str:
-    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-    task = spec.get("task") if isinstance(spec.get("task"), dict) else {}
+def _source_description(source: dict) -> str:
+    data = source.get("data") if isinstance(source.get("data"), dict) else {}
+    task = source.get("task") if isinstance(source.get("task"), dict) else {}
     what = data.get("name") or data.get("path") or data.get("source") or "?"
     kind = task.get("kind")
     return f"{what} ({kind})" if kind else str(what)
 
 
 def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str]]:
-    """(name, sites, source descriptions, notes) from study.yaml; missing file = empty.
+    """(name, sites, source descriptions, notes) from the study's copy of its spec, read as ``study run`` reads it.
 
     Rule for same- vs other-site: each source may say ``site: same`` or ``site: other``.
     A source without it is reported on its own (gains over scratch / ImageNet only).
     """
     if not spec_path.is_file():
         return None, {}, {}, [f"{spec_path.name} not found: sources are listed without their site"]
-    try:
-        spec = yaml.safe_load(spec_path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{spec_path}: not valid YAML ({err})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{spec_path}: the top level must be a mapping")
-    name = spec.get("name")
-    sources = spec.get("sources") or {}
-    if isinstance(sources, list):   # tolerate a list of {name: ..., ...}
-        sources = {s.get("name"): s for s in sources if isinstance(s, dict) and s.get("name")}
-    if not isinstance(sources, dict):
-        raise ConfigError(f"{spec_path}: 'sources' must be a mapping of source name -> config")
-    sites, described, unsited = {}, {}, []
-    for src_name, src in sources.items():
-        src = src if isinstance(src, dict) else {}
-        described[str(src_name)] = _source_description(src)
-        site = src.get("site")
-        if site is None:
-            unsited.append(str(src_name))
-        elif site not in SITES:
-            raise ConfigError(f"{spec_path}: 'sources.{src_name}.site' must be 'same' or 'other', got {site!r}")
-        else:
-            sites[str(src_name)] = site
+    spec = load_spec(spec_path, overrides_from_text(spec_path.read_text()))
+    sites = {name: src["site"] for name, src in spec.sources.items() if src.get("site") is not None}
+    described = {name: _source_description(src) for name, src in spec.sources.items()}
+    unsited = [name for name in spec.sources if name not in sites]
     notes = []
     if unsited:
         notes.append("no 'site: same|other' given for source(s) " + ", ".join(unsited)
                      + ": each is compared with scratch and ImageNet on its own")
-    return (str(name) if name else None), sites, described, notes
+    return spec.name, sites, described, notes
 
 
-def read_study(study_dir: Path) -> StudyRecords:
+def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
+    """The study's runs: by default only those of the plan the last ``study run`` executed.
+
+    An edited spec (an N removed, a base key changed) leaves the old rows in the store; mixing them in
+    would count seeds twice and average unlike configs, so they are left out and counted.
+    """
     study_dir = Path(study_dir)
-    runs, per_class = read_runs(study_dir / "results.sqlite")
-    name, sites, sources, notes = read_spec(study_dir / "study.yaml")
+    db = study_dir / STORE_FILE
+    current = read_current_plan(db) if db.is_file() else None
+    runs, per_class = read_runs(db)
+    done_in_store = int((runs["status"] == RunStatus.DONE).sum())
+    older = 0
+    if not all_versions and current is not None:
+        kept = runs["run_id"].isin(current[1])
+        older = int((~kept).sum())
+        runs, per_class = runs[kept].reset_index(drop=True), per_class[per_class["run_id"].isin(current[1])]
+    name, sites, sources, notes = read_spec(study_dir / SPEC_FILE)
+    if older:
+        notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "
+                         "(report --all-versions includes them)"]
+    elif all_versions and current is not None:
+        notes = notes + ["all spec versions included (--all-versions)"]
     return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes,
-                        study_dir=study_dir)
+                        study_dir=study_dir, older_rows=older, done_in_store=done_in_store)

@@ -9,6 +9,7 @@ a real gap from seed noise.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -47,22 +48,40 @@ def _parsed_init(init) -> Init | None:
         return None
 
 
+@dataclass(frozen=True)
+class InitName:
+    """An initialisation as the report shows it: its site kind and its own name, formatted only by ``label``."""
+    site: str     # one of SITE_ORDER
+    name: str     # 'scratch', 'ImageNet', a source name, a checkpoint file name, ...
+
+    @property
+    def label(self) -> str:
+        suffix = {"same": " (same-site)", "other": " (other-site)", "unlabelled": " (site not given)"}.get(self.site, "")
+        return ("checkpoint " if self.site == "checkpoint" else "") + self.name + suffix
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def init_name(init, method: str, sites: dict[str, str]) -> InitName:
+    site = init_site(init, method, sites)
+    parsed = _parsed_init(init)
+    if site == RADIOMICS:
+        name = RADIOMICS_LABEL
+    elif site in ("scratch", "imagenet"):
+        name = {"scratch": "scratch", "imagenet": "ImageNet"}[site]
+    elif parsed is None:
+        name = str(init)
+    elif site == "checkpoint":
+        name = parsed.path.name
+    else:
+        name = parsed.source_name
+    return InitName(site, name)
+
+
 def init_label(init, method: str, sites: dict[str, str]) -> str:
     """How an init is named to a reader: 'scratch', 'ImageNet', 'chest (same-site)', ..."""
-    site = init_site(init, method, sites)
-    if site == RADIOMICS:
-        return RADIOMICS_LABEL
-    if site == "scratch":
-        return "scratch"
-    if site == "imagenet":
-        return "ImageNet"
-    parsed = _parsed_init(init)
-    if parsed is None:
-        return str(init)
-    if site == "checkpoint":
-        return f"checkpoint {parsed.path.name}"
-    name = parsed.source_name
-    return {"same": f"{name} (same-site)", "other": f"{name} (other-site)"}.get(site, f"{name} (site not given)")
+    return init_name(init, method, sites).label
 
 
 SUMMARY_COLUMNS = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "dropout",
@@ -78,13 +97,14 @@ def study_table(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     done = grid["status"] == "done"
     frame = grid.assign(
+        _seed=grid["seed"].where(done & grid["test_auroc"].notna()),   # seeds are distinct train.seed values, never rows
         _auroc=grid["test_auroc"].where(done), _val=grid["val_auroc"].where(done),
         _seconds=grid["seconds"].where(done), _images=grid["n_train_images"].where(done),
         _done=done, _failed=grid["status"] == "failed", _skipped=grid["status"] == "skipped")
     g = frame.groupby(GROUP, dropna=False, sort=True)
     out = g.agg(task_kind=("task_kind", "first"), init=("init", "first"), strategy=("strategy", "first"),
                 lr_policy=("lr_policy", "first"), dropout=("dropout", "first"), n_requested=("n_train", "first"),
-                N=("_images", "median"), n_seeds=("_auroc", "count"), test_auroc_mean=("_auroc", "mean"),
+                N=("_images", "median"), n_seeds=("_seed", "nunique"), test_auroc_mean=("_auroc", "mean"),
                 test_auroc_sd=("_auroc", "std"), val_auroc_mean=("_val", "mean"), seconds_mean=("_seconds", "mean"),
                 n_runs=("status", "size"), n_done=("_done", "sum"), n_failed=("_failed", "sum"),
                 n_skipped=("_skipped", "sum")).reset_index()
@@ -289,7 +309,7 @@ def grid_axes(runs: pd.DataFrame, sites: dict[str, str]) -> dict[str, list[str]]
         "method": [RADIOMICS_LABEL if m == RADIOMICS else ("CNN" if m == "cnn" else str(m))
                    for m in uniq(grid["method"])],
         "architecture": uniq(cnn["arch"]),
-        "initialisation": [init_label(i, "cnn", sites) for i in sorted(
+        "initialisation": [init_name(i, "cnn", sites) for i in sorted(
             cnn["init"].dropna().unique(), key=lambda i: (SITE_ORDER.index(init_site(i, "cnn", sites)), i))],
         "strategy": uniq(cnn["strategy"]),
         "LR policy": uniq(cnn["lr_policy"]),

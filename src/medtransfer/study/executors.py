@@ -14,7 +14,6 @@ Executors register themselves by name (``@register_executor("local")``); the CLI
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -57,7 +56,6 @@ class Job:
     config: RunConfig        # model.init resolved (source:NAME -> checkpoint:<abs path>)
     out: Path                # absolute run folder
     data_root: Path
-    threads: int | None = None
     keep_weights: bool = True   # False: delete model.safetensors once metrics.json is written
     method: RunMethod = RunMethod.CNN   # passed to run_fn as method= when not CNN
 
@@ -103,11 +101,12 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
 
 
 def _isolate(job: Job) -> None:
-    """Give the run its share of the cores. (Each run seeds its own RNGs: see runs.train_run.)"""
-    if job.threads:
+    """Give the run the threads its config fixes (part of its run id; runs seed their own RNGs)."""
+    threads = job.config.train.threads
+    if threads:
         import torch
 
-        torch.set_num_threads(job.threads)
+        torch.set_num_threads(threads)
 
 
 class Executor(Protocol):
@@ -157,6 +156,15 @@ def check_executor_options(kind: str, options: ExecutorOptions) -> None:
         raise MedtransferError("--ray-address needs --executor ray")
 
 
+def thread_share(kind: str, options: ExecutorOptions) -> int | None:
+    """The CPU threads each run gets when runs share the machine (None: one run at a time, torch's default)."""
+    if kind == "ray":
+        return max(1, int(options.cpus_per_run))
+    if options.workers > 1:
+        return max(1, (os.cpu_count() or 1) // options.workers)
+    return None
+
+
 def make_executor(kind: str, options: ExecutorOptions) -> Executor:
     check_executor_options(kind, options)
     return EXECUTORS[kind](options)
@@ -164,7 +172,8 @@ def make_executor(kind: str, options: ExecutorOptions) -> Executor:
 
 @register_executor("local")
 class LocalExecutor:
-    """Sequential in this process, or ``workers`` processes sharing the cores (torch threads divided)."""
+    """Sequential in this process, or ``workers`` processes sharing the cores (each run's config fixes its
+    threads: the runner sets ``train.threads`` to the share, so the share is part of the run id)."""
 
     @classmethod
     def from_options(cls, options: ExecutorOptions) -> "LocalExecutor":
@@ -185,10 +194,9 @@ class LocalExecutor:
             return
         import multiprocessing
 
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         if self._pool is None:  # spawn: a forked torch (OpenMP) can deadlock; workers die with the driver
             self._pool = orphan_proof_pool(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        futures = {self._pool.submit(run_one, _with_threads(job, threads), self.run_fn): job for job in jobs}
+        futures = {self._pool.submit(run_one, job, self.run_fn): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
             try:
@@ -238,9 +246,8 @@ class RayExecutor:
         self._pending: dict = {}
 
     def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
-        threads = max(1, int(self.cpus_per_run))
         fn_ref = self.ray.put(self.run_fn)
-        pending = self._pending = {self._remote.remote(_with_threads(job, threads), fn_ref): job for job in jobs}
+        pending = self._pending = {self._remote.remote(job, fn_ref): job for job in jobs}
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
@@ -263,7 +270,5 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def _with_threads(job: Job, threads: int) -> Job:
-    return dataclasses.replace(job, threads=threads)
 
 

@@ -20,13 +20,13 @@ from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
 from ..errors import MedtransferError
 from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
-from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor
+from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, thread_share
 from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
+from .schema import SPEC_FILE
 from .spec import load_spec, spec_text_with_overrides
 from .store import STORE_FILE, Store
 
-SPEC_FILE = "study.yaml"
 
 
 @dataclass
@@ -89,6 +89,7 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     console = opts.console or Console(stderr=True)
     plan = plan_study(spec_path, list(opts.overrides))
     check_executor_options(opts.executor, opts.executor_options(plan))
+    plan = _with_thread_share(plan, spec_path, opts)
     root = Path(opts.data_root).expanduser().resolve() if opts.data_root else resolve_data_root(None)
     if opts.dry_run:
         return _dry_run(plan, out, root, opts.executor, opts.workers, opts.probe)
@@ -103,11 +104,26 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
         return _run_locked(plan, Path(spec_path), study_dir, root, opts, console)
 
 
+def _with_thread_share(plan: Plan, spec_path, opts: StudyOptions) -> Plan:
+    """Runs sharing the cores (--workers K, Ray) get ``train.threads`` set to their share, unless the spec sets it.
+
+    CPU results depend on the thread count, so it must be part of the config (and so of the run id):
+    a study resumed with another --workers then runs new ids instead of mixing two kinds of result.
+    """
+    from .spec import get_dotted
+
+    share = thread_share(opts.executor, opts.executor_options(plan))
+    if share is None or get_dotted(plan.spec.base, "train.threads") is not None:
+        return plan
+    return plan_study(spec_path, list(opts.overrides) + [f"train.threads={share}"])
+
+
 def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: StudyOptions,
                 console: Console) -> StudySummary:
     retry_failed = opts.retry_failed
     _write_spec_copy(spec_path, study_dir, list(opts.overrides), console)
     store = Store(study_dir / STORE_FILE)
+    store.record_plan([r.run_id for r in plan.all_runs])   # the report and status count this plan's rows
     _adopt_finished(plan, study_dir, store)
     started = datetime.now(timezone.utc)
     ex = make_executor(opts.executor, opts.executor_options(plan))

@@ -13,47 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import MedtransferError
 from ..kinds import RunRole, RunStatus
 from ..run_folder import RunMetrics
 from .grid import PlannedRun
-
-STORE_FILE = "results.sqlite"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  run_id TEXT PRIMARY KEY,
-  role TEXT NOT NULL,
-  method TEXT NOT NULL,
-  task TEXT NOT NULL,
-  arch TEXT, init TEXT,
-  strategy TEXT, lr_policy TEXT, dropout REAL,
-  recipe TEXT NOT NULL,
-  n_train INTEGER,
-  n_train_images INTEGER,
-  n_train_patients INTEGER,
-  seed INTEGER,
-  status TEXT NOT NULL,
-  reason TEXT,
-  config_json TEXT NOT NULL,
-  metrics_json TEXT,
-  test_auroc REAL, val_auroc REAL,
-  seconds REAL,
-  started_at TEXT, finished_at TEXT,
-  run_dir TEXT
-);
-CREATE TABLE IF NOT EXISTS per_class (
-  run_id TEXT NOT NULL, split TEXT NOT NULL, label TEXT NOT NULL,
-  auroc REAL, auprc REAL,
-  PRIMARY KEY (run_id, split, label)
-);
-"""
-
-_COLUMNS = ("run_id", "role", "method", "task", "arch", "init", "strategy", "lr_policy", "dropout", "recipe",
-            "n_train", "n_train_images", "n_train_patients", "seed", "status", "reason", "config_json",
-            "metrics_json", "test_auroc", "val_auroc", "seconds", "started_at", "finished_at", "run_dir")
-_UPSERT = (f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
-           f"ON CONFLICT(run_id) DO UPDATE SET "
-           + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS if c != "run_id"))
+from .schema import RUN_COLUMNS, SCHEMA, STORE_FILE, UPSERT_RUN  # noqa: F401 (STORE_FILE re-exported)
 
 
 def utc_now() -> str:
@@ -70,11 +34,31 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            with db:  # commits on success, rolls back on error
-                yield db
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                with db:  # commits on success, rolls back on error
+                    yield db
+        except sqlite3.OperationalError as err:   # busy, locked, read-only, disk I/O: not a corrupt file
+            raise MedtransferError(f"{self.path}: {err}") from None
+        except sqlite3.DatabaseError as err:
+            raise unreadable_store(self.path, err) from None
+
+    # --- plan versions -------------------------------------------------------------------------
+    def record_plan(self, run_ids: list[str]) -> str:
+        """Make ``run_ids`` the current plan (what the report and status count); returns its hash."""
+        ids = sorted(set(run_ids))
+        plan_hash = plan_hash_of(ids)
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO plans (plan_hash, recorded_at, run_ids) VALUES (?, ?, ?)",
+                       (plan_hash, utc_now(), json.dumps(ids)))
+            db.execute("INSERT INTO meta (key, value) VALUES ('current_plan', ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (plan_hash,))
+        return plan_hash
+
+    def current_plan(self) -> tuple[str, set[str]] | None:
+        return read_current_plan(self.path)
 
     # --- reads -------------------------------------------------------------------------------
     def statuses(self) -> dict[str, str]:
@@ -110,7 +94,7 @@ class Store:
                    n_train_patients=metrics.n_train_patients,
                    test_auroc=metrics.auroc("test"), val_auroc=metrics.auroc("val"))
         with self._transaction() as db:
-            db.execute(_UPSERT, [row[c] for c in _COLUMNS])
+            db.execute(UPSERT_RUN, [row[c] for c in RUN_COLUMNS])
             db.execute("DELETE FROM per_class WHERE run_id = ?", (run.run_id,))
             db.executemany("INSERT INTO per_class (run_id, split, label, auroc, auprc) VALUES (?, ?, ?, ?, ?)",
                            list(_per_class_rows(run.run_id, payload)))
@@ -127,8 +111,38 @@ class Store:
         now = utc_now()
         row = _row(run, status, reason, started_at or now, finished_at or now, seconds)
         with self._transaction() as db:
-            db.execute(_UPSERT, [row[c] for c in _COLUMNS])
+            db.execute(UPSERT_RUN, [row[c] for c in RUN_COLUMNS])
             db.execute("DELETE FROM per_class WHERE run_id = ?", (run.run_id,))
+
+
+def read_current_plan(path: Path) -> tuple[str, set[str]] | None:
+    """(hash, run ids) of the plan the last ``study run`` executed; None for a store older than plans.
+
+    Read-only (a report may run while the study writes), and a corrupt file is a one-line error.
+    """
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"plans", "meta"} <= tables:
+                return None
+            found = db.execute("SELECT p.plan_hash, p.run_ids FROM meta m JOIN plans p ON p.plan_hash = m.value "
+                               "WHERE m.key = 'current_plan'").fetchone()
+    except sqlite3.OperationalError as err:
+        raise MedtransferError(f"{path}: {err}") from None
+    except sqlite3.DatabaseError as err:
+        raise unreadable_store(path, err) from None
+    return None if found is None else (found[0], set(json.loads(found[1])))
+
+
+def plan_hash_of(run_ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
+
+
+def unreadable_store(path: Path, err: Exception) -> MedtransferError:
+    return MedtransferError(f"{path} is not a readable SQLite database ({err}); move it away and rerun "
+                            "`medtransfer study run` to rebuild it from the run folders")
 
 
 def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, finished_at: str,
