@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -102,8 +103,25 @@ def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
               overwrite: bool = False, echo: bool = True, progress: bool = True) -> RunMetrics:
     """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
     root = data_root or resolve_data_root(None)
-    return recorded_run(cfg, out, overwrite, echo,
-                        lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress, started))
+    with torch_threads(cfg.train.threads):
+        return recorded_run(cfg, out, overwrite, echo,
+                            lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress, started))
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block on ``threads`` CPU threads (the run's config fixes them), then restore the caller's count."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def prepare_run_data(cfg: RunConfig, data_root: Path, log: Callable[[str], None], progress: bool):
@@ -139,8 +157,6 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         f"val {len(val_idx)}, test {len(test_idx)} images")
 
     device = resolve_device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     log(f"device: {device}, {torch.get_num_threads()} CPU threads")
     num_outputs = len(data.label_names)
     init = resolve_init(cfg.model.init)

@@ -72,7 +72,6 @@ class Outcome:
 
 def run_one(job: Job, run_fn: RunFn) -> Outcome:
     """Run one job and turn every ordinary failure into an Outcome (interrupts still propagate)."""
-    _isolate(job)
     started_at, t0 = utc_now(), time.time()
 
     def outcome(status, metrics=None, reason=None):
@@ -98,15 +97,6 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
     if not job.keep_weights:
         folder.remove_weights()
     return outcome(RunStatus.DONE, metrics=metrics)
-
-
-def _isolate(job: Job) -> None:
-    """Give the run the threads its config fixes (part of its run id; runs seed their own RNGs)."""
-    threads = job.config.train.threads
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 class Executor(Protocol):
