@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import load_config, resolve_data_root
-from .errors import MedtransferError
+from .errors import MedtransferError, write_error
 from .study.executors import executor_names
 
 
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medtransfer: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:   # a write the layers below did not wrap (full disk, read-only folder)
+        print(f"medtransfer: error: {write_error(err.filename or 'a file', err)}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args) -> int:

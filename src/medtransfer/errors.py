@@ -17,5 +17,26 @@ class WeightsUnavailable(MedtransferError):
     """Pretrained weights are not on disk and cannot be downloaded."""
 
 
+class DiskFull(MedtransferError):
+    """A write failed for lack of space (or quota); nothing half-written is left."""
+
+
+def write_error(path, err: BaseException) -> MedtransferError:
+    """The one-line error for a failed write; a full disk names the free space left."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    text = str(err)
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in text or "No space left" in text:
+        try:
+            free = shutil.disk_usage(Path(path).parent).free
+        except OSError:
+            free = 0
+        return DiskFull(f"cannot write {path}: no space left on the device ({free / 1e6:.1f} MB free); "
+                        "free some space and rerun (finished runs are kept)")
+    return MedtransferError(f"cannot write {path}: {getattr(err, 'strerror', None) or text}")
+
+
 class TrainingDiverged(MedtransferError):
     """The loss became NaN or infinite; the run is stopped and recorded."""

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MedtransferError
+from .errors import DiskFull, MedtransferError, write_error  # noqa: F401 (DiskFull re-exported)
 from .kinds import RunMethod
-
-
-class DiskFull(MedtransferError):
-    """A write failed for lack of space (or quota); nothing half-written is left."""
 
 
 def _json_safe(value):
@@ -58,18 +53,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False))
 
 
-def disk_error(path: Path, err: OSError) -> MedtransferError:
-    """The one-line error for a failed write: a full disk names the free space left."""
-    import errno
-
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = shutil.disk_usage(Path(path).parent).free
-        except OSError:
-            free = 0
-        return DiskFull(f"cannot write {path}: no space left on the device ({free / 1e6:.1f} MB free); "
-                        "free some space and rerun (finished runs are kept)")
-    return MedtransferError(f"cannot write {path}: {err.strerror or err}")
+disk_error = write_error   # the name the run folder's callers use
 
 
 @dataclass

@@ -30,13 +30,19 @@ class RunLog:
 
     def __call__(self, line: str) -> None:
         stamped = f"{time.strftime('%H:%M:%S')} {line}"
-        self._file.write(stamped + "\n")
-        self._file.flush()
+        try:
+            self._file.write(stamped + "\n")
+            self._file.flush()
+        except OSError:   # a full disk must not hide the error being logged; stderr still shows it
+            pass
         if self._echo:
             print(stamped, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
 
 def resolve_init(init: Init, base: Path | None = None) -> Init:

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import ConfigError, WeightsUnavailable
+from ..errors import ConfigError, WeightsUnavailable, write_error
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -274,7 +274,11 @@ def save_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], path: Path
         out[key] = tensor
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata=meta)
+    try:
+        save_file(out, str(path), metadata=meta)
+    except Exception as err:   # safetensors reports a full disk as its own error type, with the OS text
+        path.unlink(missing_ok=True)
+        raise write_error(path, err) from None
 
 
 def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> torch.nn.Module:

@@ -97,11 +97,26 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
         raise MedtransferError("study run: --out STUDY_DIR is required (except with --dry-run)")
     study_dir = Path(out).expanduser().resolve()
     check_data = opts.run_fn is None if opts.check_data is None else opts.check_data
-    if check_data:  # before STUDY_DIR is touched: a missing dataset leaves nothing behind
-        known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
-        _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), root)
+    fresh = not study_dir.exists()
     with study_lock(study_dir, log=lambda line: console.print(line, markup=False, highlight=False)):
+        if check_data:
+            try:
+                known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
+                _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), root)
+            except MedtransferError:
+                if fresh:   # a missing dataset leaves nothing behind
+                    _remove_empty_study_dir(study_dir)
+                raise
         return _run_locked(plan, Path(spec_path), study_dir, root, opts, console)
+
+
+def _remove_empty_study_dir(study_dir: Path) -> None:
+    """Undo the folder the lock created, when nothing else was written into it."""
+    from .lock import LOCK_FILE
+
+    if {p.name for p in study_dir.iterdir()} <= {LOCK_FILE}:
+        (study_dir / LOCK_FILE).unlink(missing_ok=True)
+        study_dir.rmdir()
 
 
 def _with_thread_share(plan: Plan, spec_path, opts: StudyOptions) -> Plan:

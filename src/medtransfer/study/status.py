@@ -4,6 +4,7 @@ Reads only STUDY_DIR (the spec copy and the store), so it is safe while a study 
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +30,19 @@ def _baseline_lines(plan, statuses: dict[str, str]) -> list[str]:
             for method, cells in per.items()]
 
 
+def _expand_as_run(spec_path: Path, current, rows):
+    """The spec expanded as the last ``study run`` ran it: with the thread share it gave each run (--workers K, Ray)."""
+    overrides = overrides_from_text(spec_path.read_text())
+    plan = expand(load_spec(spec_path, overrides), origin=str(spec_path))
+    if current is None or {r.run_id for r in plan.all_runs} & current[1]:
+        return plan
+    threads = {json.loads(r["config_json"])["train"].get("threads") for r in rows if r["run_id"] in current[1]}
+    threads.discard(None)
+    if len(threads) != 1:
+        return plan
+    return expand(load_spec(spec_path, overrides + [f"train.threads={threads.pop()}"]), origin=str(spec_path))
+
+
 def study_status(study_dir: str | Path) -> str:
     study_dir = Path(study_dir)
     spec_path, store_path = study_dir / SPEC_FILE, study_dir / STORE_FILE
@@ -39,13 +53,14 @@ def study_status(study_dir: str | Path) -> str:
     rows = store.rows()
     lines = [f"study folder {study_dir}"]
     plan = None
+    current = store.current_plan()
     if spec_path.is_file():
         try:
-            plan = expand(load_spec(spec_path, overrides_from_text(spec_path.read_text())), origin=str(spec_path))
+            plan = _expand_as_run(spec_path, current, rows)
         except ConfigError as err:
             lines.append(f"(cannot expand {spec_path}: {err})")
     if plan is not None:
-        planned = {r.run_id for r in plan.all_runs}
+        planned = current[1] if current else {r.run_id for r in plan.all_runs}
         counts = Counter(statuses.get(rid, RunStatus.PENDING) for rid in planned)
         lines.append(f"{len(planned)} runs: " + ", ".join(f"{counts.get(k, 0)} {k}"
                                                           for k in RunStatus))
@@ -65,6 +80,8 @@ def study_status(study_dir: str | Path) -> str:
     else:
         counts = Counter(statuses.values())
         lines.append(f"{len(statuses)} runs recorded: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if current is not None:   # failures and compute of the current plan only
+        rows = [r for r in rows if r["run_id"] in current[1]]
     for status in (RunStatus.FAILED, RunStatus.SKIPPED):
         reasons = Counter((r["reason"] or "no reason recorded").splitlines()[0] for r in rows if r["status"] == status)
         if not reasons:
