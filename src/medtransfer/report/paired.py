@@ -18,8 +18,9 @@ import pandas as pd
 
 from ..errors import MedtransferError
 from ..evaluate.delong import delong_paired_macro
+from ..run_folder import RunFolder
 
-PREDICTIONS = "predictions_test.csv"
+PREDICTIONS = RunFolder.PREDICTIONS
 
 
 class _Unusable(Exception):

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.summary import diff_ci, t_interval
-from ..kinds import Init, InitKind
+from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus
 from .redact import short_reason
 
-RADIOMICS = "radiomics"
+RADIOMICS = RunMethod.RADIOMICS
 RADIOMICS_LABEL = "radiomics + LR"
 GROUP = ["task", "arch", "method", "recipe", "n_key"]
 
@@ -92,15 +92,15 @@ SUMMARY_COLUMNS = ["task", "task_kind", "arch", "method", "recipe", "init", "str
 
 def study_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, arch, method, recipe, requested N) of the grid runs (vectorised: studies are big)."""
-    grid = runs[runs["role"] == "grid"]
+    grid = runs[runs["role"] == RunRole.GRID]
     if grid.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    done = grid["status"] == "done"
+    done = grid["status"] == RunStatus.DONE
     frame = grid.assign(
         _seed=grid["seed"].where(done & grid["test_auroc"].notna()),   # seeds are distinct train.seed values, never rows
         _auroc=grid["test_auroc"].where(done), _val=grid["val_auroc"].where(done),
         _seconds=grid["seconds"].where(done), _images=grid["n_train_images"].where(done),
-        _done=done, _failed=grid["status"] == "failed", _skipped=grid["status"] == "skipped")
+        _done=done, _failed=grid["status"] == RunStatus.FAILED, _skipped=grid["status"] == RunStatus.SKIPPED)
     g = frame.groupby(GROUP, dropna=False, sort=True)
     out = g.agg(task_kind=("task_kind", "first"), init=("init", "first"), strategy=("strategy", "first"),
                 lr_policy=("lr_policy", "first"), dropout=("dropout", "first"), n_requested=("n_train", "first"),
@@ -193,7 +193,7 @@ def _best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Se
 
 def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     """The finished runs behind one summary row."""
-    sel = ((runs["role"] == "grid") & (runs["status"] == "done") & (runs["task"] == row["task"])
+    sel = ((runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE) & (runs["task"] == row["task"])
            & (runs["method"] == row["method"]) & (runs["recipe"] == row["recipe"]) & (runs["n_key"] == row["n_train"]))
     sel &= runs["arch"].isna() if pd.isna(row["arch"]) else (runs["arch"] == row["arch"])
     return runs[sel]
@@ -267,8 +267,8 @@ def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class:
 
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Failed and skipped runs (and done runs without a test AUROC), grouped by reason."""
-    bad = runs[runs["status"] != "done"].copy()
-    undefined = runs[(runs["status"] == "done") & runs["test_auroc"].isna()].copy()
+    bad = runs[runs["status"] != RunStatus.DONE].copy()
+    undefined = runs[(runs["status"] == RunStatus.DONE) & runs["test_auroc"].isna()].copy()
     undefined["status"] = "done, no test AUROC"
     undefined["reason"] = "test AUROC undefined (e.g. no positive or no negative case in the test split)"
     rows = pd.concat([bad, undefined], ignore_index=True)
@@ -282,7 +282,7 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
         out.append({"status": status, "role": role, "reason": reason, "runs": len(g),
                     "recipes": ", ".join(recipes[:4]) + (f" (+{len(recipes) - 4} more)" if len(recipes) > 4 else ""),
                     "n_train": ", ".join(ns)})
-    order = {"failed": 0, "skipped": 1}
+    order = {RunStatus.FAILED: 0, RunStatus.SKIPPED: 1}
     out = pd.DataFrame(out)
     out["_order"] = [order.get(s, 2) for s in out["status"]]
     return out.sort_values(["_order", "runs"], ascending=[True, False], ignore_index=True).drop(columns="_order")
@@ -296,7 +296,7 @@ def _fmt_value(v) -> str:
 
 def grid_axes(runs: pd.DataFrame, sites: dict[str, str]) -> dict[str, list[str]]:
     """The values each grid axis took in the store, in a readable order."""
-    grid = runs[runs["role"] == "grid"]
+    grid = runs[runs["role"] == RunRole.GRID]
     cnn = grid[grid["method"] != RADIOMICS]
 
     def uniq(values, key=None):
@@ -306,11 +306,11 @@ def grid_axes(runs: pd.DataFrame, sites: dict[str, str]) -> dict[str, list[str]]
     ns = sorted(grid["n_key"].unique(), key=lambda k: (k == "all", int(k) if k != "all" else 0))
     return {
         "task": uniq(grid["task"]),
-        "method": [RADIOMICS_LABEL if m == RADIOMICS else ("CNN" if m == "cnn" else str(m))
+        "method": [RADIOMICS_LABEL if m == RADIOMICS else ("CNN" if m == RunMethod.CNN else str(m))
                    for m in uniq(grid["method"])],
         "architecture": uniq(cnn["arch"]),
-        "initialisation": [init_name(i, "cnn", sites) for i in sorted(
-            cnn["init"].dropna().unique(), key=lambda i: (SITE_ORDER.index(init_site(i, "cnn", sites)), i))],
+        "initialisation": [init_name(i, RunMethod.CNN, sites) for i in sorted(
+            cnn["init"].dropna().unique(), key=lambda i: (SITE_ORDER.index(init_site(i, RunMethod.CNN, sites)), i))],
         "strategy": uniq(cnn["strategy"]),
         "LR policy": uniq(cnn["lr_policy"]),
         "dropout": uniq(cnn["dropout"], key=float),

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..evaluate.crossover import crossover
+from ..kinds import RunMethod, RunRole, RunStatus
 from .paired import paired_delong
 from .tables import RADIOMICS, SITE_ORDER, init_label, init_site, panel_rows, panels
 
@@ -59,7 +60,7 @@ def _verdict(row, tests: list[dict]) -> str:
 
 def _recipe_runs(runs: pd.DataFrame, task: str, arch, method: str, recipe: str) -> pd.DataFrame:
     """The finished grid runs of one recipe at every N (a radiomics recipe has no arch)."""
-    sel = ((runs["role"] == "grid") & (runs["status"] == "done") & (runs["task"] == task)
+    sel = ((runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE) & (runs["task"] == task)
            & (runs["method"] == method) & (runs["recipe"] == recipe))
     sel &= runs["arch"].isna() if method == RADIOMICS or arch is None else (runs["arch"] == arch)
     return runs.loc[sel, ["n_key", "seed", "test_auroc", "run_dir"]]
@@ -111,7 +112,7 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
         chosen = {}
         for _, r in cnn_rank.iterrows():
             chosen.setdefault(init_label(r["init"], r["method"], sites), r)
-        order = sorted(chosen, key=lambda label: (SITE_ORDER.index(init_site(chosen[label]["init"], "cnn", sites)),
+        order = sorted(chosen, key=lambda label: (SITE_ORDER.index(init_site(chosen[label]["init"], RunMethod.CNN, sites)),
                                                   label))
         comparisons = []
         for label in order:
