@@ -14,7 +14,6 @@ import yaml
 
 from medtransfer.cli import main
 from medtransfer.report import write_report
-from medtransfer.study.lock import study_lock
 
 import test_study_runner as fakes
 

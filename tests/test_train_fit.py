@@ -288,14 +288,15 @@ def test_lr_find_suggests_a_sensible_lr_and_restores_the_model(data, tmp_path):
     set_trainable(model, 3)
     before = state_copy(model)
     cfg = TrainConfig(batch_size=16, strategy="full", augment=False)
-    lrs, losses, suggested = lr_find(model, data[0], data[1], task_kind="multilabel", cfg=cfg, device=CPU, log=quiet)
+    lrs, losses, suggestion = lr_find(model, data[0], data[1], task_kind="multilabel", cfg=cfg, device=CPU, log=quiet)
+    suggested = suggestion.suggested
     assert len(lrs) == len(losses) >= 20 and np.all(np.diff(lrs) > 0) and np.all(np.isfinite(losses))
     assert lrs[0] == pytest.approx(1e-7)
     assert 1e-4 < suggested < 5 and suggested < lrs[int(np.argmin(losses))]
     for k, v in before.items():
         assert torch.equal(model.state_dict()[k], v), k
     assert all(p.requires_grad for p in model.parameters()) and model.training
-    out = plot_lr_find(lrs, losses, suggested, tmp_path / "lr_find.png")
+    out = plot_lr_find(lrs, losses, suggestion, tmp_path / "lr_find.png")
     assert out.stat().st_size > 1000
 
 

@@ -114,8 +114,12 @@ def _dispatch(args) -> int:
         from .runs import lr_find_run
 
         cfg = load_config(args.config, args.overrides)
-        suggested = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
-        print(f"suggested lr: {suggested:.3g} (plot: {args.out / 'lr_find.png'})")
+        suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
+        print(f"suggested lr: {suggestion.suggested:.3g} (valley {suggestion.valley[0]:.1e} to {suggestion.valley[1]:.1e}; "
+              f"steepest {suggestion.steepest:.1e}, minimum/10 {suggestion.minimum_tenth:.1e}; "
+              f"plot: {args.out / 'lr_find.png'})")
+        for warning in suggestion.warnings:
+            print(f"warning: {warning}")
         return 0
     if args.command == "data":
         from .data import prepare_data

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DiskFull, MedtransferError, write_error  # noqa: F401 (DiskFull re-exported)
+from .errors import MedtransferError, write_error
 from .kinds import RunMethod
 
 
@@ -37,11 +37,15 @@ def _json_safe(value):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to ``path.tmp`` and rename; on failure remove the temp file and say why in one line."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

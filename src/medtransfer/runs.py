@@ -201,8 +201,9 @@ def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None) -> float:
-    """Range-test the recipe's model on its training subset; writes lr_find.png / lr_find.json."""
+def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None):
+    """Range-test the recipe's model on its training subset; writes lr_find.png / lr_find.json; returns the
+    ``LRSuggestion`` (its warnings are logged too)."""
     from .data import prepare_data
     from .models import create_model
     from .train import lr_find, plot_lr_find, resolve_device
@@ -217,9 +218,12 @@ def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None) -> flo
     model = create_model(cfg.model.arch, len(data.label_names), init=resolve_init(cfg.model.init),
                          dropout=cfg.model.dropout, log=lambda line: print(line, file=sys.stderr))
     idx = data.train_subset
-    lrs, losses, suggested = lr_find(model, data.images[idx], data.labels[idx], task_kind=cfg.task.kind,
-                                     cfg=cfg.train, device=device)
-    plot_lr_find(lrs, losses, suggested, out / "lr_find.png")
-    write_json_atomic(out / "lr_find.json", {"suggested_lr": float(suggested), "lrs": [float(v) for v in lrs],
+    lrs, losses, suggestion = lr_find(model, data.images[idx], data.labels[idx], task_kind=cfg.task.kind,
+                                      cfg=cfg.train, device=device, log=lambda line: print(line, file=sys.stderr))
+    plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")
+    write_json_atomic(out / "lr_find.json", {"suggested_lr": suggestion.suggested, "steepest_lr": suggestion.steepest,
+                                             "minimum_tenth_lr": suggestion.minimum_tenth,
+                                             "valley": list(suggestion.valley), "warnings": suggestion.warnings,
+                                             "lrs": [float(v) for v in lrs],
                                              "losses": [float(v) for v in losses]})
-    return float(suggested)
+    return suggestion

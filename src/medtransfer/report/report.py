@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError, MedtransferError
-from ..run_folder import disk_error
+from ..run_folder import write_bytes_atomic
 from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
@@ -35,16 +35,6 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 DONE_MARKER = "medtransfer-done-runs"   # a <meta> in report.html: how many done runs it was made from
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise disk_error(path, err) from None
 
 
 def _done_runs_in(report: Path) -> int | None:
@@ -108,13 +98,13 @@ def _write_report(study_dir: Path, all_versions: bool, force: bool) -> Path:
     buf = io.BytesIO()
     learning_curve_figure(summary, records.sites).savefig(buf, format="png", dpi=110, bbox_inches="tight")
     png = buf.getvalue()
-    _write_atomic(study_dir / "learning_curves.png", png)
+    write_bytes_atomic(study_dir / "learning_curves.png", png)
     table = summary[CSV_COLUMNS].copy()
     for col in ("task", "arch", "recipe", "init"):
         table[col] = [None if pd.isna(v) else redact(v) for v in table[col]]
-    _write_atomic(study_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
+    write_bytes_atomic(study_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
     out = study_dir / "report.html"
     html_text = render_report(records, summary, png).replace(
         "<head>", f'<head><meta name="{DONE_MARKER}" content="{n_done}">', 1)
-    _write_atomic(out, html_text.encode("utf-8"))
+    write_bytes_atomic(out, html_text.encode("utf-8"))
     return out

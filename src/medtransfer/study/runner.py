@@ -25,7 +25,8 @@ from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
 from .schema import SPEC_FILE
 from .spec import load_spec, spec_text_with_overrides
-from .store import STORE_FILE, Store
+from .schema import STORE_FILE
+from .store import Store
 
 
 

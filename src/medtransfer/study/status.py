@@ -13,7 +13,8 @@ from ..kinds import RunStatus
 from .grid import canonical_json, expand, runs_on_axis
 from .runner import SPEC_FILE
 from .spec import load_spec, overrides_from_text
-from .store import STORE_FILE, Store
+from .schema import STORE_FILE
+from .store import Store
 
 MAX_REASONS = 10
 

@@ -17,7 +17,7 @@ from ..errors import MedtransferError
 from ..kinds import RunRole, RunStatus
 from ..run_folder import RunMetrics
 from .grid import PlannedRun
-from .schema import RUN_COLUMNS, SCHEMA, STORE_FILE, UPSERT_RUN  # noqa: F401 (STORE_FILE re-exported)
+from .schema import RUN_COLUMNS, SCHEMA, UPSERT_RUN
 
 
 def utc_now() -> str:

@@ -19,6 +19,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from .augment import prepare_batch
 from .inputs import batch_indices, check_images, check_labels, check_task_kind, make_criterion, to_device
+from .lr_suggest import LRSuggestion, suggest
 from .loop import check_outputs, cpu_state, device_autocast, reproducible, seed_everything
 from .strategies import build_optimizer, set_trainable, stages
 
@@ -30,31 +31,13 @@ def _default_steps(steps_per_epoch: int, max_steps: int = 100) -> int:
     return int(min(max_steps, max(50, 10 * steps_per_epoch)))
 
 
-def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
-    """Steepest descent of the smoothed loss against log LR, before its minimum.
-
-    The first tenth of the points is skipped (the moving average is still settling);
-    with fewer than 5 points left, falls back to the LR at the minimum / 10.
-    """
-    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
-    n = len(lrs)
-    if n == 0:
-        return float("nan")
-    lo = min(n // 10, 10)
-    i_min = lo + int(np.nanargmin(losses[lo:]))
-    if i_min + 1 - lo < 5:
-        return float(lrs[i_min] / 10)
-    slope = np.gradient(losses[lo:i_min + 1], np.log(lrs[lo:i_min + 1]))
-    return float(lrs[lo + int(np.nanargmin(slope))])
-
-
 def lr_find(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, task_kind: str, cfg: TrainConfig,
             device: torch.device, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int | None = None,
-            log: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, float]:
+            log: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, LRSuggestion]:
     """Run the range test on the groups the first stage of ``cfg.strategy`` trains.
 
-    Returns (lrs, smoothed losses, suggested peak LR). Discriminative ratios are kept:
-    the reported LR is the head's.
+    Returns (lrs, smoothed losses, the suggestion: valley, steepest, minimum/10 and warnings).
+    Discriminative ratios are kept: the reported LR is the head's.
     """
     check_task_kind(task_kind)
     check_images(images, "lr_find images")
@@ -78,9 +61,12 @@ def lr_find(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, task_ki
             p.requires_grad_(saved_grad[name])
         for name, m in model.named_modules():
             m.training = saved_mode[name]
-    suggested = suggest_lr(lrs, losses)
-    log(f"lr_find: {len(lrs)} steps, suggested lr {suggested:.2e}")
-    return lrs, losses, suggested
+    suggestion = suggest(lrs, losses)
+    log(f"lr_find: {len(lrs)} steps, suggested lr {suggestion.suggested:.2e} (valley; steepest "
+        f"{suggestion.steepest:.2e}, minimum/10 {suggestion.minimum_tenth:.2e})")
+    for warning in suggestion.warnings:
+        log(f"lr_find warning: {warning}")
+    return lrs, losses, suggestion
 
 
 def _range_test(model, images, y, task_kind, cfg, device, start_lr, end_lr, n_steps):
@@ -126,8 +112,8 @@ def _range_test(model, images, y, task_kind, cfg, device, start_lr, end_lr, n_st
     return np.array(lrs), np.array(losses)
 
 
-def plot_lr_find(lrs, losses, suggested: float, path: str | Path) -> Path:
-    """Save the loss-vs-LR curve with the suggestion marked (PNG/PDF/SVG by suffix)."""
+def plot_lr_find(lrs, losses, suggestion: LRSuggestion, path: str | Path) -> Path:
+    """Save the loss-vs-LR curve with the valley shaded and the three readings marked (PNG/PDF/SVG by suffix)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -136,11 +122,18 @@ def plot_lr_find(lrs, losses, suggested: float, path: str | Path) -> Path:
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(lrs, losses)
+    ax.plot(lrs, losses, color="0.2")
     ax.set_xscale("log")
-    if suggested and math.isfinite(suggested):
-        ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.1e}")
-        ax.legend()
+    if math.isfinite(suggestion.suggested):
+        ax.axvspan(*suggestion.valley, color="tab:green", alpha=0.12, label="valley (longest descent)")
+        for value, colour, style, name in ((suggestion.suggested, "tab:red", "-", "suggested (valley)"),
+                                           (suggestion.steepest, "tab:orange", "--", "steepest"),
+                                           (suggestion.minimum_tenth, "tab:blue", ":", "minimum / 10")):
+            ax.axvline(value, color=colour, linestyle=style, label=f"{name} {value:.1e}")
+        ax.legend(fontsize=8)
+    if suggestion.warnings:
+        ax.text(0.01, 0.01, "\n".join(f"! {w[:90]}" for w in suggestion.warnings), transform=ax.transAxes,
+                fontsize=7, color="tab:red", va="bottom")
     ax.set_xlabel("learning rate (head)")
     ax.set_ylabel("smoothed training loss")
     ax.set_title("LR range test")
