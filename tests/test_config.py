@@ -61,3 +61,20 @@ def test_set_with_malformed_yaml_value_is_a_one_line_config_error():
         parse_overrides(["train.lr=["])
     assert "train.lr=[" in str(err.value) and "not valid YAML" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("tree, overrides, suggestion", [
+    (BASE, ["train.epoch=3"], "did you mean 'train.epochs'?"),
+    (BASE, ["train.seeds=1"], "did you mean 'train.seed'?"),
+    ({**BASE, "trian": {}}, [], "did you mean 'train'?"),
+])
+def test_unknown_key_suggests_the_near_miss(tree, overrides, suggestion):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tree, overrides)
+    assert suggestion in str(err.value)
+
+
+def test_unknown_key_far_from_any_gets_no_guess():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(BASE, ["zzqq=1"])
+    assert "did you mean" not in str(err.value)

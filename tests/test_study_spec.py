@@ -29,9 +29,9 @@ def write_spec(tmp_path, **parts) -> Path:
 
 
 @pytest.mark.parametrize("parts, needle", [
-    ({"gird": {}}, "unknown study key 'gird'"),
+    ({"gird": {}}, "unknown study key 'gird' (did you mean 'grid'?)"),
     ({"resources": {"gpu": 1}}, "unknown study key 'resources.gpu'"),
-    ({"grid": {"train.sed": [0, 1]}}, "unknown axis 'train.sed'"),
+    ({"grid": {"train.sed": [0, 1]}}, "unknown axis 'train.sed' (not a config key) (did you mean 'train.seed'?)"),
     ({"grid": {"model.arch": []}}, "axis 'model.arch' is empty"),
     ({"grid": {"model.init": ["source:knee"]}}, "no source named 'knee'"),
     ({"grid": {"train.seed": [0, 0]}}, "axis 'train.seed' lists a value twice"),
@@ -55,7 +55,7 @@ def test_override_of_a_grid_axis_or_unknown_key_is_refused(tmp_path):
     spec = write_spec(tmp_path)
     with pytest.raises(ConfigError, match="is a grid axis"):
         plan_study(spec, ["train.seed=3"])
-    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
         plan_study(spec, ["train.epoch=3"])
     plan = plan_study(spec, ["train.epochs=2", "data.split=random"])
     assert all(r.config.train.epochs == 2 for r in plan.all_runs)

@@ -212,12 +212,31 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
     return out
 
 
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of a run config, sections and leaves (``train``, ``train.epochs``, ...)."""
+    keys = []
+    for name, info in (model or RunConfig).model_fields.items():
+        keys.append(prefix + name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(config_keys(annotation, f"{prefix}{name}."))
+    return keys
+
+
+def did_you_mean(key: str, known: list[str] | None = None) -> str:
+    """`` (did you mean 'train.epochs'?)`` for a near miss, else an empty string: a typo costs one glance."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known if known is not None else config_keys(), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            problems.append(f"unknown config key '{loc}'")
+            problems.append(f"unknown config key '{loc}'{did_you_mean(loc)}")
         elif e["type"] == "missing":
             problems.append(f"missing config key '{loc}'")
         else:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import RunConfig, load_yaml, parse_overrides, set_dotted
+from ..config import RunConfig, did_you_mean, load_yaml, parse_overrides, set_dotted
 from ..errors import ConfigError
 from ..kinds import Init
 
@@ -120,7 +120,9 @@ def _format_spec_error(err: ValidationError, origin: str) -> str:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             known = ", ".join(StudySpec.model_fields) if len(e["loc"]) == 1 else ", ".join(Resources.model_fields)
-            problems.append(f"unknown study key '{loc}' (known: {known})")
+            hint = did_you_mean(loc, list(StudySpec.model_fields) if len(e["loc"]) == 1
+                                else [f"{e['loc'][0]}.{k}" for k in Resources.model_fields])
+            problems.append(f"unknown study key '{loc}'{hint} (known: {known})")
         elif e["type"] == "missing":
             problems.append(f"missing study key '{loc}'")
         else:
@@ -133,7 +135,7 @@ def _apply_overrides(spec: StudySpec, overrides: list[str] | None, origin: str) 
         if key in spec.grid:
             raise ConfigError(f"{origin}: --set {key}: '{key}' is a grid axis; change its list in the study instead")
         if not is_config_key(key):
-            raise ConfigError(f"{origin}: --set {key}: unknown config key '{key}'")
+            raise ConfigError(f"{origin}: --set {key}: unknown config key '{key}'{did_you_mean(key)}")
         set_dotted(spec.base, key, value)
         if key.split(".")[0] not in ("data", "task"):  # a source's dataset is its own
             for source in spec.sources.values():
@@ -150,7 +152,7 @@ def check_spec(spec: StudySpec, origin: str = "study") -> None:
             raise ConfigError(f"{origin}: baselines: a baseline is listed twice")
     for axis, values in spec.grid.items():
         if not is_config_key(axis):
-            raise ConfigError(f"{origin}: grid: unknown axis '{axis}' (not a config key)")
+            raise ConfigError(f"{origin}: grid: unknown axis '{axis}' (not a config key){did_you_mean(axis)}")
         if not values:
             raise ConfigError(f"{origin}: grid: axis '{axis}' is empty (give at least one value)")
         if len({_canonical(v) for v in values}) != len(values):
