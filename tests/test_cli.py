@@ -164,6 +164,18 @@ def test_data_info_counts_per_split(shared_data, capsys):
     assert "Pneumonia" in out and "Hernia" in out and "patients" in out.lower()
 
 
+def test_data_info_json_is_machine_readable(tiny_csv, capsys):
+    root, config = tiny_csv
+    code, out, _ = run_cli(["data", "info", config, "--data-root", root, "--json"], capsys)
+    assert code == 0
+    info = json.loads(out)
+    assert info["labels"] == ["finding"] and info["has_patient_ids"] is True
+    splits = info["splits"]
+    assert sum(s["images"] for s in splits.values()) == 40
+    assert sum(s["patients"] for s in splits.values()) == 20      # patient-level split: no patient in two
+    assert all(0 <= s["positives"]["finding"] <= s["images"] for s in splits.values())
+
+
 def test_lr_find_writes_plot_and_suggestion(tiny_csv, capsys):
     root, config = tiny_csv
     code, out, _ = run_cli(["lr-find", config, "--data-root", root, "--out", root / "lrf"], capsys)

@@ -5,7 +5,7 @@ import pytest
 from medtransfer.cli import main
 from medtransfer.config import config_from_dict
 from medtransfer.data import load_source
-from medtransfer.errors import DataError
+from medtransfer.errors import ConfigError, DataError
 
 from synthetic import write_labelled_pngs
 
@@ -67,3 +67,17 @@ def test_relative_path_escaping_the_data_root_is_named(tmp_path):
     assert len(load_source(allowed.data, allowed.task, root)) == 6
     csv.write_text(csv.read_text().replace("../secret.png", str(outside)))   # absolute: the user's choice
     assert len(load_source(cfg.data, cfg.task, root)) == 6
+
+
+def test_two_named_values_need_task_positive_and_the_error_lists_them(tmp_path):
+    csv = write_labelled_pngs(tmp_path, n_images=8)
+    _with_labels(csv, ["normal", "pneumonia", "normal", "normal"] * 2)
+    cfg = _cfg(csv)
+    with pytest.raises(ConfigError) as err:
+        load_source(cfg.data, cfg.task, tmp_path)
+    message = str(err.value)
+    assert "'normal' (6 rows)" in message and "'pneumonia' (2 rows)" in message and "task.positive" in message
+    chosen = config_from_dict({**cfg.model_dump(mode="json"), "task": {"kind": "binary", "label_column": "finding",
+                                                                        "positive": "normal"}})
+    src = load_source(chosen.data, chosen.task, tmp_path)
+    assert src.labels[:, 0].tolist() == [1, 0, 1, 1] * 2 and src.label_names == ["finding=normal"]

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect a dataset").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("info", help="images, patients and per-label counts per split")
     _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the counts as JSON (for scripts)")
 
     rad = sub.add_parser("radiomics", help="radiomics features for the baseline").add_subparsers(
         dest="radiomics_command", required=True)
@@ -123,12 +124,17 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "data":
         from .data import prepare_data
-        from .data.info import describe
+        from .data.info import describe, describe_dict
 
         cfg = load_config(args.config, args.overrides)
         prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
-                                cfg.train.n_train, cfg.train.seed)
-        print(describe(prepared))
+                                cfg.train.n_train, cfg.train.seed, progress=not args.json)
+        if args.json:
+            import json
+
+            print(json.dumps(describe_dict(prepared), indent=2))
+        else:
+            print(describe(prepared))
         return 0
     if args.command == "radiomics":
         from .radiomics import extract_to_parquet

@@ -58,6 +58,20 @@ def describe(prepared: PreparedData, title: str | None = None) -> DataTable:
     return table
 
 
+def describe_dict(prepared: PreparedData) -> dict:
+    """The same counts as plain values, for scripts (``data info --json``): one entry per split."""
+    per_split = {}
+    for name, idx in split_columns(prepared).items():
+        per_split[name] = {
+            "images": int(len(idx)),
+            "patients": int(len(np.unique(prepared.patient_ids[idx]))),
+            ("classes" if prepared.labels.ndim == 1 else "positives"):
+                dict(zip(prepared.label_names, positive_counts(prepared, idx))),
+        }
+    return {"labels": list(prepared.label_names), "has_patient_ids": bool(prepared.has_patient_ids),
+            "splits": per_split}
+
+
 def describe_text(prepared: PreparedData, title: str | None = None) -> str:
     """``describe`` rendered as plain text (logs, tests, non-terminal output)."""
     return str(describe(prepared, title))

@@ -48,7 +48,11 @@ def require_columns(df: pd.DataFrame, columns: list[str], csv: Path, keys: list[
 
 
 def binary_labels(values: pd.Series, column: str, positive: str | None, csv: Path) -> tuple[np.ndarray, list[str]]:
-    """0/1 (or true/false) -> as is; two other values -> ``task.positive`` (default: the larger) is 1."""
+    """0/1 (or true/false) -> as is; two other values -> the one named by ``task.positive`` is 1.
+
+    There is no default for two named values: guessing (say, the alphabetically last) silently
+    flips every metric when the guess is wrong, so the error lists the values to choose from.
+    """
     text = values.astype(str).str.strip()
     distinct = sorted(set(text))
     if len(distinct) < 2:
@@ -60,7 +64,12 @@ def binary_labels(values: pd.Series, column: str, positive: str | None, csv: Pat
         raise DataError(f"{csv}: column {column!r} must hold two values for a binary task, found {len(distinct)}: {distinct[:10]}")
     if positive is not None and positive not in distinct:
         raise ConfigError(f"task.positive={positive!r} is not a value of column {column!r} in {csv}; values: {distinct}")
-    pos = positive if positive is not None else distinct[1]
+    if positive is None:
+        counts = text.value_counts()
+        listed = ", ".join(f"{v!r} ({counts[v]} rows)" for v in distinct)
+        raise ConfigError(f"{csv}: column {column!r} holds {listed}; say which is the positive class with "
+                          f"task.positive (e.g. --set task.positive={distinct[1]})")
+    pos = positive
     return (text == pos).to_numpy(np.float32)[:, None], [f"{column}={pos}"]
 
 
