@@ -334,3 +334,12 @@ def test_best_epoch_tracker_breaks_ties_by_val_loss_and_counts_patience():
     for e in (1, 2, 3):
         no_val.update(model, rec(e, float("nan"), float("nan")))
     assert no_val.epoch == 3 and not no_val.out_of_patience(1)
+
+
+def test_step_hook_counts_every_optimiser_step_against_the_planned_total(data):
+    xt, yt, xv, yv = data
+    calls = []
+    fit(new_model(), xt, yt, xv, yv, task_kind="multilabel", device=CPU, log=quiet,
+        cfg=TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_policy="constant"),
+        on_step=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 9) for k in range(1, 10)]        # 48 images / 16 = 3 steps x 3 epochs

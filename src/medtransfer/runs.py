@@ -172,9 +172,10 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     def val_metric(y, s):
         return macro_auroc(y, s, cfg.task.kind)
 
-    result = fit(model, data.images[train_idx], data.labels[train_idx], data.images[val_idx],
-                 data.labels[val_idx], task_kind=cfg.task.kind, cfg=cfg.train, device=device, log=log,
-                 val_metric=val_metric)
+    with step_bar(progress and sys.stderr.isatty()) as on_step:
+        result = fit(model, data.images[train_idx], data.labels[train_idx], data.images[val_idx],
+                     data.labels[val_idx], task_kind=cfg.task.kind, cfg=cfg.train, device=device, log=log,
+                     val_metric=val_metric, on_step=on_step)
     log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
 
     batch = max(cfg.train.batch_size, 128)
@@ -193,6 +194,21 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
         torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history])
+
+
+@contextmanager
+def step_bar(show: bool):
+    """A rich bar over a fit's optimiser steps on a terminal (log lines print above it); else no hook:
+    train.log and a non-terminal stderr get the per-epoch lines the loop logs anyway."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("training", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _write_lr_trace(path: Path, trace: list[list[float]]) -> None:

@@ -106,6 +106,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             ms[key] = float("nan")
     sizes: dict[str, tuple[int, int, int] | None] = {}
     total, counted = 0.0, 0
+    per_run: dict[str, float] = {}
     for run in cnn_runs:
         per_image = ms.get((run.config.model.arch, run.config.image_size), float("nan")) / 1000
         split = _split_sizes(run, data_root, sizes, notes)
@@ -118,27 +119,37 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             continue
         epochs = run.config.train.epochs
         evaluated = (split[1] * epochs + split[2]) if split else 0   # forward only: about a third of a step
-        total += (n * epochs + evaluated / 3) * per_image + RUN_OVERHEAD_S
+        seconds = (n * epochs + evaluated / 3) * per_image + RUN_OVERHEAD_S
+        per_run[run.run_id] = seconds
+        total += seconds
         counted += 1
     radiomics_ms: dict[int, float] = {}
     base_seconds, base_counted = _baseline_seconds([r for r in plan.runs if r.is_baseline], data_root, sizes,
-                                                   notes, radiomics_ms, extraction_timer or _time_extraction)
+                                                   notes, radiomics_ms, extraction_timer or _time_extraction,
+                                                   per_run)
     total += base_seconds
     counted += base_counted
     if counted < len(plan.all_runs):
         notes.append(f"{len(plan.all_runs) - counted} runs left out of the estimate (see above)")
     return {"device": str(device), "ms_per_image": {k: v for k, v in ms.items() if v == v},
             "radiomics_ms_per_image": {k: v for k, v in radiomics_ms.items() if v == v},
-            "seconds": total, "runs_estimated": counted, "notes": notes}
+            "seconds": total, "runs_estimated": counted, "notes": notes, "per_run": per_run}
 
 
 def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, notes: list[str],
-                      ms: dict[int, float], timer: Callable[..., float]) -> tuple[float, int]:
-    """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out."""
+                      ms: dict[int, float], timer: Callable[..., float],
+                      per_run: dict[str, float] | None = None) -> tuple[float, int]:
+    """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out.
+
+    ``per_run`` receives each run's share: the first run of a dataset pays its extraction (the
+    runner runs it first and the others reuse the feature cache), the others a fit only.
+    """
     import os
 
     total, counted, extracted = 0.0, 0, set()
+    per_run = {} if per_run is None else per_run
     for run in runs:
+        before = total
         cfg = run.config
         split = _split_sizes(run, data_root, sizes, notes)
         if split is None:
@@ -159,6 +170,7 @@ def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, note
                 total += sum(split) * ms[size] / 1000 / workers
         total += BASELINE_FIT_S
         counted += 1
+        per_run[run.run_id] = total - before
     return total, counted
 
 

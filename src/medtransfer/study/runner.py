@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
 from ..errors import MedtransferError
@@ -23,9 +23,9 @@ from ..run_folder import RunFolder, write_text_atomic
 from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, thread_share
 from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
-from .schema import SPEC_FILE
+from .eta import EtaColumn, StudyEta
+from .schema import SPEC_FILE, STORE_FILE
 from .spec import load_spec, spec_text_with_overrides
-from .schema import STORE_FILE
 from .store import Store
 
 
@@ -148,22 +148,25 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
         with _study_progress(console) as progress:
             statuses = store.statuses()
             settled = sum(1 for r in plan.all_runs if not _needs_run(r, statuses, retry_failed, study_dir))
-            bar = progress.add_task("study", total=len(plan.all_runs), completed=settled)
+            eta = _probe_eta(plan, _todo(plan.all_runs, statuses, retry_failed, study_dir), root, opts, console)
+            bar = progress.add_task("study", total=len(plan.all_runs), completed=settled, eta=eta)
             ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), plan, study_dir, root,
-                            store, progress, bar)
+                            store, progress, bar, eta)
             statuses = store.statuses()
             grid_todo = []
             for run in _todo(plan.runs, statuses, retry_failed, study_dir):
                 blocked = _blocked_by_source(run, plan, store, statuses)
                 if blocked:
                     store.record_skipped(run, blocked)
+                    if eta is not None:
+                        eta.finished(run.run_id, 0.0)
                     progress.advance(bar)
                     _print_line(progress.console, run, Outcome(RunStatus.SKIPPED, None, blocked, "", "", 0.0), plan)
                 else:
                     grid_todo.append(run)
             first, rest = _feature_warmups(grid_todo)
-            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar)
-            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar)
+            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar, eta)
+            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta)
     finally:
         ex.close()
     summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
@@ -178,8 +181,7 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
     statuses = None
     if out is not None and (Path(out) / STORE_FILE).is_file():
         statuses = Store(Path(out) / STORE_FILE).statuses()
-    res = plan.spec.resources
-    parallel = workers if executor == "local" else max(1, int((os.cpu_count() or 1) // res.cpus_per_run))
+    parallel = _parallel_runs(plan, executor, workers)
     estimate = estimate_time(plan, root) if probe else None
     text = describe_plan(plan, statuses, estimate, parallel)
     return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
@@ -218,8 +220,30 @@ def _write_spec_copy(spec_path: Path, study_dir: Path, overrides, console: Conso
 
 def _study_progress(console: Console) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, transient=False)
+                    TextColumn("elapsed"), TimeElapsedColumn(), EtaColumn(), console=console, transient=False)
+
+
+def _parallel_runs(plan: Plan, executor: str, workers: int) -> int:
+    return workers if executor == "local" else max(1, int((os.cpu_count() or 1) // plan.spec.resources.cpus_per_run))
+
+
+def _probe_eta(plan: Plan, todo: list[PlannedRun], root: Path, opts: StudyOptions, console: Console) -> StudyEta | None:
+    """Price the pending runs with the dry-run probe (about 10 s), so the ETA shows from the start."""
+    if not todo or not opts.probe or opts.run_fn is not None:
+        return None
+    from .dryrun import estimate_time
+    from .eta import format_duration
+
+    estimate = estimate_time(plan, root, budget_s=PROBE_BUDGET_LIVE_S)
+    eta = StudyEta(estimate["per_run"], [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
+    left = eta.seconds_left()
+    if left is not None:
+        console.print(f"{len(todo)} run(s) to do; the timing probe estimates {format_duration(left)} "
+                      f"({estimate['device']}; refined as runs finish)", markup=False, highlight=False)
+    return eta
+
+
+PROBE_BUDGET_LIVE_S = 10.0   # the live ETA's probe: half the dry run's, a study should start promptly
 
 
 def _needs_run(run: PlannedRun, statuses: dict[str, str], retry_failed: bool, study_dir: Path) -> bool:
@@ -307,7 +331,7 @@ def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[s
 
 
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
-             progress: Progress, bar) -> int:
+             progress: Progress, bar, eta: StudyEta | None = None) -> int:
     """Hand the runs to the executor; record each outcome as it comes back (the driver alone writes)."""
     if not runs:
         return 0
@@ -324,6 +348,8 @@ def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root:
         else:
             store.record_failed(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
         count += 1
+        if eta is not None:
+            eta.finished(run_id, outcome.seconds if outcome.status is RunStatus.DONE else 0.0)
         progress.advance(bar)
         _print_line(progress.console, run, outcome, plan)
     return count

@@ -116,7 +116,8 @@ def _defers_loss_check(device: torch.device) -> bool:
 
 
 def _train_epoch(model, optimizer, scheduler, index, images, labels, criterion, generator,
-                 cfg: TrainConfig, device, epoch: int, lr_trace: list) -> float:
+                 cfg: TrainConfig, device, epoch: int, lr_trace: list,
+                 on_step: Callable[[], None] | None = None) -> float:
     """One pass over the training images; returns the mean training loss."""
     channels_last = device.type == "cuda"
     defer = _defers_loss_check(device)
@@ -145,6 +146,8 @@ def _train_epoch(model, optimizer, scheduler, index, images, labels, criterion, 
                 raise _diverged(v, epoch, *pending[1:])
             pending = (loss.detach(), step, max(lrs))
         weighted.append(loss.detach() * len(idx))
+        if on_step is not None:
+            on_step()
     if pending is not None and not math.isfinite(v := pending[0].item()):
         raise _diverged(v, epoch, *pending[1:])
     return torch.stack(weighted).sum().item() / len(images)
@@ -171,8 +174,12 @@ def _evaluate(model, images, labels, criterion, task_kind: str, batch_size: int,
 def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
         val_images: np.ndarray, val_labels: np.ndarray, *, task_kind: str, cfg: TrainConfig,
         device: torch.device, log: Callable[[str], None] = print,
-        val_metric: Callable[[np.ndarray, np.ndarray], float] | None = None) -> FitResult:
+        val_metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
+        on_step: Callable[[int, int], None] | None = None) -> FitResult:
     """Train ``model`` with ``cfg``'s strategy and LR policy; keep and restore its best val epoch.
+
+    ``on_step(done, total)`` is called after every optimiser step (a progress bar's hook;
+    ``total`` assumes no early stop).
 
     The best epoch is the one with the highest val macro AUROC (ties: lower val loss);
     early stopping (``cfg.patience``) ends a stage after that many epochs without
@@ -190,7 +197,7 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     seed_everything(cfg.seed)
     with reproducible(device):
         return _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log,
-                    val_metric or (lambda y, s: macro_auroc(y, s, task_kind)))
+                    val_metric or (lambda y, s: macro_auroc(y, s, task_kind)), on_step)
 
 
 @dataclass(frozen=True)
@@ -254,11 +261,12 @@ class _Batches:
 
 
 def run_epoch(model, optimizer, scheduler, index, data: _Batches, stage_name: str, epoch: int,
-              task_kind: str, cfg: TrainConfig, device, lr_trace: list[list[float]]) -> EpochRecord:
+              task_kind: str, cfg: TrainConfig, device, lr_trace: list[list[float]],
+              on_step: Callable[[], None] | None = None) -> EpochRecord:
     """One epoch: the optimiser steps over the training set, then the validation pass."""
     started = time.perf_counter()
     train_loss = _train_epoch(model, optimizer, scheduler, index, data.x_train, data.t_train, data.criterion,
-                              data.generator, cfg, device, epoch, lr_trace)
+                              data.generator, cfg, device, epoch, lr_trace, on_step)
     if len(data.x_val):
         val_loss, val_scores = _evaluate(model, data.x_val, data.t_val, data.criterion, task_kind,
                                          cfg.batch_size, device)
@@ -272,7 +280,8 @@ def run_epoch(model, optimizer, scheduler, index, data: _Batches, stage_name: st
                        val_auroc_macro=auroc, lrs=list(lr_trace[-1]), seconds=time.perf_counter() - started)
 
 
-def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log, metric) -> FitResult:
+def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device, log, metric,
+         on_step: Callable[[int, int], None] | None = None) -> FitResult:
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -289,6 +298,12 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
     notes = [] if best.has_val else ["no validation images: the last epoch is kept and early stopping is off"]
     for note in notes:
         log(note)
+    total_steps, steps_done = total_epochs * steps_per_epoch, 0
+
+    def step_done() -> None:
+        nonlocal steps_done
+        steps_done += 1
+        on_step(steps_done, total_steps)
 
     history: list[EpochRecord] = []
     lr_trace: list[list[float]] = []
@@ -305,7 +320,7 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
             epoch += 1
             set_trainable(model, stage.n_trainable)
             record = run_epoch(model, optimizer, scheduler, index, data, stage.name, epoch, task_kind, cfg,
-                               device, lr_trace)
+                               device, lr_trace, step_done if on_step is not None else None)
             best.update(model, record)
             history.append(record)
             log(f"epoch {epoch}/{total_epochs} [{stage.name}] train_loss {record.train_loss:.4f} "
