@@ -7,7 +7,7 @@ from medtransfer.train.lr_suggest import longest_decrease, suggest
 def test_longest_decrease_spans_bumps():
     losses = np.array([5, 4, 4.5, 3, 2, 2.2, 1, 3, 9])
     start, end = longest_decrease(losses)
-    assert (start, end) == (0, 6)
+    assert (start, end) == (2, 6)       # 5 members (5, 4, 3, 2, 1) ending at index 6
     assert longest_decrease(np.array([1, 1, 1, 0.5, 0.2])) == (2, 4)   # a plateau is not part of the valley
 
 
@@ -29,3 +29,14 @@ def test_flat_and_edge_curves_are_warned():
     assert any("flat" in w for w in flat.warnings)
     late = suggest(lrs, np.concatenate([np.full(45, 1.0), np.linspace(0.9, 0.5, 5)]))
     assert any("edge" in w for w in late.warnings)
+
+
+def test_real_pneumoniamnist_curve_suggests_inside_the_known_good_range():
+    """A recorded range test (PneumoniaMNIST, N = 800) whose loss is flat and noisy from 1e-7 to 1e-4."""
+    import json
+    from pathlib import Path
+
+    curve = json.loads((Path(__file__).parent / "data" / "lr_find_pneumoniamnist_n800.json").read_text())
+    s = suggest(curve["lrs"], curve["losses"])
+    assert 1e-4 <= s.suggested <= 5e-2, s.suggested
+    assert s.steepest < 1e-5            # the steepest rule is fooled by the early wiggles here
