@@ -71,7 +71,10 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     else:
         frame[_label_columns("true_", label_names)] = labels.reshape(len(labels), -1).astype(int)
     frame[_label_columns("score_", label_names)] = scores
-    frame.to_csv(path, index=False, float_format="%.6f")
+    # every digit the dtype holds: rounded scores tie (a confident model's 1e-7s all become
+    # 0.000000) and the AUROC / DeLong read back from this file would differ from metrics.json
+    digits = 9 if np.asarray(scores).dtype == np.float32 else 17
+    frame.to_csv(path, index=False, float_format=f"%.{digits}g")
 
 
 def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
