@@ -10,7 +10,7 @@ than give these runs their own input pipeline (predict, Grad-CAM and the image c
 all have to know which init a run used), the difference is folded into the weights once,
 at load: ``v = a z + b`` with ``a = 2048 GREY_STD`` and ``b = 2048 GREY_MEAN - 1024``; conv0
 has no bias, so ``conv0(v) = a conv0(z) + b sum(kernel)``. Scaling conv0's kernel by ``a`` and
-adding ``b sum(kernel)`` to norm0's running mean hands norm0 exactly what it saw in
+subtracting ``b sum(kernel)`` from norm0's running mean hands norm0 exactly what it saw in
 pretraining (except within conv0's 3-pixel padding, where zero means another grey), so
 frozen and evaluation-mode BatchNorm statistics stay valid. The weights were trained at
 224 px; another ``image_size`` still loads (global pooling; the run's log notes it).
@@ -44,7 +44,7 @@ def fold_input_scaling(state: dict[str, torch.Tensor], mean: float = GREY_MEAN,
     kernel = state[FIRST_CONV].to(torch.float64)
     out = dict(state)
     out[FIRST_CONV] = (kernel * scale).to(state[FIRST_CONV].dtype)
-    out[FIRST_NORM] = (state[FIRST_NORM].to(torch.float64) + shift * kernel.sum(dim=(1, 2, 3))).to(
+    out[FIRST_NORM] = (state[FIRST_NORM].to(torch.float64) - shift * kernel.sum(dim=(1, 2, 3))).to(
         state[FIRST_NORM].dtype)
     return out
 
