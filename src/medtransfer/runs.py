@@ -156,6 +156,9 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     from .train.loop import seed_everything
 
     log(f"medtransfer train -> {folder.path}")
+    if cfg.model.init.kind is InitKind.XRV:   # a missing weights file is reported before any data is read
+        from .models.xrv_init import xrv_weights_file
+        xrv_weights_file(cfg.model.init.xrv_name, log)
     data, idx = prepare_run_data(cfg, data_root, log, progress)
     train_idx, val_idx, test_idx = idx["train"], idx["val"], idx["test"]
     n_patients = int(len(np.unique(data.patient_ids[train_idx])))

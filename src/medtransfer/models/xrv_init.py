@@ -17,6 +17,7 @@ frozen and evaluation-mode BatchNorm statistics stay valid. The weights were tra
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -61,6 +62,16 @@ def xrv_backbone_state(path, in_chans: int) -> tuple[dict[str, torch.Tensor], li
     return fold_input_scaling(features), dropped
 
 
+def xrv_weights_file(name: str, log: Log = print) -> Path:
+    """The weights file of ``name`` on disk (downloaded when allowed); WeightsUnavailable naming file, folder, URL.
+
+    A run calls this before reading its data too, so a missing file costs seconds, not a data pass.
+    """
+    weights = xrv_weights(name)
+    return fetch_cached_file(weights.url, f"xrv:{name}", log, folder=xrv_cache_dir(),
+                             label=f"torchxrayvision weights xrv:{name}")
+
+
 def load_xrv_into(model: Classifier, name: str, log: Log = print) -> int:
     """Load torchxrayvision's ``name`` weights into ``model``'s backbone; return how many tensors loaded.
 
@@ -71,8 +82,7 @@ def load_xrv_into(model: Classifier, name: str, log: Log = print) -> int:
     if problem:
         raise ConfigError(problem)
     weights = xrv_weights(name)
-    path = fetch_cached_file(weights.url, f"xrv:{name}", log, folder=xrv_cache_dir(),
-                             label=f"torchxrayvision weights xrv:{name}")
+    path = xrv_weights_file(name, log)
     state, dropped = xrv_backbone_state(path, model.in_chans)
     target = {k[len("backbone."):]: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     fits = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
