@@ -392,3 +392,33 @@ def test_report_reads_while_the_study_is_writing(tmp_path):
         writer.execute("ROLLBACK")
         writer.close()
     assert "uncommitted" not in html_text and "chest / gradual / one_cycle" in html_text
+
+
+def test_xrv_recipes_are_marked_with_what_their_weights_saw(tmp_path):
+    """torchxrayvision inits get a † on their recipes and a note naming their training sets and the leaky tasks."""
+    nih_rows, per_class = _nih_rows()
+    init = "xrv:densenet121-res224-all"
+    xrv = []
+    for n in (50, 200):
+        for seed in (0, 1):
+            row = _row(task=NIH, arch="densenet121", init=init, strategy="full", lr_policy="one_cycle", dropout=0.2,
+                       recipe=f"{init} / full / one_cycle", n_train=n, seed=seed, n_train_images=n,
+                       test_auroc=0.9 + 0.01 * seed, seconds=20.0)
+            config = json.loads(row["config_json"])
+            config["data"] = {"source": "nih14", "path": "nih14-mini"}
+            row["config_json"] = json.dumps(config)
+            xrv.append(row)
+    out = make_study(tmp_path / "S", rows=nih_rows + xrv, per_class=per_class)
+    text = write_report(out).read_text()
+    best = tables_under(text, "Best recipe")[0]
+    assert [row[1].strip() for row in best[1:]] == [f"{init} / full / one_cycle †"] * 2
+    assert f"† {init} was pretrained on NIH ChestX-ray14, PadChest, CheXpert, MIMIC-CXR" in text
+    assert f"In this study {NIH} (NIH ChestX-ray14) tests on images these weights were trained on" in text
+    assert "scratch / full / one_cycle †" not in text and "imagenet / full / one_cycle †" not in text
+    # the summary keeps the recipe name as stored: it is a key other commands look recipes up by
+    assert f"{init} / full / one_cycle" in set(study_summary(out)["recipe"])
+
+
+def test_a_report_without_xrv_inits_has_no_mark(tmp_path):
+    text = write_report(make_study(tmp_path / "S")).read_text()
+    assert "†" not in text

@@ -16,8 +16,9 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
                       field_validator, model_validator)
 
 from .errors import ConfigError
-from .kinds import IMAGENET, Init
+from .kinds import IMAGENET, Init, InitKind
 from .schedules import get_policy, policy_names
+from .xrv_weights import arch_problem
 
 DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 
@@ -81,6 +82,15 @@ class ModelConfig(_Strict):
     arch: str = "resnet18"
     init: InitField = IMAGENET
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _xrv_fits_arch(self):
+        """torchxrayvision weights exist for one architecture: say so before any data is read."""
+        if self.init.kind is InitKind.XRV:
+            problem = arch_problem(self.init.xrv_name, self.arch)
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
 class TrainConfig(_Strict):

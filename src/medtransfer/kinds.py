@@ -1,7 +1,7 @@
 """The project's small vocabularies as types, so no layer decodes meaning from a string.
 
 ``Init`` is the value of ``model.init``: parsed once (by the config), matched on everywhere
-else. Its string form (``scratch``, ``imagenet``, ``checkpoint:PATH``, ``source:NAME``) is the
+else. Its string form (``scratch``, ``imagenet``, ``checkpoint:PATH``, ``source:NAME``, ``xrv:NAME``) is the
 YAML / CLI syntax and what run ids hash, so adding a kind never changes an existing id.
 The ``StrEnum``s compare equal to their old string values, so the SQLite store and the JSON
 files keep exactly the text they always had.
@@ -45,35 +45,42 @@ class InitKind(StrEnum):
     IMAGENET = "imagenet"
     CHECKPOINT = "checkpoint"
     SOURCE = "source"
+    XRV = "xrv"           # torchxrayvision's published chest X-ray weights, by name
 
 
 _NAMED = (InitKind.SCRATCH, InitKind.IMAGENET)          # written as the bare word
-_REFERRING = (InitKind.CHECKPOINT, InitKind.SOURCE)     # written as KIND:REF
+_REFERRING = (InitKind.CHECKPOINT, InitKind.SOURCE, InitKind.XRV)     # written as KIND:REF
+_FORMS = "scratch, imagenet, checkpoint:PATH, source:NAME or xrv:NAME"
 
 
 @dataclass(frozen=True)
 class Init:
     """Where a model's starting weights come from.
 
-    ``ref`` is the checkpoint path as given (``checkpoint``) or the study source's name
-    (``source``), empty otherwise. ``Init.parse(str(init)) == init`` always holds.
+    ``ref`` is the checkpoint path as given (``checkpoint``), the study source's name
+    (``source``) or torchxrayvision's weights name (``xrv``, e.g. ``densenet121-res224-all``),
+    empty otherwise. ``Init.parse(str(init)) == init`` always holds.
     """
     kind: InitKind
     ref: str = ""
 
     @classmethod
     def parse(cls, text: "str | Init") -> "Init":
-        """``scratch`` | ``imagenet`` | ``checkpoint:PATH`` | ``source:NAME``; ValueError otherwise."""
+        """``scratch`` | ``imagenet`` | ``checkpoint:PATH`` | ``source:NAME`` | ``xrv:NAME``; ValueError otherwise.
+
+        An ``xrv`` name is not checked against torchxrayvision's list here: the config does
+        that (with model.arch), so a store row written by a newer version still parses.
+        """
         if isinstance(text, Init):
             return text
         if not isinstance(text, str):
-            raise ValueError(f"model.init must be a string such as scratch, imagenet or checkpoint:PATH, got {text!r}")
+            raise ValueError(f"model.init must be a string: {_FORMS}, got {text!r}")
         if text in _NAMED:
             return cls(InitKind(text))
         head, sep, ref = text.partition(":")
         if sep and head in _REFERRING and ref.strip():
             return cls(InitKind(head), ref)   # kept verbatim: the string form is what run ids hash
-        raise ValueError(f"model.init must be scratch, imagenet, checkpoint:PATH or source:NAME, got {text!r}")
+        raise ValueError(f"model.init must be {_FORMS}, got {text!r}")
 
     @classmethod
     def checkpoint(cls, path: "str | Path") -> "Init":
@@ -82,6 +89,10 @@ class Init:
     @classmethod
     def source(cls, name: str) -> "Init":
         return cls(InitKind.SOURCE, name)
+
+    @classmethod
+    def xrv(cls, name: str) -> "Init":
+        return cls(InitKind.XRV, name)
 
     @property
     def path(self) -> Path:
@@ -94,6 +105,13 @@ class Init:
     def source_name(self) -> str:
         if self.kind is not InitKind.SOURCE:
             raise ValueError(f"model.init {self} names no study source")
+        return self.ref.strip()
+
+    @property
+    def xrv_name(self) -> str:
+        """torchxrayvision's weights name (``xrv`` only), e.g. ``densenet121-res224-all``."""
+        if self.kind is not InitKind.XRV:
+            raise ValueError(f"model.init {self} names no torchxrayvision weights")
         return self.ref.strip()
 
     @property

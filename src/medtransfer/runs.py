@@ -159,6 +159,9 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     from .train.loop import seed_everything
 
     log(f"medtransfer train -> {folder.path}")
+    if cfg.model.init.kind is InitKind.XRV:   # a missing weights file is reported before any data is read
+        from .models.xrv_init import xrv_weights_file
+        xrv_weights_file(cfg.model.init.xrv_name, log)
     data, idx = prepare_run_data(cfg, data_root, log, progress)
     train_idx, val_idx, test_idx = idx["train"], idx["val"], idx["test"]
     n_patients = int(len(np.unique(data.patient_ids[train_idx])))
@@ -171,6 +174,7 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     init = resolve_init(cfg.model.init)
     seed_everything(cfg.train.seed)   # a scratch model's starting weights come from the global RNG
     model = create_model(cfg.model.arch, num_outputs, init=init, dropout=cfg.model.dropout, log=log)
+    overlap = pretraining_overlap(cfg, log)
 
     def val_metric(y, s):
         return macro_auroc(y, s, cfg.task.kind)
@@ -196,7 +200,32 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         n_train_images=int(len(train_idx)), n_train_patients=n_patients, n_val_images=int(len(val_idx)),
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
-        torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history])
+        torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history], details=overlap)
+
+
+def pretraining_overlap(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, str]:
+    """Warn in train.log when the init's pretraining may have seen this run's test images.
+
+    torchxrayvision's weights were trained on public chest X-ray collections (NIH
+    ChestX-ray14 among others): fine-tuning them on NIH images and testing on NIH's test
+    split measures partly memory. The returned ``pretraining_overlap`` key marks the run's
+    metrics.json; the report marks every such recipe from its init.
+    """
+    from .xrv_weights import leak_note, target_images, xrv_weights
+
+    if cfg.model.init.kind is not InitKind.XRV:
+        return {}
+    weights = xrv_weights(cfg.model.init.xrv_name)
+    if cfg.image_size != weights.input_size:
+        log(f"note: xrv:{weights.name} was trained on {weights.input_size} px images; this run uses {cfg.image_size} px")
+    images = target_images(cfg.data.source, cfg.data.name)
+    if not weights.saw(images):
+        log(f"note: {leak_note(weights)}")
+        return {}
+    log(f"WARNING: this run's data are {images} images and xrv:{weights.name} was pretrained on them "
+        f"({', '.join(weights.trained_on)}): its test images may have been seen in pretraining, "
+        "so the test AUROC is optimistic")
+    return {"pretraining_overlap": f"xrv:{weights.name} saw {images}"}
 
 
 @contextmanager

@@ -100,13 +100,15 @@ def download(url: str, dest: Path) -> None:
         part.unlink(missing_ok=True)
 
 
-def fetch_cached_file(url: str, what: str, log: Log = print) -> Path:
-    """The cached copy of ``url`` in :func:`hub_checkpoint_dir`, downloading it if allowed.
+def fetch_cached_file(url: str, what: str, log: Log = print, folder: Path | None = None,
+                      label: str | None = None) -> Path:
+    """The cached copy of ``url`` in ``folder`` (default :func:`hub_checkpoint_dir`), downloading it if allowed.
 
-    On failure raises WeightsUnavailable telling the user exactly which file to put where.
+    On failure raises WeightsUnavailable telling the user exactly which file to put where;
+    ``label`` names the weights in that message (default ``ImageNet weights for WHAT``).
     """
     name = os.path.basename(urlparse(url).path)
-    folder = hub_checkpoint_dir()
+    folder = hub_checkpoint_dir() if folder is None else Path(folder)
     path = folder / name
     if path.is_file():
         return path
@@ -120,10 +122,25 @@ def fetch_cached_file(url: str, what: str, log: Log = print) -> Path:
         except OSError as err:
             reason = f"download failed: {err}"
     raise WeightsUnavailable(
-        f"ImageNet weights for {what} unavailable ({reason}): put {name} in {folder} (from {url})")
+        f"{label or f'ImageNet weights for {what}'} unavailable ({reason}): put {name} in {folder} (from {url})")
+
+
+def xrv_cache_dir() -> Path:
+    """``$MEDTRANSFER_XRV_DIR``, else torchxrayvision's own ``~/.torchxrayvision/models_data``.
+
+    The default is the folder torchxrayvision itself downloads into (its
+    ``utils.get_cache_dir``), written out so a file it already fetched is found without
+    importing it; the variable points a shared workstation at one read-only copy.
+    """
+    override = os.environ.get("MEDTRANSFER_XRV_DIR", "").strip()
+    return Path(override).expanduser() if override else Path("~/.torchxrayvision/models_data").expanduser()
 
 
 # ---------------------------------------------------------------- reading weight files
+
+class PickledObjects(ConfigError):
+    """A torch file that holds Python objects besides tensors (e.g. a whole saved model)."""
+
 
 def _is_safetensors(path: Path) -> bool:
     if path.suffix == ".safetensors":
@@ -148,7 +165,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise ConfigError(
+            raise PickledObjects(
                 f"{path}: refused to unpickle: it holds Python objects besides tensors "
                 "(re-save it as a plain state_dict or safetensors)") from None
         except (RuntimeError, OSError, EOFError, ValueError) as err:
@@ -159,6 +176,68 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise ConfigError(f"{path}: holds no weight tensors")
     return tensors
+
+
+def read_state_dict_or_module(path: Path) -> dict[str, torch.Tensor]:
+    """:func:`read_state_dict`, also accepting a whole saved ``nn.Module`` (see :func:`read_pickled_module_state`)."""
+    try:
+        return read_state_dict(path)
+    except PickledObjects:
+        return read_pickled_module_state(path)
+
+
+_MODULE_PACKAGES = ("torch.nn.", "torchvision.", "torchxrayvision.")
+
+
+def read_pickled_module_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a whole ``nn.Module`` saved with ``torch.save(model)`` (torchxrayvision's format).
+
+    Still a ``weights_only`` load: the only classes the unpickler may build are ``nn.Module``
+    subclasses from torch, torchvision or torchxrayvision, named by the file and checked one
+    by one before loading. Building a module this way runs no ``__init__`` and no code the
+    file chose, so a tampered file can at worst fail to load. torchxrayvision's own classes
+    must be importable: that is what the ``xrv`` extra is for.
+    """
+    path = Path(path)
+    try:
+        from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+    except ImportError:
+        raise WeightsUnavailable(f"{path} is a whole pickled model; reading it safely needs torch>=2.5 "
+                                 f"(this is torch {torch.__version__})") from None
+    classes = [_module_class(name, path) for name in get_unsafe_globals_in_checkpoint(str(path))]
+    with safe_globals(classes):
+        try:
+            module = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{path}: not a readable torch model file ({err.__class__.__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"{path}: expected a saved model or state_dict, got {type(module).__name__}")
+    for sub in module.modules():   # modules pickled by torch < 1.6 lack this attribute (pytorch#42242)
+        if not hasattr(sub, "_non_persistent_buffers_set"):
+            sub._non_persistent_buffers_set = set()
+    return dict(module.state_dict())
+
+
+def _module_class(dotted: str, path: Path) -> type:
+    """The class ``dotted`` names, if it is an nn.Module from an allowed package; else why not, in one line."""
+    import importlib
+
+    module_name, _, attr = dotted.rpartition(".")
+    if not dotted.startswith(_MODULE_PACKAGES):
+        raise ConfigError(f"{path}: refused to unpickle {dotted} (only torch, torchvision and torchxrayvision "
+                          "modules are allowed in a saved model)")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except ImportError as err:
+        extra = " (install the extra: pip install 'medtransfer[xrv]')" if dotted.startswith("torchxrayvision.") else ""
+        raise WeightsUnavailable(f"{path} is a saved {dotted} model, which needs {err.name or module_name} to "
+                                 f"read{extra}") from None
+    except AttributeError:
+        raise ConfigError(f"{path}: saved with {dotted}, which this version of {module_name} does not have") from None
+    if not (isinstance(found, type) and issubclass(found, torch.nn.Module)):
+        raise ConfigError(f"{path}: refused to unpickle {dotted}: not a torch module class")
+    return found
 
 
 def _unwrap(obj, path: Path) -> Mapping:

@@ -11,6 +11,8 @@ from ..errors import ConfigError
 from .classifier import Backbone, Classifier
 from ..kinds import SCRATCH, Init, InitKind
 from .init import load_checkpoint_into
+from .xrv_init import load_xrv_into
+from ..xrv_weights import arch_problem
 
 Log = Callable[[str], None]
 
@@ -61,8 +63,9 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
     """Build ``arch`` with a fresh ``num_outputs`` head and initialise its backbone.
 
     ``init``: ``scratch`` (the family's default random init), ``imagenet`` (the family's
-    ImageNet weights, first conv summed over RGB for grey input) or ``checkpoint:PATH``
-    (a medtransfer run's weights or a plain state_dict; matching tensors only).
+    ImageNet weights, first conv summed over RGB for grey input), ``checkpoint:PATH``
+    (a medtransfer run's weights or a plain state_dict; matching tensors only) or
+    ``xrv:NAME`` (torchxrayvision's chest X-ray weights; densenet121 only).
     """
     if not isinstance(num_outputs, int) or num_outputs < 1:
         raise ConfigError(f"num_outputs must be a positive integer, got {num_outputs!r}")
@@ -86,6 +89,14 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
             backbone = builder(name, in_chans=in_chans, pretrained=False, log=log)
             model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
             load_checkpoint_into(model, init.path, log)
+            return model
+        case InitKind.XRV:
+            problem = arch_problem(init.xrv_name, arch)
+            if problem:   # before building: a wrong arch must not cost a model build or a download
+                raise ConfigError(problem)
+            backbone = builder(name, in_chans=in_chans, pretrained=False, log=log)
+            model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
+            load_xrv_into(model, init.xrv_name, log)
             return model
         case InitKind.SOURCE:
             raise ConfigError(f"model.init '{init}': a source run must be resolved to checkpoint:PATH before building the model")

@@ -96,7 +96,7 @@ def _panel_title(task, arch) -> str:
 def _question(tasks: str, inits: list[InitName]) -> str:
     """The study's question, naming only the comparisons its grid can answer."""
     same = [i for i in inits if i.site == "same"]
-    others = [i for i in inits if i.site in ("scratch", "imagenet", "other")]
+    others = [i for i in inits if i.site in ("scratch", "imagenet", "xrv", "other")]
     unsited = [i for i in inits if i.site == "unlabelled"]
     text = (f"On <b>{tasks}</b>: which way of starting and fine-tuning a CNN gives the best test AUROC as the "
             "number of training images grows")
@@ -105,8 +105,9 @@ def _question(tasks: str, inits: list[InitName]) -> str:
     if refs and comps:
         what = ("pretraining on images from the same site (" + ", ".join(esc(r.name) for r in refs)
                 + ")") if same else "pretraining on " + ", ".join(esc(r.name) for r in refs)
-        named = [{"scratch": "training from scratch", "imagenet": "ImageNet weights"}.get(c.site,
-                                                                                         f"pretraining on {esc(c.label)}")
+        named = [{"scratch": "training from scratch", "imagenet": "ImageNet weights",
+                  "xrv": f"torchxrayvision's chest X-ray weights ({esc(c.label)})"}.get(c.site,
+                                                                                      f"pretraining on {esc(c.label)}")
                  for c in comps]
         listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
         text += f", and how much does {what} buy over {listed}"
@@ -167,7 +168,7 @@ def key_results_section(best: pd.DataFrame, gain: pd.DataFrame, extra_items: lis
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
         where = _panel_title(task, arch)
         for r in (g.iloc[0], g.iloc[-1]) if len(g) > 1 else (g.iloc[0],):
-            items.append(f"<li><b>{where}, N = {fmt_n(r.n_train, r.N)}</b>: best recipe <b>{esc(r.recipe)}</b>, "
+            items.append(f"<li><b>{where}, N = {fmt_n(r.n_train, r.N)}</b>: best recipe <b>{esc(r.shown)}</b>, "
                          f"AUROC {fmt_auroc(r.auroc)} ({_ci_phrase(r.ci_low, r.ci_high)}).</li>")
         gg = gain[(gain["task"] == task) & ((gain["arch"] == arch) | (gain["arch"].isna() & pd.isna(arch)))]
         ends = [nk for nk in dict.fromkeys(gg["n_train"])]
@@ -191,8 +192,8 @@ def best_section(best: pd.DataFrame) -> str:
     if best.empty:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
-        rows = [[fmt_n(r.n_train, r.N), esc(r.recipe), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high),
-                 str(int(r.n_seeds)), esc(r.runner_up) if r.runner_up else "—", fmt_auroc(r.runner_up_auroc),
+        rows = [[fmt_n(r.n_train, r.N), esc(r.shown), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high),
+                 str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—", fmt_auroc(r.runner_up_auroc),
                  str(int(r.n_recipes))] for r in g.itertuples()]
         parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
             ["N", "best recipe", "AUROC", "95% CI", "seeds", "runner-up", "its AUROC", "recipes compared"],

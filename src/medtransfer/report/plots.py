@@ -15,10 +15,10 @@ from matplotlib.figure import Figure  # the OO API renders with Agg and leaves p
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
-from .tables import RADIOMICS, RADIOMICS_LABEL, SITE_ORDER, display_recipe, init_label, init_site, panel_rows, panels
+from .tables import RADIOMICS, RADIOMICS_LABEL, SITE_ORDER, init_label, init_site, marked_recipe, panel_rows, panels
 
 SITE_COLOURS = {
-    "scratch": ["#505050"], "imagenet": ["#1f77b4"],
+    "scratch": ["#505050"], "imagenet": ["#1f77b4"], "xrv": ["#6a3d9a", "#cab2d6"],
     "same": ["#d62728", "#ff7f0e", "#e377c2"], "other": ["#2ca02c", "#17becf", "#8c564b"],
     RADIOMICS: ["#9a9a1a"],
 }
@@ -62,7 +62,7 @@ def _style_maps(summary: pd.DataFrame) -> tuple[dict, dict, list]:
 def _line_label(row, n_radiomics: int) -> str:
     if row["method"] == RADIOMICS and n_radiomics > 1:
         return f"{RADIOMICS_LABEL} ({row['recipe']})"
-    return display_recipe(row)
+    return marked_recipe(row)
 
 
 def _legend_label(row, label: str, sites: dict[str, str]) -> str:

@@ -22,6 +22,7 @@ from ..study.schema import PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
 from ..study.store import read_current_plan, unreadable_store
+from ..xrv_weights import target_images
 
 
 # what the report reads of a run row (the store's own columns: ..study.schema)
@@ -31,7 +32,7 @@ RUN_COLUMNS = [c for c in SCHEMA_RUN_COLUMNS if c not in ("config_json", "metric
 
 @dataclass
 class StudyRecords:
-    runs: pd.DataFrame                 # one row per run, RUN_COLUMNS + run_dir + task_kind + n_key
+    runs: pd.DataFrame                 # one row per run, RUN_COLUMNS + run_dir + task_kind + target_images + n_key
     per_class: pd.DataFrame            # test-split per-label rows of all runs
     name: str | None = None            # study.yaml `name`, when given
     sites: dict[str, str] = field(default_factory=dict)      # source name -> 'same' | 'other'
@@ -66,6 +67,15 @@ def _task_kind(config_json: str | None) -> str | None:
         return None
 
 
+def _target_images(config_json: str | None) -> str | None:
+    """The image collection the run's data come from, when known (what pretraining may have seen)."""
+    try:
+        data = json.loads(config_json)["data"]
+        return target_images(data["source"], data.get("name"))
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 def n_key(n_train) -> str:
     """The requested N as a group key: '50', '200', ... or 'all'."""
     return "all" if pd.isna(n_train) else str(int(n_train))
@@ -86,6 +96,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         con.close()
     runs = pd.DataFrame([r[:-1] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
     runs["task_kind"] = [_task_kind(r[-1]) for r in rows]
+    runs["target_images"] = [_target_images(r[-1]) for r in rows]
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..evaluate.summary import diff_ci, t_interval
 from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus
+from ..xrv_weights import XRV_WEIGHTS, leak_note
 from .redact import short_reason
 
 RADIOMICS = RunMethod.RADIOMICS
@@ -23,8 +24,11 @@ RADIOMICS_LABEL = "radiomics + LR"
 GROUP = ["task", "arch", "method", "recipe", "n_key"]
 
 
+PRETRAINED_MARK = "†"   # on recipes whose public pretraining may have seen the test images (xrv:NAME)
+
+
 def init_site(init, method: str, sites: dict[str, str]) -> str:
-    """scratch | imagenet | same | other | unlabelled | checkpoint | radiomics | other-init."""
+    """scratch | imagenet | xrv | same | other | unlabelled | checkpoint | radiomics | other-init."""
     if method == RADIOMICS:
         return RADIOMICS
     parsed = _parsed_init(init)
@@ -35,6 +39,8 @@ def init_site(init, method: str, sites: dict[str, str]) -> str:
             return parsed.kind.value
         case InitKind.SOURCE:
             return sites.get(parsed.source_name, "unlabelled")
+        case InitKind.XRV:
+            return "xrv"
     return "checkpoint"
 
 
@@ -56,7 +62,8 @@ class InitName:
 
     @property
     def label(self) -> str:
-        suffix = {"same": " (same-site)", "other": " (other-site)", "unlabelled": " (site not given)"}.get(self.site, "")
+        suffix = {"same": " (same-site)", "other": " (other-site)", "unlabelled": " (site not given)",
+                  "xrv": f" {PRETRAINED_MARK}"}.get(self.site, "")
         return ("checkpoint " if self.site == "checkpoint" else "") + self.name + suffix
 
     def __str__(self) -> str:
@@ -74,6 +81,8 @@ def init_name(init, method: str, sites: dict[str, str]) -> InitName:
         name = str(init)
     elif site == "checkpoint":
         name = parsed.path.name
+    elif site == "xrv":
+        name = str(parsed)
     else:
         name = parsed.source_name
     return InitName(site, name)
@@ -144,13 +153,46 @@ def display_recipe(row) -> str:
     return RADIOMICS_LABEL if row["method"] == RADIOMICS else str(row["recipe"])
 
 
+def pretrained_elsewhere(init) -> bool:
+    """True for an init whose public pretraining may have seen the test images (``xrv:NAME``): marked †."""
+    parsed = _parsed_init(init)
+    return parsed is not None and parsed.kind is InitKind.XRV
+
+
+def marked_recipe(row) -> str:
+    """:func:`display_recipe` plus † where :func:`pretrained_elsewhere` (the recipe text itself stays a key)."""
+    return display_recipe(row) + (f" {PRETRAINED_MARK}" if pretrained_elsewhere(row["init"]) else "")
+
+
+def pretraining_notes(runs: pd.DataFrame) -> list[str]:
+    """One note per torchxrayvision init in the grid: what it was trained on, and where this study tests on it."""
+    notes = []
+    grid = runs[runs["role"] == RunRole.GRID]
+    for text in sorted(grid["init"].dropna().unique()):
+        parsed = _parsed_init(text)
+        if parsed is None or parsed.kind is not InitKind.XRV or parsed.xrv_name not in XRV_WEIGHTS:
+            continue
+        weights = XRV_WEIGHTS[parsed.xrv_name]
+        note = f"{PRETRAINED_MARK} {leak_note(weights)}."
+        own = grid[grid["init"] == text]
+        seen = sorted({(t, i) for t, i in zip(own["task"], own["target_images"]) if weights.saw(i)})
+        if seen:
+            note += (" In this study " + ", ".join(f"{t} ({i})" for t, i in seen) + " tests on images these "
+                     "weights were trained on: those AUROCs are optimistic.")
+        notes.append(note)
+    return notes
+
+
 def _n_order(rows: pd.DataFrame) -> list[str]:
     n = rows.groupby("n_train")["N"].max().fillna(np.inf)
     return sorted(n.index, key=lambda k: (n[k], k))
 
 
 def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, arch, N): the recipe with the highest mean test AUROC, and the runner-up."""
+    """Per (task, arch, N): the recipe with the highest mean test AUROC, and the runner-up.
+
+    ``recipe`` / ``runner_up`` are the recipe names as stored; ``shown`` / ``runner_up_shown`` add the † mark.
+    """
     rows = []
     for task, arch in panels(summary):
         panel = panel_rows(summary, task, arch)
@@ -162,17 +204,20 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
             second = ranked.iloc[1] if len(ranked) > 1 else None
             rows.append({
                 "task": task, "arch": arch, "n_train": nk, "N": best["N"], "recipe": display_recipe(best),
+                "shown": marked_recipe(best),
                 "n_seeds": best["n_seeds"], "auroc": best["test_auroc_mean"],
                 "ci_low": best["test_auroc_ci_low"], "ci_high": best["test_auroc_ci_high"],
                 "runner_up": None if second is None else display_recipe(second),
+                "runner_up_shown": None if second is None else marked_recipe(second),
                 "runner_up_auroc": math.nan if second is None else second["test_auroc_mean"],
                 "n_recipes": len(ranked),
             })
-    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "recipe", "n_seeds", "auroc", "ci_low",
-                                       "ci_high", "runner_up", "runner_up_auroc", "n_recipes"])
+    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "recipe", "shown", "n_seeds", "auroc",
+                                       "ci_low", "ci_high", "runner_up", "runner_up_shown", "runner_up_auroc",
+                                       "n_recipes"])
 
 
-SITE_ORDER = ("scratch", "imagenet", "same", "other", "unlabelled", "checkpoint", "other-init", RADIOMICS)
+SITE_ORDER = ("scratch", "imagenet", "xrv", "same", "other", "unlabelled", "checkpoint", "other-init", RADIOMICS)
 
 
 def _best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
@@ -200,7 +245,7 @@ def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 
 
 def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str]) -> pd.DataFrame:
-    """Gain of each same-site init over scratch, ImageNet, other-site inits (and radiomics) per N.
+    """Gain of each same-site init over scratch, ImageNet, torchxrayvision, other-site inits (and radiomics) per N.
 
     A source with no site given is compared with scratch, ImageNet and radiomics only.
     """
@@ -213,8 +258,8 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str]) -> p
             for ref, ref_kind in kinds.items():
                 if ref_kind not in ("same", "unlabelled"):
                     continue
-                allowed = ("scratch", "imagenet", RADIOMICS) + (("other",) if ref_kind == "same" else ())
-                order = {k: i for i, k in enumerate(("scratch", "imagenet", "other", RADIOMICS))}
+                allowed = ("scratch", "imagenet", "xrv", RADIOMICS) + (("other",) if ref_kind == "same" else ())
+                order = {k: i for i, k in enumerate(("scratch", "imagenet", "xrv", "other", RADIOMICS))}
                 comps = sorted((c for c, k in kinds.items() if k in allowed), key=lambda c: (order[kinds[c]], c))
                 r = best[ref]
                 for comp in comps:

@@ -14,10 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# ImageNet grey-level statistics: mean and std of the RGB means/stds, so ImageNet
-# weights (whose first conv is summed to 1 channel) see inputs on the scale they expect.
-GREY_MEAN = 0.449
-GREY_STD = 0.226
+from ..models.inputs import GREY_MEAN, GREY_STD   # the input convention weights are loaded for
 
 MAX_ROTATION_DEG = 10.0
 SCALE_RANGE = (0.9, 1.1)
