@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="a finished run folder")
     p.add_argument("images", nargs="+", type=Path, help="PNG / JPEG / DICOM files")
     p.add_argument("--out", type=Path, default=None, help="CSV to write (default: stdout)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--threshold", type=float, default=None, metavar="T",
+                     help="label positive when score >= T (default: the run's threshold.json, Youden's J on validation)")
+    how.add_argument("--sensitivity", type=float, default=None, metavar="S",
+                     help="choose the threshold again on the run's validation predictions for sensitivity >= S")
+    p.add_argument("--cam", type=Path, default=None, metavar="DIR",
+                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam])")
     p.add_argument("--device", default="auto")
     return parser
 
@@ -162,9 +169,18 @@ def _dispatch(args) -> int:
         print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
         return 0
     if args.command == "predict":
+        from .evaluate.threshold import Criterion
         from .inference import predict_files
 
-        frame = predict_files(args.run, args.images, device=args.device)
+        criterion = (Criterion("given", args.threshold) if args.threshold is not None
+                     else Criterion("sensitivity", args.sensitivity) if args.sensitivity is not None else None)
+        result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
+        for note in result.notes:
+            print(f"note: threshold {note}", file=sys.stderr)
+        if args.cam is not None:
+            print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}",
+                  file=sys.stderr)
+        frame = result.frame
         if args.out:
             frame.to_csv(args.out, index=False, float_format="%.6f")
             print(f"wrote {len(frame)} rows to {args.out}")
