@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(data.* / task.* keys: base only; repeatable)")
     p = study.add_parser("status", help="counts by status, progress per axis, failure reasons")
     p.add_argument("study_dir", type=Path)
+    p = study.add_parser("best", help="the best recipe at N (by mean validation AUROC over seeds) as a run folder "
+                                      "predict can use: copied when its weights were kept, else retrained")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--n", default=None, metavar="N|all", help="training-set size to choose at (default: the largest run)")
+    p.add_argument("--task", default=None, help="the task to choose within, when the study has several")
+    p.add_argument("--retrain", action="store_true", help="train the recipe again even when its weights were kept")
+    p.add_argument("--data-root", default=None, help="folder that relative data paths start from (for a retrain)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--quiet", action="store_true", help="retrain: log to train.log only")
 
     p = sub.add_parser("report", help="(re)write report.html, learning_curves.png and summary.csv of a study")
     p.add_argument("study_dir", type=Path)
@@ -157,6 +167,13 @@ def _dispatch(args) -> int:
 
         if args.study_command == "status":
             print(study_status(args.study_dir))
+            return 0
+        if args.study_command == "best":
+            from .study.best import export_best, parse_n
+
+            print(export_best(args.study_dir, args.out, n=parse_n(args.n), task=args.task, retrain=args.retrain,
+                              data_root=resolve_data_root(args.data_root), overwrite=args.overwrite,
+                              echo=not args.quiet))
             return 0
         summary = run_study(args.spec, args.out, StudyOptions(
             data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
