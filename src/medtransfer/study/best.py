@@ -6,9 +6,10 @@ are the done CNN grid runs of the current plan (rows of an earlier version of th
 radiomics baseline and the sources are left out). Within the recipe, the seed with the best
 validation AUROC is the model handed over.
 
-A study deletes grid runs' weights unless the spec says ``keep_weights: true``; then that run
-is trained again from its stored config (same seed, same data; a ``source:NAME`` init points
-at the study's own pretrained source), otherwise its folder is copied.
+A study deletes grid runs' weights unless the spec says ``keep_weights: true``. When they are
+gone (or with ``--retrain``) the run is trained again from its stored config (same seed, same
+data; a ``source:NAME`` init points at the study's own pretrained source); when they were
+kept, its folder is copied.
 
 ``select_best`` is the choice (rows in, a value out); ``export_best`` reads the store and
 writes the run folder.
