@@ -178,3 +178,20 @@ def test_cam_target_is_the_last_conv_block_wide_enough(arch, size, layer):
     name, module = cam_target_layer(model, size)
     assert name == layer
     assert any(module is m for m in model.backbone.modules())
+
+
+def test_multilabel_labels_each_finding_at_its_own_threshold_and_multiclass_takes_the_top_class():
+    from medtransfer.evaluate.threshold import choose_thresholds
+    from medtransfer.inference import labelled_frame
+
+    y_val = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    s_val = np.array([[0.9, 0.2], [0.1, 0.4], [0.8, 0.5], [0.2, 0.1]])
+    thresholds = choose_thresholds("multilabel", ["a", "b"], y_val, s_val)
+    assert thresholds.labels["a"].threshold == 0.8 and thresholds.labels["b"].threshold == 0.4
+    frame = labelled_frame(["x.png", "y.png"], np.array([[0.85, 0.3], [0.5, 0.45]]), "multilabel", ["a", "b"],
+                           thresholds)
+    assert frame["predicted_a"].tolist() == [1, 0] and frame["predicted_b"].tolist() == [0, 1]
+    assert frame["threshold_b"].tolist() == [0.4, 0.4] and set(frame["criterion"]) == {"youden"}
+    multiclass = labelled_frame(["x.png"], np.array([[0.2, 0.7, 0.1]]), "multiclass", ["KL0", "KL1", "KL2"],
+                                choose_thresholds("multiclass", ["KL0", "KL1", "KL2"], None, None))
+    assert multiclass["predicted"].tolist() == ["KL1"] and multiclass["criterion"].tolist() == ["argmax"]
