@@ -110,6 +110,12 @@ def test_missing_weights_in_a_study_points_to_study_best(trained, capsys):
         assert needle in last, last
 
 
+def test_a_study_folder_as_run_points_to_study_best(trained, capsys, tmp_path):
+    (tmp_path / "results.sqlite").write_bytes(b"")
+    code, _, err = run_cli(["predict", "--run", tmp_path, *images(trained, 1)], capsys)
+    assert code == 2 and "is a study folder" in err and f"medtransfer study best {tmp_path}" in err
+
+
 @pytest.mark.parametrize("drop, needle", [
     (("metrics.json",), "no metrics.json: the run has not finished"),
     (("config.yaml",), "has no config.yaml"),

@@ -47,6 +47,11 @@ def check_run_folder(run_dir: Path) -> RunFolder:
     if not folder.path.is_dir():
         raise MedtransferError(f"--run {run_dir}: no such folder")
     if not folder.config_path.is_file():
+        from .study.schema import STORE_FILE
+
+        if (folder.path / STORE_FILE).is_file():
+            raise MedtransferError(f"{run_dir} is a study folder, not a run folder: use `medtransfer study best "
+                                   f"{run_dir} --out DIR` to get its best recipe as a run folder, then --run DIR")
         raise MedtransferError(f"{run_dir} has no config.yaml: --run takes a folder written by `medtransfer train` "
                                "or `medtransfer study best`")
     if not folder.is_finished:
