@@ -150,7 +150,7 @@ def test_a_source_init_is_retrained_from_the_study_source_weights(tmp_path):
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"w")
     cfg = retrain_config(best.best_seed, store.rows(), None, tmp_path)
-    assert str(cfg.model.init) == f"checkpoint:{weights}"
+    assert str(cfg.model.init) == f"checkpoint:{weights.resolve()}"
 
 
 def test_not_a_study_folder_is_one_line(tmp_path, capsys):

@@ -205,7 +205,7 @@ def retrain_config(seed: SeedRun, rows: list[dict[str, Any]], plan_ids: set[str]
         state = found[0]["status"] if found else "not in the store"
         raise MedtransferError(f"{study_dir}: source {name} ({cfg.model.arch}) is {state}: run `medtransfer study run` "
                                "to pretrain it before retraining a recipe that starts from it")
-    weights = RunFolder(study_dir / done[-1]["run_dir"]).weights_path
+    weights = RunFolder(study_dir / done[-1]["run_dir"]).weights_path.resolve()   # config.yaml records where it started
     if not weights.is_file():
         raise MedtransferError(f"{weights} not found: the source {name} lost its weights; "
                                "run `medtransfer study run` again to pretrain it")
