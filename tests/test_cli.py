@@ -80,8 +80,11 @@ def test_predict_scores_new_images(tiny_csv, capsys):
     code, out, _ = run_cli(["predict", "--run", root / "run", root / "img" / "0.png", root / "img" / "1.png"], capsys)
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0] == "image,score_finding" and len(lines) == 3
-    assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines[1:])
+    assert lines[0] == "image,score_finding,predicted_finding,threshold_finding,criterion" and len(lines) == 3
+    for line in lines[1:]:
+        _, score, predicted, threshold, criterion = line.split(",")
+        assert 0.0 <= float(score) <= 1.0 and criterion == "youden"
+        assert int(predicted) == int(float(score) >= float(threshold))
 
 
 def test_finished_run_is_not_overwritten(tiny_csv, capsys):

@@ -40,3 +40,31 @@ def test_sensitivity_target_is_met_on_validation_with_the_most_specific_threshol
 def test_one_class_labels_are_refused():
     with pytest.raises(DataError, match="both classes"):
         youden_threshold([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_multilabel_gets_one_threshold_per_label_and_a_one_class_label_falls_back_with_a_note():
+    from medtransfer.evaluate.threshold import RunThresholds, YOUDEN, choose_thresholds
+
+    rng = np.random.default_rng(5)
+    y = np.stack([rng.integers(0, 2, 200), np.zeros(200, dtype=int)], axis=1)   # label b: no positive in val
+    s = np.stack([rng.normal(y[:, 0] * 1.5, 1.0), rng.random(200)], axis=1)
+    y_test, s_test = y[:100], s[:100]
+    chosen = choose_thresholds("multilabel", ["a", "b"], y, s, YOUDEN, y_test=y_test, s_test=s_test)
+    a, b = chosen.labels["a"], chosen.labels["b"]
+    assert a.threshold == youden_threshold(y[:, 0], s[:, 0]) and a.criterion == "youden" and a.note is None
+    assert a.val.n_images == 200 and a.test.n_images == 100
+    assert a.test.sensitivity == pytest.approx(np.mean(s_test[y_test[:, 0] == 1, 0] >= a.threshold))
+    assert b.threshold == 0.5 and b.val is None and "only negative" in b.note
+    assert chosen.notes() == [f"b: {b.note}"]
+    assert RunThresholds.from_json(chosen.to_json()) == chosen     # threshold.json round-trips exactly
+
+
+def test_multiclass_has_no_thresholds_and_a_bad_criterion_is_refused():
+    from medtransfer.evaluate.threshold import Criterion, choose_thresholds
+
+    assert choose_thresholds("multiclass", ["x", "y", "z"], None, None).labels == {}
+    with pytest.raises(DataError, match=r"\(0, 1\]"):
+        Criterion("sensitivity", 0.0)
+    with pytest.raises(DataError, match="unknown threshold criterion"):
+        Criterion("f1")
+    assert str(Criterion("sensitivity", 0.95)) == "sensitivity>=0.95"

@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(data.* / task.* keys: base only; repeatable)")
     p = study.add_parser("status", help="counts by status, progress per axis, failure reasons")
     p.add_argument("study_dir", type=Path)
+    p = study.add_parser("best", help="the best recipe at N (by mean validation AUROC over seeds) as a run folder "
+                                      "predict can use: copied when its weights were kept, else retrained")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--n", default=None, metavar="N|all", help="training-set size to choose at (default: the largest run)")
+    p.add_argument("--task", default=None, help="the task to choose within, when the study has several")
+    p.add_argument("--retrain", action="store_true", help="train the recipe again even when its weights were kept")
+    p.add_argument("--data-root", default=None, help="folder that relative data paths start from (for a retrain)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--quiet", action="store_true", help="retrain: log to train.log only")
 
     p = sub.add_parser("report", help="(re)write report.html, learning_curves.png and summary.csv of a study")
     p.add_argument("study_dir", type=Path)
@@ -82,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="a finished run folder")
     p.add_argument("images", nargs="+", type=Path, help="PNG / JPEG / DICOM files")
     p.add_argument("--out", type=Path, default=None, help="CSV to write (default: stdout)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--threshold", type=float, default=None, metavar="T",
+                     help="label positive when score >= T (default: the run's threshold.json, Youden's J on validation)")
+    how.add_argument("--sensitivity", type=float, default=None, metavar="S",
+                     help="choose the threshold again on the run's validation predictions for sensitivity >= S")
+    p.add_argument("--cam", type=Path, default=None, metavar="DIR",
+                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam])")
     p.add_argument("--device", default="auto")
     return parser
 
@@ -157,6 +174,13 @@ def _dispatch(args) -> int:
         if args.study_command == "status":
             print(study_status(args.study_dir))
             return 0
+        if args.study_command == "best":
+            from .study.best import export_best, parse_n
+
+            print(export_best(args.study_dir, args.out, n=parse_n(args.n), task=args.task, retrain=args.retrain,
+                              data_root=resolve_data_root(args.data_root), overwrite=args.overwrite,
+                              echo=not args.quiet))
+            return 0
         summary = run_study(args.spec, args.out, StudyOptions(
             data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
             retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides)))
@@ -168,9 +192,18 @@ def _dispatch(args) -> int:
         print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
         return 0
     if args.command == "predict":
+        from .evaluate.threshold import Criterion
         from .inference import predict_files
 
-        frame = predict_files(args.run, args.images, device=args.device)
+        criterion = (Criterion("given", args.threshold) if args.threshold is not None
+                     else Criterion("sensitivity", args.sensitivity) if args.sensitivity is not None else None)
+        result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
+        for note in result.notes:
+            print(f"note: threshold {note}", file=sys.stderr)
+        if args.cam is not None:
+            print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}",
+                  file=sys.stderr)
+        frame = result.frame
         if args.out:
             frame.to_csv(args.out, index=False, float_format="%.6f")
             print(f"wrote {len(frame)} rows to {args.out}")

@@ -1,14 +1,78 @@
-"""Score new images with a finished run folder (config.yaml + metrics.json + weights)."""
+"""Score new images with a finished run folder: scores, a 0/1 label at an operating threshold, heat maps.
+
+A score is not a decision; a label needs a threshold, and the threshold must come from the
+validation split (the run stores it in ``threshold.json``, Youden's J by default). ``--threshold``
+replaces it with a given value; ``--sensitivity S`` chooses it again on the run's stored
+validation predictions (``predictions_val.csv``), e.g. 0.95 for screening. Multiclass runs label
+each image with its highest-scoring class. ``--cam DIR`` writes a Grad-CAM overlay per image.
+
+This is an edge module: it reads the run folder and writes the CAM PNGs; the models and
+evaluate layers below it take and return arrays.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import config_from_dict, load_yaml
-from .errors import MedtransferError
-from .kinds import SCRATCH
-from .run_folder import RunFolder
+from .errors import DataError, MedtransferError
+from .evaluate.threshold import Criterion, RunThresholds, choose_thresholds, given_thresholds
+from .kinds import SCRATCH, RunMethod
+from .run_folder import RunFolder, write_bytes_atomic
+
+
+@dataclass
+class Prediction:
+    """What ``predict`` produced: the table, the thresholds it used, and the heat-map files."""
+    frame: "object"                     # pandas DataFrame, one row per image
+    thresholds: RunThresholds
+    notes: list[str] = field(default_factory=list)
+    cam_layer: str | None = None
+    cam_files: list[Path] = field(default_factory=list)
+
+
+def _study_of(run_dir: Path) -> Path | None:
+    """The study folder a grid run folder sits in (STUDY/runs/RUN_ID), if it is one."""
+    from .study.schema import STORE_FILE
+
+    study = run_dir.resolve().parent.parent
+    return study if (study / STORE_FILE).is_file() else None
+
+
+def check_run_folder(run_dir: Path) -> RunFolder:
+    """A run folder predict can use, or a one-line error saying exactly what is missing and what to do."""
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise MedtransferError(f"--run {run_dir}: no such folder")
+    if not folder.config_path.is_file():
+        from .study.schema import STORE_FILE
+
+        if (folder.path / STORE_FILE).is_file():
+            raise MedtransferError(f"{run_dir} is a study folder, not a run folder: use `medtransfer study best "
+                                   f"{run_dir} --out DIR` to get its best recipe as a run folder, then --run DIR")
+        raise MedtransferError(f"{run_dir} has no config.yaml: --run takes a folder written by `medtransfer train` "
+                               "or `medtransfer study best`")
+    if not folder.is_finished:
+        if folder.failed_path.is_file():
+            raise MedtransferError(f"{run_dir} has failed.json but no metrics.json: the run failed "
+                                   f"(see {folder.log_path}); it has no model to predict with")
+        raise MedtransferError(f"{run_dir} has config.yaml but no metrics.json: the run has not finished "
+                               "(it is still running or was interrupted)")
+    method = folder.read_metrics().method
+    if method is not RunMethod.CNN:
+        raise MedtransferError(f"{run_dir} is a {method} baseline run: predict needs a CNN run")
+    if not folder.has_weights:
+        study = _study_of(run_dir)
+        if study is not None:
+            raise MedtransferError(
+                f"{run_dir} has metrics.json but no model.safetensors: the study ran with keep_weights: false "
+                f"(grid runs' weights are deleted); use `medtransfer study best {study} --out DIR` to get its best "
+                "recipe as a run folder with weights, or set keep_weights: true in the study spec")
+        raise MedtransferError(f"{run_dir} has metrics.json but no model.safetensors: its weights were deleted; "
+                               f"train it again with `medtransfer train {folder.config_path} --out DIR`")
+    return folder
 
 
 def load_run(run_dir: Path, device: str = "auto"):
@@ -16,10 +80,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     from .models import create_model, load_weights
     from .train import resolve_device
 
-    folder = RunFolder(run_dir)
-    for needed in (folder.config_path, folder.metrics_path, folder.weights_path):
-        if not needed.is_file():
-            raise MedtransferError(f"{needed} not found: --run must be a finished medtransfer run folder")
+    folder = check_run_folder(Path(run_dir))
     cfg = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
     label_names = folder.read_metrics().label_names
     model = create_model(cfg.model.arch, len(label_names), init=SCRATCH, dropout=cfg.model.dropout,
@@ -28,16 +89,148 @@ def load_run(run_dir: Path, device: str = "auto"):
     return cfg, model, label_names, resolve_device(device)
 
 
-def predict_files(run_dir: Path, paths: list[Path], device: str = "auto"):
-    """One row per image: its path and a score per label (probabilities)."""
+def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The run's validation (0/1 targets (N,K), scores (N,K)) from predictions_val.csv."""
     import pandas as pd
 
+    from .evaluate import one_vs_rest_targets
+
+    path = folder.val_predictions_path
+    if not path.is_file():
+        raise MedtransferError(f"{path} not found: this run was trained before validation predictions were "
+                               "stored, so a threshold cannot be chosen on them; pass --threshold T, or train it again")
+    frame = pd.read_csv(path)
+    scores = [f"score_{n}" for n in label_names]
+    truth = ["true"] if kind == "multiclass" else [f"true_{n}" for n in label_names]
+    missing = [c for c in scores + truth if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: column {missing[0]} missing (columns: {', '.join(frame.columns)})")
+    if kind == "multiclass":
+        labels = np.array([label_names.index(v) for v in frame["true"].astype(str)])
+    else:
+        labels = frame[truth].to_numpy()
+    return one_vs_rest_targets(labels, kind, len(label_names)), frame[scores].to_numpy(dtype=np.float64)
+
+
+def run_thresholds(folder: RunFolder, kind: str, label_names: list[str], criterion: Criterion | None) -> RunThresholds:
+    """The thresholds to label with: the run's stored ones (None), a given value, or re-chosen on validation."""
+    if kind == "multiclass":
+        if criterion is not None:
+            raise MedtransferError(f"--threshold / --sensitivity apply to binary and multilabel runs; {folder.path} is "
+                                   "a multiclass run, labelled with its highest-scoring class")
+        return choose_thresholds(kind, label_names, None, None)
+    if criterion is not None and criterion.kind == "given":
+        return given_thresholds(kind, label_names, float(criterion.value))
+    if criterion is None and folder.threshold_path.is_file():
+        return folder.read_thresholds()
+    if criterion is None and not folder.val_predictions_path.is_file():
+        raise MedtransferError(f"{folder.threshold_path} not found: this run was trained before operating "
+                               "thresholds were stored; pass --threshold T, or train it again")
+    y_val, s_val = read_val_predictions(folder, kind, label_names)
+    return choose_thresholds(kind, label_names, y_val, s_val, criterion or Criterion("youden"))
+
+
+def labelled_frame(paths: list[Path], scores: np.ndarray, kind: str, label_names: list[str],
+                   thresholds: RunThresholds):
+    """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"image": [str(p) for p in paths]})
+    frame[[f"score_{n}" for n in label_names]] = scores
+    if kind == "multiclass":
+        frame["predicted"] = [label_names[i] for i in np.asarray(scores).argmax(axis=1)]
+    else:
+        for k, name in enumerate(label_names):
+            threshold = thresholds.labels[name].threshold
+            frame[f"predicted_{name}"] = (scores[:, k] >= threshold).astype(int)
+            frame[f"threshold_{name}"] = threshold
+    frame["criterion"] = thresholds.criterion
+    return frame
+
+
+def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criterion: Criterion | None = None,
+                  cam_dir: Path | None = None) -> Prediction:
+    """Score ``paths`` with the run, label them at its operating threshold(s), and optionally write CAMs."""
     from .data import decode_image
     from .train import predict
 
+    run_dir = Path(run_dir)
+    if cam_dir is not None:
+        from .models.cam import import_grad_cam
+        import_grad_cam()   # fail before any work when the extra is missing
     cfg, model, label_names, dev = load_run(run_dir, device)
+    kind = cfg.task.kind
+    thresholds = run_thresholds(RunFolder(run_dir), kind, label_names, criterion)
     images = np.stack([decode_image(Path(p), cfg.image_size) for p in paths])
-    scores = predict(model, images, cfg.task.kind, cfg.train.batch_size, dev)
-    frame = pd.DataFrame({"image": [str(p) for p in paths]})
-    frame[[f"score_{n}" for n in label_names]] = scores
-    return frame
+    scores = predict(model, images, kind, cfg.train.batch_size, dev)
+    frame = labelled_frame(paths, scores, kind, label_names, thresholds)
+    result = Prediction(frame, thresholds, notes=thresholds.notes())
+    if cam_dir is not None:
+        result.cam_layer, result.cam_files = write_cams(model, images, scores, paths, kind, label_names,
+                                                        cfg.image_size, Path(cam_dir), dev)
+        frame["cam"] = [str(p) for p in result.cam_files]
+    return result
+
+
+def cam_outputs(scores: np.ndarray, kind: str) -> list[int]:
+    """Which output each image's map explains: binary the one output; multilabel / multiclass the top score."""
+    if kind == "binary":
+        return [0] * len(scores)
+    return [int(k) for k in np.asarray(scores).argmax(axis=1)]
+
+
+def write_cams(model, images: np.ndarray, scores: np.ndarray, paths: list[Path], kind: str,
+               label_names: list[str], image_size: int, out: Path, device) -> tuple[str, list[Path]]:
+    """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png); returns (layer, files)."""
+    from PIL import Image
+
+    from .models.cam import cam_target_layer, grad_cam_maps, overlay_heatmap
+    from .train.augment import normalise
+
+    model.to(device)
+    layer_name, layer = cam_target_layer(model, image_size)
+    outputs = cam_outputs(scores, kind)
+    maps = grad_cam_maps(model, normalise(torch_tensor(images)).to(device), outputs, layer)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MedtransferError(f"--cam {out}: cannot create the folder ({err.strerror or err})") from None
+    files, used = [], set()
+    for i, path in enumerate(paths):
+        name = f"{Path(path).stem}_cam_{_safe(label_names[outputs[i]])}"
+        target = out / f"{name}.png"
+        n = 2
+        while target.name in used:   # two inputs with one stem (from different folders) keep both maps
+            target, n = out / f"{name}_{n}.png", n + 1
+        used.add(target.name)
+        rgb = overlay_heatmap(view_image(Path(path)), maps[i])
+        write_bytes_atomic(target, _png_bytes(Image.fromarray(rgb)))
+        files.append(target)
+    return layer_name, files
+
+
+def view_image(path: Path) -> np.ndarray:
+    """The model's square crop of the image at the image's own resolution (at least 224 px a side)."""
+    from .data.images import is_dicom, read_dicom, read_pil, square_resize
+    from .models.cam import view_side
+
+    gray = read_dicom(path) if is_dicom(path) else read_pil(path)
+    return square_resize(gray, view_side(min(gray.shape[:2])))
+
+
+def torch_tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images))
+
+
+def _png_bytes(img) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(label))

@@ -125,9 +125,11 @@ class RunFolder:
     LOG = "train.log"
     WEIGHTS = "model.safetensors"
     PREDICTIONS = "predictions_test.csv"
+    VAL_PREDICTIONS = "predictions_val.csv"   # what --sensitivity re-chooses a threshold on
+    THRESHOLD = "threshold.json"              # the operating threshold(s) chosen on validation
     LR_TRACE = "lr_trace.csv"
     COEFFICIENTS = "coefficients.csv"
-    RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, WEIGHTS, LR_TRACE, COEFFICIENTS)   # what a new run replaces
+    RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS)   # what a new run replaces
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -144,6 +146,8 @@ class RunFolder:
     log_path = property(lambda self: self.path / self.LOG)
     weights_path = property(lambda self: self.path / self.WEIGHTS)
     predictions_path = property(lambda self: self.path / self.PREDICTIONS)
+    val_predictions_path = property(lambda self: self.path / self.VAL_PREDICTIONS)
+    threshold_path = property(lambda self: self.path / self.THRESHOLD)
     lr_trace_path = property(lambda self: self.path / self.LR_TRACE)
     coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
 
@@ -178,6 +182,21 @@ class RunFolder:
             raise MedtransferError(f"{self.metrics_path} not found: {self.path} holds no finished run") from None
         except (OSError, ValueError, TypeError) as err:
             raise MedtransferError(f"{self.metrics_path} is not a readable metrics file ({err})") from None
+
+    def write_thresholds(self, thresholds) -> None:
+        """``thresholds``: an ``evaluate.threshold.RunThresholds``."""
+        write_json_atomic(self.threshold_path, thresholds.to_json())
+
+    def read_thresholds(self):
+        """The run's ``RunThresholds``; a MedtransferError naming the file when it is missing or unreadable."""
+        from .evaluate.threshold import RunThresholds
+
+        try:
+            return RunThresholds.from_json(json.loads(self.threshold_path.read_text()))
+        except FileNotFoundError:
+            raise MedtransferError(f"{self.threshold_path} not found") from None
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise MedtransferError(f"{self.threshold_path} is not a readable threshold file ({err})") from None
 
     def write_failed(self, reason: str, error_type: str, seconds: float) -> None:
         write_json_atomic(self.failed_path, {"error": reason, "type": error_type, "seconds": round(seconds, 2)})

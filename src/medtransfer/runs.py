@@ -18,7 +18,7 @@ import numpy as np
 from .config import RunConfig, dump_config, resolve_data_root
 from .errors import MedtransferError
 from .kinds import Init, InitKind
-from .run_folder import RunFolder, RunMetrics, write_json_atomic
+from .run_folder import RunFolder, RunMetrics, write_json_atomic, write_text_atomic
 
 
 class RunLog:
@@ -74,7 +74,18 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     # every digit the dtype holds: rounded scores tie (a confident model's 1e-7s all become
     # 0.000000) and the AUROC / DeLong read back from this file would differ from metrics.json
     digits = 9 if np.asarray(scores).dtype == np.float32 else 17
-    frame.to_csv(path, index=False, float_format=f"%.{digits}g")
+    write_text_atomic(path, frame.to_csv(index=False, float_format=f"%.{digits}g"))
+
+
+def run_thresholds(kind: str, label_names: list[str], val, test):
+    """Youden thresholds chosen on the validation (labels, scores), scored on test too (for the record)."""
+    from .evaluate import one_vs_rest_targets
+    from .evaluate.threshold import choose_thresholds
+
+    (y_val, s_val), (y_test, s_test) = val, test
+    k = len(label_names)
+    return choose_thresholds(kind, label_names, one_vs_rest_targets(y_val, kind, k), s_val,
+                             y_test=one_vs_rest_targets(y_test, kind, k), s_test=s_test)
 
 
 def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
@@ -186,13 +197,18 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
 
     batch = max(cfg.train.batch_size, 128)
-    scored = {}
-    for split, idx in (("val", val_idx), ("test", test_idx)):
+    scored, raw = {}, {}
+    for split, idx, path in (("val", val_idx, folder.val_predictions_path),
+                             ("test", test_idx, folder.predictions_path)):
         scores = predict(model, data.images[idx], cfg.task.kind, batch, device)
         scored[split] = score_metrics(data.labels[idx], scores, cfg.task.kind, data.label_names)
-        if split == "test":
-            write_predictions(folder.predictions_path, [data.image_ids[i] for i in idx],
-                              data.labels[idx], scores, data.label_names, cfg.task.kind)
+        raw[split] = (data.labels[idx], scores)
+        write_predictions(path, [data.image_ids[i] for i in idx], data.labels[idx], scores, data.label_names,
+                          cfg.task.kind)
+    thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
+    folder.write_thresholds(thresholds)
+    for note in thresholds.notes():
+        log(f"threshold {note}")
     save_weights(model, folder.weights_path)
     _write_lr_trace(folder.lr_trace_path, result.lr_trace)
     return RunMetrics(

@@ -19,6 +19,13 @@ value (or is in its list); "5 seeds up to N=2000, 1 above" is one such rule.
 
 ``baselines: [radiomics]`` adds one radiomics + logistic-regression run per (task, N, seed)
 left in the grid (see ``grid.expand``), on the same splits and N-subsets as the CNN runs.
+
+``keep_weights`` (default false): a grid run's ``model.safetensors`` is deleted once its
+metrics are recorded, because the report needs only the store and a full grid of DenseNets
+would fill a disk; sources always keep theirs (grid runs start from them). With false,
+``medtransfer study best STUDY_DIR --out RUN_DIR`` retrains the best recipe into a run folder
+``predict`` can use; with true it copies the best seed's folder instead (no retraining).
+Not part of any run id: switching it never reruns a finished run.
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ class StudySpec(BaseModel):
     resources: Resources = Resources()
     # Grid runs' model.safetensors are deleted once the run is complete: the report needs only
     # the store, and 3,456 DenseNets would fill a disk. Sources always keep theirs (grid runs load them).
+    # `study best` retrains the chosen recipe when its weights are gone, or copies them when kept.
     keep_weights: bool = False
 
 
