@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import load_config, resolve_data_root
 from .errors import MedtransferError, write_error
 from .study.executors import executor_names
+from .tracking import DEFAULT_FOLDER
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -20,6 +21,22 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="folder that relative data paths start from (default: $MEDTRANSFER_DATA or ~/.cache/medtransfer/data)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.n_train=200 (repeatable)")
+
+
+_BARE = "(default)"   # --mlflow given without a URI
+
+
+def _add_mlflow_arg(p: argparse.ArgumentParser, default_store: str) -> None:
+    p.add_argument("--mlflow", nargs="?", const=_BARE, default=None, metavar="URI",
+                   help=f"log to MLflow (pip install 'medtransfer[mlflow]'): a tracking URI or a folder "
+                        f"(default {default_store}: an SQLite store mlflow.db and artifacts/ inside)")
+
+
+def _mlflow_target(value: str | None, default: Path | None) -> str | None:
+    """The plain value the layers below take: a URI / folder, or None for no tracking."""
+    if value == _BARE:
+        return None if default is None else str(default)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, required=True, help="run folder to create")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
         p.add_argument("--quiet", action="store_true", help="log to train.log only")
+        _add_mlflow_arg(p, "./mlruns, experiment 'medtransfer'")
 
     p = sub.add_parser("lr-find", help="exponential learning-rate range test: plot and suggested LR")
     _add_config_args(p)
@@ -68,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key in base and every source, e.g. --set train.epochs=2 "
                         "(data.* / task.* keys: base only; repeatable)")
+    _add_mlflow_arg(p, "STUDY_DIR/mlruns, one experiment named after the study")
     p = study.add_parser("status", help="counts by status, progress per axis, failure reasons")
     p.add_argument("study_dir", type=Path)
     p = study.add_parser("best", help="the best recipe at N (by mean validation AUROC over seeds) as a run folder "
@@ -124,7 +143,7 @@ def _dispatch(args) -> int:
 
         cfg = load_config(args.config, args.overrides)
         metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                            echo=not args.quiet)
+                            echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)))
         auc = metrics.auroc("test")
         print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
         return 0
@@ -183,7 +202,8 @@ def _dispatch(args) -> int:
             return 0
         summary = run_study(args.spec, args.out, StudyOptions(
             data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-            retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides)))
+            retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
+            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None)))
         print(summary)
         return 0
     if args.command == "report":

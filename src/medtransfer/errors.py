@@ -17,6 +17,10 @@ class WeightsUnavailable(MedtransferError):
     """Pretrained weights are not on disk and cannot be downloaded."""
 
 
+class MissingExtra(MedtransferError):
+    """An optional dependency the command needs is not installed (the message names the pip extra)."""
+
+
 class DiskFull(MedtransferError):
     """A write failed for lack of space (or quota); nothing half-written is left."""
 

@@ -201,5 +201,12 @@ class RunFolder:
     def write_failed(self, reason: str, error_type: str, seconds: float) -> None:
         write_json_atomic(self.failed_path, {"error": reason, "type": error_type, "seconds": round(seconds, 2)})
 
+    def failure_reason(self) -> str | None:
+        """The reason failed.json records (None when there is none or it is unreadable)."""
+        try:
+            return str(json.loads(self.failed_path.read_text()).get("error") or "") or None
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def remove_weights(self) -> None:
         self.weights_path.unlink(missing_ok=True)

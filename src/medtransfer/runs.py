@@ -120,12 +120,50 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
 
 
 def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
-              overwrite: bool = False, echo: bool = True, progress: bool = True) -> RunMetrics:
-    """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``."""
+              overwrite: bool = False, echo: bool = True, progress: bool = True,
+              mlflow: str | None = None) -> RunMetrics:
+    """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``.
+
+    ``mlflow`` (a tracking URI or folder) logs the finished or failed run folder to the experiment
+    ``medtransfer``; the store is opened first, so a missing package or a bad URI costs no training.
+    """
     root = data_root or resolve_data_root(None)
-    with torch_threads(cfg.train.threads):
-        return recorded_run(cfg, out, overwrite, echo,
-                            lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress, started))
+    tracker = _open_train_tracker(mlflow) if mlflow else None
+    try:
+        with torch_threads(cfg.train.threads):
+            metrics = recorded_run(cfg, out, overwrite, echo,
+                                   lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress,
+                                                                                    started))
+    except Exception:
+        if tracker is not None and RunFolder(out).failed_path.is_file():   # the run failed (not a refused --out)
+            try:
+                _track_train(tracker, cfg, RunFolder(out))
+            except MedtransferError as also:   # the run's own error is the one to report
+                print(f"medtransfer: warning: {also}", file=sys.stderr)
+        raise
+    if tracker is not None:
+        _track_train(tracker, cfg, RunFolder(out))
+    return metrics
+
+
+def _open_train_tracker(target: str):
+    from .tracking import TRAIN_EXPERIMENT, Tracker, TrackingStore
+
+    return Tracker(TrackingStore.parse(target), TRAIN_EXPERIMENT)
+
+
+def _track_train(tracker, cfg: RunConfig, folder: RunFolder) -> None:
+    """Log a `train` run folder (no study: no run-id tag, so training again logs a second run, as it should)."""
+    from .tracking import TAG, folder_run
+
+    params = cfg.model_dump(mode="json")
+    params.pop("radiomics", None)   # a CNN run does not read these keys
+    run = folder_run(folder, params, name=folder.path.name, tags={TAG + "method": "cnn", TAG + "role": "train"})
+    try:
+        tracker.log(run)
+    except Exception as err:   # the run itself is safe in its folder; say so in one line
+        raise MedtransferError(f"{folder.path}: the run is saved but was not logged to MLflow "
+                               f"({tracker.store.uri}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
 
 
 @contextmanager

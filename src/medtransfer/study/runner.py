@@ -55,7 +55,8 @@ def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None)
 
 @dataclass(frozen=True)
 class StudyOptions:
-    """How to run a study (the spec says what to run). The last five are hooks for tests and embedders:
+    """How to run a study (the spec says what to run). ``mlflow`` is a tracking URI or folder (None: no
+    tracking; see ``study.tracked``). The last five are hooks for tests and embedders:
     ``run_fn`` replaces the real run, ``probe`` times one step for the dry-run estimate, ``report``
     writes report.html at the end, ``check_data`` opens every dataset first (default: on with the
     real run function only), ``console`` receives the progress and per-run lines."""
@@ -66,6 +67,7 @@ class StudyOptions:
     retry_failed: bool = False
     dry_run: bool = False
     overrides: tuple[str, ...] = ()
+    mlflow: str | None = None
     run_fn: RunFn | None = None
     probe: bool = True
     report: bool = True
@@ -96,6 +98,10 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
         return _dry_run(plan, out, root, opts.executor, opts.workers, opts.probe)
     if out is None:
         raise MedtransferError("study run: --out STUDY_DIR is required (except with --dry-run)")
+    if opts.mlflow:
+        from ..tracking import require_mlflow
+
+        require_mlflow()   # before the lock, the data check and any run
     study_dir = Path(out).expanduser().resolve()
     check_data = opts.run_fn is None if opts.check_data is None else opts.check_data
     fresh = not study_dir.exists()
@@ -139,8 +145,9 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
     retry_failed = opts.retry_failed
     _write_spec_copy(spec_path, study_dir, list(opts.overrides), console)
     store = Store(study_dir / STORE_FILE)
-    store.record_plan([r.run_id for r in plan.all_runs])   # the report and status count this plan's rows
+    plan_hash = store.record_plan([r.run_id for r in plan.all_runs])   # the report and status count this plan's rows
     _adopt_finished(plan, study_dir, store)
+    tracker = _open_tracker(opts.mlflow, plan, study_dir, plan_hash, console)
     started = datetime.now(timezone.utc)
     ex = make_executor(opts.executor, opts.executor_options(plan))
     ran = 0
@@ -151,7 +158,7 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
             eta = _probe_eta(plan, _todo(plan.all_runs, statuses, retry_failed, study_dir), root, opts, console)
             bar = progress.add_task("study", total=len(plan.all_runs), completed=settled, eta=eta)
             ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), plan, study_dir, root,
-                            store, progress, bar, eta)
+                            store, progress, bar, eta, tracker)
             statuses = store.statuses()
             grid_todo = []
             for run in _todo(plan.runs, statuses, retry_failed, study_dir):
@@ -160,15 +167,19 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
                     store.record_skipped(run, blocked)
                     if eta is not None:
                         eta.finished(run.run_id, 0.0)
+                    if tracker:
+                        tracker.record(run, RunStatus.SKIPPED, blocked)
                     progress.advance(bar)
                     _print_line(progress.console, run, Outcome(RunStatus.SKIPPED, None, blocked, "", "", 0.0), plan)
                 else:
                     grid_todo.append(run)
             first, rest = _feature_warmups(grid_todo)
-            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar, eta)
-            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta)
+            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar, eta, tracker)
+            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta, tracker)
     finally:
         ex.close()
+    if tracker:   # runs finished by earlier calls (resume, adopted, a first call without --mlflow)
+        tracker.catch_up(plan, store.rows())
     summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
     if opts.report:
         summary.report = _write_report(study_dir, console)
@@ -330,9 +341,19 @@ def _job(run: PlannedRun, study_dir: Path, data_root: Path, plan_sources: dict[s
                keep_weights=keep_weights or run.role is RunRole.SOURCE, method=run.method)
 
 
+def _open_tracker(target: str | None, plan: Plan, study_dir: Path, plan_hash: str, console: Console):
+    """The study's MLflow experiment (None without --mlflow); a bad URI stops the call before any run."""
+    if not target:
+        return None
+    from .tracked import StudyTracker
+
+    return StudyTracker(target, plan, study_dir, plan_hash, console)
+
+
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
-             progress: Progress, bar, eta: StudyEta | None = None) -> int:
-    """Hand the runs to the executor; record each outcome as it comes back (the driver alone writes)."""
+             progress: Progress, bar, eta: StudyEta | None = None, tracker=None) -> int:
+    """Hand the runs to the executor; record each outcome as it comes back (the driver alone writes,
+    to the store and then to the MLflow tracker, if any)."""
     if not runs:
         return 0
     by_id = {r.run_id: r for r in runs}
@@ -347,6 +368,9 @@ def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root:
             store.record_skipped(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
         else:
             store.record_failed(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
+        if tracker:
+            tracker.record(run, outcome.status, outcome.reason, outcome.metrics, outcome.started_at,
+                           outcome.finished_at)
         count += 1
         if eta is not None:
             eta.finished(run_id, outcome.seconds if outcome.status is RunStatus.DONE else 0.0)
