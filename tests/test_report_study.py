@@ -222,7 +222,8 @@ def test_no_patient_or_image_ids_leak(study):
 def test_best_recipe_per_n(study):
     _, html_text = study
     (rows,) = tables_under(html_text, "Best recipe", f"{PMNIST} — resnet18")
-    winners = {r[0]: (r[1], r[2], r[3]) for r in rows[1:]}
+    assert rows[0][1:5] == ["best recipe (on validation)", "val AUROC", "test AUROC", "95% CI"]
+    winners = {r[0]: (r[1], r[3], r[4]) for r in rows[1:]}
     assert winners["50"][:2] == ("chest / full / one_cycle", "0.750")
     assert winners["200"][:2] == ("chest / gradual / one_cycle", "0.830")
     # the largest N: ImageNet wins on its one finished seed, so no CI
@@ -403,7 +404,7 @@ def test_xrv_recipes_are_marked_with_what_their_weights_saw(tmp_path):
         for seed in (0, 1):
             row = _row(task=NIH, arch="densenet121", init=init, strategy="full", lr_policy="one_cycle", dropout=0.2,
                        recipe=f"{init} / full / one_cycle", n_train=n, seed=seed, n_train_images=n,
-                       test_auroc=0.9 + 0.01 * seed, seconds=20.0)
+                       test_auroc=0.9 + 0.01 * seed, val_auroc=0.88 + 0.01 * seed, seconds=20.0)
             config = json.loads(row["config_json"])
             config["data"] = {"source": "nih14", "path": "nih14-mini"}
             row["config_json"] = json.dumps(config)
@@ -422,3 +423,21 @@ def test_xrv_recipes_are_marked_with_what_their_weights_saw(tmp_path):
 def test_a_report_without_xrv_inits_has_no_mark(tmp_path):
     text = write_report(make_study(tmp_path / "S")).read_text()
     assert "†" not in text
+
+
+def test_best_is_chosen_on_validation_and_reported_on_test():
+    """A recipe that wins on test but not on validation is not the best: test never chooses."""
+    from medtransfer.report.tables import SUMMARY_COLUMNS, best_recipes
+
+    def recipe(name, val, test):
+        row = dict.fromkeys(SUMMARY_COLUMNS)
+        row.update(task=PMNIST, task_kind="binary", arch="resnet18", method="cnn", recipe=name,
+                   init=name.split(" / ")[0], n_train=50, N=50, n_seeds=3, test_auroc_mean=test,
+                   test_auroc_ci_low=test - 0.05, test_auroc_ci_high=test + 0.05, val_auroc_mean=val)
+        return row
+
+    summary = pd.DataFrame([recipe("scratch / full / one_cycle", val=0.70, test=0.90),    # lucky on test
+                            recipe("chest / full / one_cycle", val=0.85, test=0.80)], columns=SUMMARY_COLUMNS)
+    (best,) = best_recipes(summary).itertuples()
+    assert best.recipe == "chest / full / one_cycle" and best.auroc == 0.80 and best.val_auroc == 0.85
+    assert best.runner_up == "scratch / full / one_cycle" and best.runner_up_auroc == 0.90

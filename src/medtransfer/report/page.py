@@ -186,18 +186,19 @@ def key_results_section(best: pd.DataFrame, gain: pd.DataFrame, extra_items: lis
 
 def best_section(best: pd.DataFrame) -> str:
     parts = ["<h2>Best recipe at each N</h2>",
-             "<p>The recipe with the highest mean test AUROC over seeds at each training-set size (N = images "
-             "actually trained on, median over seeds). The runner-up shows whether the win is clear or within "
-             "noise: compare its AUROC with the winner's CI.</p>"]
+             "<p>At each training-set size (N = images actually trained on, median over seeds), the recipe with "
+             "the highest mean <i>validation</i> AUROC over seeds; the AUROC, its CI and the runner-up's AUROC are "
+             "on the test split, which plays no part in the choice. The runner-up shows whether the win is clear "
+             "or within noise: compare its AUROC with the winner's CI.</p>"]
     if best.empty:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
-        rows = [[fmt_n(r.n_train, r.N), esc(r.shown), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high),
-                 str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—", fmt_auroc(r.runner_up_auroc),
-                 str(int(r.n_recipes))] for r in g.itertuples()]
+        rows = [[fmt_n(r.n_train, r.N), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc),
+                 fmt_ci(r.ci_low, r.ci_high), str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—",
+                 fmt_auroc(r.runner_up_auroc), str(int(r.n_recipes))] for r in g.itertuples()]
         parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
-            ["N", "best recipe", "AUROC", "95% CI", "seeds", "runner-up", "its AUROC", "recipes compared"],
-            rows, numeric={2, 4, 6, 7}))
+            ["N", "best recipe (on validation)", "val AUROC", "test AUROC", "95% CI", "seeds", "runner-up",
+             "its test AUROC", "recipes compared"], rows, numeric={2, 3, 5, 7, 8}))
     return "\n".join(parts)
 
 
@@ -205,12 +206,12 @@ def gains_section(gain: pd.DataFrame, has_same_site: bool) -> str:
     title = "Gain of same-site transfer" if has_same_site else "Gain of transfer from each pretraining source"
     parts = [f"<h2>{title}</h2>",
              "<p><b>How the gain is defined.</b> At each N, every initialisation is represented by its own best "
-             "recipe (the strategy / LR policy / dropout with the highest mean test AUROC over seeds); the gain is "
+             "recipe (the strategy / LR policy / dropout with the highest mean validation AUROC over seeds); the gain is "
              "the same-site AUROC minus the other initialisation's AUROC, in AUROC points (the difference on the "
              "0–1 AUROC scale: 0.80 → 0.85 is +0.050) and in percent of the other initialisation's AUROC. "
              "Every initialisation gets the "
-             "same benefit of choosing its best recipe, so the comparison is even-handed, but all values are "
-             "somewhat optimistic because the choice is made on the test set. The 95% CI of the gain is a Welch "
+             "same benefit of choosing its best recipe, so the comparison is even-handed; the choice is made on "
+             "the validation split and the AUROCs are on the test split. The 95% CI of the gain is a Welch "
              "t-interval over seeds; if it includes 0 the data do not show a difference.</p>"]
     if not has_same_site:
         parts.append('<p class="note">No source is marked same-site, so each pretraining source is compared '

@@ -2,10 +2,9 @@
 
 Each CNN initialisation is represented by ONE recipe across all N (a learning
 curve must be one method): the recipe finished at the most N, then with the
-highest mean over N of its mean test AUROC. The radiomics curve is chosen the
-same way among the baseline recipes (normally there is one). Like "best recipe"
-elsewhere in the report the choice is made on the test set, so it flatters the
-CNN a little.
+highest mean over N of its mean validation AUROC. The radiomics curve is chosen the
+same way among the baseline recipes (normally there is one). As everywhere in the
+report, the choice is made on validation and the comparison on test.
 
 A CNN run and a radiomics run are paired when they share task, requested N and
 seed: same split, same nested training subset, same test images.
@@ -25,12 +24,13 @@ SIGNIFICANCE = 0.05
 
 
 def _curve_choice(rows: pd.DataFrame) -> pd.DataFrame:
-    """Recipes of ``rows`` ranked: most N with a result, then highest mean over N of the mean test AUROC."""
+    """Recipes of ``rows`` ranked: most N with a result, then highest mean over N of the mean validation AUROC
+    (chosen on validation, compared on test)."""
     done = rows[rows["n_seeds"] > 0]
     if done.empty:
         return done
     per = done.groupby(["method", "recipe"], sort=False).agg(
-        n_points=("n_train", "nunique"), score=("test_auroc_mean", "mean"), init=("init", "first")).reset_index()
+        n_points=("n_train", "nunique"), score=("val_auroc_mean", "mean"), init=("init", "first")).reset_index()
     return per.sort_values(["n_points", "score", "recipe"], ascending=[False, False, True], ignore_index=True)
 
 

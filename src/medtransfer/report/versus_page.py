@@ -14,7 +14,7 @@ HOW = (
     "<p><b>How the comparison is made.</b> A CNN run and a radiomics run are <i>paired</i> when they share the "
     "task, the requested N and the seed: same split, same training subset, same test images. Each CNN "
     "initialisation is represented by one recipe at every N (the recipe finished at the most N, then with the "
-    "highest mean test AUROC over N); it is chosen on the test set, which flatters the CNN a little. "
+    "highest mean validation AUROC over N); it is chosen on the validation split, never on test. "
     "<i>Difference</i> = CNN minus radiomics test macro AUROC, mean over the paired seeds, with a Student-t 95% "
     "CI of the per-seed differences. <i>DeLong p</i>: paired DeLong test (DeLong et al. 1988) of the two runs' "
     "macro AUROC on the test images both scored, one per seed (multi-label: mean over findings; multiclass: mean "
