@@ -20,6 +20,7 @@ base:
   train: {epochs: 1, batch_size: 16, lr_policy: constant, lr: 0.001, augment: false}
 sources:
   bright:
+    allow_overlap: true     # the target's own images: this test compares executors, not transfer
     data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}
     task: {kind: binary, label_column: finding}
     model: {init: scratch}

@@ -50,6 +50,13 @@ class DataConfig(_Strict):
                                                   "log) instead of stopping with an error naming them")
     allow_outside_root: bool = Field(False, json_schema_extra=ADDED_LATER,
                                      description="csv source: allow relative image paths that resolve outside the data root")
+    partition: dict[str, float] | None = Field(
+        None, json_schema_extra=ADDED_LATER,
+        description="split the dataset's PATIENTS into named pools first, e.g. {source: 0.5, target: 0.5}: a "
+                    "study can then pretrain on one pool and study N on another of the same dataset without sharing "
+                    "a patient (data.pool picks this config's pool; source and target must give the same partition)")
+    pool: str | None = Field(None, json_schema_extra=ADDED_LATER, description="the data.partition pool this config uses")
+    partition_seed: int = Field(0, json_schema_extra=ADDED_LATER, description="seed of the data.partition draw")
 
     @field_validator("split_fractions")
     @classmethod
@@ -57,6 +64,23 @@ class DataConfig(_Strict):
         if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] == 0:
             raise ValueError(f"data.split_fractions must be three non-negative fractions summing to 1 with train > 0, got {v}")
         return v
+
+    @field_validator("partition")
+    @classmethod
+    def _pools_are_fractions(cls, v):
+        if v is None:
+            return v
+        if len(v) < 2 or any(not (0 < f < 1) for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"data.partition must name two or more pools with fractions in (0, 1) summing to 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_names_a_partition(self):
+        if (self.partition is None) != (self.pool is None):
+            raise ValueError("data.partition and data.pool go together: the partition, and which of its pools to use")
+        if self.partition is not None and self.pool not in self.partition:
+            raise ValueError(f"data.pool={self.pool!r} is not a pool of data.partition ({', '.join(self.partition)})")
+        return self
 
     @model_validator(mode="after")
     def _source_needs(self):

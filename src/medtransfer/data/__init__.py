@@ -14,6 +14,7 @@ from ..config import DataConfig, TaskConfig
 from ..errors import ConfigError, DataError
 from .cache import cached_images, resolve_cache_dir
 from .images import decode_image
+from .partition import partition_patients, take_pool
 from .records import SPLIT_NAMES, LabelledImages, PreparedData
 from .sources import NIH14_FINDINGS, SOURCES, get_source
 from .splits import (
@@ -29,7 +30,7 @@ from .splits import (
 __all__ = [
     "LabelledImages", "PreparedData", "prepare_data", "load_source", "decode_image",
     "patient_split", "nested_subset", "subset_order", "strata_matrix", "given_split_indices",
-    "NIH14_FINDINGS", "SOURCES",
+    "NIH14_FINDINGS", "SOURCES", "partition_patients",
 ]
 
 
@@ -45,6 +46,8 @@ def load_source(data: DataConfig, task: TaskConfig, data_root: Path) -> Labelled
     expected_ndim = 1 if task.kind == "multiclass" else 2
     if len(src.labels) != n or len(src.patient_ids) != n or np.ndim(src.labels) != expected_ndim:
         raise DataError(f"data source {src.dataset_key}: labels/patients do not match its {n} images")
+    if data.partition is not None:
+        src = take_pool(src, data.partition, data.pool, data.partition_seed)
     return src
 
 

@@ -109,8 +109,13 @@ def _source_description(source: dict) -> str:
     data = source.get("data") if isinstance(source.get("data"), dict) else {}
     task = source.get("task") if isinstance(source.get("task"), dict) else {}
     what = data.get("name") or data.get("path") or data.get("source") or "?"
+    if data.get("pool"):
+        what += f", pool {data['pool']!r} of its patient partition"
     kind = task.get("kind")
-    return f"{what} ({kind})" if kind else str(what)
+    described = f"{what} ({kind})" if kind else str(what)
+    if source.get("allow_overlap"):
+        described += " — may share images / patients with the target (allow_overlap)"
+    return described
 
 
 def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str]]:
@@ -129,6 +134,10 @@ def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, st
     if unsited:
         notes.append("no 'site: same|other' given for source(s) " + ", ".join(unsited)
                      + ": each is compared with scratch and ImageNet on its own")
+    overlapping = [name for name, src in spec.sources.items() if src.get("allow_overlap")]
+    if overlapping:
+        notes.append("source(s) " + ", ".join(overlapping) + " were allowed to overlap the target (allow_overlap: "
+                     "true), so they may have seen target images or patients: their gains are optimistic")
     return spec.name, sites, described, notes
 
 

@@ -23,6 +23,7 @@ from ..run_folder import RunFolder, write_text_atomic
 from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, thread_share
 from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
+from .disjoint import check_sources_disjoint
 from .eta import EtaColumn, StudyEta
 from .schema import SPEC_FILE, STORE_FILE
 from .spec import load_spec, spec_text_with_overrides
@@ -110,6 +111,7 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
             try:
                 known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
                 _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), root)
+                check_sources_disjoint(plan, root)
             except MedtransferError:
                 if fresh:   # a missing dataset leaves nothing behind
                     _remove_empty_study_dir(study_dir)

@@ -7,7 +7,9 @@ source that is not defined. (That every expanded config is valid is checked by
 ``grid.expand``.) Each problem is a ConfigError whose one line names the key at fault.
 
 Sources are standalone train configs, plus an optional ``site: same | other`` (is the
-source from the target's hospital / body site? the report groups transfer gains by it).
+source from the target's hospital / body site? the report groups transfer gains by it)
+and ``allow_overlap: true``, which lets a source share images or patients with its target
+(refused by default, before any run: see ``study.disjoint``; the report marks it).
 Two keys may be left out and are then taken from ``base``: ``image_size`` and
 ``model.arch``. When ``model.arch`` is a grid axis, a source that does not fix its own
 arch is pretrained once per arch in that axis, so a DenseNet never starts from ResNet weights.
@@ -41,7 +43,7 @@ from ..kinds import Init
 
 KNOWN_BASELINES = ("radiomics",)
 SITES = ("same", "other")
-SOURCE_ONLY_KEYS = ("site",)   # source keys that are not train config keys
+SOURCE_ONLY_KEYS = ("site", "allow_overlap")   # source keys that are not train config keys
 OVERRIDE_PREFIX = "# --set "
 
 
@@ -62,7 +64,7 @@ class StudySpec(BaseModel):
     baselines: list[str] = Field(default_factory=list)
     resources: Resources = Resources()
     # Grid runs' model.safetensors are deleted once the run is complete: the report needs only
-    # the store, and 3,456 DenseNets would fill a disk. Sources always keep theirs (grid runs load them).
+    # the store, and 3,360 DenseNets would fill a disk. Sources always keep theirs (grid runs load them).
     # `study best` retrains the chosen recipe when its weights are gone, or copies them when kept.
     keep_weights: bool = False
 
@@ -181,6 +183,8 @@ def check_spec(spec: StudySpec, origin: str = "study") -> None:
         site = source.get("site")
         if site is not None and site not in SITES:
             raise ConfigError(f"{origin}: sources.{name}.site must be 'same' or 'other', got {site!r}")
+        if not isinstance(source.get("allow_overlap", False), bool):
+            raise ConfigError(f"{origin}: sources.{name}.allow_overlap must be true or false")
         init = _init_or_none(get_dotted(source, "model.init"))
         if init is not None and init.is_source:
             raise ConfigError(f"{origin}: sources.{name}.model.init: a source cannot start from another source ({init})")
@@ -208,7 +212,7 @@ def _canonical(value: Any) -> str:
 
 
 def source_config_tree(source: dict) -> dict:
-    """A source entry without its study-only keys (``site``): what goes to RunConfig."""
+    """A source entry without its study-only keys (``site``, ``allow_overlap``): what goes to RunConfig."""
     return {k: v for k, v in source.items() if k not in SOURCE_ONLY_KEYS}
 
 
