@@ -268,7 +268,20 @@ def test_store_upsert_never_duplicates(tmp_path):
 
 def test_dry_run_of_the_paper_grid_prints_its_full_size():
     summary = run_study(TESTS.parent / "examples" / "paper-nih14.yaml", None, StudyOptions(dry_run=True, probe=False))
-    assert "total: 3364 runs (3360 grid + 4 sources)" in str(summary)
+    assert "total: 16874 runs (16800 grid + 70 radiomics + 4 sources)" in str(summary)
+    for axis in ("train.lr_policy (3 values): constant", "cyclic", "train.discriminative (2 values)",
+                 "model.dropout (2 values)", "baseline radiomics"):
+        assert axis in str(summary), axis
+
+
+def test_dry_run_names_the_n_above_the_train_pool(tmp_path):
+    """nih14-mini's train split holds about 700 images: N = 5000 is bound to fail, and the dry run says so."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("base: {data: {source: nih14, path: nih14-mini}, task: {kind: multilabel}, image_size: 16}\n"
+                    "grid: {train.n_train: [50, 5000, all], train.seed: [0, 1]}\n")
+    text = str(run_study(spec, None, StudyOptions(dry_run=True, probe=False, data_root=tmp_path)))
+    lines = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "train.n_train=5000 is above the" in lines[0] and "2 run(s) bound to fail" in lines[0]
 
 
 @pytest.mark.parametrize("kw, needle", [

@@ -122,7 +122,7 @@ def test_examples_expand(tmp_path):
         seeds_at.setdefault(run.config.train.n_train, set()).add(run.config.train.seed)
     assert all(len(s) == (5 if n != "all" and n <= 2000 else 1) for n, s in seeds_at.items())
     assert len(load_spec(EXAMPLES / "paper-nih14.yaml").grid["train.n_train"]) == 11
-    assert len(paper.runs) == 3360
+    assert len(paper.runs) == 16800 + 70   # + radiomics at every (task, N, seed)
     chest = next(s for s in paper.sources if s.source == "chest")
     assert chest.config.data.pool == "source" and {r.config.data.pool for r in paper.runs} == {"target"}
     assert chest.config.data.partition == paper.runs[0].config.data.partition

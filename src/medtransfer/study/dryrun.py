@@ -26,8 +26,26 @@ PROBE_CPU_PX = 64   # data loading, model creation, evaluation, writing the run 
 BASELINE_FIT_S = 5.0   # one radiomics run once its features are cached: data, C selection, fit, scoring
 
 
+def runs_above_pool(plan: Plan, data_root: Path) -> list[str]:
+    """One line per (task, N) whose N exceeds the dataset's train split: those runs are bound to fail.
+
+    Read from labels alone (no decoding), so a dry run shows them before any compute is spent.
+    """
+    sizes: dict = {}
+    counts: dict[tuple[str, int, int], int] = {}
+    for run in plan.all_runs:
+        n = run.config.train.n_train
+        if n == "all":
+            continue
+        split = _split_sizes(run, data_root, sizes, [])
+        if split is not None and n > split[0]:
+            counts[(run.task, n, split[0])] = counts.get((run.task, n, split[0]), 0) + 1
+    return [f"warning: train.n_train={n} is above the {pool}-image train split of {task}: {k} run(s) bound to "
+            "fail (lower it, or use all)" for (task, n, pool), k in sorted(counts.items(), key=lambda kv: kv[0][:2])]
+
+
 def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: dict | None = None,
-                  parallel: int = 1) -> str:
+                  parallel: int = 1, warnings: list[str] | None = None) -> str:
     """The dry-run text: sources, per-axis counts, the total, what is already done, the estimate."""
     spec = plan.spec
     baselines = baseline_counts(plan.runs)
@@ -46,6 +64,7 @@ def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: 
         lines.append(f"  baseline {method}: one run per (task, N, seed): {shown}")
     parts = [f"{n_cnn} grid"] + [f"{sum(p.values())} {m}" for m, p in baselines.items()] + [f"{len(plan.sources)} sources"]
     lines.append(f"total: {len(plan.all_runs)} runs ({' + '.join(parts)})")
+    lines.extend(warnings or [])
     if statuses:
         done = sum(1 for r in plan.all_runs if statuses.get(r.run_id) == RunStatus.DONE)
         lines.append(f"already done in STUDY_DIR: {done}; to run: {len(plan.all_runs) - done}")

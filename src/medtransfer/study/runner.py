@@ -189,14 +189,14 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
 
 
 def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bool) -> StudySummary:
-    from .dryrun import describe_plan, estimate_time
+    from .dryrun import describe_plan, estimate_time, runs_above_pool
 
     statuses = None
     if out is not None and (Path(out) / STORE_FILE).is_file():
         statuses = Store(Path(out) / STORE_FILE).statuses()
     parallel = _parallel_runs(plan, executor, workers)
     estimate = estimate_time(plan, root) if probe else None
-    text = describe_plan(plan, statuses, estimate, parallel)
+    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, root))
     return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
 
 
