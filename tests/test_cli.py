@@ -59,6 +59,10 @@ def test_train_writes_a_complete_run_folder(tiny_csv, capsys):
     for split in ("test", "val"):
         assert set(metrics[split]) >= {"auroc_macro", "auroc", "auprc"}
     assert metrics["n_train_images"] == 28 or metrics["n_train_images"] > 0
+    point = metrics["test"]["operating_point"]       # binary: the yes / no at the threshold chosen on val
+    threshold = json.loads((out / "threshold.json").read_text())["labels"]["finding"]
+    assert point["threshold"] == threshold["threshold"] and point["criterion"] == "youden on val"
+    assert point["sensitivity"] == threshold["test"]["sensitivity"] and 0 <= point["specificity"] <= 1
     predictions = (out / "predictions_test.csv").read_text().splitlines()
     assert predictions[0].split(",") == ["image_id", "true_finding", "score_finding"]
     assert len(predictions) - 1 == metrics["test"]["n_images"]

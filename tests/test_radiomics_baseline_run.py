@@ -73,6 +73,11 @@ def test_writes_the_cnn_run_folder_paired_on_the_same_test_images(tiny_csv):
     assert written["method"] == "radiomics" and written["chosen_C"] in cfg.radiomics.c_grid
     assert written["n_features"] == 8 and written["n_features_used"] == 7   # the constant column is dropped
     assert written["n_train_images"] == 20 == json.loads((cnn / "metrics.json").read_text())["n_train_images"]
+    # both methods report the yes / no at a validation-chosen threshold, so the report compares like with like
+    for folder in (rad, cnn):
+        point = json.loads((folder / "metrics.json").read_text())["test"]["operating_point"]
+        assert point["criterion"] == "youden on val" and 0 <= point["sensitivity"] <= 1
+    assert (rad / "threshold.json").is_file()
     rad_pred, cnn_pred = pd.read_csv(rad / "predictions_test.csv"), pd.read_csv(cnn / "predictions_test.csv")
     assert list(rad_pred.columns) == list(cnn_pred.columns) == ["image_id", "true_finding", "score_finding"]
     assert list(rad_pred["image_id"]) == list(cnn_pred["image_id"])

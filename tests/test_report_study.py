@@ -441,3 +441,21 @@ def test_best_is_chosen_on_validation_and_reported_on_test():
     (best,) = best_recipes(summary).itertuples()
     assert best.recipe == "chest / full / one_cycle" and best.auroc == 0.80 and best.val_auroc == 0.85
     assert best.runner_up == "scratch / full / one_cycle" and best.runner_up_auroc == 0.90
+
+
+def test_binary_best_recipes_show_sensitivity_and_specificity_at_the_val_threshold(tmp_path):
+    rows = []
+    for seed, (sens, spec) in enumerate(((0.8, 0.6), (0.9, 0.7))):
+        row = _row(task=PMNIST, arch="resnet18", init="scratch", strategy="full", lr_policy="one_cycle", dropout=0.2,
+                   recipe="scratch / full / one_cycle", n_train=50, seed=seed, n_train_images=50, test_auroc=0.8,
+                   val_auroc=0.8)
+        metrics = json.loads(row["metrics_json"])
+        metrics["test"]["operating_point"] = {"threshold": 0.4, "criterion": "youden on val", "accuracy": 0.7,
+                                              "sensitivity": sens, "specificity": spec}
+        row["metrics_json"] = json.dumps(metrics)
+        rows.append(row)
+    text = write_report(make_study(tmp_path / "S", rows=rows)).read_text()
+    (table_rows,) = tables_under(text, "Best recipe")
+    header, first = table_rows[0], table_rows[1]
+    assert header[5:8] == ["sensitivity", "specificity", "accuracy"]
+    assert first[5:8] == ["0.850", "0.650", "0.700"]

@@ -88,6 +88,23 @@ def run_thresholds(kind: str, label_names: list[str], val, test):
                              y_test=one_vs_rest_targets(y_test, kind, k), s_test=s_test)
 
 
+OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")
+
+
+def add_operating_points(scored: dict[str, dict], thresholds) -> None:
+    """Binary tasks: accuracy, sensitivity and specificity at the threshold chosen on validation, in each
+    split's metrics block (``operating_point``): a clinician acts on a yes / no, not on an AUROC.
+    The test numbers use the validation threshold unchanged, so they are what a user would see."""
+    if thresholds.task_kind != "binary" or len(thresholds.labels) != 1:
+        return
+    (chosen,) = thresholds.labels.values()
+    for split, point in (("val", chosen.val), ("test", chosen.test)):
+        if point is not None and split in scored:
+            scored[split]["operating_point"] = {
+                "threshold": chosen.threshold, "criterion": f"{chosen.criterion} on val",
+                **{key: getattr(point, key) for key in OPERATING_KEYS}}
+
+
 def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
                  body: Callable[[RunFolder, Callable[[str], None], float], RunMetrics]) -> RunMetrics:
     """The run-folder protocol every method shares: config.yaml first, train.log throughout,
@@ -245,6 +262,7 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
                           cfg.task.kind)
     thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
     folder.write_thresholds(thresholds)
+    add_operating_points(scored, thresholds)
     for note in thresholds.notes():
         log(f"threshold {note}")
     save_weights(model, folder.weights_path)

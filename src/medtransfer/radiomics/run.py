@@ -27,7 +27,7 @@ from ..config import RunConfig, resolve_data_root
 from ..errors import DataError
 from ..kinds import RunMethod
 from ..run_folder import RunFolder, RunMetrics
-from ..runs import prepare_run_data, recorded_run, write_predictions
+from ..runs import add_operating_points, prepare_run_data, recorded_run, run_thresholds, write_predictions
 from .baseline import fit_radiomics_baseline
 
 MAX_NAMED = 5   # failed images named in the log; the rest are counted
@@ -94,14 +94,18 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, p
     for line in model.notes:
         log(line)
 
-    scored = {}
+    scored, raw = {}, {}
     for split in ("val", "test"):
         rows = idx[split]
         scores = model.predict_scores(frames[split])
         scored[split] = score_metrics(data.labels[rows], scores, cfg.task.kind, data.label_names)
+        raw[split] = (data.labels[rows], scores)
         if split == "test":
             write_predictions(folder.predictions_path, [data.image_ids[i] for i in rows],
                               data.labels[rows], scores, data.label_names, cfg.task.kind)
+    thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
+    folder.write_thresholds(thresholds)
+    add_operating_points(scored, thresholds)
     model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
     details = {
         "chosen_C": float(chosen_c),

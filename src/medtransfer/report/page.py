@@ -189,16 +189,24 @@ def best_section(best: pd.DataFrame) -> str:
              "<p>At each training-set size (N = images actually trained on, median over seeds), the recipe with "
              "the highest mean <i>validation</i> AUROC over seeds; the AUROC, its CI and the runner-up's AUROC are "
              "on the test split, which plays no part in the choice. The runner-up shows whether the win is clear "
-             "or within noise: compare its AUROC with the winner's CI.</p>"]
+             "or within noise: compare its AUROC with the winner's CI. Binary tasks also show the test "
+             "sensitivity, specificity and accuracy (mean over seeds) at each run's threshold chosen on validation "
+             "(Youden's J), as a yes / no would be used.</p>"]
     if best.empty:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
+        operating = g["sensitivity"].notna().any()   # binary tasks: what the yes / no does at the val threshold
         rows = [[fmt_n(r.n_train, r.N), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc),
-                 fmt_ci(r.ci_low, r.ci_high), str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—",
-                 fmt_auroc(r.runner_up_auroc), str(int(r.n_recipes))] for r in g.itertuples()]
-        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
-            ["N", "best recipe (on validation)", "val AUROC", "test AUROC", "95% CI", "seeds", "runner-up",
-             "its test AUROC", "recipes compared"], rows, numeric={2, 3, 5, 7, 8}))
+                 fmt_ci(r.ci_low, r.ci_high)]
+                + ([fmt_auroc(r.sensitivity), fmt_auroc(r.specificity), fmt_auroc(r.accuracy)] if operating else [])
+                + [str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—",
+                   fmt_auroc(r.runner_up_auroc), str(int(r.n_recipes))] for r in g.itertuples()]
+        headers = (["N", "best recipe (on validation)", "val AUROC", "test AUROC", "95% CI"]
+                   + (["sensitivity", "specificity", "accuracy"] if operating else [])
+                   + ["seeds", "runner-up", "its test AUROC", "recipes compared"])
+        numeric = {i for i, h in enumerate(headers) if h not in ("N", "best recipe (on validation)", "95% CI",
+                                                                  "runner-up")}
+        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(headers, rows, numeric=numeric))
     return "\n".join(parts)
 
 

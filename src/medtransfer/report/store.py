@@ -87,15 +87,19 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         _check_columns(con, db, "runs", RUN_COLUMNS + ["config_json", "run_dir"])
         _check_columns(con, db, "per_class", list(PER_CLASS_COLUMNS))
-        rows = con.execute(f"SELECT {', '.join(RUN_COLUMNS)}, run_dir, config_json FROM runs ORDER BY run_id").fetchall()
+        rows = con.execute(f"SELECT {', '.join(RUN_COLUMNS)}, run_dir, metrics_json, config_json FROM runs "
+                           "ORDER BY run_id").fetchall()
         per_class = pd.read_sql_query(
             "SELECT run_id, label, auroc, auprc FROM per_class WHERE split = 'test'", con)
     except sqlite3.DatabaseError as err:
         raise unreadable_store(db, err) from None
     finally:
         con.close()
-    runs = pd.DataFrame([r[:-1] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
+    runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
     runs["task_kind"] = [_task_kind(r[-1]) for r in rows]
+    points = [_test_operating_point(r[-2]) for r in rows]
+    for key in OPERATING_KEYS:
+        runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     runs["target_images"] = [_target_images(r[-1]) for r in rows]
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
@@ -103,6 +107,20 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")
     return runs, per_class
+
+
+OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")
+
+
+def _test_operating_point(metrics_json: str | None) -> dict:
+    """A binary run's test accuracy / sensitivity / specificity at its validation threshold ({} if none)."""
+    if not metrics_json:
+        return {}
+    try:
+        point = (json.loads(metrics_json).get("test") or {}).get("operating_point") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return point if isinstance(point, dict) else {}
 
 
 def _source_description(source: dict) -> str:
