@@ -187,3 +187,18 @@ def test_an_interrupted_run_keeps_the_features_it_computed(tmp_path, monkeypatch
     table = extract_features(data, task, rcfg, tmp_path, progress=False, log=lines.append)
     assert any("2 in the feature cache" in line and "2 to extract" in line for line in lines)
     assert len(table.features) == 4 and not table.failed
+
+
+def test_normalised_features_ignore_exposure_and_unnormalised_ones_do_not():
+    """radiomics.normalize (the default) z-scores intensities: a darker, lower-contrast copy of an image
+    (an exposure / window change, not anatomy) gives the same texture features."""
+    image = texture(3).astype(np.float32)
+    darker = image * 0.5 + 40.0
+    on = extractor_settings(RadiomicsConfig())
+    off = extractor_settings(RadiomicsConfig(normalize=False))
+    assert on["setting"]["normalize"] is True and on["setting"]["normalizeScale"] == 100.0
+    texture_names = [k for k in extract_one(image, None, on) if "_glcm_" in k or "_glszm_" in k]
+    a, b = extract_one(image, None, on), extract_one(darker, None, on)
+    assert all(np.isclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in texture_names)
+    a, b = extract_one(image, None, off), extract_one(darker, None, off)
+    assert sum(not np.isclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in texture_names) > len(texture_names) // 2

@@ -459,3 +459,23 @@ def test_binary_best_recipes_show_sensitivity_and_specificity_at_the_val_thresho
     header, first = table_rows[0], table_rows[1]
     assert header[5:8] == ["sensitivity", "specificity", "accuracy"]
     assert first[5:8] == ["0.850", "0.650", "0.700"]
+
+
+@pytest.mark.parametrize("section, needle", [
+    ({"mask_column": None, "normalize": True}, "on the whole image (no mask"),
+    ({"mask_column": "mask", "normalize": True}, "inside the masks of column 'mask', intensities z-scored"),
+    ({"mask_column": None}, "raw intensities (not normalised)"),       # recorded before normalize existed
+])
+def test_report_says_where_the_radiomics_features_came_from(tmp_path, section, needle):
+    rows = []
+    for seed in (0, 1):
+        row = _row(task=PMNIST, method="radiomics", recipe="radiomics / logistic", n_train=50, seed=seed,
+                   n_train_images=50, test_auroc=0.7, val_auroc=0.7)
+        config = json.loads(row["config_json"])
+        config["radiomics"] = section
+        row["config_json"] = json.dumps(config)
+        rows.append(row)
+    import html
+
+    text = html.unescape(write_report(make_study(tmp_path / "S", rows=rows)).read_text())
+    assert "radiomics baseline: pyradiomics features" in text and needle in text

@@ -175,6 +175,12 @@ class RadiomicsConfig(_Strict):
                                          description="pyradiomics image types, e.g. {Original: {}, LoG: {sigma: [1.0, 3.0]}, Wavelet: {}}")
     resampled_pixel_spacing: list[float] | None = None
     mask_column: str | None = Field(None, description="csv source: column with a mask file per image; None = whole image")
+    # Not ADDED_LATER on purpose: normalising changes every feature, so it must change the baseline's run ids.
+    normalize: bool = Field(True, description="pyradiomics normalize: z-score each image's intensities before "
+                                              "binning, so exposure / window differences between images do not "
+                                              "become features")
+    normalize_scale: float = Field(100.0, gt=0, description="pyradiomics normalizeScale: z-scores x this, so "
+                                                            "binWidth 25 gives about 24 bins over +-3 SD")
     workers: int = Field(0, ge=0, description="extraction processes; 0 = all cores")
     penalty: Literal["l2", "l1", "elasticnet"] = "l2"
     l1_ratio: float = Field(0.5, ge=0, le=1)

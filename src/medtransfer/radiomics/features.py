@@ -54,6 +54,9 @@ def extractor_settings(rcfg: RadiomicsConfig) -> dict:
         "label": LABEL,
         "additionalInfo": False,  # no diagnostics_* entries: they are not features
     }
+    if rcfg.normalize:
+        setting["normalize"] = True
+        setting["normalizeScale"] = float(rcfg.normalize_scale)
     if rcfg.bin_count is not None:
         setting["binCount"] = int(rcfg.bin_count)
     else:

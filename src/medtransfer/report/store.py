@@ -101,6 +101,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     runs["target_images"] = [_target_images(r[-1]) for r in rows]
+    runs["radiomics"] = [_radiomics_section(r[-1]) for r in rows]
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
@@ -112,6 +113,14 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")
 
 
+def _radiomics_section(config_json: str | None) -> dict | None:
+    try:
+        section = json.loads(config_json or "{}").get("radiomics")
+    except (ValueError, AttributeError):
+        return None
+    return section if isinstance(section, dict) else None
+
+
 def _test_operating_point(metrics_json: str | None) -> dict:
     """A binary run's test accuracy / sensitivity / specificity at its validation threshold ({} if none)."""
     if not metrics_json:
@@ -121,6 +130,22 @@ def _test_operating_point(metrics_json: str | None) -> dict:
     except (ValueError, AttributeError):
         return {}
     return point if isinstance(point, dict) else {}
+
+
+def radiomics_notes(runs: pd.DataFrame) -> list[str]:
+    """Where the baseline's features came from, read from its runs' recorded configs (a reader judges a
+    radiomics model by its ROI). A config recorded before ``normalize`` existed was not normalised."""
+    rad = runs[runs["method"] == "radiomics"]
+    seen = sorted({(r.get("mask_column"), bool(r.get("normalize", False))) for r in rad["radiomics"] if isinstance(r, dict)},
+                  key=str)
+    notes = []
+    for mask_column, normalized in seen:
+        roi = (f"inside the masks of column {mask_column!r}" if mask_column
+               else "on the whole image (no mask: shape features are constant and dropped)")
+        scaling = "intensities z-scored per image first (pyradiomics normalize)" if normalized else \
+            "raw intensities (not normalised)"
+        notes.append(f"radiomics baseline: pyradiomics features {roi}, {scaling}")
+    return notes
 
 
 def _source_description(source: dict) -> str:
