@@ -78,3 +78,9 @@ def test_unknown_key_far_from_any_gets_no_guess():
     with pytest.raises(ConfigError) as err:
         config_from_dict(BASE, ["zzqq=1"])
     assert "did you mean" not in str(err.value)
+
+
+def test_a_study_spec_given_as_a_run_config_says_so():
+    with pytest.raises(ConfigError) as err:
+        load_config(EXAMPLES / "quickstart.yaml")
+    assert "is a study spec (it has base and grid)" in str(err.value) and "medtransfer study run" in str(err.value)

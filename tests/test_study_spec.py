@@ -127,3 +127,9 @@ def test_examples_expand(tmp_path):
     assert chest.config.data.pool == "source" and {r.config.data.pool for r in paper.runs} == {"target"}
     assert chest.config.data.partition == paper.runs[0].config.data.partition
     assert expand(load_spec(EXAMPLES / "paper-nih14.yaml")).runs[0].run_id == paper.runs[0].run_id
+
+
+def test_a_run_config_given_as_a_study_says_so():
+    with pytest.raises(ConfigError) as err:
+        load_spec(EXAMPLES / "pneumoniamnist.yaml")
+    assert "is a run config (it has data and task), not a study spec" in str(err.value)

@@ -309,7 +309,12 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
-    return config_from_dict(load_yaml(path), overrides, origin=str(path))
+    tree = load_yaml(path)
+    if isinstance(tree, dict) and "data" not in tree and ({"base", "grid"} & set(tree)):
+        # a study spec given where one run is expected: one line saying so beats eight unknown keys
+        raise ConfigError(f"{path} is a study spec (it has {' and '.join(k for k in ('base', 'grid') if k in tree)}), "
+                          f"not a run config: run it with `medtransfer study run {path} --out STUDY_DIR`")
+    return config_from_dict(tree, overrides, origin=str(path))
 
 
 def canonical_json(payload: Any) -> str:

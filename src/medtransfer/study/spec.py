@@ -111,6 +111,10 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | None = None) -> St
     """
     path = Path(path)
     tree = load_yaml(path)
+    if isinstance(tree, dict) and "base" not in tree and {"data", "task"} <= set(tree):
+        raise ConfigError(f"{path} is a run config (it has data and task), not a study spec: train it with "
+                          f"`medtransfer train {path} --out RUN_DIR`, or put it under `base:` with a `grid:` "
+                          "(see examples/quickstart.yaml)")
     return parse_spec(tree, overrides, origin=str(path))
 
 
