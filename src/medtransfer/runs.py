@@ -88,13 +88,12 @@ def run_thresholds(kind: str, label_names: list[str], val, test):
                              y_test=one_vs_rest_targets(y_test, kind, k), s_test=s_test)
 
 
-OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")
-
-
 def add_operating_points(scored: dict[str, dict], thresholds) -> None:
     """Binary tasks: accuracy, sensitivity and specificity at the threshold chosen on validation, in each
     split's metrics block (``operating_point``): a clinician acts on a yes / no, not on an AUROC.
     The test numbers use the validation threshold unchanged, so they are what a user would see."""
+    from .evaluate.threshold import OPERATING_KEYS
+
     if thresholds.task_kind != "binary" or len(thresholds.labels) != 1:
         return
     (chosen,) = thresholds.labels.values()

@@ -20,24 +20,22 @@ from .records import LabelledImages
 
 def partition_patients(patient_ids: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Pool name -> boolean mask over images; every patient in exactly one pool, pools in the given order."""
-    patients = np.unique(np.asarray(patient_ids).astype(str))
+    patients, image_patient = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
     order = np.random.default_rng(seed).permutation(len(patients))
     cuts = np.round(np.cumsum(list(fractions.values())) * len(patients)).astype(int)
     cuts[-1] = len(patients)
-    starts = np.concatenate([[0], cuts[:-1]])
-    as_text = np.asarray(patient_ids).astype(str)
-    masks = {}
-    for (name, _), start, stop in zip(fractions.items(), starts, cuts):
-        masks[name] = np.isin(as_text, patients[order[start:stop]])
-    return masks
+    pool_of = np.empty(len(patients), dtype=int)          # sorted patient -> pool number
+    pool_of[order] = np.searchsorted(cuts, np.arange(len(patients)), side="right")
+    return {name: pool_of[image_patient] == k for k, name in enumerate(fractions)}
 
 
 def take_pool(src: LabelledImages, fractions: dict[str, float], pool: str, seed: int) -> LabelledImages:
     """The images of one pool's patients (every per-image field filtered alike)."""
     mask = partition_patients(src.patient_ids, fractions, seed)[pool]
+    n_patients = len(np.unique(src.patient_ids))
     if not mask.any():
         raise DataError(f"data.partition: pool {pool!r} of {src.dataset_key} holds no patient "
-                        f"({len(np.unique(src.patient_ids))} patients, fractions {fractions})")
+                        f"({n_patients} patients, fractions {fractions})")
     idx = np.flatnonzero(mask)
     spec = ",".join(f"{k}={v:g}" for k, v in fractions.items())
     return replace(
@@ -51,6 +49,6 @@ def take_pool(src: LabelledImages, fractions: dict[str, float], pool: str, seed:
         columns={k: [v[i] for i in idx] for k, v in src.columns.items()},
         dataset_key=f"{src.dataset_key} pool={pool} of {spec} seed={seed}",   # its own image cache
         notes=list(src.notes) + [f"data.partition: pool {pool!r}, {len(idx)} of {len(src)} images, "
-                                 f"{len(np.unique(src.patient_ids[idx]))} of {len(np.unique(src.patient_ids))} "
+                                 f"{len(np.unique(src.patient_ids[idx]))} of {n_patients} "
                                  f"patients ({spec}, seed {seed})"],
     )

@@ -15,6 +15,9 @@ from sklearn.metrics import roc_curve
 from ..errors import DataError
 
 
+OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")   # what a yes / no at a threshold is judged by
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     threshold: float          # predict positive when score >= threshold

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
+from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus
 from ..study.schema import PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
@@ -59,21 +60,22 @@ def _check_columns(con: sqlite3.Connection, db: Path, table: str, needed: list[s
         raise DataError(f"{db}: table '{table}' lacks column '{missing[0]}'")
 
 
-def _task_kind(config_json: str | None) -> str | None:
-    """The run's task kind, from its resolved config (never guessed from a label)."""
-    try:
-        return json.loads(config_json)["task"]["kind"]
-    except (TypeError, ValueError, KeyError):
-        return None
+def _config_facts(config_json: str | None) -> tuple[str | None, str | None, dict | None]:
+    """(task kind, image collection, radiomics section) from a run's resolved config, parsed once.
 
-
-def _target_images(config_json: str | None) -> str | None:
-    """The image collection the run's data come from, when known (what pretraining may have seen)."""
+    The task kind is read, never guessed from a label; the image collection says what a
+    pretraining may have seen; the radiomics section says where the baseline's features came from.
+    """
     try:
-        data = json.loads(config_json)["data"]
-        return target_images(data["source"], data.get("name"))
-    except (TypeError, ValueError, KeyError):
-        return None
+        config = json.loads(config_json)
+    except (TypeError, ValueError):
+        return None, None, None
+    if not isinstance(config, dict):
+        return None, None, None
+    task, data, radiomics = config.get("task"), config.get("data"), config.get("radiomics")
+    kind = task.get("kind") if isinstance(task, dict) else None
+    images = target_images(data["source"], data.get("name")) if isinstance(data, dict) and "source" in data else None
+    return kind, images, radiomics if isinstance(radiomics, dict) else None
 
 
 def n_key(n_train) -> str:
@@ -96,29 +98,19 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     finally:
         con.close()
     runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
-    runs["task_kind"] = [_task_kind(r[-1]) for r in rows]
+    facts = [_config_facts(r[-1]) for r in rows]
+    runs["task_kind"] = [f[0] for f in facts]
+    runs["target_images"] = [f[1] for f in facts]
+    runs["radiomics"] = [f[2] for f in facts]
     points = [_test_operating_point(r[-2]) for r in rows]
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
-    runs["target_images"] = [_target_images(r[-1]) for r in rows]
-    runs["radiomics"] = [_radiomics_section(r[-1]) for r in rows]
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")
     return runs, per_class
-
-
-OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")
-
-
-def _radiomics_section(config_json: str | None) -> dict | None:
-    try:
-        section = json.loads(config_json or "{}").get("radiomics")
-    except (ValueError, AttributeError):
-        return None
-    return section if isinstance(section, dict) else None
 
 
 def _test_operating_point(metrics_json: str | None) -> dict:

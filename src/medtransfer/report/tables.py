@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.summary import diff_ci, t_interval
+from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus
 from ..xrv_weights import XRV_WEIGHTS, leak_note
 from .redact import short_reason
@@ -97,7 +98,7 @@ SUMMARY_COLUMNS = ["task", "task_kind", "arch", "method", "recipe", "init", "str
                    "n_train", "N", "n_seeds", "test_auroc_mean", "test_auroc_sd", "test_auroc_ci_low",
                    "test_auroc_ci_high", "val_auroc_mean", "seconds_mean", "n_runs", "n_done", "n_failed",
                    "n_skipped", "test_accuracy_mean", "test_sensitivity_mean", "test_specificity_mean"]
-OPERATING = ("accuracy", "sensitivity", "specificity")   # binary: at the threshold chosen on validation
+
 
 
 def study_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +113,7 @@ def study_table(runs: pd.DataFrame) -> pd.DataFrame:
         _seconds=grid["seconds"].where(done), _images=grid["n_train_images"].where(done),
         _done=done, _failed=grid["status"] == RunStatus.FAILED, _skipped=grid["status"] == RunStatus.SKIPPED,
         **{f"_{k}": (grid[f"test_{k}"] if f"test_{k}" in grid else pd.Series(np.nan, index=grid.index)).where(done)
-           for k in OPERATING})
+           for k in OPERATING_KEYS})
     g = frame.groupby(GROUP, dropna=False, sort=True)
     out = g.agg(task_kind=("task_kind", "first"), init=("init", "first"), strategy=("strategy", "first"),
                 lr_policy=("lr_policy", "first"), dropout=("dropout", "first"), n_requested=("n_train", "first"),
@@ -120,7 +121,7 @@ def study_table(runs: pd.DataFrame) -> pd.DataFrame:
                 test_auroc_sd=("_auroc", "std"), val_auroc_mean=("_val", "mean"), seconds_mean=("_seconds", "mean"),
                 n_runs=("status", "size"), n_done=("_done", "sum"), n_failed=("_failed", "sum"),
                 n_skipped=("_skipped", "sum"),
-                **{f"test_{k}_mean": (f"_{k}", "mean") for k in OPERATING}).reset_index()
+                **{f"test_{k}_mean": (f"_{k}", "mean") for k in OPERATING_KEYS}).reset_index()
     out = out.rename(columns={"n_key": "n_train"})
     out["N"] = out["N"].fillna(out["n_requested"]).astype(float)   # nothing finished: the requested N
     out["arch"] = out["arch"].astype(object).where(out["arch"].notna(), None)

@@ -15,34 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, RunConfig, canonical_json
+from ..config import DataConfig, RunConfig, resolve_path
 from ..errors import ConfigError
 from .grid import Plan
+from .opened import OpenedSources
 
 
 def dataset_identity(data: DataConfig, data_root: Path) -> tuple:
-    """The files a config reads, whatever its pool, split or task."""
-    where = None
-    if data.path:
-        where = str((Path(data_root) / Path(data.path).expanduser()).resolve())
+    """The files a config reads, whatever its pool, split or task (resolved as the loaders resolve them,
+    demo-bundle fallback included, so a relative and an absolute path to the same files match)."""
+    where = str(resolve_path(data.path, data_root).resolve()) if data.path else None
     return data.source, data.name, data.size, where, data.csv_file
 
 
-def _load(cfg: RunConfig, data_root: Path, cache: dict):
-    from ..data import load_source
-
-    key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
-    if key not in cache:
-        cache[key] = load_source(cfg.data, cfg.task, data_root)
-    return cache[key]
-
-
-def overlap(source_cfg: RunConfig, target_cfg: RunConfig, data_root: Path, cache: dict | None = None) -> tuple[list, list]:
+def overlap(source_cfg: RunConfig, target_cfg: RunConfig, opened: OpenedSources) -> tuple[list, list]:
     """(shared image ids, shared patient ids) of two configs of the same dataset; two empty lists otherwise."""
-    if dataset_identity(source_cfg.data, data_root) != dataset_identity(target_cfg.data, data_root):
+    if dataset_identity(source_cfg.data, opened.data_root) != dataset_identity(target_cfg.data, opened.data_root):
         return [], []
-    cache = {} if cache is None else cache
-    src, tgt = _load(source_cfg, data_root, cache), _load(target_cfg, data_root, cache)
+    src, tgt = opened.get(source_cfg), opened.get(target_cfg)
     images = sorted(set(src.image_ids) & set(tgt.image_ids))
     patients = []
     if src.has_patient_ids and tgt.has_patient_ids:
@@ -50,10 +40,9 @@ def overlap(source_cfg: RunConfig, target_cfg: RunConfig, data_root: Path, cache
     return images, patients
 
 
-def check_sources_disjoint(plan: Plan, data_root: Path) -> None:
+def check_sources_disjoint(plan: Plan, opened: OpenedSources) -> None:
     """ConfigError naming the first source that shares images or patients with a target it initialises,
     unless that source says ``allow_overlap: true``."""
-    cache: dict = {}
     sources = plan.source_by_id()
     checked = set()
     for run in plan.runs:
@@ -61,12 +50,11 @@ def check_sources_disjoint(plan: Plan, data_root: Path) -> None:
             continue
         source = sources[run.source]
         name = source.source
-        pair = (source.run_id, canonical_json([run.config.data.model_dump(mode="json"),
-                                               run.config.task.model_dump(mode="json")]))
+        pair = (source.run_id, OpenedSources.key(run.config))
         if pair in checked or plan.spec.sources.get(name, {}).get("allow_overlap"):
             continue
         checked.add(pair)
-        images, patients = overlap(source.config, run.config, data_root, cache)
+        images, patients = overlap(source.config, run.config, opened)
         if images or patients:
             example = ", ".join(patients[:3]) if patients else ", ".join(images[:3])
             raise ConfigError(

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ..kinds import SCRATCH, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
+from .opened import OpenedSources
 
 PROBE_BUDGET_S = 20.0
 RUN_OVERHEAD_S = 2.0
@@ -26,7 +27,7 @@ PROBE_CPU_PX = 64   # data loading, model creation, evaluation, writing the run 
 BASELINE_FIT_S = 5.0   # one radiomics run once its features are cached: data, C selection, fit, scoring
 
 
-def runs_above_pool(plan: Plan, data_root: Path) -> list[str]:
+def runs_above_pool(plan: Plan, opened: OpenedSources) -> list[str]:
     """One line per (task, N) whose N exceeds the dataset's train split: those runs are bound to fail.
 
     Read from labels alone (no decoding), so a dry run shows them before any compute is spent.
@@ -37,7 +38,7 @@ def runs_above_pool(plan: Plan, data_root: Path) -> list[str]:
         n = run.config.train.n_train
         if n == "all":
             continue
-        split = _split_sizes(run, data_root, sizes, [])
+        split = _split_sizes(run, opened, sizes, [])
         if split is not None and n > split[0]:
             counts[(run.task, n, split[0])] = counts.get((run.task, n, split[0]), 0) + 1
     return [f"warning: train.n_train={n} is above the {pool}-image train split of {task}: {k} run(s) bound to "
@@ -102,8 +103,9 @@ def _hours(seconds: float) -> str:
 
 def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
                   step_timer: Callable[..., float] | None = None,
-                  extraction_timer: Callable[..., float] | None = None) -> dict:
+                  extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None) -> dict:
     """Probe ms/image per (arch, image size), then sum N x epochs over the runs (baselines apart)."""
+    opened = opened or OpenedSources(data_root)
     device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
     timer = step_timer or _time_training_step
     notes: list[str] = []
@@ -128,7 +130,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
     per_run: dict[str, float] = {}
     for run in cnn_runs:
         per_image = ms.get((run.config.model.arch, run.config.image_size), float("nan")) / 1000
-        split = _split_sizes(run, data_root, sizes, notes)
+        split = _split_sizes(run, opened, sizes, notes)
         n = run.config.train.n_train
         if n == "all":
             if split is None:
@@ -143,7 +145,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
         total += seconds
         counted += 1
     radiomics_ms: dict[int, float] = {}
-    base_seconds, base_counted = _baseline_seconds([r for r in plan.runs if r.is_baseline], data_root, sizes,
+    base_seconds, base_counted = _baseline_seconds([r for r in plan.runs if r.is_baseline], opened, sizes,
                                                    notes, radiomics_ms, extraction_timer or _time_extraction,
                                                    per_run)
     total += base_seconds
@@ -155,7 +157,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             "seconds": total, "runs_estimated": counted, "notes": notes, "per_run": per_run}
 
 
-def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, notes: list[str],
+def _baseline_seconds(runs: list[PlannedRun], opened: OpenedSources, sizes: dict, notes: list[str],
                       ms: dict[int, float], timer: Callable[..., float],
                       per_run: dict[str, float] | None = None) -> tuple[float, int]:
     """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out.
@@ -170,14 +172,14 @@ def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, note
     for run in runs:
         before = total
         cfg = run.config
-        split = _split_sizes(run, data_root, sizes, notes)
+        split = _split_sizes(run, opened, sizes, notes)
         if split is None:
             continue
         key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json"),
                               cfg.radiomics.model_dump(mode="json")])
         if key not in extracted:
             extracted.add(key)
-            size = _extraction_size(run, data_root)
+            size = _extraction_size(run, opened)
             if size not in ms:
                 try:
                     ms[size] = 1000 * timer(size, cfg.radiomics)
@@ -193,7 +195,7 @@ def _baseline_seconds(runs: list[PlannedRun], data_root: Path, sizes: dict, note
     return total, counted
 
 
-def _extraction_size(run: PlannedRun, data_root: Path) -> int:
+def _extraction_size(run: PlannedRun, opened: OpenedSources) -> int:
     """radiomics.image_size, else the native size (medmnist: data.size; files: the first image) capped at max_size."""
     rcfg, data = run.config.radiomics, run.config.data
     if rcfg.image_size:
@@ -203,9 +205,7 @@ def _extraction_size(run: PlannedRun, data_root: Path) -> int:
         try:
             from PIL import Image
 
-            from ..data import load_source
-
-            src = load_source(data, run.config.task, data_root)
+            src = opened.get(run.config)
             with Image.open(src.paths[0]) as im:
                 native = max(im.size)
         except Exception:  # unreadable or not a PIL format (DICOM): assume the cap
@@ -241,21 +241,19 @@ def _device(name: str):
     return resolve_device(name)
 
 
-def _split_sizes(run: PlannedRun, data_root: Path, cache: dict, notes: list[str]) -> tuple[int, int, int] | None:
+def _split_sizes(run: PlannedRun, opened: OpenedSources, cache: dict, notes: list[str]) -> tuple[int, int, int] | None:
     """(train pool, val, test) image counts of a run's dataset, from its labels alone; None if unreadable."""
     cfg = run.config
-    key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
+    key = OpenedSources.key(cfg)
     if key not in cache:
-        cache[key] = _count_splits(run, data_root, notes)
+        cache[key] = _count_splits(run, opened, notes)
     return cache[key]
 
 
-def _count_splits(run: PlannedRun, data_root: Path, notes: list[str]) -> tuple[int, int, int] | None:
+def _count_splits(run: PlannedRun, opened: OpenedSources, notes: list[str]) -> tuple[int, int, int] | None:
     cfg = run.config
     try:
-        from ..data import load_source
-
-        source = load_source(cfg.data, cfg.task, data_root)
+        source = opened.get(cfg)
     except Exception as err:  # a dry run must work without the data; say what the estimate lacks
         notes.append(f"{run.task}: dataset not readable, evaluation time left out ({err})")
         return None

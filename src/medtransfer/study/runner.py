@@ -24,6 +24,7 @@ from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_opti
 from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
 from .disjoint import check_sources_disjoint
+from .opened import OpenedSources
 from .eta import EtaColumn, StudyEta
 from .schema import SPEC_FILE, STORE_FILE
 from .spec import load_spec, spec_text_with_overrides
@@ -106,17 +107,18 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     study_dir = Path(out).expanduser().resolve()
     check_data = opts.run_fn is None if opts.check_data is None else opts.check_data
     fresh = not study_dir.exists()
+    opened = OpenedSources(root)
     with study_lock(study_dir, log=lambda line: console.print(line, markup=False, highlight=False)):
         if check_data:
             try:
                 known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
-                _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), root)
-                check_sources_disjoint(plan, root)
+                _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), opened)
+                check_sources_disjoint(plan, opened)
             except MedtransferError:
                 if fresh:   # a missing dataset leaves nothing behind
                     _remove_empty_study_dir(study_dir)
                 raise
-        return _run_locked(plan, Path(spec_path), study_dir, root, opts, console)
+        return _run_locked(plan, Path(spec_path), study_dir, opened, opts, console)
 
 
 def _remove_empty_study_dir(study_dir: Path) -> None:
@@ -142,8 +144,9 @@ def _with_thread_share(plan: Plan, spec_path, opts: StudyOptions) -> Plan:
     return plan_study(spec_path, list(opts.overrides) + [f"train.threads={share}"])
 
 
-def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: StudyOptions,
+def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSources, opts: StudyOptions,
                 console: Console) -> StudySummary:
+    root = opened.data_root
     retry_failed = opts.retry_failed
     _write_spec_copy(spec_path, study_dir, list(opts.overrides), console)
     store = Store(study_dir / STORE_FILE)
@@ -157,7 +160,8 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, root: Path, opts: 
         with _study_progress(console) as progress:
             statuses = store.statuses()
             settled = sum(1 for r in plan.all_runs if not _needs_run(r, statuses, retry_failed, study_dir))
-            eta = _probe_eta(plan, _todo(plan.all_runs, statuses, retry_failed, study_dir), root, opts, console)
+            eta = _probe_eta(plan, _todo(plan.all_runs, statuses, retry_failed, study_dir), opened, opts, console)
+            opened.clear()
             bar = progress.add_task("study", total=len(plan.all_runs), completed=settled, eta=eta)
             ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), plan, study_dir, root,
                             store, progress, bar, eta, tracker)
@@ -195,25 +199,23 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
     if out is not None and (Path(out) / STORE_FILE).is_file():
         statuses = Store(Path(out) / STORE_FILE).statuses()
     parallel = _parallel_runs(plan, executor, workers)
-    estimate = estimate_time(plan, root) if probe else None
-    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, root))
+    opened = OpenedSources(root)
+    estimate = estimate_time(plan, root, opened=opened) if probe else None
+    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, opened))
     return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
 
 
-def _check_data(runs: list[PlannedRun], data_root: Path) -> None:
+def _check_data(runs: list[PlannedRun], opened: OpenedSources) -> None:
     """Open each distinct dataset once (labels and file list, no decoding); raise naming every gap at once."""
-    from ..data import load_source
-    from .grid import canonical_json
-
     seen, problems, first = set(), [], None
     for run in runs:
         cfg = run.config
-        key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json")])
+        key = OpenedSources.key(cfg)
         if key in seen:
             continue
         seen.add(key)
         try:
-            load_source(cfg.data, cfg.task, data_root)
+            opened.get(cfg)
         except MedtransferError as err:
             who = f"source {run.source}" if run.role is RunRole.SOURCE else "grid"
             problems.append(f"{who} data ({run.task}): {err}")
@@ -240,14 +242,15 @@ def _parallel_runs(plan: Plan, executor: str, workers: int) -> int:
     return workers if executor == "local" else max(1, int((os.cpu_count() or 1) // plan.spec.resources.cpus_per_run))
 
 
-def _probe_eta(plan: Plan, todo: list[PlannedRun], root: Path, opts: StudyOptions, console: Console) -> StudyEta | None:
+def _probe_eta(plan: Plan, todo: list[PlannedRun], opened: OpenedSources, opts: StudyOptions,
+               console: Console) -> StudyEta | None:
     """Price the pending runs with the dry-run probe (about 10 s), so the ETA shows from the start."""
     if not todo or not opts.probe or opts.run_fn is not None:
         return None
     from .dryrun import estimate_time
     from .eta import format_duration
 
-    estimate = estimate_time(plan, root, budget_s=PROBE_BUDGET_LIVE_S)
+    estimate = estimate_time(plan, opened.data_root, budget_s=PROBE_BUDGET_LIVE_S, opened=opened)
     eta = StudyEta(estimate["per_run"], [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
     left = eta.seconds_left()
     if left is not None:
