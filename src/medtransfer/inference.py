@@ -90,10 +90,9 @@ def load_run(run_dir: Path, device: str = "auto"):
 
 
 def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The run's validation (0/1 targets (N,K), scores (N,K)) from predictions_val.csv."""
+    """The run's validation (0/1 targets (N,K), scores (N,K)) from predictions_val.csv (binary / multilabel:
+    a multiclass run is labelled by its top class and never reads them)."""
     import pandas as pd
-
-    from .evaluate import one_vs_rest_targets
 
     path = folder.val_predictions_path
     if not path.is_file():
@@ -101,15 +100,11 @@ def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -
                                "stored, so a threshold cannot be chosen on them; pass --threshold T, or train it again")
     frame = pd.read_csv(path)
     scores = [f"score_{n}" for n in label_names]
-    truth = ["true"] if kind == "multiclass" else [f"true_{n}" for n in label_names]
+    truth = [f"true_{n}" for n in label_names]
     missing = [c for c in scores + truth if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: column {missing[0]} missing (columns: {', '.join(frame.columns)})")
-    if kind == "multiclass":
-        labels = np.array([label_names.index(v) for v in frame["true"].astype(str)])
-    else:
-        labels = frame[truth].to_numpy()
-    return one_vs_rest_targets(labels, kind, len(label_names)), frame[scores].to_numpy(dtype=np.float64)
+    return frame[truth].to_numpy(dtype=np.float32), frame[scores].to_numpy(dtype=np.float64)
 
 
 def run_thresholds(folder: RunFolder, kind: str, label_names: list[str], criterion: Criterion | None) -> RunThresholds:
@@ -184,13 +179,17 @@ def write_cams(model, images: np.ndarray, scores: np.ndarray, paths: list[Path],
     """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png); returns (layer, files)."""
     from PIL import Image
 
+    import torch
+
     from .models.cam import cam_target_layer, grad_cam_maps, overlay_heatmap
     from .train.augment import normalise
+    from .train.inputs import to_device
 
     model.to(device)
     layer_name, layer = cam_target_layer(model, image_size)
     outputs = cam_outputs(scores, kind)
-    maps = grad_cam_maps(model, normalise(torch_tensor(images)).to(device), outputs, layer)
+    host = normalise(to_device(images, torch.device("cpu")))   # chunks go to the device as Grad-CAM uses them
+    maps = grad_cam_maps(model, host, outputs, layer, device=device)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -216,12 +215,6 @@ def view_image(path: Path) -> np.ndarray:
 
     gray = read_dicom(path) if is_dicom(path) else read_pil(path)
     return square_resize(gray, view_side(min(gray.shape[:2])))
-
-
-def torch_tensor(images: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(images))
 
 
 def _png_bytes(img) -> bytes:

@@ -78,14 +78,12 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
 
 
 def run_thresholds(kind: str, label_names: list[str], val, test):
-    """Youden thresholds chosen on the validation (labels, scores), scored on test too (for the record)."""
-    from .evaluate import one_vs_rest_targets
+    """Youden thresholds chosen on the validation (labels, scores), scored on test too (for the record).
+    Binary / multilabel labels are already the 0/1 matrices; a multiclass run gets no threshold."""
     from .evaluate.threshold import choose_thresholds
 
     (y_val, s_val), (y_test, s_test) = val, test
-    k = len(label_names)
-    return choose_thresholds(kind, label_names, one_vs_rest_targets(y_val, kind, k), s_val,
-                             y_test=one_vs_rest_targets(y_test, kind, k), s_test=s_test)
+    return choose_thresholds(kind, label_names, y_val, s_val, y_test=y_test, s_test=s_test)
 
 
 def add_operating_points(scored: dict[str, dict], thresholds) -> None:

@@ -81,15 +81,17 @@ def cam_target_layer(model: nn.Module, image_size: int) -> tuple[str, nn.Module]
 
 
 def grad_cam_maps(model: nn.Module, batch: torch.Tensor, outputs: list[int], layer: nn.Module,
-                  batch_size: int = 16) -> np.ndarray:
+                  batch_size: int = 16, device: torch.device | None = None) -> np.ndarray:
     """Grad-CAM of output ``outputs[i]`` (a logit) for image ``i`` of the normalised ``batch`` (N,C,S,S):
-    (N,S,S) float32 in [0, 1], each map min-max scaled (an all-zero map means no positive evidence)."""
+    (N,S,S) float32 in [0, 1], each map min-max scaled (an all-zero map means no positive evidence).
+    ``batch`` may stay on the host: each chunk goes to ``device`` (default: where it is) as it is used."""
     GradCAM, ClassifierOutputTarget = import_grad_cam()
     maps = []
     model.eval()
     with torch.enable_grad(), GradCAM(model=model, target_layers=[layer]) as cam:
         for start in range(0, len(batch), batch_size):
             chunk = batch[start:start + batch_size]
+            chunk = chunk if device is None else chunk.to(device)
             targets = [ClassifierOutputTarget(int(k)) for k in outputs[start:start + batch_size]]
             maps.append(np.asarray(cam(input_tensor=chunk, targets=targets), dtype=np.float32))
     out = np.concatenate(maps) if maps else np.zeros((0,) + tuple(batch.shape[-2:]), dtype=np.float32)

@@ -17,14 +17,13 @@ writes the run folder.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MedtransferError
 from ..kinds import Init, RunMethod, RunRole, RunStatus
-from ..run_folder import RunFolder
+from ..run_folder import RunFolder, write_bytes_atomic
 
 ALL = "all"
 
@@ -180,9 +179,8 @@ def copy_run_folder(source: RunFolder, target: RunFolder, overwrite: bool) -> No
     target.prepare(overwrite)
     files = sorted((p for p in source.path.iterdir() if p.is_file()), key=lambda p: p.name == RunFolder.METRICS)
     try:
-        for path in files:
-            shutil.copy2(path, target / (path.name + ".tmp"))
-            (target / (path.name + ".tmp")).replace(target / path.name)
+        for path in files:   # the run folder's own atomic write: a failed copy leaves no temp file behind
+            write_bytes_atomic(target / path.name, path.read_bytes())
     except OSError as err:
         from ..run_folder import disk_error
 
