@@ -103,15 +103,21 @@ def _hours(seconds: float) -> str:
 
 def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
                   step_timer: Callable[..., float] | None = None,
-                  extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None) -> dict:
-    """Probe ms/image per (arch, image size), then sum N x epochs over the runs (baselines apart)."""
+                  extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None,
+                  runs: list[PlannedRun] | None = None) -> dict:
+    """Probe ms/image per (arch, image size), then sum N x epochs over the runs (baselines apart).
+
+    ``runs`` (default: the whole plan) limits the pricing, and so the probe's budget, to those runs:
+    a resumed study's ETA times only the architectures it still has to train.
+    """
     opened = opened or OpenedSources(data_root)
+    runs = plan.all_runs if runs is None else runs
     device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
     timer = step_timer or _time_training_step
     notes: list[str] = []
     ms: dict[tuple[str, int], float] = {}
     started = time.time()
-    cnn_runs = [r for r in plan.all_runs if not r.is_baseline]
+    cnn_runs = [r for r in runs if not r.is_baseline]
     for run in cnn_runs:
         key = (run.config.model.arch, run.config.image_size)
         if key in ms:
@@ -145,13 +151,13 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
         total += seconds
         counted += 1
     radiomics_ms: dict[int, float] = {}
-    base_seconds, base_counted = _baseline_seconds([r for r in plan.runs if r.is_baseline], opened, sizes,
+    base_seconds, base_counted = _baseline_seconds([r for r in runs if r.is_baseline], opened, sizes,
                                                    notes, radiomics_ms, extraction_timer or _time_extraction,
                                                    per_run)
     total += base_seconds
     counted += base_counted
-    if counted < len(plan.all_runs):
-        notes.append(f"{len(plan.all_runs) - counted} runs left out of the estimate (see above)")
+    if counted < len(runs):
+        notes.append(f"{len(runs) - counted} runs left out of the estimate (see above)")
     return {"device": str(device), "ms_per_image": {k: v for k, v in ms.items() if v == v},
             "radiomics_ms_per_image": {k: v for k, v in radiomics_ms.items() if v == v},
             "seconds": total, "runs_estimated": counted, "notes": notes, "per_run": per_run}

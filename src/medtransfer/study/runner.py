@@ -250,7 +250,7 @@ def _probe_eta(plan: Plan, todo: list[PlannedRun], opened: OpenedSources, opts: 
     from .dryrun import estimate_time
     from .eta import format_duration
 
-    estimate = estimate_time(plan, opened.data_root, budget_s=PROBE_BUDGET_LIVE_S, opened=opened)
+    estimate = estimate_time(plan, opened.data_root, budget_s=PROBE_BUDGET_LIVE_S, opened=opened, runs=todo)
     eta = StudyEta(estimate["per_run"], [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
     left = eta.seconds_left()
     if left is not None:

@@ -45,15 +45,14 @@ class StudyTracker:
         """Log the plan's runs the store holds and the experiment lacks (with their status); returns how many."""
         by_id = {r["run_id"]: r for r in rows}
         count = 0
+        logged = self.tracker.logged()
         for run in plan.all_runs:
             row = by_id.get(run.run_id)
-            if row is None:
-                continue
+            if row is None or logged.get(run.run_id, ("", ""))[1] == row["status"]:
+                continue   # already there with this status: build nothing (a resume checks every run)
             metrics = RunMetrics.from_json(json.loads(row["metrics_json"])) if row.get("metrics_json") else None
-            tracked = self._tracked(run, RunStatus(row["status"]), row.get("reason"), metrics,
-                                    row.get("started_at"), row.get("finished_at"))
-            if not self.tracker.is_logged(tracked):
-                count += self._log(tracked)
+            count += self._log(self._tracked(run, RunStatus(row["status"]), row.get("reason"), metrics,
+                                             row.get("started_at"), row.get("finished_at")))
         return count
 
     def _log(self, tracked: TrackedRun) -> bool:
