@@ -126,3 +126,21 @@ def test_given_split_indices():
     assert splits["train"].tolist() == [0, 2] and splits["val"].tolist() == [3] and splits["test"].tolist() == [1]
     with pytest.raises(DataError, match="valid"):
         given_split_indices(np.array(["train", "valid"]))
+
+
+def test_proportional_val_is_n_over_7_patients_stratified_and_nested():
+    from medtransfer.data import proportional_val
+    rng = np.random.default_rng(0)
+    n = 600
+    patients = np.repeat(np.arange(300), 2)
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    strata = strata_matrix(labels, "binary")
+    val = np.arange(n)
+    notes: list[str] = []
+    small = proportional_val(val, 50, patients, strata, (0.7, 0.1, 0.2), seed=1, notes=notes)
+    assert len(small) == 8 and strata[small].any(axis=0).all()          # ceil(50/7), both classes
+    assert "8 of 600" in notes[-1]
+    larger = proportional_val(val, 200, patients, strata, (0.7, 0.1, 0.2), seed=1, notes=notes)
+    assert len(larger) == 29 and set(small) <= set(larger)             # nested in N for a seed
+    whole = proportional_val(val[:20], 800, patients, strata, (0.7, 0.1, 0.2), seed=1, notes=notes)
+    assert len(whole) == 20 and "all 20" in notes[-1]

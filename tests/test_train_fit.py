@@ -65,7 +65,8 @@ def new_model(seed=0, **kw):
 
 
 def run(data, model=None, log=quiet, **cfg_kw):
-    cfg_kw = {"epochs": 2, "batch_size": 16, "lr": 1e-2, "lr_policy": "constant", **cfg_kw}
+    # min_steps 0: these tests pin per-epoch behaviour; tests/test_train_budget.py covers step budgets
+    cfg_kw = {"epochs": 2, "batch_size": 16, "lr": 1e-2, "lr_policy": "constant", "min_steps": 0, **cfg_kw}
     model = model or new_model()
     result = fit(model, *data, task_kind="multilabel", cfg=TrainConfig(**cfg_kw), device=CPU, log=log)
     return model, result
@@ -198,7 +199,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data):
         return next(scripted)
 
     result = fit(model, *data, task_kind="multilabel", device=CPU, log=quiet, val_metric=metric,
-                 cfg=TrainConfig(epochs=6, batch_size=16, lr=1e-2, patience=2, lr_policy="constant"))
+                 cfg=TrainConfig(epochs=6, batch_size=16, lr=1e-2, patience=2, lr_policy="constant", min_steps=0))
     assert result.epochs_run == 4 and result.best_epoch == 2
     assert result.stopped_reason.startswith("early stop at epoch 4")
     assert [h.val_auroc_macro for h in result.history] == [0.6, 0.8, 0.7, 0.75]
@@ -212,7 +213,7 @@ def test_early_stop_in_a_gradual_stage_moves_on_to_the_next(data):
     scripted = iter([0.5, 0.4, 0.6, 0.7])
     result = fit(new_model(), *data, task_kind="multilabel", device=CPU, log=quiet,
                  val_metric=lambda y, s: next(scripted),
-                 cfg=TrainConfig(strategy="gradual", gradual_epochs=[3, 0, 2], patience=1, batch_size=16))
+                 cfg=TrainConfig(strategy="gradual", gradual_epochs=[3, 0, 2], patience=1, batch_size=16, min_steps=0))
     assert [h.stage for h in result.history] == ["head", "head", "all", "all"]
     assert result.best_epoch == 4
     assert result.stopped_reason == "completed 4 epochs; stage head stopped early at epoch 2"
@@ -307,7 +308,7 @@ def test_frozen_real_resnet18_keeps_its_backbone(data):
     xv, yv = make_data(8, 1, size=32)
     before = state_copy(model)
     result = fit(model, xt, yt, xv, yv, task_kind="multilabel", device=CPU, log=quiet,
-                 cfg=TrainConfig(strategy="frozen", epochs=1, batch_size=8))
+                 cfg=TrainConfig(strategy="frozen", epochs=1, batch_size=8, min_steps=0))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
     assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
@@ -340,6 +341,6 @@ def test_step_hook_counts_every_optimiser_step_against_the_planned_total(data):
     xt, yt, xv, yv = data
     calls = []
     fit(new_model(), xt, yt, xv, yv, task_kind="multilabel", device=CPU, log=quiet,
-        cfg=TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_policy="constant"),
+        cfg=TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_policy="constant", min_steps=0),
         on_step=lambda done, total: calls.append((done, total)))
     assert calls == [(k, 9) for k in range(1, 10)]        # 48 images / 16 = 3 steps x 3 epochs

@@ -26,6 +26,9 @@ DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 # default it is left out of ``hashed_view``, so adding a key never changes an existing run id.
 ADDED_LATER = {"added_later": True}
 
+# train.min_steps default: about 3 passes at N = 800 and batch 32 (25 steps a pass), 50 passes at N = 50.
+DEFAULT_MIN_STEPS = 100
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -57,6 +60,12 @@ class DataConfig(_Strict):
                     "a patient (data.pool picks this config's pool; source and target must give the same partition)")
     pool: str | None = Field(None, json_schema_extra=ADDED_LATER, description="the data.partition pool this config uses")
     partition_seed: int = Field(0, json_schema_extra=ADDED_LATER, description="seed of the data.partition draw")
+    val_size: Literal["fixed", "proportional"] = Field(
+        "fixed", json_schema_extra=ADDED_LATER,
+        description="fixed: validate on the whole validation split; proportional: on a patient-grouped, stratified "
+                    "subset of it sized like the training subset (N x val/train of data.split_fractions, N/7 for "
+                    "70/10/20), as a user with N labelled images would have. Early stopping, the best epoch, the "
+                    "threshold and the radiomics C all use these labels")
 
     @field_validator("split_fractions")
     @classmethod
@@ -125,10 +134,18 @@ class TrainConfig(_Strict):
                                                     + ", ".join(policy_names()))
     lr: float = Field(1e-3, gt=0)
     discriminative: float = Field(1.0, gt=0.0, le=1.0, description="LR ratio first group : head, spread geometrically over the groups (1 = one LR; 0.01 = fastai's slice(lr/100, lr))")
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="passes over the training images, and the number of validation rounds "
+                                                "(with min_steps / steps each round may hold more or fewer than one pass)")
+    # Not ADDED_LATER on purpose: a minimum changes what every small-N run trains, so it must change their ids.
+    min_steps: int = Field(DEFAULT_MIN_STEPS, ge=0, description="at least this many optimiser steps whatever N, so a "
+                                                             "50-image run is trained, not stopped after 6 steps "
+                                                             "(medtransfer.train.budget); 0 = epochs only")
+    steps: int | None = Field(None, ge=1, json_schema_extra=ADDED_LATER,
+                              description="exact optimiser-step budget (instead of epochs / min_steps), cut into "
+                                          "train.epochs validation rounds")
     gradual_epochs: list[int] | None = Field(None, description="epochs per gradual stage (head, +last group, all); None = split train.epochs")
     batch_size: int = Field(64, ge=1)
-    patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs on val macro AUROC; None = no early stop")
+    patience: int | None = Field(None, ge=1, description="early-stopping patience in validation rounds (epochs) on val macro AUROC; None = no early stop")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)

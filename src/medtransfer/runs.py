@@ -269,7 +269,14 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         n_train_images=int(len(train_idx)), n_train_patients=n_patients, n_val_images=int(len(val_idx)),
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
-        torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history], details=overlap)
+        torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history],
+        details={**overlap, "budget": budget_record(result.budget)})
+
+
+def budget_record(budget) -> dict:
+    """metrics.json's ``budget``: the optimiser steps the run trained and why that many."""
+    return {"total_steps": budget.total_steps, "round_steps": budget.round_steps, "rounds": budget.rounds,
+            "steps_per_epoch": budget.steps_per_epoch, "set_by": budget.set_by}
 
 
 def pretraining_overlap(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, str]:

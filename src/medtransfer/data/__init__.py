@@ -6,6 +6,7 @@ study or a test can use them alone.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,24 @@ def make_splits(src: LabelledImages, data: DataConfig, strata: np.ndarray, notes
     return splits
 
 
+def proportional_val(val: np.ndarray, n_train: int, patient_ids, strata: np.ndarray,
+                     fractions: tuple[float, float, float], seed: int, notes: list[str]) -> np.ndarray:
+    """The validation images a user with ``n_train`` labelled training images would have: ``n_train x
+    f_val / f_train`` of them (N/7 for 70/10/20), drawn like the training subset (whole patients, every
+    class with a positive first, nested in N for a seed); at least one image per class present."""
+    wanted = math.ceil(n_train * fractions[1] / fractions[0])
+    classes = int(np.asarray(strata)[val].any(axis=0).sum())
+    n_val = min(len(val), max(wanted, classes))
+    if n_val >= len(val):
+        notes.append(f"data.val_size=proportional: all {len(val)} validation images kept (N x {fractions[1]:g}/"
+                     f"{fractions[0]:g} = {wanted})")
+        return val
+    chosen = nested_subset(val, patient_ids, strata, n_val, seed)
+    notes.append(f"data.val_size=proportional: validating on {len(chosen)} of {len(val)} validation images "
+                 f"(N x {fractions[1]:g}/{fractions[0]:g}; the rest unused)")
+    return chosen
+
+
 def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root: Path,
                  n_train: int | str, seed: int, progress: bool = True) -> PreparedData:
     """Load the source, decode (or reuse) the image cache, split by patient, draw the N-subset."""
@@ -97,6 +116,9 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
     strata = strata_matrix(src.labels, task.kind)
     splits = make_splits(src, data, strata, notes)
     subset = nested_subset(splits["train"], src.patient_ids, strata, n_train, seed)
+    if data.val_size == "proportional":
+        splits["val"] = proportional_val(splits["val"], len(subset), src.patient_ids, strata, data.split_fractions,
+                                         seed, notes)
     for name in SPLIT_NAMES:
         idx = splits[name]
         notes.append(f"{name}: {len(idx)} images, {len(np.unique(src.patient_ids[idx]))} patients")

@@ -15,7 +15,7 @@ from ..study.schema import STORE_FILE
 from . import page
 from .plots import learning_curve_figure
 from .redact import redact
-from .store import StudyRecords, radiomics_notes, read_study
+from .store import StudyRecords, design_notes, radiomics_notes, read_study
 from .tables import (SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, per_class_at_largest_n,
                      pretraining_notes, study_table)
 from .versus import radiomics_comparisons
@@ -62,7 +62,7 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, png: bytes) -> s
     sections = [
         page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
-                            records.notes + radiomics_notes(runs) + pretraining_notes(runs)),
+                            records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs)),
         page.key_results_section(best, gain, key_items(versus)),
         page.curves_section(png),
         page.best_section(best),

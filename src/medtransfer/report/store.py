@@ -13,6 +13,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -60,22 +61,57 @@ def _check_columns(con: sqlite3.Connection, db: Path, table: str, needed: list[s
         raise DataError(f"{db}: table '{table}' lacks column '{missing[0]}'")
 
 
-def _config_facts(config_json: str | None) -> tuple[str | None, str | None, dict | None]:
-    """(task kind, image collection, radiomics section) from a run's resolved config, parsed once.
+class ConfigFacts(NamedTuple):
+    """What the report reads from a run's resolved config (parsed once per row)."""
+    task_kind: str | None             # read, never guessed from a label
+    images: str | None                # the image collection: what a pretraining may have seen
+    radiomics: dict | None            # where the baseline's features came from
+    budget: str | None                # the training budget, as the report states it
+    val_size: str | None              # data.val_size (None: recorded before it existed = fixed)
 
-    The task kind is read, never guessed from a label; the image collection says what a
-    pretraining may have seen; the radiomics section says where the baseline's features came from.
-    """
+
+NO_FACTS = ConfigFacts(None, None, None, None, None)
+
+
+def _config_facts(config_json: str | None) -> ConfigFacts:
     try:
         config = json.loads(config_json)
     except (TypeError, ValueError):
-        return None, None, None
+        return NO_FACTS
     if not isinstance(config, dict):
-        return None, None, None
-    task, data, radiomics = config.get("task"), config.get("data"), config.get("radiomics")
+        return NO_FACTS
+    task, data, radiomics, train = (config.get(k) for k in ("task", "data", "radiomics", "train"))
     kind = task.get("kind") if isinstance(task, dict) else None
     images = target_images(data["source"], data.get("name")) if isinstance(data, dict) and "source" in data else None
-    return kind, images, radiomics if isinstance(radiomics, dict) else None
+    return ConfigFacts(kind, images, radiomics if isinstance(radiomics, dict) else None,
+                       budget_text(train) if isinstance(train, dict) else None,
+                       data.get("val_size", "fixed") if isinstance(data, dict) else None)
+
+
+def budget_text(train: dict) -> str:
+    """``train``'s budget in words: what a reader needs to judge whether small N was trained."""
+    if train.get("steps"):
+        return f"{train['steps']} optimiser steps (train.steps), validated in {train.get('epochs')} rounds"
+    min_steps = train.get("min_steps") or 0
+    text = f"{train.get('epochs')} epochs of batch {train.get('batch_size')}"
+    return (text + f", at least {min_steps} optimiser steps (train.min_steps: small N passes over its images more "
+            "often), validated in as many rounds as epochs") if min_steps else text + " (no minimum step count)"
+
+
+def design_notes(runs: pd.DataFrame) -> list[str]:
+    """The target runs' training budget and validation set, from their recorded configs (sources apart)."""
+    target = runs[runs["role"] != "source"]
+    cnn = target[target["method"] == "cnn"]
+    notes = [f"training budget: {b}" for b in sorted({b for b in cnn["budget"] if b})]
+    sizes = sorted({v for v in target["val_size"] if v})
+    for size in sizes:
+        notes.append("validation: " + ("a subset of the validation split sized like the training subset "
+                                       "(data.val_size=proportional, N/7 for 70/10/20), as a user with N "
+                                       "labelled images would have; early stopping, thresholds and the "
+                                       "radiomics C use it" if size == "proportional" else
+                                       "the whole validation split at every N (data.val_size=fixed): small-N "
+                                       "runs select on more labels than N"))
+    return notes
 
 
 def n_key(n_train) -> str:
@@ -99,9 +135,11 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         con.close()
     runs = pd.DataFrame([r[:-2] for r in rows], columns=RUN_COLUMNS + ["run_dir"])
     facts = [_config_facts(r[-1]) for r in rows]
-    runs["task_kind"] = [f[0] for f in facts]
-    runs["target_images"] = [f[1] for f in facts]
-    runs["radiomics"] = [f[2] for f in facts]
+    runs["task_kind"] = [f.task_kind for f in facts]
+    runs["target_images"] = [f.images for f in facts]
+    runs["radiomics"] = [f.radiomics for f in facts]
+    runs["budget"] = [f.budget for f in facts]
+    runs["val_size"] = [f.val_size for f in facts]
     points = [_test_operating_point(r[-2]) for r in rows]
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")

@@ -1,8 +1,8 @@
 """``--dry-run``: how many runs, per axis value and in total, and roughly how long they take.
 
 The estimate times a few real training steps of each (arch, image size) in the study on
-the device the runs would use, then multiplies by the images each run will see: N x epochs
-in training, plus the validation set every epoch and the test set once (forward only, a
+the device the runs would use, then multiplies by the images each run will see: its step
+budget (medtransfer.budget) times the batch in training, plus the validation set every round and the test set once (forward only, a
 third of a step; left out when the dataset cannot be read). It assumes no early stopping,
 so read it as +/- a factor of two.
 The probe is capped at about 20 seconds in all.
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..budget import budget_of
 from ..kinds import SCRATCH, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 from .opened import OpenedSources
@@ -105,7 +106,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
                   step_timer: Callable[..., float] | None = None,
                   extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None,
                   runs: list[PlannedRun] | None = None) -> dict:
-    """Probe ms/image per (arch, image size), then sum N x epochs over the runs (baselines apart).
+    """Probe ms/image per (arch, image size), then sum the images each run's step budget trains on (baselines apart).
 
     ``runs`` (default: the whole plan) limits the pricing, and so the probe's budget, to those runs:
     a resumed study's ETA times only the architectures it still has to train.
@@ -144,9 +145,10 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             n = split[0]
         if per_image != per_image:
             continue
-        epochs = run.config.train.epochs
-        evaluated = (split[1] * epochs + split[2]) if split else 0   # forward only: about a third of a step
-        seconds = (n * epochs + evaluated / 3) * per_image + RUN_OVERHEAD_S
+        budget = budget_of(int(n), run.config.train)
+        trained = budget.total_steps * min(int(n), run.config.train.batch_size)   # images through a training step
+        evaluated = (split[1] * budget.rounds + split[2]) if split else 0   # forward only: about a third of a step
+        seconds = (trained + evaluated / 3) * per_image + RUN_OVERHEAD_S
         per_run[run.run_id] = seconds
         total += seconds
         counted += 1

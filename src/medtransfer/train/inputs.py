@@ -6,6 +6,8 @@ tensor and every batch is an index into it: for the small datasets this tool tar
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -84,3 +86,22 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> tuple[
     """
     perm = torch.randperm(n, generator=generator, device=generator.device)
     return torch.tensor_split(perm, max(1, -(-n // batch_size)))
+
+
+class BatchStream:
+    """Batches drawn pass after pass (a fresh seeded shuffle per pass), taken a round at a time.
+
+    A round may end inside a pass; the next round goes on with the same shuffle, so every image
+    is used once per pass whatever the round length. With rounds of one epoch this draws exactly
+    the batches the per-epoch loop drew.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self._pending: list[torch.Tensor] = []
+
+    def take(self, steps: int) -> Iterator[torch.Tensor]:
+        for _ in range(steps):
+            if not self._pending:
+                self._pending = list(batch_indices(self.n, self.batch_size, self.generator))
+            yield self._pending.pop(0)

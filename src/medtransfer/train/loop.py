@@ -22,8 +22,9 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingDiverged
 from .augment import normalise, prepare_batch
+from ..budget import Budget, budget_of
 from ..evaluate.metrics import macro_auroc
-from .inputs import (batch_indices, check_images, check_labels, check_task_kind, make_criterion,
+from .inputs import (BatchStream, check_images, check_labels, check_task_kind, make_criterion,
                      scores_from_logits, to_device)
 from .lr_policies import make_scheduler
 from .strategies import GROUP_NAMES, N_GROUPS, build_optimizer, group_lr_row, set_trainable, stages
@@ -38,6 +39,7 @@ class FitResult:
     best_epoch: int
     stopped_reason: str
     notes: list[str] = field(default_factory=list)
+    budget: Budget | None = None            # the step plan it trained under
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,15 +117,15 @@ def _defers_loss_check(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _train_epoch(model, optimizer, scheduler, index, images, labels, criterion, generator,
+def _train_round(model, optimizer, scheduler, index, batches, images, labels, criterion, generator,
                  cfg: TrainConfig, device, epoch: int, lr_trace: list,
                  on_step: Callable[[], None] | None = None) -> float:
-    """One pass over the training images; returns the mean training loss."""
+    """The optimiser steps of one validation round (``batches``: index tensors); returns the mean training loss."""
     channels_last = device.type == "cuda"
     defer = _defers_loss_check(device)
     pending = None
-    weighted = []
-    for step, idx in enumerate(batch_indices(len(images), cfg.batch_size, generator), 1):
+    weighted, seen = [], 0
+    for step, idx in enumerate(batches, 1):
         lrs = group_lr_row(optimizer, index)
         lr_trace.append(lrs)
         idx = idx.to(device, non_blocking=True)
@@ -146,11 +148,12 @@ def _train_epoch(model, optimizer, scheduler, index, images, labels, criterion, 
                 raise _diverged(v, epoch, *pending[1:])
             pending = (loss.detach(), step, max(lrs))
         weighted.append(loss.detach() * len(idx))
+        seen += len(idx)
         if on_step is not None:
             on_step()
     if pending is not None and not math.isfinite(v := pending[0].item()):
         raise _diverged(v, epoch, *pending[1:])
-    return torch.stack(weighted).sum().item() / len(images)
+    return torch.stack(weighted).sum().item() / seen
 
 
 def _evaluate(model, images, labels, criterion, task_kind: str, batch_size: int, device) -> tuple[float, np.ndarray]:
@@ -260,12 +263,12 @@ class _Batches:
     metric: Callable[[np.ndarray, np.ndarray], float]
 
 
-def run_epoch(model, optimizer, scheduler, index, data: _Batches, stage_name: str, epoch: int,
+def run_round(model, optimizer, scheduler, index, data: _Batches, batches, stage_name: str, epoch: int,
               task_kind: str, cfg: TrainConfig, device, lr_trace: list[list[float]],
               on_step: Callable[[], None] | None = None) -> EpochRecord:
-    """One epoch: the optimiser steps over the training set, then the validation pass."""
+    """One validation round: the optimiser steps of ``batches``, then the validation pass."""
     started = time.perf_counter()
-    train_loss = _train_epoch(model, optimizer, scheduler, index, data.x_train, data.t_train, data.criterion,
+    train_loss = _train_round(model, optimizer, scheduler, index, batches, data.x_train, data.t_train, data.criterion,
                               data.generator, cfg, device, epoch, lr_trace, on_step)
     if len(data.x_val):
         val_loss, val_scores = _evaluate(model, data.x_val, data.t_val, data.criterion, task_kind,
@@ -291,14 +294,17 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
                     generator=torch.Generator(device=device).manual_seed(cfg.seed),   # draws stay on the device
                     metric=metric)
     check_outputs(model, data.x_train[:2], y_train, task_kind)
-    steps_per_epoch = -(-len(train_images) // cfg.batch_size)
+    budget = budget_of(len(train_images), cfg)
+    log(budget.describe())
+    stream = BatchStream(len(train_images), cfg.batch_size, data.generator)
+    unit = "epoch" if budget.round_steps == budget.steps_per_epoch else "round"
     plan = stages(cfg)
     total_epochs = sum(s.epochs for s in plan)
     best = BestEpoch(has_val=len(val_images) > 0)
     notes = [] if best.has_val else ["no validation images: the last epoch is kept and early stopping is off"]
     for note in notes:
         log(note)
-    total_steps, steps_done = total_epochs * steps_per_epoch, 0
+    total_steps, steps_done = total_epochs * budget.round_steps, 0
 
     def step_done() -> None:
         nonlocal steps_done
@@ -311,28 +317,29 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
     for s_i, stage in enumerate(plan):
         set_trainable(model, stage.n_trainable)
         optimizer, index = build_optimizer(model, stage.n_trainable, cfg)
-        scheduler = make_scheduler(optimizer, cfg.lr_policy, stage.epochs * steps_per_epoch, steps_per_epoch, cfg)
+        # schedules are sized in steps: a "cycle epoch" or a step-policy "epoch" is one validation round
+        scheduler = make_scheduler(optimizer, cfg.lr_policy, stage.epochs * budget.round_steps, budget.round_steps, cfg)
         if len(plan) > 1:
             log(f"stage {stage.name}: training {'+'.join(GROUP_NAMES[N_GROUPS - stage.n_trainable:])} "
-                f"for {stage.epochs} epoch(s)")
+                f"for {stage.epochs} {unit}(s), {stage.epochs * budget.round_steps} steps")
         best.reset_patience()
         for _ in range(stage.epochs):
             epoch += 1
             set_trainable(model, stage.n_trainable)
-            record = run_epoch(model, optimizer, scheduler, index, data, stage.name, epoch, task_kind, cfg,
-                               device, lr_trace, step_done if on_step is not None else None)
+            record = run_round(model, optimizer, scheduler, index, data, stream.take(budget.round_steps), stage.name,
+                               epoch, task_kind, cfg, device, lr_trace, step_done if on_step is not None else None)
             best.update(model, record)
             history.append(record)
-            log(f"epoch {epoch}/{total_epochs} [{stage.name}] train_loss {record.train_loss:.4f} "
+            log(f"{unit} {epoch}/{total_epochs} [{stage.name}] train_loss {record.train_loss:.4f} "
                 f"val_loss {record.val_loss:.4f} val_auroc {record.val_auroc_macro:.4f} lr {max(record.lrs):.2e} "
                 f"{record.seconds:.1f}s")
             if best.out_of_patience(cfg.patience):
-                msg = f"no val AUROC gain for {cfg.patience} epoch(s) (best epoch {best.epoch})"
+                msg = f"no val AUROC gain for {cfg.patience} {unit}(s) (best {unit} {best.epoch})"
                 if s_i == len(plan) - 1:
-                    stopped_reason = f"early stop at epoch {epoch}: {msg}"
+                    stopped_reason = f"early stop at {unit} {epoch}: {msg}"
                 else:
-                    log(f"stage {stage.name} stopped early at epoch {epoch}: {msg}")
-                    stages_cut.append(f"stage {stage.name} stopped early at epoch {epoch}")
+                    log(f"stage {stage.name} stopped early at {unit} {epoch}: {msg}")
+                    stages_cut.append(f"stage {stage.name} stopped early at {unit} {epoch}")
                 break
 
     model.load_state_dict(best.state)
@@ -340,10 +347,10 @@ def _fit(model, train_images, y_train, val_images, y_val, task_kind, cfg, device
         model.to(memory_format=torch.contiguous_format)
     model.eval()
     if stopped_reason is None:
-        stopped_reason = f"completed {epoch} epochs" + "".join(f"; {cut}" for cut in stages_cut)
-    log(f"best epoch {best.epoch} of {epoch} ({stopped_reason})")
+        stopped_reason = f"completed {epoch} {unit}s" + "".join(f"; {cut}" for cut in stages_cut)
+    log(f"best {unit} {best.epoch} of {epoch} ({stopped_reason})")
     return FitResult(best_state=best.state, history=history, lr_trace=lr_trace, epochs_run=epoch,
-                     best_epoch=best.epoch, stopped_reason=stopped_reason, notes=notes)
+                     best_epoch=best.epoch, stopped_reason=stopped_reason, notes=notes, budget=budget)
 
 
 def predict(model: nn.Module, images: np.ndarray, task_kind: str, batch_size: int,
