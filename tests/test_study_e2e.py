@@ -6,6 +6,7 @@ Ray half checks acceptance 3: same run ids and the same metrics as the local exe
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 
 from medtransfer.study import StudyOptions, run_study, study_status
@@ -74,6 +75,17 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     assert "sources/bright/model.safetensors" in config  # the grid run started from the source's weights
     metrics = json.loads((root / "local" / run_dir / "metrics.json").read_text())
     assert metrics["n_train_images"] == rows[run_dir.split("/")[1]][3]
+    # every done run carries its test interval: in metrics.json, in the store, and its draws in the folder
+    ci = metrics["test"]["auroc_ci"]
+    assert ci["low"] <= metrics["test"]["auroc_macro"] <= ci["high"] and ci["resampled"] == "patients"
+    with sqlite3.connect(root / "local" / "results.sqlite") as db:
+        stored = db.execute("SELECT test_auroc_low, test_auroc_high FROM runs WHERE run_dir = ?", (run_dir,)).fetchone()
+        assert db.execute("SELECT COUNT(*) FROM runs WHERE status = 'done' AND test_auroc_low IS NULL").fetchone()[0] == 0
+    assert stored == pytest.approx((ci["low"], ci["high"]))
+    draws = np.load(root / "local" / run_dir / "test_bootstrap.npy")
+    assert len(draws) == ci["n_boot"] == 1000
+    predictions = (root / "local" / run_dir / "predictions_test.csv").read_text().splitlines()
+    assert predictions[0].startswith("image_id,patient_id,")
 
     pytest.importorskip("ray")
     on_ray = run_study(spec, root / "ray", StudyOptions(data_root=root, executor="ray", report=False, probe=False))

@@ -129,7 +129,9 @@ class RunFolder:
     THRESHOLD = "threshold.json"              # the operating threshold(s) chosen on validation
     LR_TRACE = "lr_trace.csv"
     COEFFICIENTS = "coefficients.csv"
-    RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS)   # what a new run replaces
+    BOOTSTRAP = "test_bootstrap.npy"          # the test AUROC of each patient resample (evaluate.per_run)
+    RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS,
+               BOOTSTRAP)   # what a new run replaces
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -150,6 +152,26 @@ class RunFolder:
     threshold_path = property(lambda self: self.path / self.THRESHOLD)
     lr_trace_path = property(lambda self: self.path / self.LR_TRACE)
     coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
+    bootstrap_path = property(lambda self: self.path / self.BOOTSTRAP)
+
+    def write_bootstrap(self, draws) -> None:
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(draws, dtype=np.float32), allow_pickle=False)
+        write_bytes_atomic(self.bootstrap_path, buf.getvalue())
+
+    def read_bootstrap(self):
+        """The run's test bootstrap draws, or None when the run has none (older, or AUROC undefined)."""
+        import numpy as np
+
+        try:
+            draws = np.load(self.bootstrap_path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return draws if draws.ndim == 1 else None
 
     @property
     def is_finished(self) -> bool:

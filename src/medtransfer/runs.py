@@ -62,10 +62,12 @@ def _label_columns(prefix: str, names: list[str]) -> list[str]:
 
 
 def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scores: np.ndarray,
-                      label_names: list[str], kind: str) -> None:
+                      label_names: list[str], kind: str, patient_ids=None) -> None:
     import pandas as pd
 
     frame = pd.DataFrame({"image_id": image_ids})
+    if patient_ids is not None:   # what a patient-level bootstrap or clustered test groups by
+        frame["patient_id"] = [str(p) for p in patient_ids]
     if kind == "multiclass":
         frame["true"] = [label_names[int(i)] for i in labels]
     else:
@@ -75,6 +77,23 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     # 0.000000) and the AUROC / DeLong read back from this file would differ from metrics.json
     digits = 9 if np.asarray(scores).dtype == np.float32 else 17
     write_text_atomic(path, frame.to_csv(index=False, float_format=f"%.{digits}g"))
+
+
+def add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: str, labels: np.ndarray,
+                      scores: np.ndarray, data, test_idx: np.ndarray, log: Callable[[str], None]) -> None:
+    """The run's test AUROC interval (patient bootstrap; images where the data has no patient ids) in
+    metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
+    from .evaluate.per_run import run_interval
+
+    clusters = data.patient_ids[test_idx] if data.has_patient_ids else np.asarray(data.image_ids)[test_idx]
+    interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids))
+    if interval is None:
+        log("test AUROC undefined: no bootstrap interval")
+        return
+    scored["test"]["auroc_ci"] = interval.to_json()
+    folder.write_bootstrap(interval.draws)
+    log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
+        f"({len(interval.draws)} resamples of the test {interval.unit})")
 
 
 def run_thresholds(kind: str, label_names: list[str], val, test):
@@ -256,7 +275,8 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         scored[split] = score_metrics(data.labels[idx], scores, cfg.task.kind, data.label_names)
         raw[split] = (data.labels[idx], scores)
         write_predictions(path, [data.image_ids[i] for i in idx], data.labels[idx], scores, data.label_names,
-                          cfg.task.kind)
+                          cfg.task.kind, data.patient_ids[idx] if data.has_patient_ids else None)
+    add_test_interval(scored, folder, cfg.task.kind, *raw["test"], data, test_idx, log)
     thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
     folder.write_thresholds(thresholds)
     add_operating_points(scored, thresholds)

@@ -27,7 +27,8 @@ from ..config import RunConfig, resolve_data_root
 from ..errors import DataError
 from ..kinds import RunMethod
 from ..run_folder import RunFolder, RunMetrics
-from ..runs import add_operating_points, prepare_run_data, recorded_run, run_thresholds, write_predictions
+from ..runs import (add_operating_points, add_test_interval, prepare_run_data, recorded_run, run_thresholds,
+                    write_predictions)
 from .baseline import fit_radiomics_baseline
 
 MAX_NAMED = 5   # failed images named in the log; the rest are counted
@@ -102,7 +103,9 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, p
         raw[split] = (data.labels[rows], scores)
         if split == "test":
             write_predictions(folder.predictions_path, [data.image_ids[i] for i in rows],
-                              data.labels[rows], scores, data.label_names, cfg.task.kind)
+                              data.labels[rows], scores, data.label_names, cfg.task.kind,
+                              data.patient_ids[rows] if data.has_patient_ids else None)
+    add_test_interval(scored, folder, cfg.task.kind, *raw["test"], data, idx["test"], log)
     thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
     folder.write_thresholds(thresholds)
     add_operating_points(scored, thresholds)

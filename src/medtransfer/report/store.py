@@ -20,7 +20,7 @@ import pandas as pd
 from ..errors import DataError
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus
-from ..study.schema import PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
+from ..study.schema import ADDED_RUN_COLUMNS, PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
 from ..study.store import read_current_plan, unreadable_store
@@ -123,9 +123,12 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, test per_class) from the store, with the task kind resolved per run."""
     con = _connect(db)
     try:
-        _check_columns(con, db, "runs", RUN_COLUMNS + ["config_json", "run_dir"])
+        have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+        _check_columns(con, db, "runs", [c for c in RUN_COLUMNS if c not in ADDED_RUN_COLUMNS]
+                       + ["config_json", "run_dir"])
         _check_columns(con, db, "per_class", list(PER_CLASS_COLUMNS))
-        rows = con.execute(f"SELECT {', '.join(RUN_COLUMNS)}, run_dir, metrics_json, config_json FROM runs "
+        selected = [c if c in have or c not in ADDED_RUN_COLUMNS else f"NULL AS {c}" for c in RUN_COLUMNS]
+        rows = con.execute(f"SELECT {', '.join(selected)}, run_dir, metrics_json, config_json FROM runs "
                            "ORDER BY run_id").fetchall()
         per_class = pd.read_sql_query(
             "SELECT run_id, label, auroc, auprc FROM per_class WHERE split = 'test'", con)
@@ -144,7 +147,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
-                "test_auroc", "val_auroc", "seconds"):
+                "test_auroc", "val_auroc", "seconds", "test_auroc_low", "test_auroc_high"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")

@@ -12,7 +12,11 @@ SPEC_FILE = "study.yaml"        # the spec as run, with its --set overrides as c
 
 RUN_COLUMNS = ("run_id", "role", "method", "task", "arch", "init", "strategy", "lr_policy", "dropout", "recipe",
                "n_train", "n_train_images", "n_train_patients", "seed", "status", "reason", "config_json",
-               "metrics_json", "test_auroc", "val_auroc", "seconds", "started_at", "finished_at", "run_dir")
+               "metrics_json", "test_auroc", "val_auroc", "seconds", "started_at", "finished_at", "run_dir",
+               "test_auroc_low", "test_auroc_high")
+# Columns added after stores were first written: Store adds them to an older file (ALTER TABLE), and a
+# read-only reader of an older file sees NULL for them.
+ADDED_RUN_COLUMNS = {"test_auroc_low": "REAL", "test_auroc_high": "REAL"}   # the run's test bootstrap interval
 PER_CLASS_COLUMNS = ("run_id", "split", "label", "auroc", "auprc")
 
 SCHEMA = """
@@ -35,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
   test_auroc REAL, val_auroc REAL,
   seconds REAL,
   started_at TEXT, finished_at TEXT,
-  run_dir TEXT
+  run_dir TEXT,
+  test_auroc_low REAL, test_auroc_high REAL
 );
 CREATE TABLE IF NOT EXISTS per_class (
   run_id TEXT NOT NULL, split TEXT NOT NULL, label TEXT NOT NULL,

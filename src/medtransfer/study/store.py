@@ -17,7 +17,7 @@ from ..errors import MedtransferError
 from ..kinds import RunRole, RunStatus
 from ..run_folder import RunMetrics
 from .grid import PlannedRun
-from .schema import RUN_COLUMNS, SCHEMA, UPSERT_RUN
+from .schema import ADDED_RUN_COLUMNS, RUN_COLUMNS, SCHEMA, UPSERT_RUN
 
 
 def utc_now() -> str:
@@ -31,6 +31,10 @@ class Store:
         self.path = Path(path)
         with self._transaction() as db:
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in ADDED_RUN_COLUMNS.items():
+                if column not in have:   # a store written before the column existed
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -93,6 +97,8 @@ class Store:
         row.update(metrics_json=json.dumps(payload), n_train_images=metrics.n_train_images,
                    n_train_patients=metrics.n_train_patients,
                    test_auroc=metrics.auroc("test"), val_auroc=metrics.auroc("val"))
+        interval = (metrics.test or {}).get("auroc_ci") or {}
+        row.update(test_auroc_low=interval.get("low"), test_auroc_high=interval.get("high"))
         with self._transaction() as db:
             db.execute(UPSERT_RUN, [row[c] for c in RUN_COLUMNS])
             db.execute("DELETE FROM per_class WHERE run_id = ?", (run.run_id,))
@@ -160,6 +166,7 @@ def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, fini
         "metrics_json": None, "test_auroc": None, "val_auroc": None,
         "seconds": None if seconds is None else round(float(seconds), 3),
         "started_at": started_at, "finished_at": finished_at, "run_dir": run.run_dir,
+        "test_auroc_low": None, "test_auroc_high": None,
     }
 
 
