@@ -49,16 +49,19 @@ Few seeds. Two corrections keep the seed level honest with S = 2-5:
    not s^2/S: plain Satterthwaite trusts an s^2 that is small by chance and
    then covers only 87% (S = 2) / 92% (S = 3) of the time when the seeds
    dominate (normal model, seed SE s/sqrt(S) 2-8 times the test SE); with the
-   upper quartile it covers 94-97% (S = 2) and 95-96% (S = 3, 5) for ratios of
-   seed SE to test SE from 0.1 to 100. When the test set dominates nu is large and only
+   upper quartile it covers 95-96% (S = 3 or 5) for ratios of seed SE to test
+   SE from 0.1 to 100. When the test set dominates nu is large and only
    correction 1 remains; when the seeds dominate the interval tends to the
-   seed t-interval, as it must.
+   seed t-interval.
 
-The widening does not turn an interval into [0, 1] merely because S is small:
-nu stays well above S-1 whenever the test set is a real source of noise. It
-does follow the seeds when they disagree by more than the test set's noise,
-which with 2 seeds gives intervals close to the 1-df t-interval; that is what
-two disagreeing seeds can tell. Seed spread measured on one test set also
+Two seeds. nu is never below 2. Two values cannot bound a variance: their
+1-df t-interval is 12.7 standard errors wide each side and turns into [0, 1] as
+soon as two seeds disagree by a few points of AUROC. With the floor the widest
+interval is a 2-df t (4.3 standard errors), so 2 seeds never give [0, 1] for
+want of seeds, at a price: when the seed spread dominates, 2 seeds cover less
+than 95% (normal model: 95-97% while the seed SE is at most twice the test
+SE, 92% at four times, 86% in the limit). A third seed removes the floor's
+effect (nu >= S - 1 = 2 anyway). Seed spread measured on one test set also
 holds some test-set noise (different models err on different images), which
 the test level counts again: a slight conservatism. The draws are clipped to
 [0, 1] ([-1, 1] for differences) and, through t_nu / z, depend on ``level``.
@@ -76,11 +79,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from ..errors import DataError
 
 _SEED_VARIANCE_QUANTILE = 0.25   # seed variance used for the t degrees of freedom: its upper quartile
+_MIN_DOF = 2.0                   # never a wider t than 2 df, even with 2 seeds (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _draws(groups: list[tuple[float, _SeedGroup]], level: float, clip: tuple[flo
             seed_parts.append((deviation, var_of_mean))
             seed_var += var_of_mean
             # for the degrees of freedom only: its upper quartile given S - 1 df (see the module docstring)
-            upper = var_of_mean * (n_seeds - 1) / stats.chi2.ppf(_SEED_VARIANCE_QUANTILE, n_seeds - 1)
+            upper = var_of_mean * (n_seeds - 1) / special.chdtri(n_seeds - 1, 1 - _SEED_VARIANCE_QUANTILE)
             seed_var_upper += upper
             df_terms += upper ** 2 / (n_seeds - 1)
     draws = np.asarray(draws, dtype=np.float64)
@@ -165,8 +169,8 @@ def _draws(groups: list[tuple[float, _SeedGroup]], level: float, clip: tuple[flo
         how = "one seed: test set only" if all(len(g.points) == 1 for _, g in groups) else "all seeds equal"
         return estimate, np.clip(draws, *clip), how
     test_var = float(draws.var(ddof=1)) if len(draws) > 1 else 0.0
-    dof = (test_var + seed_var_upper) ** 2 / df_terms
-    widen = float(stats.t.ppf(0.5 + level / 2, dof) / stats.norm.ppf(0.5 + level / 2))
+    dof = max((test_var + seed_var_upper) ** 2 / df_terms, _MIN_DOF)
+    widen = float(special.stdtrit(dof, 0.5 + level / 2) / special.ndtri(0.5 + level / 2))   # t_nu / z
     # seed variance that brings the total to (t/z)^2 (V_test + s^2/S); at least s^2/S since t >= z
     seed_scale = (widen ** 2 * (test_var + seed_var) - test_var) / seed_var
     for deviation, var_of_mean in seed_parts:
