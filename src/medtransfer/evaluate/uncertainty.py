@@ -19,8 +19,9 @@ Draw b is
     mean over seeds of column b      (test level: the seed average on patient resample b)
   + sum_s w_bs (p_s - mean p) / S    (seed level: w_bs independent N(0, 1), p_s = run s's full-test AUROC)
 
-and the interval is the percentile interval of the draws around the estimate,
-the mean of the S full-test AUROCs. With S = 1 there is no seed level: the
+with the seed level then widened for few seeds (below); the estimate is the
+mean of the S full-test AUROCs and the interval the percentile interval of the
+draws. With S = 1 there is no seed level: the
 draws are that run's bootstrap and the interval is exactly its test-set
 percentile interval.
 
