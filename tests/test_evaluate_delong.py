@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score
 
 from medtransfer.errors import DataError
 from medtransfer.evaluate.bootstrap import bootstrap_auroc_samples
-from medtransfer.evaluate.delong import (delong_auroc_ci, delong_covariance, delong_paired, delong_paired_macro,
+from medtransfer.evaluate.delong import (delong_auroc_ci, delong_covariance, delong_paired, delong_paired_clustered,
+                                         delong_paired_macro,
                                          structural_components)
 
 # 3 positives (P1-P3), 3 negatives (N1-N3); method A has a tie P2 = N1 = 0.7.
@@ -142,8 +143,53 @@ def test_identical_scores_are_not_different():
     (lambda: delong_paired([0, 0, 0], [1, 2, 3], [1, 2, 3]), "at least one positive and one negative"),
     (lambda: delong_auroc_ci(Y, A, alpha=0), "alpha"),
     (lambda: delong_paired_macro(np.zeros((6, 2)), np.zeros((6, 2)), np.zeros((6, 2))), "no label"),
+    (lambda: delong_paired_clustered(Y, A, B, [1, 1, 1, 2, 2, 3]), "2 patients with a positive"),
+    (lambda: delong_paired_clustered(Y, A, B, [1, 2, 3]), "one per image"),
 ])
 def test_bad_inputs_raise_one_line_data_errors(call, message):
     with pytest.raises(DataError, match=message) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_clustered_test_is_delong_paired_when_every_image_is_its_own_patient():
+    rng = np.random.default_rng(5)
+    y, a, b = _two_methods(300, rng)
+    plain = delong_paired(y, a, b)
+    clustered = delong_paired_clustered(y, a, b, [f"img{i}" for i in range(300)])
+    assert clustered["n_patients"] == 300
+    for key in ("auc_a", "auc_b", "diff", "se", "z", "p_value", "ci_low", "ci_high"):
+        assert clustered[key] == pytest.approx(plain[key], rel=1e-12, abs=1e-15)
+    hand = delong_paired_clustered(Y, A, B, np.arange(6))
+    assert hand["se"] == pytest.approx(math.sqrt(13 / 162)) and hand["p_value"] == pytest.approx(0.844519, abs=1e-6)
+
+
+def test_clustered_test_counts_a_copied_patient_once():
+    """k identical images per patient carry no more evidence than one: the clustered SE is that of one
+    image per patient, while the unclustered test shrinks it by sqrt(k)."""
+    rng = np.random.default_rng(6)
+    y, a, b = _two_methods(200, rng)
+    k = 4
+    yk, ak, bk, pk = np.repeat(y, k), np.repeat(a, k), np.repeat(b, k), np.repeat(np.arange(200), k)
+    one = delong_paired(y, a, b)
+    clustered = delong_paired_clustered(yk, ak, bk, pk)
+    assert clustered["diff"] == pytest.approx(one["diff"])
+    assert clustered["se"] == pytest.approx(one["se"], rel=1e-9)
+    assert delong_paired(yk, ak, bk)["se"] == pytest.approx(one["se"] / math.sqrt(k), rel=0.02)
+
+
+def test_clustered_se_matches_the_patient_bootstrap_with_mixed_labels_per_patient():
+    """Patients with 2-6 images of either class; method a errs per patient (one offset for all of a patient's
+    images), b per image. The clustered SE (S11 term included) tracks the SE of the paired patient
+    bootstrap; the unclustered one is too small."""
+    rng = np.random.default_rng(7)
+    patients = np.repeat(np.arange(200), rng.integers(2, 7, 200))
+    n = len(patients)
+    y = (rng.normal(size=n) + rng.normal(size=200)[patients] > 0.3).astype(int)   # labels cluster too
+    a = 1.5 * y + 1.2 * rng.normal(size=200)[patients] + 0.5 * rng.normal(size=n)
+    b = 1.5 * y + 1.3 * rng.normal(size=n)
+    got = delong_paired_clustered(y, a, b, patients)
+    boot = (bootstrap_auroc_samples(y, a, patients, n_boot=1500, seed=1)
+            - bootstrap_auroc_samples(y, b, patients, n_boot=1500, seed=1))
+    assert got["se"] == pytest.approx(boot.std(ddof=1), rel=0.12)
+    assert delong_paired(y, a, b)["se"] < 0.8 * got["se"]

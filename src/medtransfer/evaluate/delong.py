@@ -14,8 +14,10 @@ negatives. Placements come from midranks (Sun & Xu, IEEE SPL 2014): with Tz the
 midranks in the pooled set and Tx / Ty those within positives / negatives,
 V10 = (Tz - Tx)/n and V01 = 1 - (Tz - Ty)/m, which is O(N log N) instead of O(m n).
 
-Each image is treated as independent: with several images per patient these
-intervals are too narrow; use ``bootstrap.bootstrap_auroc_ci`` then.
+``delong_paired`` treats each image as independent: with several images per
+patient its intervals are too narrow. ``delong_paired_clustered`` sums the
+components per patient first (Obuchowski, Biometrics 1997), and
+``bootstrap.bootstrap_auroc_ci`` resamples patients.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import DataError
-from .bootstrap import _binary, _scores
+from .bootstrap import _binary, _patient_codes, _scores
 
 
 def structural_components(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,6 +91,48 @@ def delong_paired(y_true, scores_a, scores_b, alpha: float = 0.05) -> dict:
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]),
             **_normal_test(float(aucs[0] - aucs[1]), float(var), alpha)}
+
+
+def delong_paired_clustered(y_true, scores_a, scores_b, patient_ids, alpha: float = 0.05) -> dict:
+    """Paired DeLong test of AUROC(a) - AUROC(b) with images clustered by patient (Obuchowski 1997).
+
+    Images of one patient are correlated, so their structural components are
+    summed per patient before their spread is taken: with M positive and N
+    negative images, V10_i / V01_i the sums of patient i's placements and m_i /
+    n_i its positive / negative image counts,
+
+        S10 = I10 / ((I10 - 1) M) sum_i (V10_i - m_i auc)(V10_i - m_i auc)'
+        S01 = I01 / ((I01 - 1) N) sum_i (V01_i - n_i auc)(V01_i - n_i auc)'
+        S11 = I / (I - 1) sum_i (V10_i - m_i auc)(V01_i - n_i auc)'
+        Cov(auc) = S10 / M + S01 / N + (S11 + S11') / (M N)
+
+    over I patients, I10 / I01 of them with a positive / negative image. A
+    patient with images of both classes adds the S11 term. With one image per
+    patient this is ``delong_paired`` exactly. Returns the keys of
+    ``delong_paired`` plus ``n_patients``.
+    """
+    _check_alpha(alpha)
+    y = _binary(y_true)
+    a, b = _scores(scores_a, len(y), "scores_a"), _scores(scores_b, len(y), "scores_b")
+    codes, n_patients = _patient_codes(patient_ids, len(y))
+    aucs, v10, v01 = structural_components(y, np.stack([a, b]))
+    m, n = v10.shape[1], v01.shape[1]
+    pos_at, neg_at = codes[y], codes[~y]
+    pos_count = np.bincount(pos_at, minlength=n_patients)
+    neg_count = np.bincount(neg_at, minlength=n_patients)
+    with_pos, with_neg = int((pos_count > 0).sum()), int((neg_count > 0).sum())
+    if with_pos < 2 or with_neg < 2:
+        raise DataError(f"y_true: the clustered DeLong variance needs at least 2 patients with a positive and 2 with "
+                        f"a negative image (got {with_pos} and {with_neg})")
+    d10 = np.stack([np.bincount(pos_at, weights=row, minlength=n_patients) for row in v10]) - np.outer(aucs, pos_count)
+    d01 = np.stack([np.bincount(neg_at, weights=row, minlength=n_patients) for row in v01]) - np.outer(aucs, neg_count)
+    s10 = with_pos / ((with_pos - 1) * m) * (d10 @ d10.T)
+    s01 = with_neg / ((with_neg - 1) * n) * (d01 @ d01.T)
+    s11 = n_patients / (n_patients - 1) * (d10 @ d01.T)
+    cov = s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]),
+            **_normal_test(float(aucs[0] - aucs[1]), float(var), alpha), "n_patients": n_patients}
 
 
 def delong_auroc_ci(y_true, scores, alpha: float = 0.05) -> tuple[float, float, float]:
