@@ -1,168 +1,373 @@
-"""Learning curves: test macro AUROC vs N, one panel per (task, arch), one line per recipe.
+"""Learning-curve figures: which initialisation wins at each N, and every recipe behind that choice.
 
-Colour says the init (where the weights came from), line style the fine-tuning
-strategy, marker the LR policy, hollow markers a larger dropout: a reader can tell
-same-site from other-site, scratch and ImageNet at a glance. The band is the 95%
-t-interval over seeds; a point from one seed has no band.
+``learning_curve_figure`` draws the decision the report's tables make: one line per init, at each N
+that init's best recipe chosen on mean VALIDATION AUROC (``tables._best_per_init``), plotted with its
+TEST AUROC. Choosing on test and plotting on test would flatter every line; choosing per init gives
+each init the same benefit of the choice, so the gaps between lines are fair. ``recipes_figure`` shows
+every recipe as small multiples (one panel per strategy x LR policy) so a reader can see how much that
+choice mattered and whether one recipe carried an init.
+
+Colours are fixed per init by ``init_colours`` (same-site sources warm, other-site green, ImageNet blue,
+scratch gold, radiomics black and dashed) so an init reads the same in both figures. Both functions
+are pure: they return a Figure (Agg, object API, pyplot's global state untouched) and write nothing.
+Lines carry gid 'line:<init label>' (recipes: 'line:<init label>|<variant>'), bands 'band:...'.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure  # the OO API renders with Agg and leaves pyplot's global state alone
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure, FigureBase  # the OO API renders with Agg and leaves pyplot alone
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
-from .tables import RADIOMICS, RADIOMICS_LABEL, SITE_ORDER, init_label, init_site, marked_recipe, panel_rows, panels
+from ..errors import DataError
+from .tables import RADIOMICS, SITE_ORDER, _best_per_init, init_label, init_site, panel_rows, panels
 
-SITE_COLOURS = {
-    "scratch": ["#505050"], "imagenet": ["#1f77b4"], "xrv": ["#6a3d9a", "#cab2d6"],
-    "same": ["#d62728", "#ff7f0e", "#e377c2"], "other": ["#2ca02c", "#17becf", "#8c564b"],
-    RADIOMICS: ["#9a9a1a"],
+WIDTH_IN = 11.0
+MAX_COLUMNS = 4
+CAPTION = "each line: the init's best recipe at each N, chosen on validation AUROC; band: 95% CI (seeds and test set)"
+RECIPES_CAPTION = "every recipe: one panel per strategy · LR policy, colour = init; band: 95% CI; radiomics dashed"
+REQUIRED = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "n_train", "N",
+            "n_seeds", "test_auroc_mean", "test_auroc_ci_low", "test_auroc_ci_high", "val_auroc_mean"]
+
+# site kind -> (fixed colours in order, colormap sampled when a family has more members than fixed colours)
+FAMILIES: dict[str, tuple[list[str], str | None]] = {
+    "scratch": (["#b8860b"], None),
+    "imagenet": (["#1f77b4"], None),
+    "xrv": (["#6a3d9a", "#9467bd", "#c5b0d5"], "Purples"),
+    "same": (["#d62728", "#e7298a", "#a50f15", "#fc8d59"], "Reds"),
+    "other": (["#2ca02c", "#17becf", "#006d2c", "#74c476"], "Greens"),
+    RADIOMICS: (["#000000"], None),
 }
-EXTRA_COLOURS = ["#9467bd", "#bcbd22", "#7f7f7f", "#aec7e8"]
-STRATEGY_STYLES = {"full": "-", "gradual": "--", "frozen": ":"}
-RADIOMICS_STYLE = (0, (5, 1.5, 1, 1.5, 1, 1.5))
-POLICY_MARKERS = {"one_cycle": "o", "constant": "s", "cosine": "^", "step": "D", "cyclic": "v"}
-EXTRA_MARKERS = ["P", "h", "<", ">"]
-MAX_RECIPE_LEGEND = 12
+EXTRA_COLOURS = ["#7f7f7f", "#bcbd22", "#8c564b", "#aec7e8", "#ff9896", "#9edae5"]
+RADIOMICS_STYLE = dict(linestyle="--", marker="X", linewidth=1.6, markersize=6.5)
+INIT_STYLE = dict(linestyle="-", marker="o", linewidth=2.0, markersize=5.5)
+VARIANT_STYLES = [("-", "o"), (":", "s"), ("-.", "^"), ((0, (5, 1, 1, 1, 1, 1)), "D"), ((0, (1, 1)), "v"),
+                  ((0, (8, 2)), "P")]
 
 
-def _palette(summary: pd.DataFrame, sites: dict[str, str]) -> dict[str, str]:
-    """init label -> colour, stable over the whole figure."""
-    used: dict[str, int] = {}
-    colours, extra = {}, iter(EXTRA_COLOURS * 4)
-    inits = summary.drop_duplicates(["method", "init"])
-    pairs = list(zip(inits["init"], inits["method"], strict=True))
-    found = sorted((SITE_ORDER.index(init_site(i, m, sites)), init_site(i, m, sites), init_label(i, m, sites))
-                   for i, m in pairs)
-    for _, site, label in found:
-        if label in colours:
-            continue
-        choices = SITE_COLOURS.get(site, [])
-        i = used.get(site, 0)
-        colours[label] = choices[i] if i < len(choices) else next(extra)
-        used[site] = i + 1
+class Curve(NamedTuple):
+    """One drawn line: an init (or the radiomics baseline) across N, with the recipe behind each point."""
+    label: str              # the init as the report names it ('scratch', 'chest (same-site)', 'radiomics + LR')
+    site: str               # one of tables.SITE_ORDER: picks the colour family and the legend order
+    n: np.ndarray           # images trained on (x)
+    auroc: np.ndarray       # mean test AUROC over seeds (y)
+    low: np.ndarray         # 95% CI, NaN where there is none
+    high: np.ndarray
+    recipes: tuple[str, ...]   # the recipe drawn at each N
+    variant: str = ""       # recipes figure: the recipe axes beyond init / strategy / LR policy ('dropout 0.5')
+
+
+def _check(summary: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED if c not in summary.columns]
+    if missing:
+        raise DataError(f"summary: missing columns {missing} (expected report.tables.study_table's output)")
+
+
+def _drawable(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a point to draw: some seed finished and N is a positive number (a log axis needs it)."""
+    n = pd.to_numeric(summary["N"], errors="coerce")
+    auroc = pd.to_numeric(summary["test_auroc_mean"], errors="coerce")
+    return summary[(summary["n_seeds"] > 0) & (n > 0) & np.isfinite(n) & np.isfinite(auroc)]
+
+
+def init_colours(summary: pd.DataFrame, sites: dict[str, str]) -> dict[str, str]:
+    """init label -> colour, the same for the init in every figure of a study.
+
+    scratch, ImageNet and radiomics have one colour each whatever else the study holds; same-site
+    sources share a warm family and other-site sources a green one (in name order within a family),
+    so a reader sees which side of the site question a line is on before reading the legend.
+    """
+    found = {}
+    for init, method in summary[["init", "method"]].drop_duplicates().itertuples(index=False):
+        site = init_site(init, method, sites)
+        found.setdefault(init_label(init, method, sites), site)
+    by_site: dict[str, list[str]] = {}
+    for label, site in sorted(found.items(), key=lambda item: (SITE_ORDER.index(item[1]), item[0])):
+        by_site.setdefault(site, []).append(label)
+    colours, extra = {}, 0
+    for site, labels in by_site.items():
+        fixed, cmap = FAMILIES.get(site, ([], None))
+        if len(labels) <= len(fixed):
+            chosen = fixed[:len(labels)]
+        elif cmap is not None:
+            chosen = [to_hex(c) for c in colormaps[cmap](np.linspace(0.45, 0.95, len(labels)))]
+        else:
+            chosen = [EXTRA_COLOURS[(extra + i) % len(EXTRA_COLOURS)] for i in range(len(labels))]
+            extra += len(labels)
+        colours.update(zip(labels, chosen, strict=True))
     return colours
 
 
-def _style_maps(summary: pd.DataFrame) -> tuple[dict, dict, list]:
-    strategies = sorted(summary["strategy"].dropna().unique())
-    policies = sorted(summary["lr_policy"].dropna().unique())
-    extra_styles = iter(["-.", (0, (1, 3)), (0, (8, 2))] * 4)
-    extra_markers = iter(EXTRA_MARKERS * 4)
-    styles = {s: STRATEGY_STYLES.get(s) or next(extra_styles) for s in strategies}
-    markers = {p: POLICY_MARKERS.get(p) or next(extra_markers) for p in policies}
-    dropouts = sorted(float(d) for d in summary["dropout"].dropna().unique())
-    return styles, markers, dropouts
+def _order(curve: Curve) -> tuple:
+    return SITE_ORDER.index(curve.site), curve.label, curve.variant
 
 
-def _line_label(row, n_radiomics: int) -> str:
-    if row["method"] == RADIOMICS and n_radiomics > 1:
-        return f"{RADIOMICS_LABEL} ({row['recipe']})"
-    return marked_recipe(row)
+def _curve(label: str, site: str, rows: pd.DataFrame, variant: str = "") -> Curve:
+    rows = rows.sort_values("N", kind="stable")
+    num = {c: pd.to_numeric(rows[c], errors="coerce").to_numpy(float)
+           for c in ("N", "test_auroc_mean", "test_auroc_ci_low", "test_auroc_ci_high")}
+    return Curve(label, site, num["N"], num["test_auroc_mean"], num["test_auroc_ci_low"], num["test_auroc_ci_high"],
+                 tuple(str(r) for r in rows["recipe"]), variant)
 
 
-def _legend_label(row, label: str, sites: dict[str, str]) -> str:
-    """The line's label plus the site of a pretraining source, which the recipe name does not say."""
-    site = init_site(row["init"], row["method"], sites)
-    suffix = {"same": "same-site", "other": "other-site", "unlabelled": "site not given"}.get(site)
-    return f"{label}  [{suffix}]" if suffix else label
+def best_init_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
+    """Per init (radiomics counts as one): at each requested N its best recipe by mean validation AUROC.
+
+    The rows of one panel (``tables.panel_rows``); the test split is read only for the y values.
+    """
+    rows = _drawable(rows)
+    chosen: dict[str, list[pd.Series]] = {}
+    for _, at_n in rows.groupby("n_train", sort=False):
+        for label, row in _best_per_init(at_n, sites).items():
+            chosen.setdefault(label, []).append(row)
+    curves = [_curve(label, init_site(best[0]["init"], best[0]["method"], sites), pd.DataFrame(best))
+              for label, best in chosen.items()]
+    return sorted(curves, key=_order)
 
 
-def _format_n(n: float) -> str:
-    return f"{int(round(n)):,}"
+def _variant(recipe: str) -> str:
+    """The recipe axes beyond 'init / strategy / LR policy' (dropout, discriminative LR, ...), as named."""
+    return " / ".join(str(recipe).split(" / ")[3:])
 
 
-def learning_curve_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
-    """The figure (not saved); artists carry gid 'line:<label>' / 'band:<label>' per panel."""
-    summary = summary[summary["n_seeds"] > 0]
-    keys = panels(summary)
-    if not keys:
-        fig = Figure(figsize=(6.4, 2.5))
-        ax = fig.subplots()
-        ax.text(0.5, 0.5, "No finished runs yet", ha="center", va="center", fontsize=14)
-        ax.set_axis_off()
-        return fig
-    ncols = 1 if len(keys) == 1 else 2
-    nrows = math.ceil(len(keys) / ncols)
-    fig = Figure(figsize=(6.6 * ncols, 4.6 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    colours = _palette(summary, sites)
-    styles, markers, dropouts = _style_maps(summary)
-    legend: dict[tuple, Line2D] = {}
-    dense = summary.groupby(["method", "recipe"]).ngroups > MAX_RECIPE_LEGEND
-    band_alpha, marker_size = (0.05, 4) if dense else (0.13, 6)
-    for ax, (task, arch) in zip(axes.flat, keys, strict=False):
-        rows = panel_rows(summary, task, arch)
-        n_radiomics = rows.loc[rows["method"] == RADIOMICS, "recipe"].nunique()
-        for _, g in rows.groupby(["method", "recipe"], sort=True):
-            g = g.sort_values("N")
-            first = g.iloc[0]
-            label = _line_label(first, n_radiomics)
-            colour = colours[init_label(first["init"], first["method"], sites)]
-            if first["method"] == RADIOMICS:
-                style, marker, hollow = RADIOMICS_STYLE, "X", False
-            else:
-                style = styles.get(first["strategy"], "-")
-                marker = markers.get(first["lr_policy"], "o")
-                hollow = bool(dropouts) and not pd.isna(first["dropout"]) and float(first["dropout"]) > dropouts[0]
-            x, y = g["N"].to_numpy(float), g["test_auroc_mean"].to_numpy(float)
-            lo, hi = g["test_auroc_ci_low"].to_numpy(float), g["test_auroc_ci_high"].to_numpy(float)
-            kw = dict(linestyle=style, marker=marker, color=colour, linewidth=1.8, markersize=marker_size,
-                      markerfacecolor="white" if hollow else colour, markeredgewidth=1.4)
-            ax.plot(x, y, label=label, gid=f"line:{label}", **kw)
-            has_ci = np.isfinite(lo) & np.isfinite(hi)
-            if has_ci.any():
-                ax.fill_between(x, lo, hi, where=has_ci, color=colour, alpha=band_alpha, linewidth=0,
-                                gid=f"band:{label}")
-            rank = (SITE_ORDER.index(init_site(first["init"], first["method"], sites)), label)
-            legend.setdefault(rank, Line2D([], [], label=_legend_label(first, label, sites), **kw))
-        ns = sorted(rows["N"].dropna().unique())
+def recipe_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
+    """One curve per CNN recipe of the rows (one strategy x LR policy panel), ordered by init then variant."""
+    rows = _drawable(rows)
+    rows = rows[rows["method"] != RADIOMICS]
+    curves = [_curve(init_label(g["init"].iloc[0], g["method"].iloc[0], sites),
+                     init_site(g["init"].iloc[0], g["method"].iloc[0], sites), g, _variant(recipe))
+              for recipe, g in rows.groupby("recipe", sort=True)]
+    return sorted(curves, key=_order)
+
+
+def _n_ticks(rows: pd.DataFrame) -> list[float]:
+    """One tick per requested N (the median images trained on), dropping one that would touch the last."""
+    medians = sorted(_drawable(rows).groupby("n_train")["N"].median())
+    ticks: list[float] = []
+    for n in medians:
+        if not ticks or n / ticks[-1] >= 1.15:
+            ticks.append(float(n))
+    return ticks
+
+
+def _y_limits(values: list[np.ndarray]) -> tuple[float, float]:
+    """Zoomed to the data (lows, means, highs) with a small margin, inside [0, 1]."""
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(0.08 * (high - low), 0.01)
+    return max(0.0, low - pad), min(1.0, high + pad)
+
+
+def _curve_values(curves: list[Curve]) -> list[np.ndarray]:
+    """Means, and interval ends only where the interval has both ends (a band is drawn only there)."""
+    out = []
+    for c in curves:
+        has_ci = np.isfinite(c.low) & np.isfinite(c.high)
+        out += [c.auroc, c.low[has_ci], c.high[has_ci]]
+    return out
+
+
+def _y_label(rows: pd.DataFrame) -> str:
+    kinds = set(rows["task_kind"].dropna().astype(str))
+    return "test AUROC" if kinds == {"binary"} else "test macro AUROC"
+
+
+def _panel_title(task, arch) -> str:
+    return f"{task} — {arch}" if arch else str(task)
+
+
+def _format_axes(ax: Axes, ticks: list[float], ylim: tuple[float, float], *, fontsize: float = 9.5) -> None:
+    """Log x with the studied N as plain-number ticks and no minor ticks; zoomed y; a light grid."""
+    if ticks:
         ax.set_xscale("log")
+        ax.set_xlim(ticks[0] / 1.35, ticks[-1] * 1.35)
+        ax.set_xticks(ticks, [f"{int(round(n)):,}" for n in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(ns, [_format_n(n) for n in ns], rotation=45 if len(ns) > 6 else 0)
-        ax.set_title(f"{task} — {arch}" if arch else str(task), fontsize=12)
-        ax.set_xlabel("N training images (log scale)")
-        ax.set_ylabel("test macro AUROC")
-        ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.set_axis_off()
-    handles = ([legend[k] for k in sorted(legend)] if not dense
-               else _factorised_legend(summary, sites, colours, styles, markers, dropouts))
-    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=10,
-               title=None if dense else "recipe: init / strategy / LR policy")
-    fig.suptitle("Test macro AUROC vs training-set size (mean over seeds, band = 95% CI)", fontsize=13)
-    fig.tight_layout()
+    ax.set_ylim(*ylim)
+    ax.tick_params(labelsize=fontsize)
+    ax.grid(True, alpha=0.3)
+
+
+def _draw(ax: Axes, curve: Curve, colour: str, style: dict, gid: str, band_alpha: float) -> None:
+    """The line, and its CI as a band (a bar when the curve has one point: a band needs two)."""
+    ax.plot(curve.n, curve.auroc, color=colour, gid=f"line:{gid}", label=gid, **style)
+    has_ci = np.isfinite(curve.low) & np.isfinite(curve.high)
+    if not has_ci.any():
+        return
+    if len(curve.n) == 1:
+        ax.vlines(curve.n, curve.low, curve.high, color=colour, alpha=max(band_alpha, 0.35), linewidth=6,
+                  gid=f"band:{gid}")
+    else:
+        ax.fill_between(curve.n, curve.low, curve.high, where=has_ci, color=colour, alpha=band_alpha, linewidth=0,
+                        gid=f"band:{gid}")
+
+
+def _radiomics_curve(rows: pd.DataFrame, sites: dict[str, str]) -> Curve | None:
+    """The baseline's line: its best recipe by validation AUROC at each N (usually there is one)."""
+    found = [c for c in best_init_curves(rows[rows["method"] == RADIOMICS], sites) if c.site == RADIOMICS]
+    return found[0] if found else None
+
+
+def _handle(label: str, colour: str, style: dict) -> Line2D:
+    return Line2D([], [], label=label, color=colour, **style)
+
+
+def _empty_figure() -> Figure:
+    fig = Figure(figsize=(6.4, 2.5))
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, "No finished runs yet", ha="center", va="center", fontsize=14)
+    ax.set_axis_off()
     return fig
 
 
-def _factorised_legend(summary, sites, colours, styles, markers, dropouts) -> list[Line2D]:
-    """Too many recipes for one entry each: explain colour, style, marker and fill separately."""
-    def entry(label, **kw):
-        kw.setdefault("color", "black")
-        return Line2D([], [], label=label, **kw)
+def _legend(fig: Figure, groups: list[list[Line2D]], ncol: int) -> None:
+    """Below the panels, outside them, so it never covers a line; read row by row, each group on new rows.
 
-    out = [entry("Colour = init", linestyle="none")]
-    out += [entry(f"  {label}", color=c, linewidth=6) for label, c in colours.items() if label != RADIOMICS_LABEL]
-    if styles:
-        out.append(entry("Line = strategy", linestyle="none"))
-        out += [entry(f"  {s}", linestyle=st, linewidth=1.8) for s, st in styles.items()]
-    if markers:
-        out.append(entry("Marker = LR policy", linestyle="none"))
-        out += [entry(f"  {p}", linestyle="none", marker=m, markersize=7) for p, m in markers.items()]
-    if len(dropouts) > 1:
-        out.append(entry("Fill = dropout", linestyle="none"))
-        out.append(entry(f"  {dropouts[0]:g} (filled)", linestyle="none", marker="o", markersize=7))
-        others = ", ".join(f"{d:g}" for d in dropouts[1:])
-        out.append(entry(f"  {others} (hollow)", linestyle="none", marker="o", markersize=7,
-                         markerfacecolor="white"))
-    if (summary["method"] == RADIOMICS).any():
-        out.append(entry(RADIOMICS_LABEL, color=colours.get(RADIOMICS_LABEL, "black"), linestyle=RADIOMICS_STYLE,
-                         marker="X"))
-    return out
+    matplotlib fills a legend column by column, so the row-major grid is handed over transposed,
+    with blank entries ending a group's last row.
+    """
+    groups = [g for g in groups if g]
+    ncol = max(1, min(ncol, max(len(g) for g in groups)))
+    grid: list[list[Line2D]] = []
+    for group in groups:
+        for start in range(0, len(group), ncol):
+            row = group[start:start + ncol]
+            grid.append(row + [Line2D([], [], linestyle="none", label=" ")] * (ncol - len(row)))
+    handles = [grid[r][c] for c in range(ncol) for r in range(len(grid))]
+    fig.legend(handles=handles, labels=[h.get_label() for h in handles], loc="outside lower center", ncol=ncol,
+               frameon=False, fontsize=10, handlelength=3.0, columnspacing=1.6)
 
+
+def _titles(fig: Figure, title: str, caption: str) -> None:
+    fig.suptitle(f"{title}\n{caption}", fontsize=11.5)
+
+
+def learning_curve_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
+    """One panel per (task, arch); one line per init at its validation-chosen recipe; radiomics dashed."""
+    _check(summary)
+    summary = _drawable(summary)
+    keys = panels(summary)
+    if not keys:
+        return _empty_figure()
+    colours = init_colours(summary, sites)
+    ncols = 1 if len(keys) == 1 else 2
+    nrows = math.ceil(len(keys) / ncols)
+    drawn: dict[str, Curve] = {}
+    curves_by_panel = []
+    for task, arch in keys:
+        curves = best_init_curves(panel_rows(summary, task, arch), sites)
+        curves_by_panel.append(curves)
+        for c in curves:
+            drawn.setdefault(c.label, c)
+    legend_rows = math.ceil(len(drawn) / 4)
+    fig = Figure(figsize=(WIDTH_IN, (4.4 if ncols == 1 else 3.9) * nrows + 0.9 + 0.3 * legend_rows),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (task, arch), curves in zip(axes.flat, keys, curves_by_panel, strict=False):
+        rows = panel_rows(summary, task, arch)
+        for curve in curves:
+            style = RADIOMICS_STYLE if curve.site == RADIOMICS else INIT_STYLE
+            _draw(ax, curve, colours[curve.label], style, curve.label, 0.10 if curve.site == RADIOMICS else 0.12)
+        _format_axes(ax, _n_ticks(rows), _y_limits(_curve_values(curves)))
+        ax.set_title(_panel_title(task, arch), fontsize=11)
+        ax.set_xlabel("N training images (log scale)", fontsize=10)
+        ax.set_ylabel(_y_label(rows), fontsize=10)
+    for ax in list(axes.flat)[len(keys):]:
+        fig.delaxes(ax)
+    handles = [_handle(c.label, colours[c.label], RADIOMICS_STYLE if c.site == RADIOMICS else INIT_STYLE)
+               for c in sorted(drawn.values(), key=_order)]
+    _legend(fig, [handles], 4)
+    _titles(fig, "Test AUROC vs number of training images", CAPTION)
+    return fig
+
+
+def _combos(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(strategy, LR policy) pairs present among the CNN rows, in name order."""
+    cnn = rows[rows["method"] != RADIOMICS]
+    pairs = {(str(s), str(p)) for s, p in zip(cnn["strategy"], cnn["lr_policy"], strict=True)}
+    return sorted(pairs)
+
+
+def _in_combo(rows: pd.DataFrame, strategy: str, policy: str) -> pd.DataFrame:
+    return rows[(rows["method"] != RADIOMICS) & (rows["strategy"].astype(str) == strategy)
+                & (rows["lr_policy"].astype(str) == policy)]
+
+
+def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
+    """Every recipe: per (task, arch) one panel per strategy x LR policy, one line per init (and variant).
+
+    Variants (dropout, discriminative LR, any other recipe axis after the policy) are told apart by line
+    style and marker, explained once in the legend; y is shared across a (task, arch) so panels compare.
+    """
+    _check(summary)
+    summary = _drawable(summary)
+    keys = panels(summary)
+    if not keys:
+        return _empty_figure()
+    colours = init_colours(summary, sites)
+    cnn = summary[summary["method"] != RADIOMICS]
+    variants = sorted({_variant(r) for r in cnn["recipe"]})
+    variant_style = {v: VARIANT_STYLES[i % len(VARIANT_STYLES)] for i, v in enumerate(variants)}
+    blocks = [(task, arch, panel_rows(summary, task, arch)) for task, arch in keys]
+    combos = [_combos(rows) or [None] for _, _, rows in blocks]
+    widest = max(len(c) for c in combos)
+    ncols = math.ceil(widest / math.ceil(widest / MAX_COLUMNS))   # balanced rows: 6 panels as 3 + 3, not 4 + 2
+    block_rows = [math.ceil(len(c) / ncols) for c in combos]
+    panel_h = {1: 4.2, 2: 3.4, 3: 2.8}.get(ncols, 2.6)
+    inits = {c.label: c for _, _, rows in blocks for c in best_init_curves(rows, sites)}
+    legend_rows = math.ceil(len(inits) / 4) + (math.ceil(len(variants) / 4) if len(variants) > 1 else 0)
+    fig = Figure(figsize=(WIDTH_IN, panel_h * sum(block_rows) + 0.45 * len(blocks) + 0.9 + 0.3 * legend_rows),
+                 layout="constrained")
+    subfigs = fig.subfigures(len(blocks), 1, height_ratios=[panel_h * r + 0.45 for r in block_rows], squeeze=False)
+    for sub, (task, arch, rows), combo_list, nrows in zip(subfigs.flat, blocks, combos, block_rows, strict=True):
+        _recipe_block(sub, task, arch, rows, combo_list, nrows, ncols, colours, variant_style, sites)
+    handles = [_handle(c.label, colours[c.label], RADIOMICS_STYLE if c.site == RADIOMICS else INIT_STYLE)
+               for c in sorted(inits.values(), key=_order)]
+    variant_handles = []
+    if len(variants) > 1:
+        variant_handles = [_handle(v or "(base)", "#444444", dict(linestyle=ls, marker=m, linewidth=1.6, markersize=5.5))
+                    for v, (ls, m) in variant_style.items()]
+    _legend(fig, [handles, variant_handles], 4)
+    _titles(fig, "All recipes: test AUROC vs number of training images", RECIPES_CAPTION)
+    return fig
+
+
+def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: list, nrows: int, ncols: int,
+                  colours: dict[str, str], variant_style: dict, sites: dict[str, str]) -> None:
+    """One (task, arch): its panels on a shared y, the radiomics reference in each."""
+    axes = sub.subplots(nrows, ncols, squeeze=False)
+    radiomics = _radiomics_curve(rows, sites)
+    per_panel = [recipe_curves(_in_combo(rows, *combo), sites) if combo else [] for combo in combo_list]
+    values = [a for curves in per_panel for a in _curve_values(curves)]
+    ylim = _y_limits(values + (_curve_values([radiomics]) if radiomics else []))
+    ticks, ylabel = _n_ticks(rows), _y_label(rows)
+    for i, (ax, combo, curves) in enumerate(zip(axes.flat, combo_list, per_panel, strict=False)):
+        for curve in curves:
+            ls, marker = variant_style.get(curve.variant, VARIANT_STYLES[0])
+            style = dict(linestyle=ls, marker=marker, linewidth=1.6, markersize=4.5)
+            gid = f"{curve.label}|{curve.variant}" if curve.variant else curve.label
+            _draw(ax, curve, colours[curve.label], style, gid, 0.07)
+        if radiomics is not None:
+            _draw(ax, radiomics, colours[radiomics.label], {**RADIOMICS_STYLE, "markersize": 5}, radiomics.label,
+                  0.07)
+        _format_axes(ax, ticks, ylim, fontsize=8.5)
+        ax.set_title(" · ".join(combo) if combo else "radiomics only", fontsize=10)
+        if i % ncols == 0:
+            ax.set_ylabel(ylabel, fontsize=9.5)
+        else:
+            ax.tick_params(labelleft=False)
+        if i >= len(combo_list) - ncols:
+            ax.set_xlabel("N training images", fontsize=9.5)
+    for ax in list(axes.flat)[len(combo_list):]:
+        sub.delaxes(ax)
+    sub.suptitle(_panel_title(task, arch), fontsize=11, fontweight="bold")
