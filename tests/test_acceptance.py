@@ -33,7 +33,7 @@ def test_pneumoniamnist_200_images_resnet18(shared_data, tmp_path):
 def test_nih14_multilabel_writes_all_14_findings(shared_data, tmp_path):
     """Acceptance 3 (shortened: one epoch of a small net; the example itself uses DenseNet-121)."""
     metrics = train(EXAMPLES / "nih14-multilabel.yaml", tmp_path / "r", shared_data,
-                    "model.arch=resnet18", "train.epochs=1", "image_size=32")
+                    "model.arch=resnet18", "train.epochs=1", "train.min_steps=0", "image_size=32")
     assert len(metrics["test"]["auroc"]) == 14
     for name, value in metrics["test"]["auroc"].items():
         assert value is not None or name in metrics["test"]["undefined"]
@@ -44,9 +44,9 @@ def test_nih14_multilabel_writes_all_14_findings(shared_data, tmp_path):
 def test_knee_checkpoint_initialises_a_chest_run(shared_data, tmp_path):
     """Acceptance 4: an other-site (knee) run's weights load into every backbone tensor of a chest run."""
     train(EXAMPLES / "knee-kl.yaml", tmp_path / "knee", shared_data,
-          "train.n_train=200", "train.epochs=1", "image_size=32")
+          "train.n_train=200", "train.epochs=1", "train.min_steps=0", "image_size=32")
     train(EXAMPLES / "pneumoniamnist.yaml", tmp_path / "chest", shared_data,
-          "train.n_train=100", "train.epochs=1", "image_size=32", f"model.init=checkpoint:{tmp_path / 'knee'}")
+          "train.n_train=100", "train.epochs=1", "train.min_steps=0", "image_size=32", f"model.init=checkpoint:{tmp_path / 'knee'}")
     log = (tmp_path / "chest" / "train.log").read_text()
     match = re.search(r"loaded (\d+) of (\d+) backbone tensors", log)
     assert match, log

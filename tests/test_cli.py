@@ -10,7 +10,7 @@ from medtransfer.cli import main
 from synthetic import write_labelled_pngs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-FAST = ["image_size=32", "train.epochs=2", "train.batch_size=16", "model.arch=resnet18", "model.init=scratch"]
+FAST = ["image_size=32", "train.epochs=2", "train.min_steps=0", "train.batch_size=16", "model.arch=resnet18", "model.init=scratch"]
 
 
 def run_cli(args, capsys):
@@ -33,7 +33,7 @@ def tiny_csv(tmp_path):
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 2, batch_size: 8, lr_policy: constant, lr: 0.001}\n")
+        "train: {epochs: 2, min_steps: 0, batch_size: 8, lr_policy: constant, lr: 0.001}\n")
     return tmp_path, config
 
 
@@ -141,7 +141,7 @@ def test_n_train_larger_than_pool(tiny_csv, capsys):
 def test_nan_loss_stops_and_records_why(tiny_csv, capsys):
     root, config = tiny_csv
     code, _, err = run_cli(["train", config, "--data-root", root, "--out", root / "run", "--quiet",
-                            *sets("train.lr=1e30", "train.epochs=3")], capsys)
+                            *sets("train.lr=1e30", "train.epochs=3", "train.min_steps=0")], capsys)
     assert_failed_cleanly(code, err, root / "run", "nan")
     failed = json.loads((root / "run" / "failed.json").read_text())
     assert "nan" in failed["error"].lower()

@@ -213,7 +213,7 @@ def test_study_with_xrv_init_offline_records_skipped_with_the_file_to_place(tmp_
             "base": {"data": {"source": "medmnist", "name": "pneumoniamnist", "split": "given"},
                      "task": {"kind": "binary"}, "image_size": 28,
                      "model": {"arch": "densenet121", "init": f"xrv:{ALL}"},
-                     "train": {"epochs": 1, "n_train": 20, "threads": 1}},
+                     "train": {"epochs": 1, "min_steps": 0, "n_train": 20, "threads": 1}},
             "grid": {"train.seed": [0]}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -17,7 +17,7 @@ TINY = ("data: {source: csv, path: labels.csv, image_column: path, patient_colum
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 2, batch_size: 8, lr_policy: constant, lr: 0.001}\n")
+        "train: {epochs: 2, min_steps: 0, batch_size: 8, lr_policy: constant, lr: 0.001}\n")
 
 
 def run_cli(args, capsys):

@@ -55,7 +55,7 @@ def make_tiny_csv(tmp_path):
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 1, batch_size: 8, lr_policy: constant, lr: 0.001, n_train: 20, seed: 1}\n")
+        "train: {epochs: 1, min_steps: 0, batch_size: 8, lr_policy: constant, lr: 0.001, n_train: 20, seed: 1}\n")
     return tmp_path, config
 
 

@@ -281,21 +281,17 @@ def test_summary_ci_matches_scipy_and_single_seed_has_none(study):
     assert len(csv) == len(summary) and list(csv.columns) == list(summary.columns)
 
 
-def test_figure_bands_lines_and_radiomics(study):
+def test_figure_has_one_line_per_init_with_bands_and_radiomics(study):
     path, _ = study
     records = read_study(path)
     fig = learning_curve_figure(study_table(records.runs), records.sites)
     ax = next(a for a in fig.axes if a.get_title() == f"{PMNIST} — resnet18")
     gids = {artist.get_gid() for artist in ax.get_children()}
-    assert "line:imagenet / frozen / constant" in gids and "band:imagenet / frozen / constant" not in gids
-    assert "line:chest / full / one_cycle" in gids and "band:chest / full / one_cycle" in gids
-    assert "line:radiomics + LR" in gids
+    assert {"line:chest (same-site)", "line:ImageNet", "line:radiomics + LR"} <= gids
+    assert "band:chest (same-site)" in gids
     assert ax.get_xscale() == "log"
     colours = {line.get_gid(): line.get_color() for line in ax.get_lines()}
-    assert colours["line:chest / full / one_cycle"] == colours["line:chest / gradual / one_cycle"]
-    assert colours["line:chest / full / one_cycle"] != colours["line:knee / full / one_cycle"]
-    styles = {line.get_gid(): line.get_linestyle() for line in ax.get_lines()}
-    assert styles["line:chest / full / one_cycle"] != styles["line:chest / gradual / one_cycle"]
+    assert colours["line:chest (same-site)"] != colours["line:knee (other-site)"]
     legend_labels = {t.get_text() for legend in fig.legends for t in legend.get_texts()}
     assert "radiomics + LR" in legend_labels
 
@@ -347,27 +343,6 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     make_study(tmp_path / "bad", spec=STUDY_YAML.replace("site: other", "site: elsewhere"))
     with pytest.raises(ConfigError, match=r"sources\.knee\.site"):
         write_report(tmp_path / "bad")
-
-
-def test_dense_grid_gets_a_factorised_legend(tmp_path):
-    """48 recipes: one legend entry each is unreadable, so colour / line / marker / fill are explained apart."""
-    rows = []
-    for init in ("scratch", "imagenet", "source:chest", "source:knee"):
-        for strategy in ("frozen", "full", "gradual"):
-            for policy in ("constant", "one_cycle"):
-                for dropout in (0.0, 0.5):
-                    for n in (50, 200):
-                        recipe = f"{_recipe(init, strategy, policy)} / dropout {dropout:g}"
-                        rows.append(_row(task=PMNIST, arch="resnet18", init=init, strategy=strategy,
-                                         lr_policy=policy, dropout=dropout, recipe=recipe,
-                                         n_train=n, n_train_images=n, test_auroc=0.7))
-    records = read_study(make_study(tmp_path, rows=rows, per_class=[]))
-    fig = learning_curve_figure(study_table(records.runs), records.sites)
-    labels = [t.get_text().strip() for legend in fig.legends for t in legend.get_texts()]
-    assert len(labels) < 20
-    for expected in ("Colour = init", "scratch", "ImageNet", "chest (same-site)", "knee (other-site)",
-                     "Line = strategy", "gradual", "Marker = LR policy", "one_cycle", "0.5 (hollow)"):
-        assert expected in labels
 
 
 def test_radiomics_only_task_gets_its_own_panel(tmp_path):
@@ -479,3 +454,19 @@ def test_report_says_where_the_radiomics_features_came_from(tmp_path, section, n
 
     text = html.unescape(write_report(make_study(tmp_path / "S", rows=rows)).read_text())
     assert "radiomics baseline: pyradiomics features" in text and needle in text
+
+
+def test_key_results_name_what_was_skipped_first_and_answer_json_matches(study):
+    path, html_text = study
+    key = html_text.split("<h2>Key results</h2>", 1)[1].split("</ul>", 1)[0]
+    first = key.split("<li", 2)[1]
+    assert "Not in this answer: ImageNet" in first and "skipped" in first and "resnet18-f37072fd.pth" in first
+    answer = json.loads((path / "answer.json").read_text())
+    skipped = [s for s in answer["skipped"] if s["status"] == "skipped"]
+    assert skipped[0]["init"] == "ImageNet" and skipped[0]["runs"] == 2
+    assert LEAKY_ID not in (path / "answer.json").read_text() and LEAKY_ID not in html_text
+    panel = next(p for p in answer["panels"] if p["task"] == PMNIST)
+    assert panel["metric"] == "test AUROC" and panel["best_recipe_per_n"]
+    for row in panel["best_recipe_per_n"]:
+        assert row["val_auroc"] is not None                        # chosen on validation
+    assert {"selection", "uncertainty", "learning_curve"} <= set(answer["methods"])

@@ -65,7 +65,7 @@ def test_several_tasks_need_task():
 TINY = {"data": {"source": "csv", "path": "labels.csv", "image_column": "path", "patient_column": "patient"},
         "task": {"kind": "binary", "label_column": "finding"}, "image_size": 24,
         "model": {"arch": "resnet18", "init": "scratch"},
-        "train": {"epochs": 1, "batch_size": 8, "lr_policy": "constant", "lr": 0.001, "n_train": "all"}}
+        "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "lr_policy": "constant", "lr": 0.001, "n_train": "all"}}
 
 
 def planned(run_id, recipe, lr, seed, init="scratch", role=RunRole.GRID, run_dir=None):

@@ -42,7 +42,7 @@ def test_partition_config_is_validated(bad, needle):
 def _spec(tmp_path, base_data, source_data, **source_extra):
     tree = {"name": "nih-on-nih",
             "base": {"data": base_data, "task": {"kind": "binary", "positive": "Effusion"}, "image_size": 16,
-                     "model": {"arch": "resnet18", "init": "scratch"}, "train": {"epochs": 1}},
+                     "model": {"arch": "resnet18", "init": "scratch"}, "train": {"epochs": 1, "min_steps": 0}},
             "sources": {"chest": {"site": "same", "data": source_data, "task": {"kind": "multilabel"},
                                   "model": {"init": "scratch"}, **source_extra}},
             "grid": {"model.init": ["scratch", "source:chest"], "train.n_train": [50], "train.seed": [0]}}

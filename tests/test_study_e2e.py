@@ -18,14 +18,14 @@ base:
   task: {kind: binary, label_column: finding}
   image_size: 24
   model: {arch: resnet18, init: scratch}
-  train: {epochs: 1, batch_size: 16, lr_policy: constant, lr: 0.001, augment: false}
+  train: {epochs: 1, min_steps: 0, batch_size: 16, lr_policy: constant, lr: 0.001, augment: false}
 sources:
   bright:
     allow_overlap: true     # the target's own images: this test compares executors, not transfer
     data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}
     task: {kind: binary, label_column: finding}
     model: {init: scratch}
-    train: {epochs: 1, batch_size: 16, augment: false}
+    train: {epochs: 1, min_steps: 0, batch_size: 16, augment: false}
 grid:
   model.init: [scratch, source:bright, imagenet]
   train.seed: [0]

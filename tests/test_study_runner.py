@@ -70,7 +70,7 @@ def fake_run_source_fails(cfg, out, data_root, **kw):
 SPEC = {
     "name": "tiny",
     "base": {"data": {"source": "medmnist", "name": "pneumoniamnist", "split": "given"}, "task": {"kind": "binary"},
-             "image_size": 28, "model": {"arch": "resnet18", "init": "scratch"}, "train": {"epochs": 1}},
+             "image_size": 28, "model": {"arch": "resnet18", "init": "scratch"}, "train": {"epochs": 1, "min_steps": 0}},
     "sources": {"chest": {"data": {"source": "nih14", "path": "nih14-mini"}, "task": {"kind": "multilabel"},
                           "model": {"init": "scratch"}}},
     "grid": {"model.init": ["scratch", "source:chest"], "train.n_train": [50, 200], "train.seed": [0, 1, 2]},

@@ -156,7 +156,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, share
         pytest.skip("mounting a small tmpfs is not allowed here")
     try:
         code = main(["train", str(TESTS.parent / "examples" / "pneumoniamnist.yaml"), "--data-root", str(shared_data),
-                     "--set", "train.n_train=50", "--set", "train.epochs=1", "--set", "model.arch=resnet18",
+                     "--set", "train.n_train=50", "--set", "train.epochs=1", "--set", "train.min_steps=0", "--set", "model.arch=resnet18",
                      "--out", str(disk / "run"), "--quiet"])
         err = capsys.readouterr().err.strip()
         assert code == 2, err

@@ -32,7 +32,7 @@ def tiny_config(root):
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 2, batch_size: 8, lr_policy: constant, lr: 0.001, augment: false}\n")
+        "train: {epochs: 2, min_steps: 0, batch_size: 8, lr_policy: constant, lr: 0.001, augment: false}\n")
     return config
 
 

@@ -135,8 +135,19 @@ def _seed_bootstrap(pairs: pd.DataFrame, n_values: np.ndarray, level: float, n_b
     return ranges
 
 
+DEFINITION_PAIRED = (
+    "d(N) = CNN test AUROC minus baseline test AUROC on the same test images, mean over the seeds both finished. "
+    "At each studied N: its {level:.0%} paired two-level bootstrap interval (the same patient resamples and the "
+    "same seeds on both sides). "
+    "Comparable from N: the smallest N from which the upper bound is at least 0 at this and every larger "
+    "studied N; outperforms from N: the same with the lower bound above 0. "
+    "Between two studied N the bound is interpolated linearly in log N. "
+    "The learning-curve fit in Key results extrapolates beyond the studied N."
+)
+
+
 def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float = 0.95, n_boot: int = 2000,
-              seed: int = 0, delong: pd.DataFrame | None = None) -> dict:
+              seed: int = 0, delong: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None) -> dict:
     """Smallest N from which a CNN is comparable to / outperforms a baseline (see ``definition`` in the result).
 
     ``curve_cnn`` / ``curve_base``: columns N, seed, auroc, one row per run;
@@ -161,6 +172,16 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
         out["comparable_reason"] = out["outperform_reason"] = "no (N, seed) run of both methods"
         return out
     n_values = per_n["N"].to_numpy(float)
+    if intervals is not None and not intervals.empty:
+        # paired bootstrap intervals of d(N) (same patients, same seeds): they replace the t-intervals
+        paired = intervals.groupby("N")[["ci_low", "ci_high", "diff"]].mean().reindex(n_values)
+        per_n["diff_mean"] = paired["diff"].to_numpy()
+        per_n["diff_ci_low"], per_n["diff_ci_high"] = paired["ci_low"].to_numpy(), paired["ci_high"].to_numpy()
+        out.update(method="paired bootstrap", definition=DEFINITION_PAIRED.format(level=level))
+        out["comparable_n"], out["comparable_reason"] = crossing(n_values, per_n["diff_ci_high"].to_numpy(), strict=False)
+        out["outperform_n"], out["outperform_reason"] = crossing(n_values, per_n["diff_ci_low"].to_numpy(), strict=True)
+        out["ci_note"] = "no range: the learning-curve fit (Key results) gives the crossing N with its interval"
+        return out
     upper, lower = per_n["diff_ci_high"].to_numpy(), per_n["diff_ci_low"].to_numpy()
     method = "seeds"
     if (per_n["n_pairs"] < 2).all():

@@ -138,50 +138,23 @@ def header_section(name, n_runs: int, status_counts: dict, total_seconds: float,
     return "\n".join(parts)
 
 
-def curves_section(png: bytes) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return ("<h2>Learning curves</h2>"
-            f'<img alt="test macro AUROC versus number of training images" src="data:image/png;base64,{data}">'
-            "<p><small>Each line is one recipe (init / strategy / LR policy). Colour = init, line style = "
-            "strategy, marker = LR policy. Points are the mean over seeds; the shaded band is the 95% CI "
-            "(none where only one seed finished).</small></p>")
-
-
-def _ci_phrase(low, high) -> str:
-    return "one seed, no CI" if pd.isna(low) or pd.isna(high) else f"95% CI {fmt_ci(low, high)}"
-
-
-def _verdict(low, high) -> str:
-    if pd.isna(low) or pd.isna(high):
-        return "no CI: one seed"
-    if low > 0 or high < 0:
-        return f"95% CI {low:+.3f} to {high:+.3f}"
-    return f"95% CI {low:+.3f} to {high:+.3f}, within seed noise"
-
-
-def key_results_section(best: pd.DataFrame, gain: pd.DataFrame, extra_items: list[str] = ()) -> str:
-    """A few sentences a reader can take away: the best recipe at the smallest and largest N, and the gains.
-
-    ``extra_items`` are further ready-made ``<li>`` lines (the CNN-vs-radiomics crossover).
-    """
-    items = []
-    for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
-        where = _panel_title(task, arch)
-        for r in (g.iloc[0], g.iloc[-1]) if len(g) > 1 else (g.iloc[0],):
-            items.append(f"<li><b>{where}, N = {fmt_n(r.n_train, r.N)}</b>: best recipe <b>{esc(r.shown)}</b>, "
-                         f"AUROC {fmt_auroc(r.auroc)} ({_ci_phrase(r.ci_low, r.ci_high)}).</li>")
-        gg = gain[(gain["task"] == task) & ((gain["arch"] == arch) | (gain["arch"].isna() & pd.isna(arch)))]
-        ends = [nk for nk in dict.fromkeys(gg["n_train"])]
-        ends = ends[:1] + ends[-1:] if len(ends) > 1 else ends
-        for (ref, comp), pair in gg[gg["n_train"].isin(ends)].groupby(["init", "versus"], sort=False):
-            parts = [f"{fmt_signed(r.gain)} at N = {fmt_n(r.n_train, r.N)} ({_verdict(r.gain_ci_low, r.gain_ci_high)})"
-                     for r in pair.itertuples()]
-            items.append(f"<li>{where}: <b>{esc(ref)}</b> over <b>{esc(comp)}</b>: " + "; ".join(parts) + ".</li>")
-    items += list(extra_items)
-    if not items:
-        return ""
-    return ("<h2>Key results</h2><p>Smallest and largest training-set size; details in the tables below.</p><ul>"
-            + "".join(items) + "</ul>")
+def curves_section(curves_png: bytes, recipes_png: bytes | None = None) -> str:
+    curves = base64.b64encode(curves_png).decode("ascii")
+    out = ("<h2>Learning curves</h2>"
+           f'<img alt="test AUROC of each initialisation versus number of training images" '
+           f'src="data:image/png;base64,{curves}">'
+           "<p><small>One line per initialisation: at each N its best recipe, chosen on validation AUROC (the "
+           "recipes differ between N; the tables below name them); points are the mean test AUROC over seeds, the "
+           "band its 95% CI over seeds and test patients. Dashed: the radiomics baseline. Colours are fixed per "
+           "initialisation in every figure.</small></p>")
+    if recipes_png:
+        recipes = base64.b64encode(recipes_png).decode("ascii")
+        out += ("<h3>Every recipe</h3>"
+                f'<img alt="test AUROC of every recipe, one panel per strategy and LR policy" '
+                f'src="data:image/png;base64,{recipes}">'
+                "<p><small>One panel per fine-tuning strategy x LR policy; colour = initialisation, line style = "
+                "the remaining recipe axes. Also saved as recipes.png.</small></p>")
+    return out
 
 
 def best_section(best: pd.DataFrame) -> str:

@@ -6,22 +6,27 @@ import os
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..errors import DataError, MedtransferError
-from ..run_folder import write_bytes_atomic
+from ..run_folder import write_bytes_atomic, write_json_atomic
 from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
-from .plots import learning_curve_figure
+from .answer import build_answer
+from .answer_page import key_results_html
+from .draws import run_draws
+from .intervals import Intervals
+from .plots import learning_curve_figure, recipes_figure
 from .redact import redact
 from .store import StudyRecords, design_notes, radiomics_notes, read_study
 from .tables import (SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, per_class_at_largest_n,
                      pretraining_notes, study_table)
 from .versus import radiomics_comparisons
-from .versus_page import key_items, versus_section
+from .versus_page import versus_section
 
-CSV_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "task_kind"]
+CSV_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "task_kind"] + ["ci_method"]
 
 
 def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
@@ -29,10 +34,17 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
 
     ``n_train`` is the requested N ('all' for the whole split); ``N`` the median
     number of images actually trained on (the x of the learning curves); the
-    test AUROC columns are over the seeds that finished (95% t-interval cut to
-    [0, 1]; sd and CI NaN with one seed).
+    test AUROC columns are over the seeds that finished; the CI is the two-level bootstrap
+    (seeds x test patients, ``ci_method``), or a t-interval over seeds where runs have no draws.
     """
-    return study_table(read_study(Path(study_dir)).runs)[CSV_COLUMNS]
+    records = read_study(Path(study_dir))
+    return summarise(records)[0][CSV_COLUMNS]
+
+
+def summarise(records: StudyRecords) -> tuple[pd.DataFrame, Intervals]:
+    """The summary table with each row's combined interval, and the intervals object behind it."""
+    intervals = Intervals(study_table(records.runs), records.runs, run_draws(records.study_dir, records.runs))
+    return intervals.attach(), intervals
 
 
 DONE_MARKER = "medtransfer-done-runs"   # a <meta> in report.html: how many done runs it was made from
@@ -54,24 +66,27 @@ def _status_table(runs: pd.DataFrame) -> pd.DataFrame:
             .reset_index().sort_values(["role", "status"], ascending=[False, True]))
 
 
-def render_report(records: StudyRecords, summary: pd.DataFrame, png: bytes) -> str:
+def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Intervals, pngs: dict[str, bytes]
+                  ) -> tuple[str, dict]:
+    """(report.html text, the answer object) from one reading of the store."""
     runs, sites = records.runs, records.sites
-    gain = gains(summary, runs, sites)
+    gain = gains(summary, runs, sites, intervals)
     best = best_recipes(summary)
-    versus = radiomics_comparisons(summary, runs, sites, records.study_dir)
+    versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals)
+    answer = build_answer(records.name, summary, runs, sites, intervals, gain, versus, records.targets)
     sections = [
         page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
                             records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs)),
-        page.key_results_section(best, gain, key_items(versus)),
-        page.curves_section(png),
+        key_results_html(answer),
+        page.curves_section(pngs["learning_curves.png"], pngs["recipes.png"]),
         page.best_section(best),
         page.gains_section(gain, has_same_site="same" in sites.values()),
         versus_section(versus),
         page.per_class_section(per_class_at_largest_n(summary, runs, records.per_class, sites)),
         page.failures_section(_status_table(runs), failures(runs)),
     ]
-    return page.render(sections, records.name or "Transfer-learning study")
+    return page.render(sections, records.name or "Transfer-learning study"), answer
 
 
 def write_report(study_dir: str | os.PathLike, all_versions: bool = False, force: bool = False) -> Path:
@@ -95,17 +110,35 @@ def _write_report(study_dir: Path, all_versions: bool, force: bool) -> Path:
     if before is not None and n_done < before and not force:
         raise MedtransferError(f"{study_dir / 'report.html'} was made from {before} done runs but the store now "
                                f"gives {n_done}; not replacing it with an emptier report (pass --force to do so)")
-    summary = study_table(records.runs)
-    buf = io.BytesIO()
-    learning_curve_figure(summary, records.sites).savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    png = buf.getvalue()
-    write_bytes_atomic(study_dir / "learning_curves.png", png)
+    summary, intervals = summarise(records)
+    pngs = {}
+    for name, figure in (("learning_curves.png", learning_curve_figure), ("recipes.png", recipes_figure)):
+        buf = io.BytesIO()
+        fig = figure(summary, records.sites)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        pngs[name] = buf.getvalue()
+        write_bytes_atomic(study_dir / name, pngs[name])
     table = summary[CSV_COLUMNS].copy()
     for col in ("task", "arch", "recipe", "init"):
         table[col] = [None if pd.isna(v) else redact(v) for v in table[col]]
     write_bytes_atomic(study_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
     out = study_dir / "report.html"
-    html_text = render_report(records, summary, png).replace(
-        "<head>", f'<head><meta name="{DONE_MARKER}" content="{n_done}">', 1)
+    html_text, answer = render_report(records, summary, intervals, pngs)
+    html_text = html_text.replace("<head>", f'<head><meta name="{DONE_MARKER}" content="{n_done}">', 1)
+    write_json_atomic(study_dir / "answer.json", redact_answer(answer))
     write_bytes_atomic(out, html_text.encode("utf-8"))
     return out
+
+
+REDACTED_KEYS = ("reason", "recipe", "init", "versus")   # free text from configs and failures (not our own prose)
+
+
+def redact_answer(answer):
+    """The answer with the free-text fields passed through ``redact`` (as summary.csv's are)."""
+    if isinstance(answer, dict):
+        return {k: redact(v) if k in REDACTED_KEYS and isinstance(v, str) else redact_answer(v)
+                for k, v in answer.items()}
+    if isinstance(answer, list):
+        return [redact_answer(v) for v in answer]
+    return answer

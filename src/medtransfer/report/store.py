@@ -43,6 +43,7 @@ class StudyRecords:
     study_dir: Path | None = None      # where run_dir paths are relative to
     older_rows: int = 0                # rows of earlier spec versions left out (0 with all_versions)
     done_in_store: int = 0             # done rows of every version: what a truncated store would lose
+    targets: list[float] = field(default_factory=list)       # study.yaml report.targets: AUROCs to find N for
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -102,8 +103,8 @@ def design_notes(runs: pd.DataFrame) -> list[str]:
     """The target runs' training budget and validation set, from their recorded configs (sources apart)."""
     target = runs[runs["role"] != "source"]
     cnn = target[target["method"] == "cnn"]
-    notes = [f"training budget: {b}" for b in sorted({b for b in cnn["budget"] if b})]
-    sizes = sorted({v for v in target["val_size"] if v})
+    notes = [f"training budget: {b}" for b in sorted({b for b in cnn.get("budget", ()) if isinstance(b, str)})]
+    sizes = sorted({v for v in target.get("val_size", ()) if isinstance(v, str)})
     for size in sizes:
         notes.append("validation: " + ("a subset of the validation split sized like the training subset "
                                        "(data.val_size=proportional, N/7 for 70/10/20), as a user with N "
@@ -194,14 +195,14 @@ def _source_description(source: dict) -> str:
     return described
 
 
-def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str]]:
-    """(name, sites, source descriptions, notes) from the study's copy of its spec, read as ``study run`` reads it.
+def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str], list[float]]:
+    """(name, sites, source descriptions, notes, report targets) from the study's copy of its spec, read as ``study run`` reads it.
 
     Rule for same- vs other-site: each source may say ``site: same`` or ``site: other``.
     A source without it is reported on its own (gains over scratch / ImageNet only).
     """
     if not spec_path.is_file():
-        return None, {}, {}, [f"{spec_path.name} not found: sources are listed without their site"]
+        return None, {}, {}, [f"{spec_path.name} not found: sources are listed without their site"], []
     spec = load_spec(spec_path, overrides_from_text(spec_path.read_text()))
     sites = {name: src["site"] for name, src in spec.sources.items() if src.get("site") is not None}
     described = {name: _source_description(src) for name, src in spec.sources.items()}
@@ -214,7 +215,7 @@ def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, st
     if overlapping:
         notes.append("source(s) " + ", ".join(overlapping) + " were allowed to overlap the target (allow_overlap: "
                      "true), so they may have seen target images or patients: their gains are optimistic")
-    return spec.name, sites, described, notes
+    return spec.name, sites, described, notes, list(spec.report.targets)
 
 
 def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
@@ -233,11 +234,11 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
         kept = runs["run_id"].isin(current[1])
         older = int((~kept).sum())
         runs, per_class = runs[kept].reset_index(drop=True), per_class[per_class["run_id"].isin(current[1])]
-    name, sites, sources, notes = read_spec(study_dir / SPEC_FILE)
+    name, sites, sources, notes, targets = read_spec(study_dir / SPEC_FILE)
     if older:
         notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "
                          "(report --all-versions includes them)"]
     elif all_versions and current is not None:
         notes = notes + ["all spec versions included (--all-versions)"]
-    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes,
+    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes, targets=targets,
                         study_dir=study_dir, older_rows=older, done_in_store=done_in_store)

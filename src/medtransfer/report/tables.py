@@ -257,10 +257,12 @@ def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     return runs[sel]
 
 
-def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str]) -> pd.DataFrame:
+def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], intervals=None) -> pd.DataFrame:
     """Gain of each same-site init over scratch, ImageNet, torchxrayvision, other-site inits (and radiomics) per N.
 
-    A source with no site given is compared with scratch, ImageNet and radiomics only.
+    A source with no site given is compared with scratch, ImageNet and radiomics only. With ``intervals``
+    (``report.intervals.Intervals``) the gain's CI is the paired bootstrap (same test patients, same seeds);
+    without, a Welch t-interval over seeds.
     """
     rows = []
     for task, arch in panels(summary):
@@ -277,17 +279,22 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str]) -> p
                 r = best[ref]
                 for comp in comps:
                     c = best[comp]
-                    d = diff_ci(_runs_of(runs, r)["test_auroc"], _runs_of(runs, c)["test_auroc"])
+                    if intervals is not None:
+                        d = intervals.difference(r.name, c.name)
+                        how = d.method
+                    else:
+                        d = diff_ci(_runs_of(runs, r)["test_auroc"], _runs_of(runs, c)["test_auroc"])
+                        how = "t over seeds"
                     rows.append({
                         "task": task, "arch": arch, "n_train": nk, "N": r["N"],
                         "init": ref, "recipe": str(r["recipe"]), "auroc": r["test_auroc_mean"],
                         "versus": comp, "versus_recipe": str(c["recipe"]), "versus_auroc": c["test_auroc_mean"],
                         "gain": d.mean, "gain_ci_low": d.low, "gain_ci_high": d.high,
-                        "gain_percent": 100.0 * d.mean / c["test_auroc_mean"],
+                        "gain_percent": 100.0 * d.mean / c["test_auroc_mean"], "gain_ci_method": how,
                     })
     return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "init", "recipe", "auroc", "versus",
                                        "versus_recipe", "versus_auroc", "gain", "gain_ci_low", "gain_ci_high",
-                                       "gain_percent"])
+                                       "gain_percent", "gain_ci_method"])
 
 
 def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class: pd.DataFrame,

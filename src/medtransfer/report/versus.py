@@ -66,8 +66,23 @@ def _recipe_runs(runs: pd.DataFrame, task: str, arch, method: str, recipe: str) 
     return runs.loc[sel, ["n_key", "seed", "test_auroc", "run_dir"]]
 
 
+def _paired_intervals(intervals, index_of: dict, cnn_key: tuple, base_key: tuple, n_of: pd.Series) -> pd.DataFrame | None:
+    """Per N: the paired bootstrap interval of CNN minus radiomics (None without ``intervals``)."""
+    if intervals is None:
+        return None
+    rows = []
+    for n_key, n in n_of.items():
+        a, b = index_of.get(cnn_key + (n_key,)), index_of.get(base_key + (n_key,))
+        if a is None or b is None:
+            continue
+        d = intervals.difference(a, b)
+        if d.method == "two-level bootstrap":
+            rows.append({"N": n, "diff": d.mean, "ci_low": d.low, "ci_high": d.high})
+    return pd.DataFrame(rows, columns=["N", "diff", "ci_low", "ci_high"]) if rows else None
+
+
 def _compare(cnn: pd.DataFrame, base: pd.DataFrame, task_kind, n_of: pd.Series, study_dir: Path | None,
-             cache: dict) -> dict | None:
+             cache: dict, paired: pd.DataFrame | None = None) -> dict | None:
     pairs = cnn.merge(base, on=["n_key", "seed"], suffixes=("_cnn", "_base"))
     pairs = pairs[pairs["test_auroc_cnn"].notna() & pairs["test_auroc_base"].notna() & pairs["n_key"].isin(n_of.index)]
     if pairs.empty:
@@ -78,7 +93,7 @@ def _compare(cnn: pd.DataFrame, base: pd.DataFrame, task_kind, n_of: pd.Series, 
                            for t in tests if t.get("p_value") is not None], columns=["N", "ci_low", "ci_high"])
     result = crossover(pairs.rename(columns={"test_auroc_cnn": "auroc"})[["N", "seed", "auroc"]],
                        pairs.rename(columns={"test_auroc_base": "auroc"})[["N", "seed", "auroc"]],
-                       delong=delong if (pairs.groupby("N").size() < 2).all() else None)
+                       delong=delong if (pairs.groupby("N").size() < 2).all() else None, intervals=paired)
     key_of = {float(n): k for k, n in n_of.items()}
     per_n = result["per_n"].assign(n_train=lambda f: [key_of[float(n)] for n in f["N"]])
     by_n = {k: [t for t in tests if t["n_train"] == k] for k in per_n["n_train"]}
@@ -87,7 +102,7 @@ def _compare(cnn: pd.DataFrame, base: pd.DataFrame, task_kind, n_of: pd.Series, 
 
 
 def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str],
-                          study_dir: Path | None) -> list[dict]:
+                          study_dir: Path | None, intervals=None) -> list[dict]:
     """Per (task, arch) with CNN and radiomics results: one comparison per CNN initialisation.
 
     Each block: task, arch, task_kind, radiomics_recipe, comparisons (list of
@@ -96,6 +111,8 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
     missing, counted per reason).
     """
     blocks, cache = [], {}
+    index_of = {(r.task, None if r.method == RADIOMICS else r.arch, str(r.method), r.recipe, r.n_train): i
+                for i, r in zip(summary.index, summary.itertuples())}
     for task, arch in panels(summary):
         if arch is None:
             continue
@@ -118,7 +135,9 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
         for label in order:
             r = chosen[label]
             cnn = _recipe_runs(runs, task, arch, r["method"], r["recipe"])
-            got = _compare(cnn, base, task_kind, n_of, study_dir, cache)
+            paired = _paired_intervals(intervals, index_of, (task, arch, str(r["method"]), r["recipe"]),
+                                       (task, None, str(RADIOMICS), base_recipe), n_of)
+            got = _compare(cnn, base, task_kind, n_of, study_dir, cache, paired)
             if got is not None:
                 comparisons.append({"init": label, "recipe": str(r["recipe"]),
                                     "best_overall": r["recipe"] == cnn_rank.iloc[0]["recipe"], **got})

@@ -123,31 +123,3 @@ def baseline_label(block: dict) -> str:
     """The baseline as the rest of the report names it ('radiomics + LR'), with any setting the grid varied."""
     recipe = block["radiomics_recipe"]
     return recipe if recipe.startswith(RADIOMICS_LABEL) else RADIOMICS_LABEL
-
-
-def _phrase(res: dict, key: str, n_min: float, n_max: float) -> str:
-    value, reason = res[f"{key}_n"], res[f"{key}_reason"]
-    if value is not None:
-        return (f"from N ≈ {_fmt_count(value)} (95% range "
-                f"{fmt_range(res[f'{key}_n_ci'], None, n_min, n_max)})")
-    if reason == ALREADY:
-        return f"already at the smallest N studied ({_fmt_count(n_min)})"
-    if reason == NEVER:
-        return f"not within the studied N (up to {_fmt_count(n_max)})"
-    return f"no verdict ({esc(reason)})"
-
-
-def key_items(blocks: list[dict]) -> list[str]:
-    """One key-results line per (task, arch): the best CNN recipe's crossover with the baseline."""
-    items = []
-    for block in blocks:
-        comp = next((c for c in block["comparisons"] if c["best_overall"]), None)
-        if comp is None:
-            continue
-        res, per_n = comp["result"], comp["per_n"]
-        n_min, n_max = float(per_n["N"].min()), float(per_n["N"].max())
-        items.append(f"<li>{_panel_title(block['task'], block['arch'])}: best CNN recipe "
-                     f"<b>{esc(comp['recipe'])}</b> versus <b>{esc(baseline_label(block))}</b>: comparable "
-                     f"{_phrase(res, 'comparable', n_min, n_max)}; significantly better "
-                     f"{_phrase(res, 'outperform', n_min, n_max)}.</li>")
-    return items

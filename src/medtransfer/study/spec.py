@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import RunConfig, did_you_mean, load_yaml, parse_overrides, set_dotted
 from ..errors import ConfigError
@@ -54,6 +54,21 @@ class Resources(BaseModel):
     cpus_per_run: float = Field(1.0, gt=0)
 
 
+class ReportOptions(BaseModel):
+    """What the report answers beyond the measured N (study spec key ``report``)."""
+    model_config = ConfigDict(extra="forbid")
+    targets: list[float] = Field(default_factory=list, description="AUROC values whose required N the learning-"
+                                                                    "curve fit predicts, e.g. [0.85, 0.90]")
+
+    @field_validator("targets")
+    @classmethod
+    def _auroc_targets(cls, v):
+        bad = [t for t in v if not 0.5 < t < 1.0]
+        if bad:
+            raise ValueError(f"report.targets must be AUROC values between 0.5 and 1, got {bad[0]}")
+        return sorted(set(v))
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
@@ -63,6 +78,7 @@ class StudySpec(BaseModel):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     baselines: list[str] = Field(default_factory=list)
     resources: Resources = Resources()
+    report: ReportOptions = ReportOptions()
     # Grid runs' model.safetensors are deleted once the run is complete: the report needs only
     # the store, and 3,360 DenseNets would fill a disk. Sources always keep theirs (grid runs load them).
     # `study best` retrains the chosen recipe when its weights are gone, or copies them when kept.

@@ -1,0 +1,204 @@
+"""The study's answer as one object: ``STUDY_DIR/answer.json`` and the report's "Key results" are both made from it.
+
+Per (task, arch): the best recipe at each N (chosen on validation, reported on test with the
+two-level interval), each initialisation's best recipe at each N, its gain over scratch and
+ImageNet (paired intervals), the crossover with radiomics (measured on the studied N, and from
+the learning-curve fits), the N predicted for each ``report.targets`` AUROC, and predictions at
+2x and 4x the largest N, each marked as an extrapolation. What was skipped, and why, comes first.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate import learning_curve as lc
+from ..kinds import RunRole, RunStatus
+from .intervals import METHOD as UNCERTAINTY_METHOD
+from .intervals import Intervals
+from .tables import RADIOMICS, RADIOMICS_LABEL, _best_per_init, _n_order, init_label, panel_rows, panels
+
+SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
+             "reported.")
+FEW_SEEDS = 3
+
+
+def _num(x, digits: int = 4):
+    """A JSON number (rounded) or None for NaN / missing."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
+        return None
+    return round(float(x), digits)
+
+
+def _count(x):
+    return None if x is None or not math.isfinite(x) else int(round(x))
+
+
+def _estimate(e: lc.Estimate, count: bool = False) -> dict:
+    fmt = _count if count else _num
+    out = {"estimate": fmt(e.estimate), "ci_low": fmt(e.low), "ci_high": fmt(e.high),
+           "extrapolated": bool(e.extrapolated)}
+    if e.reason:
+        out["refused"] = e.reason
+    if e.reachable_fraction is not None:
+        out["reachable_in_fraction_of_refits"] = _num(e.reachable_fraction, 3)
+    return out
+
+
+def skipped_items(runs: pd.DataFrame, sites: dict[str, str]) -> list[dict]:
+    """Grid runs that were skipped or failed, grouped by init (radiomics apart) and reason."""
+    grid = runs[(runs["role"] == RunRole.GRID) & runs["status"].isin([RunStatus.SKIPPED, RunStatus.FAILED])]
+    out = []
+    for (method, init, status, reason), g in grid.groupby(
+            [grid["method"].astype(str), grid["init"].fillna(""), grid["status"].astype(str),
+             grid["reason"].fillna("no reason recorded")], sort=True):
+        label = RADIOMICS_LABEL if method == RADIOMICS else init_label(init, method, sites)
+        out.append({"init": label, "status": status, "runs": int(len(g)), "reason": str(reason)})
+    return sorted(out, key=lambda item: (item["status"] != "skipped", -item["runs"], item["init"]))
+
+
+def _per_init_rows(panel: pd.DataFrame, sites) -> dict[str, list[pd.Series]]:
+    """init label -> its validation-best summary row at each N, smallest N first."""
+    curves: dict[str, list[pd.Series]] = {}
+    for nk in _n_order(panel):
+        for label, row in _best_per_init(panel[panel["n_train"] == nk], sites).items():
+            curves.setdefault(label, []).append(row)
+    return curves
+
+
+def _curve(rows: list[pd.Series], intervals: Intervals):
+    ns = np.array([r["N"] for r in rows], dtype=float)
+    points = np.array([r["test_auroc_mean"] for r in rows], dtype=float)
+    draws = [intervals.row_draws.get(r.name) for r in rows]
+    matrix = np.stack(draws) if all(d is not None for d in draws) and len({len(d) for d in draws}) == 1 else None
+    return ns, points, matrix
+
+
+def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[float]) -> tuple[dict, lc.CurveModel | None]:
+    ns, points, matrix = _curve(rows, intervals)
+    if len(np.unique(ns)) < 3:
+        return {"fitted": False, "refused": f"{len(np.unique(ns))} training-set size(s): a curve needs 3 or more"}, None
+    model = lc.fit_curve(ns, points, matrix)
+    fit = model.fit
+    out = {"fitted": bool(fit.ok), "a": _num(fit.a), "b": _num(fit.b), "c": _num(fit.c), "rmse": _num(fit.rmse, 5),
+           "exact_fit": bool(getattr(fit, "exact_fit", False))}
+    if not fit.ok:
+        out["refused"] = fit.reason
+        return out, None
+    out["predicted"] = [{"factor": f, "N": _count(float(ns.max()) * f), **_estimate(e)}
+                        for f, e in model.predict_beyond((2.0, 4.0)).items()]
+    out["n_for_target"] = [{"auroc": t, **_estimate(model.n_for_target(t), count=True)} for t in targets]
+    check = lc.holdout_check(ns, points, matrix)
+    out["holdout"] = ({"held_out_N": _count(check.held_out_n), "measured": _num(check.measured),
+                       "predicted": _estimate(check.predicted), "error": _num(check.error)} if check.ok
+                      else {"refused": check.reason})
+    return out, model
+
+
+def _crossing(model_cnn, model_base, rows_cnn, rows_base) -> dict:
+    if model_cnn is None or model_base is None:
+        return {"refused": "no learning-curve fit on one side"}
+    try:
+        got = lc.crossover_n(model_cnn, model_base, paired=True)
+    except Exception as err:   # e.g. unequal draw counts: say why instead of failing the report
+        return {"refused": f"{type(err).__name__}: {err}"}
+    return {"matches_from_N": _count(got.match_n) if got.match_n is not None else None,
+            "match_range": None if got.match_range is None else [_count(v) if v is not None else None
+                                                                 for v in got.match_range],
+            "match_extrapolated": got.match_extrapolated, "match_note": got.match_reason,
+            "beats_from_N": _count(got.beat_n) if got.beat_n is not None else None,
+            "beat_extrapolated": got.beat_extrapolated, "beat_note": got.beat_reason}
+
+
+def _best_rows(panel: pd.DataFrame) -> list[dict]:
+    from .tables import _ranked, display_recipe
+
+    out = []
+    for nk in _n_order(panel):
+        ranked = _ranked(panel[panel["n_train"] == nk])
+        if ranked.empty:
+            continue
+        r = ranked.iloc[0]
+        out.append({"n_train": nk, "N": _count(r["N"]), "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
+                    "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
+                    "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
+                    "ci_method": r.get("ci_method")})
+    return out
+
+
+def _gain_rows(gain: pd.DataFrame, task, arch) -> list[dict]:
+    sel = (gain["task"] == task) & ((gain["arch"] == arch) | (gain["arch"].isna() & pd.isna(arch)))
+    out = []
+    for r in gain[sel].itertuples():
+        within = None if pd.isna(r.gain_ci_low) else bool(r.gain_ci_low <= 0 <= r.gain_ci_high)
+        out.append({"init": r.init, "versus": r.versus, "n_train": r.n_train, "N": _count(r.N),
+                    "gain": _num(r.gain), "ci_low": _num(r.gain_ci_low), "ci_high": _num(r.gain_ci_high),
+                    "within_noise": within, "ci_method": r.gain_ci_method})
+    return out
+
+
+def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
+    out = []
+    for block in versus:
+        if block["task"] != task or block["arch"] != arch:
+            continue
+        for comp in block["comparisons"]:
+            res = comp["result"]
+            out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
+                        "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
+                        "comparable_note": res["comparable_reason"],
+                        "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
+                        "outperforms_note": res["outperform_reason"]})
+    return out
+
+
+def few_seed_items(summary: pd.DataFrame) -> list[dict]:
+    thin = summary[(summary["n_seeds"] > 0) & (summary["n_seeds"] < FEW_SEEDS)]
+    return [{"task": r.task, "arch": None if pd.isna(r.arch) else r.arch, "recipe": r.recipe, "n_train": r.n_train,
+             "n_seeds": int(r.n_seeds)} for r in thin.itertuples()]
+
+
+def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str],
+                 intervals: Intervals, gain: pd.DataFrame, versus: list[dict], targets: list[float]) -> dict:
+    """The decision in machine-readable form (see the module docstring); ``summary`` carries the combined CIs."""
+    panels_out = []
+    for task, arch in panels(summary):
+        panel = panel_rows(summary, task, arch)
+        kinds = panel["task_kind"].dropna()
+        kind = str(kinds.iloc[0]) if len(kinds) else None
+        curves = _per_init_rows(panel, sites)
+        inits, models = [], {}
+        for label, rows in curves.items():
+            curve, model = _curve_answer(rows, intervals, targets)
+            models[label] = (model, rows)
+            inits.append({"init": label, "per_n": [
+                {"n_train": r["n_train"], "N": _count(r["N"]), "recipe": str(r["recipe"]), "n_seeds": int(r["n_seeds"]),
+                 "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
+                 "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"])} for r in rows],
+                "learning_curve": curve})
+        fitted_crossover = []
+        if RADIOMICS_LABEL in models:
+            base_model, base_rows = models[RADIOMICS_LABEL]
+            for label, (model, rows) in models.items():
+                if label != RADIOMICS_LABEL:
+                    fitted_crossover.append({"init": label, **_crossing(model, base_model, rows, base_rows)})
+        panels_out.append({
+            "task": task, "arch": arch, "task_kind": kind,
+            "metric": "test AUROC" if kind == "binary" else "test macro AUROC",
+            "best_recipe_per_n": _best_rows(panel),
+            "inits": inits,
+            "gains": _gain_rows(gain, task, arch),
+            "crossover_vs_radiomics": {"measured": _measured_crossover(versus, task, arch),
+                                       "from_learning_curves": fitted_crossover},
+        })
+    return {
+        "study": name,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "methods": {"selection": SELECTION, "uncertainty": UNCERTAINTY_METHOD, "learning_curve": lc.METHOD},
+        "skipped": skipped_items(runs, sites),
+        "few_seeds": few_seed_items(summary),
+        "targets": list(targets),
+        "panels": panels_out,
+    }

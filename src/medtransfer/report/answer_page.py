@@ -1,0 +1,142 @@
+"""HTML of "Key results", rendered from the answer object (``report.answer``) so the page and answer.json agree.
+
+Order: what is missing from the answer (skipped inits, thin seeds), then per (task, arch) the best
+recipe at the smallest and largest N, the gains with paired intervals, the crossover with
+radiomics, and the learning-curve predictions, each extrapolation labelled as such.
+"""
+from __future__ import annotations
+
+import html
+
+from .page import _panel_title, esc
+
+NOT_SHOWN = "—"
+
+
+def _auroc(x) -> str:
+    return NOT_SHOWN if x is None else f"{x:.3f}"
+
+
+def _ci(low, high) -> str:
+    return "no CI" if low is None or high is None else f"95% CI {low:.3f} to {high:.3f}"
+
+
+def _signed_ci(low, high) -> str:
+    return "no CI" if low is None or high is None else f"95% CI {low:+.3f} to {high:+.3f}"
+
+
+def _n(value) -> str:
+    return NOT_SHOWN if value is None else f"{value:,}"
+
+
+def _skipped(answer: dict) -> list[str]:
+    items = []
+    for s in answer["skipped"]:
+        verb = "skipped" if s["status"] == "skipped" else "failed"
+        items.append(f"<li class='missing'><b>Not in this answer: {esc(s['init'])}</b> — {s['runs']} run(s) {verb}: "
+                     f"{esc(s['reason'])}. Every best recipe and gain below is chosen among what ran.</li>")
+    if answer["few_seeds"]:
+        thin = answer["few_seeds"]
+        seeds = sorted({t["n_seeds"] for t in thin})
+        items.append(f"<li class='missing'><b>Few seeds</b>: {len(thin)} recipe/N cell(s) finished with only "
+                     f"{' or '.join(map(str, seeds))} seed(s) (3 or more advised): their intervals lean on the "
+                     "small-seed correction and are wide.</li>")
+    return items
+
+
+def _best(panel: dict, where: str) -> list[str]:
+    rows = panel["best_recipe_per_n"]
+    ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
+    return [f"<li><b>{where}, N = {_n(r['N'])}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
+            f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
+            f"seed{'s' if r['n_seeds'] != 1 else ''}).</li>" for r in ends]
+
+
+def _gains(panel: dict, where: str) -> list[str]:
+    by_pair: dict[tuple, list[dict]] = {}
+    for g in panel["gains"]:
+        by_pair.setdefault((g["init"], g["versus"]), []).append(g)
+    items = []
+    for (init, versus), rows in by_pair.items():
+        ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
+        parts = []
+        for r in ends:
+            noise = ", within noise (the paired CI contains 0)" if r["within_noise"] else ""
+            gain = NOT_SHOWN if r["gain"] is None else f"{r['gain']:+.3f}"
+            parts.append(f"{gain} at N = {_n(r['N'])} ({_signed_ci(r['ci_low'], r['ci_high'])}{noise})")
+        items.append(f"<li>{where}: <b>{esc(init)}</b> over <b>{esc(versus)}</b>: " + "; ".join(parts) + ".</li>")
+    return items
+
+
+def _measured(c: dict, key: str) -> str:
+    if c[f"{key}_from_N"] is not None:
+        return f"from N ≈ {_n(c[f'{key}_from_N'])}"
+    return esc(c[f"{key}_note"] or NOT_SHOWN)
+
+
+def _crossover(panel: dict, where: str) -> list[str]:
+    items = []
+    for c in panel["crossover_vs_radiomics"]["measured"]:
+        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}): "
+                     f"comparable {_measured(c, 'comparable')}; significantly better {_measured(c, 'outperforms')}.</li>")
+    for c in panel["crossover_vs_radiomics"]["from_learning_curves"]:
+        if c.get("refused"):
+            continue
+        if c["matches_from_N"] is not None:
+            kind = "extrapolated" if c["match_extrapolated"] else "within the studied N"
+            rng = c.get("match_range")
+            span = "" if not rng else f", range {_n(rng[0]) if rng[0] else '&lt;studied'}–{_n(rng[1]) if rng[1] else '&gt;searched'}"
+            match = f"matches radiomics from N ≈ {_n(c['matches_from_N'])} ({kind}{span})"
+        else:
+            match = f"match with radiomics: {esc(c['match_note'] or NOT_SHOWN)}"
+        if c["beats_from_N"] is not None:
+            kind = "extrapolated" if c["beat_extrapolated"] else "within the studied N"
+            beat = f"beats it (CI above 0) from N ≈ {_n(c['beats_from_N'])} ({kind})"
+        else:
+            beat = f"beating it: {esc(c['beat_note'] or NOT_SHOWN)}"
+        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> (learning-curve fit) {match}; {beat}.</li>")
+    return items
+
+
+def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
+    items = []
+    for init in panel["inits"]:
+        curve = init["learning_curve"]
+        if not curve.get("fitted"):
+            items.append(f"<li>{where}: <b>{esc(init['init'])}</b>: no learning-curve extrapolation "
+                         f"({esc(curve.get('refused', 'not fitted'))}).</li>")
+            continue
+        parts = [f"AUROC at N = {_n(p['N'])} ({p['factor']:g}x the largest, extrapolated): {_auroc(p['estimate'])} "
+                 f"({_ci(p['ci_low'], p['ci_high'])})" for p in curve["predicted"]]
+        for t in curve["n_for_target"]:
+            if t.get("refused"):
+                parts.append(f"AUROC {t['auroc']:g}: {esc(t['refused'])}")
+            else:
+                kind = "extrapolated" if t["extrapolated"] else "within the studied N"
+                high = "∞" if t["ci_high"] is None else _n(t["ci_high"])
+                parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}; range {_n(t['ci_low'])}–{high})")
+        hold = curve.get("holdout", {})
+        if "error" in hold:
+            parts.append(f"check: fitted without N = {_n(hold['held_out_N'])}, it predicts "
+                         f"{_auroc(hold['predicted']['estimate'])} there against {_auroc(hold['measured'])} measured "
+                         f"(error {hold['error']:+.3f})")
+        elif hold.get("refused"):
+            parts.append(f"no held-out check ({esc(hold['refused'])})")
+        exact = " (3 sizes: the curve passes through them exactly, so its form is taken on trust)" if curve.get("exact_fit") else ""
+        items.append(f"<li>{where}: <b>{esc(init['init'])}</b>{exact}: " + "; ".join(parts) + ".</li>")
+    return items
+
+
+def key_results_html(answer: dict) -> str:
+    items = _skipped(answer)
+    for panel in answer["panels"]:
+        where = _panel_title(panel["task"], panel["arch"])
+        items += _best(panel, where) + _gains(panel, where) + _crossover(panel, where)
+        items += _curves(panel, where, answer["targets"])
+    if not items:
+        return ""
+    methods = answer["methods"]
+    return ("<h2>Key results</h2><p>Also in <code>answer.json</code>. Smallest and largest training-set size; details "
+            "in the tables below.</p><ul>" + "".join(items) + "</ul>"
+            f"<p class='method'><small>{html.escape(methods['selection'])} {html.escape(methods['uncertainty'])} "
+            f"{html.escape(methods['learning_curve'])}</small></p>")

@@ -1,0 +1,106 @@
+"""The report's one uncertainty model: a recipe at an N, and the difference of two recipes, as the
+two-level bootstrap of ``evaluate.uncertainty`` over the runs' own test draws (``report.draws``).
+
+Every interval the report shows comes from here, so the learning-curve bands, the best-recipe
+table, the gains and the CNN-vs-radiomics comparison say the same thing the same way. A row
+whose runs have no draws (none recorded and no predictions to rebuild them from) keeps the
+Student-t interval over seeds, and its ``ci_method`` says so.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate.summary import diff_ci
+from ..evaluate.uncertainty import combined_draws, paired_difference_draws
+from ..kinds import RunRole, RunStatus
+
+LEVEL = 0.95
+BOOTSTRAP = "two-level bootstrap"
+T_OVER_SEEDS = "t over seeds"
+METHOD = ("95% CI: two-level bootstrap of 1,000 patient resamples of the test set (the same resamples for every "
+          "run) x the seeds (their spread widened for few seeds, so 2-3 seeds give an honest, not a 0-1, interval); "
+          "with one seed it is the test-set interval. Differences of two recipes are paired: the same patient "
+          "resamples and the same seeds (same training subsets) on both sides.")
+
+
+class Difference(NamedTuple):
+    mean: float
+    low: float
+    high: float
+    method: str
+    n_seeds: int
+
+
+def _quantiles(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float(low), float(high)
+
+
+class Intervals:
+    """Combined intervals (and their draws) per summary row; paired differences between two rows."""
+
+    def __init__(self, summary: pd.DataFrame, runs: pd.DataFrame, draws: dict[str, np.ndarray]):
+        self.summary, self.runs, self.draws = summary, runs, draws
+        self.row_draws: dict = {}            # summary index -> (B,) combined draws
+        self._seeds: dict = {}
+
+    def _runs_of(self, index) -> pd.DataFrame:
+        """The done runs behind a summary row, one per seed, in seed order (seed s is row s at every N)."""
+        if index not in self._seeds:
+            row = self.summary.loc[index]
+            runs = self.runs
+            sel = ((runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE) & (runs["task"] == row["task"])
+                   & (runs["method"] == row["method"]) & (runs["recipe"] == row["recipe"])
+                   & (runs["n_key"] == row["n_train"]) & runs["test_auroc"].notna())
+            sel &= runs["arch"].isna() if pd.isna(row["arch"]) else (runs["arch"] == row["arch"])
+            self._seeds[index] = runs[sel].sort_values("seed").drop_duplicates("seed")
+        return self._seeds[index]
+
+    def _matrix(self, runs: pd.DataFrame) -> np.ndarray | None:
+        rows = [self.draws.get(r) for r in runs["run_id"]]
+        if not rows or any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
+            return None
+        return np.stack(rows)
+
+    def attach(self) -> pd.DataFrame:
+        """The summary with its CI columns from the two-level bootstrap (``ci_method`` says which rows)."""
+        out = self.summary.copy()
+        out["ci_method"] = np.where(out["n_seeds"] >= 2, T_OVER_SEEDS, None)
+        for index in out.index[out["n_seeds"] > 0]:
+            runs = self._runs_of(index)
+            matrix = self._matrix(runs)
+            if matrix is None:
+                continue
+            values = combined_draws(matrix, runs["test_auroc"].to_numpy(float), seed=0, level=LEVEL)
+            self.row_draws[index] = values
+            out.loc[index, ["test_auroc_ci_low", "test_auroc_ci_high"]] = _quantiles(values)
+            out.loc[index, "ci_method"] = BOOTSTRAP
+        self.summary = out
+        return out
+
+    def _paired(self, index_a, index_b) -> tuple[np.ndarray, float, int] | None:
+        """(paired draws, mean per-seed difference, seeds) of row a minus row b over the seeds both finished."""
+        runs_a, runs_b = self._runs_of(index_a), self._runs_of(index_b)
+        common = sorted(set(runs_a["seed"]) & set(runs_b["seed"]))
+        if not common:
+            return None
+        a, b = runs_a[runs_a["seed"].isin(common)], runs_b[runs_b["seed"].isin(common)]
+        ma, mb = self._matrix(a), self._matrix(b)
+        if ma is None or mb is None or ma.shape[1] != mb.shape[1]:
+            return None
+        pa, pb = a["test_auroc"].to_numpy(float), b["test_auroc"].to_numpy(float)
+        values = paired_difference_draws(ma, pa, mb, pb, paired_seeds=True, seed=0, level=LEVEL)
+        return values, float(np.mean(pa - pb)), len(common)
+
+    def difference(self, index_a, index_b) -> Difference:
+        """Row a minus row b: paired bootstrap over the seeds both finished; Welch t when draws are missing."""
+        paired = self._paired(index_a, index_b)
+        if paired is not None:
+            values, mean, n = paired
+            return Difference(mean, *_quantiles(values), BOOTSTRAP, n)
+        runs_a, runs_b = self._runs_of(index_a), self._runs_of(index_b)
+        d = diff_ci(runs_a["test_auroc"], runs_b["test_auroc"])
+        return Difference(d.mean, d.low, d.high, T_OVER_SEEDS, min(len(runs_a), len(runs_b)))
