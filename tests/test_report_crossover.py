@@ -103,6 +103,39 @@ def _curve(rows, task, method, init=None):
                          "auroc": [r["test_auroc"] for r in sel]})
 
 
+def _paired_expected(study, rows, init):
+    """Per N, CNN minus radiomics by the paired two-level bootstrap, the draws rebuilt here from the prediction
+    files (images are the clusters: these files carry no patient ids); an N where a run lacks predictions or
+    scored other images is left out (the report keeps its t-interval there)."""
+    from medtransfer.evaluate.bootstrap import bootstrap_auroc_samples
+    from medtransfer.evaluate.uncertainty import paired_difference_interval
+
+    out = []
+    for n in NS:
+        sides = []
+        for method, want_init in (("cnn", init), ("radiomics", None)):
+            runs = sorted((r for r in rows if r["task"] == TASK and r["method"] == method and r["n_train"] == n
+                           and (want_init is None or r["init"] == want_init)), key=lambda r: r["seed"])
+            sides.append(runs)
+        draws = []
+        for runs in sides:
+            got = []
+            for r in runs:
+                path = study / r["run_dir"] / "predictions_test.csv"
+                frame = pd.read_csv(path) if path.is_file() else None
+                if frame is None or len(frame) != N_TEST:
+                    break
+                got.append(bootstrap_auroc_samples(frame[["true_pneumonia"]].to_numpy(),
+                                                   frame[["score_pneumonia"]].to_numpy(), frame["image_id"], 1000, 0))
+            draws.append(np.stack(got) if len(got) == len(runs) else None)
+        if any(d is None for d in draws):
+            continue
+        points = [np.array([r["test_auroc"] for r in runs]) for runs in sides]
+        d = paired_difference_interval(draws[0], points[0], draws[1], points[1], seed=0)
+        out.append({"N": float(n), "diff": float(np.mean(points[0] - points[1])), "ci_low": d.low, "ci_high": d.high})
+    return pd.DataFrame(out)
+
+
 def _fmt(n):
     return f"{int(round(n)):,}"
 
@@ -117,19 +150,18 @@ def test_crossover_table_matches_the_statistics_module(built):
     assert "(best CNN recipe)" in by_init["ImageNet"][0] and "(best CNN recipe)" not in by_init["scratch"][0]
     base = _curve(rows, TASK, "radiomics")
     for init, label in (("scratch", "scratch"), ("imagenet", "ImageNet")):
-        want = crossover(_curve(rows, TASK, "cnn", init), base)
+        want = crossover(_curve(rows, TASK, "cnn", init), base, intervals=_paired_expected(study, rows, init))
         cells = by_init[label]
         for col, key in ((1, "comparable"), (3, "outperform")):
             if want[f"{key}_n"] is None:
                 assert cells[col].startswith(("already", "not within"))
             else:
                 assert cells[col] == f"≈ {_fmt(want[f'{key}_n'])}"
-                low, high = want[f"{key}_n_ci"]
-                assert cells[col + 1] == (f"< {_fmt(50)}" if low is None else _fmt(low)) + " – " + (
-                    f"> {_fmt(800)}" if high is None else _fmt(high))
+                assert want[f"{key}_n_ci"] is None and cells[col + 1].startswith("—")   # range: the curve fit's
     # the scratch curve starts below radiomics and ends above it: both crossings exist here
     assert by_init["scratch"][1].startswith("≈") and by_init["scratch"][3].startswith("≈")
     assert "How the crossover N is defined" in html and "interpolated linearly in log N" in html
+    assert "paired two-level bootstrap interval" in html
 
 
 def test_per_n_table_differences_and_delong_p(built):
@@ -173,7 +205,8 @@ def test_multilabel_uses_the_macro_delong(built):
 
 def test_key_result_and_no_identifiers_leak(built):
     _, _, html = built
-    assert "best CNN recipe <b>imagenet / full / one_cycle</b> versus <b>radiomics + LR</b>" in html
+    key = html.split("<h2>Key results</h2>", 1)[1].split("</ul>", 1)[0]
+    assert "<b>ImageNet</b> vs radiomics on the studied N (paired bootstrap)" in key
     for token in ("test/1", "00000001_000.png", "00000012", "predictions_test.csv\"", "runs/"):
         assert token not in html
 
@@ -195,15 +228,16 @@ def test_predictions_readers_handle_multiclass_and_bad_files(tmp_path):
     assert "twice" in paired_delong(tmp_path, "a", "b", "binary")["note"]
 
 
-def test_single_seed_study_uses_delong_and_no_radiomics_means_no_section(tmp_path):
+def test_single_seed_study_is_still_tested_and_no_radiomics_means_no_section(tmp_path):
     one = tmp_path / "one"
     one.mkdir()
     rows = _binary_runs(one, seeds=[0], inits=("scratch",))
     make_study(one, rows=rows, per_class=[])
     html = write_report(one).read_text()
-    assert "paired DeLong" in html and "No range: with one seed" in html
+    # one seed: the paired bootstrap over the test images still gives each N an interval and a verdict
+    assert "paired DeLong" in html and "paired two-level bootstrap interval" in html
     [table] = tables_under(html, "CNN vs radiomics", "pneumoniamnist:binary — resnet18: paired")
-    assert all("DeLong, 1 seed" in r[8] for r in table[1:])
+    assert all(r[8].startswith(("CNN significantly", "not significant")) for r in table[1:])
     none = tmp_path / "none"
     none.mkdir()
     make_study(none, rows=[r for r in _binary_runs(none) if r["method"] == "cnn"], per_class=[])

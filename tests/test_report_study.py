@@ -470,3 +470,23 @@ def test_key_results_name_what_was_skipped_first_and_answer_json_matches(study):
     for row in panel["best_recipe_per_n"]:
         assert row["val_auroc"] is not None                        # chosen on validation
     assert {"selection", "uncertainty", "learning_curve"} <= set(answer["methods"])
+
+
+def test_design_notes_state_the_budget_and_the_validation_size():
+    from medtransfer.report.store import design_notes
+    config = {"task": {"kind": "binary"}, "data": {"source": "medmnist", "val_size": "proportional"},
+              "train": {"epochs": 3, "batch_size": 32, "min_steps": 100}}
+    old = {"task": {"kind": "binary"}, "data": {"source": "medmnist"}, "train": {"epochs": 3, "batch_size": 32}}
+    frames = []
+    for cfg in (config, old):
+        row = _row(task=PMNIST, arch="resnet18", recipe="scratch / full / constant", n_train=50, test_auroc=0.8)
+        row["config_json"] = json.dumps(cfg)
+        frames.append(row)
+    from medtransfer.report.store import _config_facts
+    facts = [_config_facts(r["config_json"]) for r in frames]
+    runs = pd.DataFrame({"role": ["grid", "grid"], "method": ["cnn", "cnn"], "budget": [f.budget for f in facts],
+                         "val_size": [f.val_size for f in facts]})
+    notes = design_notes(runs)
+    assert any("at least 100 optimiser steps" in n for n in notes)
+    assert any("no minimum step count" in n for n in notes)            # a run recorded before min_steps existed
+    assert any("proportional" in n for n in notes) and any("val_size=fixed" in n for n in notes)

@@ -7,8 +7,10 @@ import json
 import sqlite3
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from medtransfer.report import write_report
 from medtransfer.study import StudyOptions, run_study, study_status
 from synthetic import write_labelled_pngs
 
@@ -82,10 +84,18 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
         stored = db.execute("SELECT test_auroc_low, test_auroc_high FROM runs WHERE run_dir = ?", (run_dir,)).fetchone()
         assert db.execute("SELECT COUNT(*) FROM runs WHERE status = 'done' AND test_auroc_low IS NULL").fetchone()[0] == 0
     assert stored == pytest.approx((ci["low"], ci["high"]))
-    draws = np.load(root / "local" / run_dir / "test_bootstrap.npy")
-    assert len(draws) == ci["n_boot"] == 1000
+    with np.load(root / "local" / run_dir / "test_bootstrap.npz") as saved:
+        assert len(saved["draws"]) == ci["n_boot"] == 1000 and str(saved["test_set"]) == ci["test_set"]
     predictions = (root / "local" / run_dir / "predictions_test.csv").read_text().splitlines()
     assert predictions[0].startswith("image_id,patient_id,")
+    # the report combines those draws: every finished cell's CI is the two-level bootstrap, in answer.json too
+    write_report(root / "local")
+    summary = pd.read_csv(root / "local" / "summary.csv")
+    assert (summary.loc[summary["n_done"] > 0, "ci_method"] == "two-level bootstrap").all()
+    answer = json.loads((root / "local" / "answer.json").read_text())
+    (panel,) = answer["panels"]
+    assert all(r["ci_method"] == "two-level bootstrap" for r in panel["best_recipe_per_n"])
+    assert answer["skipped"][0]["init"] == "ImageNet"      # offline: the ImageNet run is skipped, named first
 
     pytest.importorskip("ray")
     on_ray = run_study(spec, root / "ray", StudyOptions(data_root=root, executor="ray", report=False, probe=False))

@@ -129,7 +129,7 @@ class RunFolder:
     THRESHOLD = "threshold.json"              # the operating threshold(s) chosen on validation
     LR_TRACE = "lr_trace.csv"
     COEFFICIENTS = "coefficients.csv"
-    BOOTSTRAP = "test_bootstrap.npy"          # the test AUROC of each patient resample (evaluate.per_run)
+    BOOTSTRAP = "test_bootstrap.npz"          # the test AUROC of each patient resample (evaluate.per_run)
     RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS,
                BOOTSTRAP)   # what a new run replaces
 
@@ -154,24 +154,25 @@ class RunFolder:
     coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
     bootstrap_path = property(lambda self: self.path / self.BOOTSTRAP)
 
-    def write_bootstrap(self, draws) -> None:
+    def write_bootstrap(self, draws, test_set: str) -> None:
         import io
 
         import numpy as np
 
         buf = io.BytesIO()
-        np.save(buf, np.asarray(draws, dtype=np.float32), allow_pickle=False)
+        np.savez(buf, draws=np.asarray(draws, dtype=np.float32), test_set=np.array(test_set))
         write_bytes_atomic(self.bootstrap_path, buf.getvalue())
 
     def read_bootstrap(self):
-        """The run's test bootstrap draws, or None when the run has none (older, or AUROC undefined)."""
+        """(draws, test-set fingerprint) of the run's test bootstrap, or None (an older run, or AUROC undefined)."""
         import numpy as np
 
         try:
-            draws = np.load(self.bootstrap_path, allow_pickle=False)
-        except (OSError, ValueError):
+            with np.load(self.bootstrap_path, allow_pickle=False) as saved:
+                draws, test_set = saved["draws"], str(saved["test_set"])
+        except (OSError, ValueError, KeyError):
             return None
-        return draws if draws.ndim == 1 else None
+        return (draws, test_set) if draws.ndim == 1 else None
 
     @property
     def is_finished(self) -> bool:

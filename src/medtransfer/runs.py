@@ -85,13 +85,14 @@ def add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: str, lab
     metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
     from .evaluate.per_run import run_interval
 
-    clusters = data.patient_ids[test_idx] if data.has_patient_ids else np.asarray(data.image_ids)[test_idx]
-    interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids))
+    image_ids = np.asarray(data.image_ids)[test_idx]
+    clusters = data.patient_ids[test_idx] if data.has_patient_ids else image_ids
+    interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids), image_ids=image_ids)
     if interval is None:
         log("test AUROC undefined: no bootstrap interval")
         return
     scored["test"]["auroc_ci"] = interval.to_json()
-    folder.write_bootstrap(interval.draws)
+    folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
 

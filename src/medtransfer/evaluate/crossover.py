@@ -174,10 +174,14 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
     n_values = per_n["N"].to_numpy(float)
     if intervals is not None and not intervals.empty:
         # paired bootstrap intervals of d(N) (same patients, same seeds): they replace the t-intervals
+        # an N whose runs lack draws keeps its t-interval (NaN with one seed)
         paired = intervals.groupby("N")[["ci_low", "ci_high", "diff"]].mean().reindex(n_values)
-        per_n["diff_mean"] = paired["diff"].to_numpy()
-        per_n["diff_ci_low"], per_n["diff_ci_high"] = paired["ci_low"].to_numpy(), paired["ci_high"].to_numpy()
-        out.update(method="paired bootstrap", definition=DEFINITION_PAIRED.format(level=level))
+        has = paired["ci_low"].notna().to_numpy()
+        for column, source in (("diff_mean", "diff"), ("diff_ci_low", "ci_low"), ("diff_ci_high", "ci_high")):
+            per_n.loc[has, column] = paired[source].to_numpy()[has]
+        out.update(method="paired bootstrap", definition=DEFINITION_PAIRED.format(level=level)
+                   + ("" if has.all() else " An N where a run has no bootstrap draws keeps the Student-t "
+                                           "interval of the per-seed differences."))
         out["comparable_n"], out["comparable_reason"] = crossing(n_values, per_n["diff_ci_high"].to_numpy(), strict=False)
         out["outperform_n"], out["outperform_reason"] = crossing(n_values, per_n["diff_ci_low"].to_numpy(), strict=True)
         out["ci_note"] = "no range: the learning-curve fit (Key results) gives the crossing N with its interval"

@@ -7,6 +7,7 @@ recipes without reading predictions again.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +29,23 @@ class RunInterval:
     high: float
     unit: str               # "patients" or "images": what was resampled
     draws: np.ndarray
+    test_set: str           # fingerprint of the test images and their clusters: only equal ones share resamples
 
     def to_json(self) -> dict:
         return {"low": self.low, "high": self.high, "level": LEVEL, "n_boot": int(len(self.draws)),
+                "test_set": self.test_set,
                 "resampled": self.unit, "method": f"percentile interval over {len(self.draws)} bootstrap resamples "
                                                   f"of the test {self.unit}"}
 
 
-def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by_patient: bool,
+def test_set_fingerprint(image_ids, clusters) -> str:
+    """Two runs' draws share their patient resamples only when they scored the same images with the same
+    clusters; this 16-hex-digit hash of the (image, cluster) pairs says whether they did."""
+    pairs = sorted(f"{i}\t{c}" for i, c in zip(image_ids, clusters))
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
+
+
+def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by_patient: bool, image_ids,
                  n_boot: int = RUN_BOOTSTRAP_N, seed: int = RUN_BOOTSTRAP_SEED) -> RunInterval | None:
     """The test interval of one run; None when its macro AUROC is undefined (no label has both classes).
 
@@ -52,4 +62,4 @@ def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by
         return None
     low, high = np.quantile(draws, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
     return RunInterval(float(point), float(low), float(high), "patients" if by_patient else "images",
-                       draws.astype(np.float32))
+                       draws.astype(np.float32), test_set_fingerprint(image_ids, clusters))

@@ -82,11 +82,10 @@ def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[flo
         return {"fitted": False, "refused": f"{len(np.unique(ns))} training-set size(s): a curve needs 3 or more"}, None
     model = lc.fit_curve(ns, points, matrix)
     fit = model.fit
-    out = {"fitted": bool(fit.ok), "a": _num(fit.a), "b": _num(fit.b), "c": _num(fit.c), "rmse": _num(fit.rmse, 5),
-           "exact_fit": bool(getattr(fit, "exact_fit", False))}
     if not fit.ok:
-        out["refused"] = fit.reason
-        return out, None
+        return {"fitted": False, "refused": fit.reason}, None
+    out = {"fitted": True, "a": _num(fit.a), "b": _num(fit.b), "c": _num(fit.c), "rmse": _num(fit.rmse, 5),
+           "exact_fit": bool(fit.exact_fit), "refits": model.n_draws, "failed_refits": model.n_failed}
     out["predicted"] = [{"factor": f, "N": _count(float(ns.max()) * f), **_estimate(e)}
                         for f, e in model.predict_beyond((2.0, 4.0)).items()]
     out["n_for_target"] = [{"auroc": t, **_estimate(model.n_for_target(t), count=True)} for t in targets]
@@ -97,7 +96,7 @@ def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[flo
     return out, model
 
 
-def _crossing(model_cnn, model_base, rows_cnn, rows_base) -> dict:
+def _crossing(model_cnn, model_base) -> dict:
     if model_cnn is None or model_base is None:
         return {"refused": "no learning-curve fit on one side"}
     try:
@@ -172,7 +171,7 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
         inits, models = [], {}
         for label, rows in curves.items():
             curve, model = _curve_answer(rows, intervals, targets)
-            models[label] = (model, rows)
+            models[label] = model
             inits.append({"init": label, "per_n": [
                 {"n_train": r["n_train"], "N": _count(r["N"]), "recipe": str(r["recipe"]), "n_seeds": int(r["n_seeds"]),
                  "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
@@ -180,10 +179,9 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
                 "learning_curve": curve})
         fitted_crossover = []
         if RADIOMICS_LABEL in models:
-            base_model, base_rows = models[RADIOMICS_LABEL]
-            for label, (model, rows) in models.items():
+            for label, model in models.items():
                 if label != RADIOMICS_LABEL:
-                    fitted_crossover.append({"init": label, **_crossing(model, base_model, rows, base_rows)})
+                    fitted_crossover.append({"init": label, **_crossing(model, models[RADIOMICS_LABEL])})
         panels_out.append({
             "task": task, "arch": arch, "task_kind": kind,
             "metric": "test AUROC" if kind == "binary" else "test macro AUROC",

@@ -59,11 +59,19 @@ class Intervals:
             self._seeds[index] = runs[sel].sort_values("seed").drop_duplicates("seed")
         return self._seeds[index]
 
-    def _matrix(self, runs: pd.DataFrame) -> np.ndarray | None:
-        rows = [self.draws.get(r) for r in runs["run_id"]]
-        if not rows or any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
+    def _matrix(self, runs: pd.DataFrame, test_set: str | None = None) -> np.ndarray | None:
+        """(S, B) draws of ``runs``; None unless every run has draws of one test set (``test_set`` if given)."""
+        got = [self.draws.get(r) for r in runs["run_id"]]
+        if not got or any(d is None for d in got):
             return None
-        return np.stack(rows)
+        sets = {d.test_set for d in got}
+        if len(sets) != 1 or (test_set is not None and sets != {test_set}) or len({len(d.values) for d in got}) != 1:
+            return None
+        return np.stack([d.values for d in got])
+
+    def _test_set(self, runs: pd.DataFrame) -> str | None:
+        d = self.draws.get(runs["run_id"].iloc[0]) if len(runs) else None
+        return None if d is None else d.test_set
 
     def attach(self) -> pd.DataFrame:
         """The summary with its CI columns from the two-level bootstrap (``ci_method`` says which rows)."""
@@ -88,7 +96,8 @@ class Intervals:
         if not common:
             return None
         a, b = runs_a[runs_a["seed"].isin(common)], runs_b[runs_b["seed"].isin(common)]
-        ma, mb = self._matrix(a), self._matrix(b)
+        ma = self._matrix(a)
+        mb = self._matrix(b, self._test_set(a))     # the same test images and resamples on both sides, or no pairing
         if ma is None or mb is None or ma.shape[1] != mb.shape[1]:
             return None
         pa, pb = a["test_auroc"].to_numpy(float), b["test_auroc"].to_numpy(float)

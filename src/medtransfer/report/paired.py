@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedtransferError
-from ..evaluate.delong import delong_paired_macro
+from ..evaluate.delong import delong_paired_clustered, delong_paired_macro
 from ..run_folder import RunFolder
 
 PREDICTIONS = RunFolder.PREDICTIONS
@@ -55,6 +55,17 @@ def read_predictions(path: Path, task_kind: str | None) -> tuple[pd.DataFrame, p
     return targets, scores
 
 
+def read_patient_ids(path: Path) -> pd.Series | None:
+    """image id -> patient id from a predictions file's ``patient_id`` column (None for files without one)."""
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c in ("image_id", "patient_id"), dtype=str)
+    except (OSError, ValueError):
+        return None
+    if "patient_id" not in frame.columns or "image_id" not in frame.columns:
+        return None
+    return frame.set_index("image_id")["patient_id"]
+
+
 def _load(study_dir: Path, run_dir, task_kind, cache: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     if run_dir is None or pd.isna(run_dir):
         raise _Unusable("run folder not recorded")
@@ -90,7 +101,14 @@ def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: str | None, 
             raise _Unusable("the two runs disagree on the test labels")
         note = None if len(shared) == len(ta) == len(tb) else (
             f"only {len(shared)} of {max(len(ta), len(tb))} test images scored by both runs")
-        got = delong_paired_macro(ta.loc[shared].to_numpy(), sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy())
+        patients = read_patient_ids(study_dir / str(run_dir_a) / PREDICTIONS) if sa.shape[1] == 1 else None
+        if patients is not None and shared.isin(patients.index).all():
+            # one label and patient ids: images of a patient are one cluster (Obuchowski 1997)
+            got = delong_paired_clustered(ta.loc[shared].to_numpy()[:, 0], sa.loc[shared].to_numpy()[:, 0],
+                                          sb.loc[shared].to_numpy()[:, 0], patients.loc[shared].to_numpy())
+            got["n_labels"] = 1
+        else:
+            got = delong_paired_macro(ta.loc[shared].to_numpy(), sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy())
     except _Unusable as err:
         return {"p_value": None, "note": str(err)}
     except MedtransferError as err:      # e.g. fewer than 2 positives: the message names no image

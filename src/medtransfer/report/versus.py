@@ -46,7 +46,7 @@ def _delong_pairs(pairs: pd.DataFrame, study_dir: Path | None, task_kind, cache:
 
 
 def _verdict(row, tests: list[dict]) -> str:
-    if row.n_pairs >= 2 and not pd.isna(row.diff_ci_low):
+    if not pd.isna(row.diff_ci_low):     # a paired bootstrap interval (any seeds), or a t-interval (2+ seeds)
         if row.diff_ci_high < 0:
             return "CNN significantly below"
         return "CNN significantly above" if row.diff_ci_low > 0 else "not significant"

@@ -15,12 +15,13 @@ HOW = (
     "task, the requested N and the seed: same split, same training subset, same test images. Each CNN "
     "initialisation is represented by one recipe at every N (the recipe finished at the most N, then with the "
     "highest mean validation AUROC over N); it is chosen on the validation split, never on test. "
-    "<i>Difference</i> = CNN minus radiomics test macro AUROC, mean over the paired seeds, with a Student-t 95% "
-    "CI of the per-seed differences. <i>DeLong p</i>: paired DeLong test (DeLong et al. 1988) of the two runs' "
+    "<i>Difference</i> = CNN minus radiomics test macro AUROC, mean over the paired seeds, with its paired two-level "
+    "bootstrap 95% CI (the same test-patient resamples and seeds on both sides; a Student-t CI of the per-seed "
+    "differences where runs have no bootstrap draws). <i>DeLong p</i>: paired DeLong test (DeLong et al. 1988) of the two runs' "
     "macro AUROC on the test images both scored, one per seed (multi-label: mean over findings; multiclass: mean "
     "of the one-vs-rest AUROCs; the variance of the mean keeps the correlation between findings). It treats test "
-    "images as independent (prediction files carry no patient IDs), so it is optimistic when patients "
-    "contribute several images.</p>")
+    "images as independent unless the task has one label and the predictions carry patient IDs: then images of one "
+    "patient are one cluster (Obuchowski 1997), as the bootstrap resamples patients.</p>")
 
 
 def fmt_p(p) -> str:
