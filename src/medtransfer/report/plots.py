@@ -252,14 +252,19 @@ def _titles(fig: Figure, title: str, caption: str) -> None:
     fig.suptitle(f"{title}\n{caption}", fontsize=11.5)
 
 
-def learning_curve_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
-    """One panel per (task, arch); one line per init at its validation-chosen recipe; radiomics dashed."""
+def _prepared(summary: pd.DataFrame, sites: dict[str, str]) -> tuple[pd.DataFrame, list, dict[str, str]]:
+    """(drawable rows, (task, arch) panels, colour per init): what both figures start from."""
     _check(summary)
     summary = _drawable(summary)
     keys = panels(summary)
+    return summary, keys, (init_colours(summary, sites) if keys else {})
+
+
+def learning_curve_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
+    """One panel per (task, arch); one line per init at its validation-chosen recipe; radiomics dashed."""
+    summary, keys, colours = _prepared(summary, sites)
     if not keys:
         return _empty_figure()
-    colours = init_colours(summary, sites)
     ncols = 1 if len(keys) == 1 else 2
     nrows = math.ceil(len(keys) / ncols)
     drawn: dict[str, Curve] = {}
@@ -309,12 +314,9 @@ def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
     Variants (dropout, discriminative LR, any other recipe axis after the policy) are told apart by line
     style and marker, explained once in the legend; y is shared across a (task, arch) so panels compare.
     """
-    _check(summary)
-    summary = _drawable(summary)
-    keys = panels(summary)
+    summary, keys, colours = _prepared(summary, sites)
     if not keys:
         return _empty_figure()
-    colours = init_colours(summary, sites)
     cnn = summary[summary["method"] != RADIOMICS]
     variants = sorted({_variant(r) for r in cnn["recipe"]})
     variant_style = {v: VARIANT_STYLES[i % len(VARIANT_STYLES)] for i, v in enumerate(variants)}
