@@ -35,7 +35,7 @@ CONFIG = ("data: {source: csv, path: labels.csv, image_column: path, patient_col
           f"model: {{arch: {TINY_ARCH}, init: scratch}}\n"
           "train: {epochs: 2, min_steps: 0, steps: 12, batch_size: 8, lr: 0.01, threads: 1}\n")
 SMALL_SPACE = SearchSpace(strategies=("frozen", "full"), lr_policies=("constant",))
-FREE = CostModel(step_seconds=0.0, val_seconds=0.0)
+FREE = CostModel(step_seconds=0.0)
 
 
 @register_family([TINY_ARCH])
@@ -139,7 +139,7 @@ def test_unusable_features_are_reported_while_the_others_are_ranked():
 def test_the_plan_shrinks_to_the_budget_keeping_the_references():
     inits = [("src", Init.checkpoint("a"), "resnet18"), ("scratch", SCRATCH, "resnet18"),
              ("other", Init.checkpoint("b"), "resnet18"), ("imagenet", IMAGENET, "resnet18")]
-    cost = CostModel(step_seconds=0.1, val_seconds=0.1)
+    cost = CostModel(step_seconds=0.1, fixed_seconds=0.5)
     space = SearchSpace()
     roomy = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1e6)
     assert {a.init_name for a in roomy.arms} == {"src", "scratch", "other", "imagenet"} and roomy.sizes == (50, 100)
@@ -213,3 +213,41 @@ def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace,
     assert len(result.frame) == 5 and result.frame["score_finding"].between(0, 1).all()
     with pytest.raises(MedtransferError, match="holds finished advice"):
         advise(workspace / "cfg.yaml", out, workspace, {}, None, 60, [], echo=False)
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def _cli_has_advise() -> bool:
+    from medtransfer.cli import build_parser
+
+    return "advise" in build_parser()._subparsers._group_actions[0].choices
+
+
+needs_cli = pytest.mark.skipif(not _cli_has_advise(), reason="`medtransfer advise` is not wired into cli.py yet")
+
+
+@needs_cli
+def test_cli_bad_inputs_are_one_line_errors_with_exit_2(workspace, tmp_path, capsys):
+    from medtransfer.cli import main
+
+    code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(tmp_path / "a"), "--data-root", str(workspace),
+                 "--set", "train.n_train=12", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "has 12 images" in err
+    for extra, wanted in ((["--budget", "soon"], "--budget"), (["--sources", "chest"], "--sources"),
+                          (["--sources", f"x={tmp_path / 'nowhere'}"], "no such folder")):
+        code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(tmp_path / "b"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and wanted in err
+
+
+@needs_cli
+def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, capsys):
+    from medtransfer.cli import main
+
+    out = tmp_path / "advice"
+    code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(out), "--data-root", str(workspace),
+                 "--sources", f"src={workspace / 'source'}", "--budget", "2m", "--quiet",
+                 "--set", "train.steps=4"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "advised" in printed and "test macro AUROC" in printed
+    assert (out / "advice.json").is_file() and (out / "advice.html").is_file() and (out / "best" / "model.safetensors").is_file()

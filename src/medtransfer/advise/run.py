@@ -20,6 +20,7 @@ reference's expected test AUROC.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 import time
@@ -32,7 +33,7 @@ from ..config import RunConfig, load_config, resolve_data_root
 from ..errors import DataError, MedtransferError
 from ..run_folder import write_json_atomic, write_text_atomic
 from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate, list_candidates
-from .search import (GRACE, CostModel, HalvingResult, SearchSpace, Trial, curve_sizes, plan_search,
+from .search import (GRACE, HalvingResult, SearchSpace, Trial, curve_sizes, measure_cost, plan_search,
                      recipe_config, run_halving, run_sizes, search_data_of)
 
 MIN_TRAIN_IMAGES = 20
@@ -278,17 +279,23 @@ def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates
 
     # 2. the search plan and the successive halving (training subset and validation split only)
     final_steps = budget_of(n_train, cfg.train).total_steps
+    sizes = curve_sizes(n_train)
+    search_data = search_data_of(data, train_idx, val_idx, data.splits["train"], sizes, cfg.train.seed, kind)
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
-    cost = CostModel.from_forward(forward, cfg.train.batch_size, len(val_idx), len(idx["test"]))
+    timed = space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
+    timed_arm = next((a for a in timed if a.strategy == "full"), timed[0])
+    cost = measure_cost(search_data, timed_arm, cfg, device, final_extra_seconds=forward * len(idx["test"]) + 1.0)
+    log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning) + {cost.fixed_seconds:.2f} s per run, "
+        f"measured on {timed_arm.label}")
     plan = plan_search([(c.name, c.init, c.arch) for c in ranked], space, final_steps, cfg.train.epochs,
-                       curve_sizes(n_train), cost, max(deadline - time.monotonic(), 0.0))
+                       sizes, cost, max(deadline - time.monotonic(), 0.0))
     log(f"plan: {len(plan.arms)} arms, rungs of {plan.rung_counts()} arms at {list(plan.rung_steps)} steps, "
         f"final {plan.final_steps} steps, learning-curve sizes {list(plan.sizes) or 'none'}; "
         f"estimated {plan.estimated_seconds:.0f} s")
     for note in plan.notes:
         log(f"plan: {note}")
-    search_data = search_data_of(data, train_idx, val_idx, data.splits["train"], plan.sizes, cfg.train.seed, kind)
-    final_estimate = cost.run_seconds(1.0, final_steps, cfg.train.epochs) + cost.final_extra_seconds
+    search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
+    final_estimate = cost.run_seconds(1.0, final_steps) + cost.final_extra_seconds
     halving = run_halving(search_data, plan, cfg, device, log=log, deadline=deadline, reserve_seconds=final_estimate)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
         f"steps, rung {halving.pick_trial.rung})")
@@ -329,6 +336,7 @@ def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates
         "ranking": {"method": RANK_METHOD, "scores": [s.to_json() for s in scores]},
         "plan": plan.to_json(),
         "search": {"test_split_used": False, "stopped": halving.stopped, "seconds": round(halving.seconds, 1),
+                   "cost_scale": round(halving.cost_scale, 3),
                    "rungs": [{"rung": r, "steps": rung[0].steps if rung else None,
                               "trials": [t.to_json() for t in rung]} for r, rung in enumerate(halving.rungs, 1)],
                    "choice": "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"},

@@ -11,8 +11,8 @@ The search cannot read the test split: it receives a ``SearchData``, built by ``
 from the training pool and the validation rows only (no test index is ever passed in), and trains
 with ``fit`` / ``predict`` in memory. Nothing here writes a file.
 
-Time: ``plan_search`` sizes the search to ``--budget`` from a cost model measured on the features
-pass (seconds per image forward); while running, ``run_halving`` recalibrates on the measured
+Time: ``plan_search`` sizes the search to ``--budget`` from a cost model measured by two short
+training runs (``measure_cost``); while running, ``run_halving`` recalibrates on the measured
 seconds and stops starting rungs that would overrun the deadline (the pick then comes from the
 last completed rung, and says so).
 """
@@ -34,8 +34,6 @@ MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a re
 DEFAULT_STRATEGIES = ("frozen", "full", "gradual")
 DEFAULT_LR_POLICIES = ("constant", "one_cycle")
 STRATEGY_COST = {"frozen": 0.35, "gradual": 0.7, "full": 1.0}   # step cost relative to full fine-tuning
-BACKWARD_FACTOR = 4.0         # a training step costs about this many forward passes of its batch
-RUN_OVERHEAD_S = 0.3          # building the model, copying the arrays
 GRACE = 1.15                  # a rung may start when the projected end is within this multiple of the budget
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -157,19 +155,30 @@ def recipe_config(base: RunConfig, arm: Arm, steps: int) -> RunConfig:
 # ---------------------------------------------------------------------------------------------- plan
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds a run of the search is expected to take, from the measured forward time per image."""
-    step_seconds: float          # one optimiser step of full fine-tuning
-    val_seconds: float           # one validation pass
+    """Seconds a run is expected to take: a fixed part (building the model, copying the arrays, the
+    validation rounds) plus its optimiser steps (full fine-tuning; other strategies scaled by STRATEGY_COST)."""
+    step_seconds: float
+    fixed_seconds: float = 0.0
     final_extra_seconds: float = 0.0   # the final run's test pass, bootstrap and files
 
-    @classmethod
-    def from_forward(cls, forward_seconds_per_image: float, batch_size: int, n_val: int, n_test: int = 0
-                     ) -> "CostModel":
-        return cls(BACKWARD_FACTOR * forward_seconds_per_image * batch_size, forward_seconds_per_image * n_val,
-                   forward_seconds_per_image * n_test + 1.0)
+    def run_seconds(self, strategy_cost: float, steps: int) -> float:
+        return self.fixed_seconds + strategy_cost * self.step_seconds * steps
 
-    def run_seconds(self, strategy_cost: float, steps: int, rounds: int) -> float:
-        return RUN_OVERHEAD_S + strategy_cost * self.step_seconds * steps + rounds * self.val_seconds
+    def to_json(self) -> dict:
+        return {"step_seconds": round(self.step_seconds, 4), "fixed_seconds": round(self.fixed_seconds, 3),
+                "final_extra_seconds": round(self.final_extra_seconds, 3)}
+
+
+def measure_cost(data: SearchData, arm: Arm, base: RunConfig, device, final_extra_seconds: float = 0.0
+                 ) -> CostModel:
+    """Time ``arm`` at one and at four optimiser steps per validation round (after one untimed warm-up run):
+    the difference is the cost of the extra steps, the rest the fixed cost of a run."""
+    rounds = base.train.epochs
+    train_arm(data, arm, rounds, base, device)   # warm-up: first-call costs would shrink the difference
+    short = train_arm(data, arm, rounds, base, device)
+    longer = train_arm(data, arm, 4 * rounds, base, device)
+    step = max((longer.seconds - short.seconds) / (3 * rounds), 1e-4)
+    return CostModel(step, max(short.seconds - rounds * step, 0.0), final_extra_seconds)
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,7 @@ class SearchPlan:
         return {"arms": [a.label for a in self.arms], "rung_counts": self.rung_counts(),
                 "rung_steps": list(self.rung_steps), "final_steps": self.final_steps, "rounds": self.rounds,
                 "learning_curve_sizes": list(self.sizes), "estimated_seconds": round(self.estimated_seconds, 1),
-                "notes": list(self.notes)}
+                "cost_model": self.cost.to_json(), "notes": list(self.notes)}
 
 
 def rung_counts(n_arms: int) -> list[int]:
@@ -209,13 +218,14 @@ def rung_steps_for(n_rungs: int, final_steps: int) -> tuple[int, ...]:
                  for r in range(n_rungs))
 
 
-def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: int, rounds: int, n_sizes: int,
+def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: int, n_sizes: int,
                      cost: CostModel) -> float:
+    """The plan's seconds: every rung (at the arms' mean strategy cost), the final run and the size runs."""
     mean_cost = float(np.mean([STRATEGY_COST.get(a.strategy, 1.0) for a in arms])) if arms else 1.0
     counts = rung_counts(len(arms))
-    search = sum(c * cost.run_seconds(mean_cost, s, rounds) for c, s in zip(counts, rung_steps))
-    final = cost.run_seconds(mean_cost, final_steps, rounds) + cost.final_extra_seconds
-    return search + final + n_sizes * cost.run_seconds(mean_cost, final_steps, rounds)
+    search = sum(c * cost.run_seconds(mean_cost, s) for c, s in zip(counts, rung_steps))
+    final = cost.run_seconds(mean_cost, final_steps) + cost.final_extra_seconds
+    return search + final + n_sizes * cost.run_seconds(mean_cost, final_steps)
 
 
 def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_steps: int, rounds: int,
@@ -240,7 +250,7 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
             chosen = sorted(refs + others[:k], key=lambda i: order[i[0]])
             arms = space.arms(chosen)
             steps = rung_steps_for(len(rung_counts(len(arms))), final_steps)
-            seconds = estimate_seconds(arms, steps, final_steps, rounds, len(size_option), cost)
+            seconds = estimate_seconds(arms, steps, final_steps, len(size_option), cost)
             tried.append((arms, steps, size_option, seconds, k))
             if seconds <= budget_seconds:
                 return SearchPlan(tuple(arms), steps, final_steps, rounds, size_option, seconds, cost,
@@ -324,6 +334,7 @@ class HalvingResult:
     pick_trial: Trial
     stopped: str | None
     seconds: float
+    cost_scale: float = 1.0    # measured seconds / the cost model's seconds over every trial
 
     @property
     def trials(self) -> list[Trial]:
@@ -341,8 +352,9 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
     """Successive halving of ``plan.arms`` over ``plan.rung_steps`` on ``data`` (train and validation only).
 
     ``deadline`` (a ``time.monotonic()`` value): a rung after the first starts only when its projected
-    end, plus ``reserve_seconds`` for what must follow (the final run), stays within the deadline x GRACE;
-    the projection is the plan's cost model scaled by the seconds the finished trials actually took.
+    end, plus ``reserve_seconds`` for what must follow (the final run, in the cost model's seconds),
+    stays within the deadline x GRACE; both are the plan's cost model scaled by the seconds the finished
+    trials actually took (``HalvingResult.cost_scale``).
     """
     started = time.monotonic()
     order = {arm: i for i, arm in enumerate(plan.arms)}
@@ -354,9 +366,8 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
     for r, (count, steps) in enumerate(zip(counts, plan.rung_steps), start=1):
         if rungs and deadline is not None:
             scale = spent / expected if expected > 0 else 1.0
-            projected = scale * sum(plan.cost.run_seconds(STRATEGY_COST.get(a.strategy, 1.0), steps, plan.rounds)
-                                    for a in alive)
-            left = deadline - time.monotonic() - reserve_seconds
+            projected = scale * sum(plan.cost.run_seconds(STRATEGY_COST.get(a.strategy, 1.0), steps) for a in alive)
+            left = deadline - time.monotonic() - scale * reserve_seconds
             if projected > left * GRACE:
                 stopped = (f"stopped before rung {r} ({len(alive)} arms x {steps} steps, about {projected:.0f} s) "
                            f"to stay within the budget: the pick is the best of rung {r - 1}")
@@ -367,7 +378,7 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
             trial = train_arm(data, arm, steps, base, device, rung=r)
             trials.append(trial)
             spent += trial.seconds
-            expected += plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.rounds)
+            expected += plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps)
             shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
             log(f"rung {r}/{len(counts)} ({steps} steps): {arm.label}: val AUROC {shown} ({trial.seconds:.1f} s)")
         keep = math.ceil(len(trials) / 2) if r < len(counts) else 1
@@ -381,7 +392,8 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
     if not math.isfinite(pick_trial.val_auroc):
         raise MedtransferError(f"every recipe of the last rung failed or had an undefined validation AUROC "
                                f"(e.g. {pick_trial.arm.label}: {pick_trial.error or 'AUROC undefined'})")
-    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, time.monotonic() - started)
+    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, time.monotonic() - started,
+                         spent / expected if expected > 0 else 1.0)
 
 
 def _marked(t: Trial, kept: bool) -> Trial:
