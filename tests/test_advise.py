@@ -176,6 +176,34 @@ def test_successive_halving_never_reads_test_labels(workspace):
     assert all(np.isfinite(t.val_auroc) for t in poisoned.trials)
 
 
+def test_the_learning_curve_predicts_2x_and_4x_as_labelled_extrapolations():
+    from scipy.stats import norm
+
+    from medtransfer.advise.page import _curve
+    from medtransfer.advise.run import learning_curve
+    from medtransfer.advise.search import Arm, SearchData, SplitArrays, Trial
+    from medtransfer.evaluate.metrics import macro_auroc
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(400) % 2).astype(np.float32)[:, None]
+    z = rng.normal(size=(400, 1))
+    val = SplitArrays(np.zeros((400, 4, 4), np.uint8), y, np.arange(400))
+    data = SearchData(SplitArrays(val.images, y, val.clusters), val, "binary", ["finding"])
+    arm = Arm("scratch", SCRATCH, TINY_ARCH, "full", "constant")
+    # AUROC 0.90 - 5 / N at N = 25, 50, 100: a power law, measured on the same validation images
+    scores = {n: y * np.sqrt(2) * norm.ppf(0.9 - 5 / n) + z for n in (25, 50, 100)}
+    trials = [Trial(arm, 0, 10, n, macro_auroc(y, scores[n], "binary"), 0.0, scores[n]) for n in (25, 50)]
+    curve = learning_curve(data, trials, 100, scores[100], macro_auroc(y, scores[100], "binary"), 0.8)
+    assert curve["fit"]["ok"] and [s["n_train"] for s in curve["sizes"]] == [25, 50, 100]
+    twice, four = curve["predictions"]
+    assert (twice["factor"], twice["n_train"], four["n_train"]) == (2.0, 200, 400)
+    assert twice["extrapolation"] and four["extrapolation"]
+    assert curve["sizes"][-1]["val_auroc"] < twice["val_auroc"] < four["val_auroc"] < 0.93
+    assert twice["low"] <= twice["val_auroc"] <= twice["high"]
+    assert four["expected_test_auroc"] == pytest.approx(0.8 + four["gain_over_n"])
+    assert "<b>extrapolation</b>" in _curve({"learning_curve": curve})
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace, tmp_path, monkeypatch):
     from medtransfer.inference import predict_files
