@@ -1,0 +1,166 @@
+"""Which initialisations ``advise`` can compare, and why any of them cannot be used.
+
+A user asks "which pretrained source should I start from?", so every plausible start is listed,
+including those that are missing: scratch (always there), ImageNet (only when its weights file
+is already on disk; advise never downloads, and says which file to place where), each
+``--sources NAME=RUN_DIR`` and each source a finished study pretrained (``STUDY_DIR/sources/NAME``).
+A source run folder carries its own architecture in its config.yaml; when it differs from the
+target config's ``model.arch`` the source is still ranked and searched with its own backbone
+(features are features), and the candidate says so.
+
+This module reads run folders (config.yaml, metrics.json, model.safetensors); it trains nothing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import RunConfig, config_from_dict, load_yaml
+from ..errors import MedtransferError
+from ..kinds import IMAGENET, SCRATCH, Init
+from ..run_folder import RunFolder
+
+SCRATCH_NAME = "scratch"
+IMAGENET_NAME = "imagenet"
+REFERENCE_NAMES = (SCRATCH_NAME, IMAGENET_NAME)   # always searched (when usable): the gains are measured against them
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One initialisation to rank: where its weights come from and whether they can be used here.
+
+    ``reason`` is None for a usable candidate, else one line saying why not (and what to do);
+    ``note`` is what a reader of the advice must know about a usable one (e.g. another arch).
+    """
+    name: str
+    init: Init
+    arch: str
+    origin: str                      # "built-in", "--sources" or "--study DIR"
+    reason: str | None = None
+    note: str | None = None
+    run_dir: Path | None = None      # a source's run folder: ``init`` is ``checkpoint:RUN_DIR``, as a user writes it
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    @property
+    def is_reference(self) -> bool:
+        return self.name in REFERENCE_NAMES
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "init": str(self.init), "arch": self.arch, "origin": self.origin,
+                "available": self.available, "reason": self.reason, "note": self.note}
+
+
+def parse_sources(values: list[str] | None) -> dict[str, Path]:
+    """``--sources chest=RUN_DIR,knee=RUN_DIR`` (repeatable) -> {name: run folder}; one-line error otherwise."""
+    out: dict[str, Path] = {}
+    for value in values or []:
+        for item in (part.strip() for part in str(value).split(",")):
+            if not item:
+                continue
+            name, sep, path = item.partition("=")
+            name, path = name.strip(), path.strip()
+            if not sep or not name or not path:
+                raise MedtransferError(f"--sources {item!r}: expected NAME=RUN_DIR (e.g. chest=runs/chest)")
+            if name in REFERENCE_NAMES:
+                raise MedtransferError(f"--sources {item!r}: '{name}' is a built-in candidate; name the source otherwise")
+            if name in out:
+                raise MedtransferError(f"--sources: the name '{name}' is given twice")
+            out[name] = Path(path).expanduser()
+    return out
+
+
+def imagenet_weights_file(arch: str) -> tuple[Path | None, str | None]:
+    """(the cached ImageNet file of ``arch``, None) when it is on disk, else (None, what to place where)."""
+    from ..models.init import hub_checkpoint_dir
+
+    if arch.startswith("timm:"):
+        try:
+            import timm
+            from ..models.timm_family import _cached_weights
+        except ImportError:
+            return None, f"ImageNet weights for {arch} need timm (pip install 'medtransfer[timm]')"
+        pretrained = timm.models.get_pretrained_cfg(arch[len("timm:"):])
+        found = _cached_weights(pretrained) if pretrained is not None else None
+        if found is None:
+            return None, f"ImageNet weights for {arch} are not cached: run `medtransfer train` once online with model.init=imagenet"
+        return found, None
+    from ..models.torchvision_family import _WEIGHTS, imagenet_url
+
+    if arch not in _WEIGHTS:
+        return None, f"no ImageNet weights are known for model.arch {arch}"
+    url = imagenet_url(arch)
+    path = hub_checkpoint_dir() / os.path.basename(url)
+    if path.is_file():
+        return path, None
+    return None, f"ImageNet weights not on disk: put {path.name} in {path.parent} (from {url})"
+
+
+def builtin_candidates(cfg: RunConfig) -> list[Candidate]:
+    """Scratch, and ImageNet (usable only when its file is on disk) for the config's arch."""
+    arch = cfg.model.arch
+    _, missing = imagenet_weights_file(arch)
+    return [Candidate(SCRATCH_NAME, SCRATCH, arch, "built-in"),
+            Candidate(IMAGENET_NAME, IMAGENET, arch, "built-in", reason=missing)]
+
+
+def source_candidate(name: str, run_dir: Path, cfg: RunConfig, origin: str) -> Candidate:
+    """A pretrained run folder as a candidate: its weights, its arch (noted when not the config's)."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    folder = RunFolder(run_dir)
+    if not run_dir.is_dir():
+        raise MedtransferError(f"{origin} {name}={run_dir}: no such folder")
+    if not folder.config_path.is_file():
+        raise MedtransferError(f"{origin} {name}={run_dir}: no config.yaml (a source is a folder written by "
+                               "`medtransfer train` or `medtransfer pretrain`)")
+    source_cfg = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
+    arch = source_cfg.model.arch
+    init = Init.checkpoint(run_dir)   # a run folder; runs.resolve_init maps it to its weights file
+    if not folder.is_finished:
+        why = folder.failure_reason() or "it has no metrics.json (not finished)"
+        return Candidate(name, init, arch, origin, reason=f"the source run did not finish: {why}", run_dir=run_dir)
+    if not folder.has_weights:
+        return Candidate(name, init, arch, origin, reason=f"{folder.weights_path.name} is missing (weights deleted)",
+                         run_dir=run_dir)
+    notes = []
+    if arch != cfg.model.arch:
+        notes.append(f"pretrained as a {arch}, not the config's {cfg.model.arch}: ranked with its own backbone, and "
+                     f"its recipes train a {arch} (--set model.arch={arch})")
+    if source_cfg.image_size != cfg.image_size:
+        notes.append(f"pretrained on {source_cfg.image_size} px images; used here at {cfg.image_size} px")
+    return Candidate(name, init, arch, origin, note="; ".join(notes) or None, run_dir=run_dir)
+
+
+def study_sources(study_dir: Path) -> dict[str, Path]:
+    """The pretrained sources of a study folder: ``STUDY_DIR/sources/NAME`` (``NAME-ARCH`` when per arch)."""
+    study_dir = Path(study_dir).expanduser()
+    root = study_dir / "sources"
+    if not study_dir.is_dir():
+        raise MedtransferError(f"--study {study_dir}: no such folder")
+    if not root.is_dir():
+        raise MedtransferError(f"--study {study_dir}: no sources/ folder (the study pretrained no source)")
+    found = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and RunFolder(p).config_path.is_file()}
+    if not found:
+        raise MedtransferError(f"--study {study_dir}: sources/ holds no source run folder")
+    return found
+
+
+def list_candidates(cfg: RunConfig, sources: dict[str, Path] | None = None,
+                    study_dir: Path | None = None) -> list[Candidate]:
+    """Every candidate, usable or not, in a stable order: built-ins, --sources, then the study's sources."""
+    out = builtin_candidates(cfg)
+    for name, run_dir in (sources or {}).items():
+        out.append(source_candidate(name, run_dir, cfg, "--sources"))
+    if study_dir is not None:
+        given = {c.run_dir for c in out if c.run_dir is not None}
+        taken = {c.name for c in out}
+        for name, run_dir in study_sources(study_dir).items():
+            if run_dir.resolve() in given:
+                continue   # named by --sources too: one candidate
+            shown = name if name not in taken else f"study-{name}"
+            out.append(source_candidate(shown, run_dir, cfg, f"--study {study_dir}"))
+            taken.add(shown)
+    return out

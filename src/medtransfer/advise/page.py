@@ -1,0 +1,147 @@
+"""advice.html: the advice object as one self-contained page in the study report's look (its CSS and tables).
+
+Rendered from the same dict that is written to advice.json, so the page and the file agree. Free text
+goes through the report's ``esc`` (escaped and redacted); the train command and the methods' fixed
+descriptions are only escaped (the command must stay exact to be copied, and redaction would eat the
+word after "patient" in a method's text).
+"""
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime, timezone
+
+from ..report.page import CSS, esc, fmt_auroc, fmt_seconds, fmt_signed, table
+
+FOOTER = """<footer><h2>How to read this</h2><dl>
+<dt>Transferability</dt><dd>How well a candidate's frozen features (before any fine-tuning) separate your labels:
+LogME, the evidence of a Bayesian linear model on the features (higher is better; only comparable between candidates
+on the same images), and the AUROC of a patient-grouped cross-validated logistic probe. It orders the search; it does
+not decide the recipe.</dd>
+<dt>Search</dt><dd>Successive halving: every recipe trains a short step budget, the better half by validation AUROC
+trains again with twice the steps, until the last rung; the best there is the pick, trained once more with the full
+budget. The test split plays no part in any choice.</dd>
+<dt>Test AUROC</dt><dd>The one evaluation of the pick on the test split; its 95% interval resamples test patients
+(images where the data has no patient IDs).</dd>
+<dt>Expected gain</dt><dd>The pick's validation AUROC minus the best recipe of scratch (or ImageNet) at the highest
+rung both reached (equal step budgets, the same validation images); the interval is a paired bootstrap over
+validation patients. Small validation sets make it wide.</dd>
+<dt>Learning curve</dt><dd>The pick trained at N/4, N/2 and N (same steps), an inverse power law fitted to the
+validation AUROCs; 2x and 4x N are extrapolations of that model.</dd>
+</dl><p><small>Only aggregate numbers appear on this page; no image or patient identifiers.</small></p></footer>"""
+
+
+def _num(x, digits: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _ci(low, high) -> str:
+    return "—" if low is None or high is None else f"{low:.3f} – {high:.3f}"
+
+
+def _recommendation(a: dict) -> str:
+    rec = a["recommendation"]
+    ci = rec.get("test_auroc_ci") or {}
+    interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {esc(ci.get('resampled', 'patients'))})"
+                if ci else " (no interval: AUROC undefined)")
+    items = [("Recipe", f"<b>{esc(rec['recipe'])}</b> ({esc(rec['arch'])}, {rec['steps']} optimiser steps)"),
+             ("Test AUROC", f"<b>{fmt_auroc(rec['test_auroc'])}</b>{interval}"),
+             ("Validation AUROC", f"{fmt_auroc(rec['val_auroc'])} (final run); {fmt_auroc(rec['search_val_auroc'])} "
+                                  f"in the search at {rec['search_steps']} steps")]
+    point = rec.get("test_operating_point")
+    if point:
+        items.append(("At the validation threshold", f"sensitivity {_num(point.get('sensitivity'))}, specificity "
+                                                     f"{_num(point.get('specificity'))} on test"))
+    if rec.get("note"):
+        items.append(("Note", esc(rec["note"])))
+    body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+    return ("<h2>Recommendation</h2>" f"<dl>{body}</dl>"
+            "<p>Train it again (same data, same seed, same steps):</p>"
+            f"<pre><code>{html.escape(rec['command'])}</code></pre>"
+            "<p>Score new images with the kept model:</p>"
+            f"<pre><code>{html.escape(rec['predict'])}</code></pre>")
+
+
+def _gains(a: dict) -> str:
+    rows = []
+    for g in a["gains"]:
+        if g["reason"]:
+            rows.append([esc(g["versus"]), "—", "—", "—", "—", "—", "—", esc(g["reason"])])
+            continue
+        rows.append([esc(g["versus"]), f"{esc(g['versus_recipe'])}<br><small>rung {g['rung']}, {g['steps']} steps</small>",
+                     fmt_auroc(g["pick_val"]), fmt_auroc(g["versus_val"]), fmt_signed(g["gain"]),
+                     _ci(g["low"], g["high"]), fmt_auroc(g["expected_test_versus"]), ""])
+    return ("<h2>Expected gain over scratch and ImageNet</h2>"
+            "<p>From the search's validation AUROCs at equal step budgets; the expected test AUROC of the reference "
+            "is the pick's test AUROC minus that gain (an estimate, not a measurement).</p>"
+            + table(["compared with", "its best recipe", "pick (val)", "it (val)", "gain", "95% CI of gain",
+                     "its expected test AUROC", "note"], rows, numeric={2, 3, 4, 6}))
+
+
+def _curve(a: dict) -> str:
+    c = a["learning_curve"]
+    parts = ["<h2>Is it worth labelling more images?</h2>"]
+    rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "measured"] for s in c["sizes"]]
+    for p in c["predictions"]:
+        rows.append([f"{p['n_train']:,} ({p['factor']:g}x)",
+                     f"{fmt_auroc(p['val_auroc'])} <small>({_ci(p['low'], p['high'])})</small>",
+                     "<b>extrapolation</b>" if p["extrapolation"] else "interpolation"])
+    parts.append(table(["N", "validation AUROC (95% CI)", ""], rows, numeric={1}))
+    fit = c.get("fit") or {}
+    if not fit.get("ok"):
+        parts.append(f'<p class="note">No learning-curve prediction: {esc(fit.get("reason") or "no fit")}.</p>')
+    else:
+        gains = "; ".join(f"{p['factor']:g}x N: {fmt_signed(p['gain_over_n'])} → expected test AUROC "
+                          f"{fmt_auroc(p['expected_test_auroc'])}" for p in c["predictions"])
+        exact = " With three sizes the curve passes through the points, so only the bootstrap says how far it moves." \
+            if fit.get("exact_fit") else ""
+        parts.append(f"<p>Predicted gain over the current N (extrapolated): {gains}.{exact}</p>")
+    parts.append(f"<p><small>{html.escape(c['method'])} Scale: {html.escape(c['scale'])}.</small></p>")
+    return "\n".join(parts)
+
+
+def _ranking(a: dict) -> str:
+    cands = {c["name"]: c for c in a["candidates"]}
+    rows = []
+    for s in a["ranking"]["scores"]:
+        c = cands.get(s["name"], {})
+        note = s["unusable"] and f"unusable: {s['unusable']}" or s.get("probe_note") or c.get("note") or ""
+        rows.append([str(s["rank"] or "—"), esc(s["name"]), esc(c.get("arch", "")), esc(c.get("origin", "")),
+                     _num(s["logme"], 4), fmt_auroc(s["probe_auroc"]), esc(note)])
+    for c in a["candidates"]:
+        if not c["available"]:
+            rows.append(["—", esc(c["name"]), esc(c["arch"]), esc(c["origin"]), "—", "—",
+                         f"unavailable: {esc(c['reason'])}"])
+    return ("<h2>Transferability ranking (no fine-tuning)</h2>" + table(
+        ["rank", "candidate", "arch", "from", "LogME", "probe AUROC", "note"], rows, numeric={0, 4, 5})
+        + f"<p><small>{html.escape(a['ranking']['method'])}</small></p>")
+
+
+def _search(a: dict) -> str:
+    s, plan = a["search"], a["plan"]
+    parts = ["<h2>What was tried</h2>",
+             f"<p>{len(plan['arms'])} recipes; rungs of {', '.join(map(str, plan['rung_counts']))} recipes at "
+             f"{', '.join(map(str, plan['rung_steps']))} steps, then the pick at {plan['final_steps']} steps "
+             f"(plan estimated {fmt_seconds(plan['estimated_seconds'])}; the search took {fmt_seconds(s['seconds'])}). "
+             "Chosen on the validation split only.</p>"]
+    for rung in s["rungs"]:
+        rows = [[esc(t["arm"]), _num(t["val_auroc"]), "kept" if t["kept"] else "dropped",
+                 f"{t['seconds']:.1f}", esc(t["error"] or "")]
+                for t in sorted(rung["trials"], key=lambda t: -(t["val_auroc"] if t["val_auroc"] is not None else -1))]
+        parts.append(f"<h3>Rung {rung['rung']}: {rung['steps']} steps</h3>"
+                     + table(["recipe", "val AUROC", "", "seconds", "error"], rows, numeric={1, 3}))
+    return "\n".join(parts)
+
+
+def render_advice(a: dict) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = [f"<h1>Advice for {esc(a['config'])}</h1>",
+            f'<p class="meta">Generated {when}: {a["n_train"]:,} training images ({a["n_train_patients"]:,} patients), '
+            f"{a['n_val']:,} validation and {a['n_test']:,} test images; task {esc(a['task_kind'])} "
+            f"({esc(', '.join(a['labels']))}); budget {fmt_seconds(a['budget_seconds'])}, took "
+            f"{fmt_seconds(a['seconds'])}.</p>"]
+    notes = [f'<p class="note">{esc(n)}</p>' for n in a["notes"]]
+    body = "\n".join(head + notes + [_recommendation(a), _gains(a), _curve(a), _ranking(a), _search(a)])
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medtransfer advice</title>'
+            f"<style>{CSS}pre{{background:#f4f4f4;padding:.6em;overflow-x:auto;white-space:pre-wrap}}</style>"
+            f"</head><body>\n{body}\n{FOOTER}\n</body></html>\n")

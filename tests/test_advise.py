@@ -1,0 +1,281 @@
+"""advise: candidates, ranking with unusable features, a search blind to the test split, bad inputs, end to end.
+
+LogME itself (informative features score above noise; equal to the plain fixed-point reference to
+1e-6) is tested in test_evaluate_transferability.py; here it is only used.
+"""
+import dataclasses
+import html
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medtransfer.advise.candidates import list_candidates, parse_sources, source_candidate
+from medtransfer.advise.features import CandidateFeatures
+from medtransfer.advise.rank import rank_candidates
+from medtransfer.advise.run import advise, check_training_set
+from medtransfer.advise.search import (CostModel, SearchSpace, curve_sizes, parse_budget, plan_search, run_halving,
+                                       search_data_of)
+from medtransfer.config import dump_config, load_config, load_yaml, config_from_dict
+from medtransfer.errors import DataError, MedtransferError
+from medtransfer.kinds import IMAGENET, SCRATCH, Init
+from medtransfer.models import Backbone, register_family
+from medtransfer.errors import WeightsUnavailable
+from medtransfer.runs import prepare_run_data, train_run
+from synthetic import write_labelled_pngs
+
+TINY_ARCH = "advise-test-cnn"
+CONFIG = ("data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}\n"
+          "task: {kind: binary, label_column: finding}\n"
+          "image_size: 24\n"
+          f"model: {{arch: {TINY_ARCH}, init: scratch}}\n"
+          "train: {epochs: 2, min_steps: 0, steps: 12, batch_size: 8, lr: 0.01, threads: 1}\n")
+SMALL_SPACE = SearchSpace(strategies=("frozen", "full"), lr_policies=("constant",))
+FREE = CostModel(step_seconds=0.0)
+
+
+@register_family([TINY_ARCH])
+def tiny_cnn(name, *, in_chans, pretrained, log):
+    """A two-conv backbone: the advise code paths at a hundredth of resnet18's cost per step."""
+    if pretrained:
+        raise WeightsUnavailable(f"{name} has no ImageNet weights")
+    module = nn.Sequential(nn.Conv2d(in_chans, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                           nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Backbone(module, 16, early=["0", "1"], late=["3", "4"])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """100 synthetic 24-px PNGs (a weak brightness signal, so recipes differ) and a 20-step source run on them."""
+    root = tmp_path_factory.mktemp("advise")
+    write_labelled_pngs(root, n_images=100, signal=3)
+    (root / "cfg.yaml").write_text(CONFIG)
+    torch.set_num_threads(1)
+    train_run(load_config(root / "cfg.yaml", ["train.steps=20"]), root / "source", root, echo=False, progress=False)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def test_budget_and_sources_parse_and_refuse_in_one_line():
+    assert parse_budget("10m") == 600 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    assert parse_budget("45") == 45
+    for bad in ("ten minutes", "0m", "-3m"):
+        with pytest.raises(MedtransferError, match="--budget"):
+            parse_budget(bad)
+    assert parse_sources(["chest=runs/a,knee=runs/b", "hand=c"]) == {
+        "chest": Path("runs/a"), "knee": Path("runs/b"), "hand": Path("c")}
+    for bad in (["chest"], ["chest=a,chest=b"], ["scratch=a"]):
+        with pytest.raises(MedtransferError, match="--sources"):
+            parse_sources(bad)
+
+
+def test_candidates_list_missing_imagenet_with_its_file_and_note_another_arch(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))   # an empty weights cache
+    cfg = load_config(workspace / "cfg.yaml", ["model.arch=resnet18"])
+    other = tmp_path / "dense"
+    other.mkdir()
+    (other / "config.yaml").write_text(CONFIG.replace(TINY_ARCH, "densenet121").replace("24", "64"))
+    (other / "metrics.json").write_text("{}")
+    (other / "model.safetensors").write_bytes(b"")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text(CONFIG)
+    cands = {c.name: c for c in list_candidates(cfg, {"src": workspace / "source", "dense": other,
+                                                      "half": unfinished})}
+    assert cands["scratch"].available and cands["scratch"].init == SCRATCH
+    assert not cands["imagenet"].available and "put resnet18-" in cands["imagenet"].reason
+    assert str(tmp_path / "torch") in cands["imagenet"].reason
+    assert cands["src"].available and cands["src"].init == Init.checkpoint((workspace / "source").resolve())
+    assert cands["src"].arch == TINY_ARCH and f"{TINY_ARCH} (--set model.arch" in cands["src"].note
+    assert cands["dense"].available and cands["dense"].arch == "densenet121"
+    assert "densenet121" in cands["dense"].note and "own backbone" in cands["dense"].note
+    assert "64 px" in cands["dense"].note
+    assert not cands["half"].available and "did not finish" in cands["half"].reason
+    with pytest.raises(MedtransferError, match="no such folder"):
+        source_candidate("x", tmp_path / "absent", cfg, "--sources")
+
+
+def test_fewer_than_20_training_images_is_an_error_naming_the_count(workspace, tmp_path):
+    with pytest.raises(DataError, match=r"the training subset has 12 images \(train.n_train=12\).*at least 20"):
+        advise(workspace / "cfg.yaml", tmp_path / "out", workspace, {}, None, 60, ["train.n_train=12"], echo=False)
+    assert not (tmp_path / "out" / "advice.json").exists()
+
+
+def test_a_label_without_a_positive_in_training_is_an_error_naming_the_count():
+    labels = np.zeros((30, 1), dtype=np.float32)
+    with pytest.raises(DataError, match=r"label 'finding' has no positive among the 30 training images \(0 of 30\)"):
+        check_training_set(labels, "binary", ["finding"], "all")
+    with pytest.raises(DataError, match=r"class 'b'|label 'b' has no positive"):
+        check_training_set(np.array([0, 2] * 15), "multiclass", ["a", "b", "c"], 30)
+    check_training_set(np.eye(2, dtype=np.float32)[[0, 1] * 15][:, 1:], "binary", ["finding"], 30)
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+def test_unusable_features_are_reported_while_the_others_are_ranked():
+    rng = np.random.default_rng(0)
+    n = 120
+    informative = rng.normal(size=(n, 16))
+    labels = (informative[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(np.float32)[:, None]
+    nan = rng.normal(size=(n, 16))
+    nan[5, 2] = np.nan
+    features = {"good": CandidateFeatures("good", informative, 0.1), "noise": CandidateFeatures("noise", rng.normal(size=(n, 16)), 0.1),
+                "flat": CandidateFeatures("flat", np.ones((n, 16)), 0.1), "nan": CandidateFeatures("nan", nan, 0.1),
+                "broken": CandidateFeatures("broken", None, 0.1, error="checkpoint does not fit resnet18")}
+    scores = rank_candidates(features, labels, "binary", 1, np.arange(n) // 2)
+    by = {s.name: s for s in scores}
+    assert [s.name for s in scores[:2]] == ["good", "noise"] and by["good"].rank == 1 and by["noise"].rank == 2
+    assert by["good"].logme > by["noise"].logme and by["good"].probe_auroc > 0.85
+    assert by["flat"].rank is None and "constant" in by["flat"].unusable
+    assert by["nan"].rank is None and "NaN" in by["nan"].unusable
+    assert by["broken"].rank is None and "does not fit" in by["broken"].unusable
+
+
+# ---------------------------------------------------------------------------------------------- search
+def test_the_plan_shrinks_to_the_budget_keeping_the_references():
+    inits = [("src", Init.checkpoint("a"), "resnet18"), ("scratch", SCRATCH, "resnet18"),
+             ("other", Init.checkpoint("b"), "resnet18"), ("imagenet", IMAGENET, "resnet18")]
+    cost = CostModel(step_seconds=0.1, fixed_seconds=0.5)
+    space = SearchSpace()
+    roomy = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1e6)
+    assert {a.init_name for a in roomy.arms} == {"src", "scratch", "other", "imagenet"} and roomy.sizes == (50, 100)
+    assert not any(a.init_name == "scratch" and a.strategy == "frozen" for a in roomy.arms)
+    assert roomy.rung_steps[-1] == 50 and list(roomy.rung_steps) == sorted(roomy.rung_steps)
+    tight = plan_search(inits, space, 100, 3, curve_sizes(200), cost, roomy.estimated_seconds * 0.8)
+    assert {a.init_name for a in tight.arms} == {"src", "scratch", "imagenet"}   # the lower-ranked source goes first
+    assert tight.estimated_seconds <= roomy.estimated_seconds * 0.8 and "other" in tight.notes[0]
+    tiny = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1.0)
+    assert tiny.sizes == () and "more than the budget" in tiny.notes[-1]
+    assert {a.init_name for a in tiny.arms} == {"src", "scratch", "imagenet"}
+
+
+def _search(data, idx, cfg, source):
+    inits = [("src", Init.checkpoint(source), TINY_ARCH), ("scratch", SCRATCH, TINY_ARCH)]
+    plan = plan_search(inits, SearchSpace(), 12, 2, (), FREE, 1e6)
+    search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], (17,), 0, "binary")
+    assert len(search_data.train) + len(search_data.val) == len(idx["train"]) + len(idx["val"])
+    return run_halving(search_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)
+
+
+def test_successive_halving_never_reads_test_labels(workspace):
+    cfg = load_config(workspace / "cfg.yaml")
+    data, idx = prepare_run_data(cfg, workspace, lambda _line: None, progress=False)
+    clean = _search(data, idx, cfg, workspace / "source")
+    labels = np.array(data.labels, dtype=np.float32)
+    images = np.array(data.images)
+    labels[idx["test"]] = np.nan           # any AUROC or loss on these would raise or turn NaN
+    images[idx["test"]] = 255
+    poisoned = _search(dataclasses.replace(data, labels=labels, images=images), idx, cfg, workspace / "source")
+    assert [len(r) for r in clean.rungs] == [10, 5, 3, 2]   # 6 source arms + 4 scratch arms, halved to 2
+    assert poisoned.pick == clean.pick
+    assert [(t.arm, t.val_auroc, t.kept) for t in poisoned.trials] == [(t.arm, t.val_auroc, t.kept) for t in clean.trials]
+    assert all(np.isfinite(t.val_auroc) for t in poisoned.trials)
+
+
+def test_the_learning_curve_predicts_2x_and_4x_as_labelled_extrapolations():
+    from scipy.stats import norm
+
+    from medtransfer.advise.page import _curve
+    from medtransfer.advise.run import learning_curve
+    from medtransfer.advise.search import Arm, SearchData, SplitArrays, Trial
+    from medtransfer.evaluate.metrics import macro_auroc
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(400) % 2).astype(np.float32)[:, None]
+    z = rng.normal(size=(400, 1))
+    val = SplitArrays(np.zeros((400, 4, 4), np.uint8), y, np.arange(400))
+    data = SearchData(SplitArrays(val.images, y, val.clusters), val, "binary", ["finding"])
+    arm = Arm("scratch", SCRATCH, TINY_ARCH, "full", "constant")
+    # AUROC 0.90 - 5 / N at N = 25, 50, 100: a power law, measured on the same validation images
+    scores = {n: y * np.sqrt(2) * norm.ppf(0.9 - 5 / n) + z for n in (25, 50, 100)}
+    trials = [Trial(arm, 0, 10, n, macro_auroc(y, scores[n], "binary"), 0.0, scores[n]) for n in (25, 50)]
+    curve = learning_curve(data, trials, 100, scores[100], macro_auroc(y, scores[100], "binary"), 0.8)
+    assert curve["fit"]["ok"] and [s["n_train"] for s in curve["sizes"]] == [25, 50, 100]
+    twice, four = curve["predictions"]
+    assert (twice["factor"], twice["n_train"], four["n_train"]) == (2.0, 200, 400)
+    assert twice["extrapolation"] and four["extrapolation"]
+    assert curve["sizes"][-1]["val_auroc"] < twice["val_auroc"] < four["val_auroc"] < 0.93
+    assert twice["low"] <= twice["val_auroc"] <= twice["high"]
+    assert four["expected_test_auroc"] == pytest.approx(0.8 + four["gain_over_n"])
+    assert "<b>extrapolation</b>" in _curve({"learning_curve": curve})
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace, tmp_path, monkeypatch):
+    from medtransfer.inference import predict_files
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "advice"
+    path = advise(workspace / "cfg.yaml", out, workspace, {"src": workspace / "source"}, None, 120, [],
+                  space=SMALL_SPACE, echo=False)
+    advice = json.loads(path.read_text())
+    assert path == out / "advice.json" and (out / "advice.html").is_file() and (out / "advise.log").is_file()
+    ranking = {s["name"]: s for s in advice["ranking"]["scores"]}
+    assert set(ranking) == {"scratch", "src"} and all(s["logme"] is not None for s in ranking.values())
+    assert "no ImageNet weights" in [c for c in advice["candidates"] if c["name"] == "imagenet"][0]["reason"]
+    assert advice["search"]["test_split_used"] is False and advice["search"]["rungs"]
+    rec = advice["recommendation"]
+    assert rec["init_name"] in ("scratch", "src") and rec["steps"] == 12
+    assert 0 <= rec["test_auroc"] <= 1 and rec["test_auroc_ci"]["low"] <= rec["test_auroc"] <= rec["test_auroc_ci"]["high"]
+    assert {g["versus"] for g in advice["gains"]} == {"scratch", "imagenet"}
+    assert [s["n_train"] for s in advice["learning_curve"]["sizes"]] == [17, 35, 70]
+
+    # the command reproduces the kept run's config exactly
+    words = shlex.split(rec["command"])
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    assert words[:3] == ["medtransfer", "train", str(workspace / "cfg.yaml")]
+    assert dump_config(load_config(words[2], sets)) == dump_config(
+        config_from_dict(load_yaml(out / "best" / "config.yaml")))
+
+    page = (out / "advice.html").read_text()
+    assert "Recommendation" in page and "[redacted]" not in page and "<script" not in page
+    assert html.escape(rec["command"]) in page
+    assert "extrapolation" in page or "No learning-curve prediction" in page
+
+    images = sorted((workspace / "img").glob("*.png"))[:5]
+    result = predict_files(out / "best", images, device="cpu")
+    assert len(result.frame) == 5 and result.frame["score_finding"].between(0, 1).all()
+    with pytest.raises(MedtransferError, match="holds finished advice"):
+        advise(workspace / "cfg.yaml", out, workspace, {}, None, 60, [], echo=False)
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def _cli_has_advise() -> bool:
+    from medtransfer.cli import build_parser
+
+    return "advise" in build_parser()._subparsers._group_actions[0].choices
+
+
+needs_cli = pytest.mark.skipif(not _cli_has_advise(), reason="`medtransfer advise` is not wired into cli.py yet")
+
+
+@needs_cli
+def test_cli_bad_inputs_are_one_line_errors_with_exit_2(workspace, tmp_path, capsys):
+    from medtransfer.cli import main
+
+    code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(tmp_path / "a"), "--data-root", str(workspace),
+                 "--set", "train.n_train=12", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "has 12 images" in err
+    for extra, wanted in ((["--budget", "soon"], "--budget"), (["--sources", "chest"], "--sources"),
+                          (["--sources", f"x={tmp_path / 'nowhere'}"], "no such folder")):
+        code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(tmp_path / "b"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and wanted in err
+
+
+@needs_cli
+def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, capsys):
+    from medtransfer.cli import main
+
+    out = tmp_path / "advice"
+    code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(out), "--data-root", str(workspace),
+                 "--sources", f"src={workspace / 'source'}", "--budget", "2m", "--quiet",
+                 "--set", "train.steps=4"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "advised" in printed and "test macro AUROC" in printed
+    assert (out / "advice.json").is_file() and (out / "advice.html").is_file() and (out / "best" / "model.safetensors").is_file()
