@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace report.html even when the store now holds fewer done runs than it was made from")
 
+    p = sub.add_parser("advise", help="rank initialisations, search recipes within a time budget and train the "
+                                      "pick: OUT/advice.json, OUT/advice.html and a model in OUT/best")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for advice.json, advice.html and best/")
+    p.add_argument("--sources", action="append", default=[], metavar="NAME=RUN_DIR[,NAME=RUN_DIR...]",
+                   help="pretrained run folders to compare, e.g. chest=runs/chest,knee=runs/knee (repeatable)")
+    p.add_argument("--study", type=Path, default=None, metavar="STUDY_DIR",
+                   help="also compare the sources a finished study pretrained (STUDY_DIR/sources/*)")
+    p.add_argument("--budget", default="10m", help="wall-time budget: 10m, 90s, 1h (default 10m)")
+    p.add_argument("--quiet", action="store_true", help="log to OUT/advise.log only")
+
     p = sub.add_parser("predict", help="score images with a trained run")
     p.add_argument("--run", type=Path, required=True, help="a finished run folder")
     p.add_argument("images", nargs="+", type=Path, help="PNG / JPEG / DICOM files")
@@ -210,6 +221,15 @@ def _dispatch(args) -> int:
         from .report import write_report
 
         print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
+        return 0
+    if args.command == "advise":
+        from .advise.candidates import parse_sources
+        from .advise.run import advice_summary, advise
+        from .advise.search import parse_budget
+
+        path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),
+                      args.study, parse_budget(args.budget), args.overrides, echo=not args.quiet)
+        print(advice_summary(path))
         return 0
     if args.command == "predict":
         from .evaluate.threshold import Criterion

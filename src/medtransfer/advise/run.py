@@ -21,6 +21,7 @@ reference's expected test AUROC.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shlex
 import time
@@ -352,3 +353,12 @@ def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates
         "learning_curve": curve,
         "notes": list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes,
     }
+
+
+def advice_summary(path: Path) -> str:
+    """The one line ``medtransfer advise`` prints: the pick, its test AUROC, where the page and the model are."""
+    rec = json.loads(Path(path).read_text())["recommendation"]
+    auc = "undefined" if rec["test_auroc"] is None else f"{rec['test_auroc']:.4f}"
+    out = Path(path).parent
+    return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test macro AUROC {auc}; "
+            f"see {out / 'advice.html'}; model: medtransfer predict --run {out / 'best'}")
