@@ -64,7 +64,7 @@ def test_train_writes_a_complete_run_folder(tiny_csv, capsys):
     assert point["threshold"] == threshold["threshold"] and point["criterion"] == "youden on val"
     assert point["sensitivity"] == threshold["test"]["sensitivity"] and 0 <= point["specificity"] <= 1
     predictions = (out / "predictions_test.csv").read_text().splitlines()
-    assert predictions[0].split(",") == ["image_id", "true_finding", "score_finding"]
+    assert predictions[0].split(",") == ["image_id", "patient_id", "true_finding", "score_finding"]
     assert len(predictions) - 1 == metrics["test"]["n_images"]
 
 

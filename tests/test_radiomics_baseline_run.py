@@ -79,7 +79,7 @@ def test_writes_the_cnn_run_folder_paired_on_the_same_test_images(tiny_csv):
         assert point["criterion"] == "youden on val" and 0 <= point["sensitivity"] <= 1
     assert (rad / "threshold.json").is_file()
     rad_pred, cnn_pred = pd.read_csv(rad / "predictions_test.csv"), pd.read_csv(cnn / "predictions_test.csv")
-    assert list(rad_pred.columns) == list(cnn_pred.columns) == ["image_id", "true_finding", "score_finding"]
+    assert list(rad_pred.columns) == list(cnn_pred.columns) == ["image_id", "patient_id", "true_finding", "score_finding"]
     assert list(rad_pred["image_id"]) == list(cnn_pred["image_id"])
     assert (rad_pred["true_finding"] == cnn_pred["true_finding"]).all()
     assert written["test"]["auroc_macro"] > 0.8   # brighter = positive: the histogram separates them
