@@ -20,7 +20,7 @@ PINNED = {
 def test_three_known_run_ids_of_offline_chest_are_unchanged():
     plan = plan_study(EXAMPLE)
     by_id = {r.run_id: r for r in plan.all_runs}
-    assert len(by_id) == 74
+    assert len(by_id) == 98
     for run_id, (role, recipe) in PINNED.items():
         assert run_id in by_id, f"run id {run_id} ({recipe}) changed"
         assert (by_id[run_id].role, by_id[run_id].recipe) == (role, recipe)
