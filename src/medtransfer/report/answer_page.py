@@ -113,8 +113,11 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
                 parts.append(f"AUROC {t['auroc']:g}: {esc(t['refused'])}")
             else:
                 kind = "extrapolated" if t["extrapolated"] else "within the studied N"
+                smallest = min(r["N"] for r in init["per_n"])
+                low = (f"&lt;{_n(smallest)}" if t["ci_low"] is not None and t["ci_low"] < smallest
+                       else _n(t["ci_low"]))
                 high = "∞" if t["ci_high"] is None else _n(t["ci_high"])
-                parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}; range {_n(t['ci_low'])}–{high})")
+                parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}; range {low}–{high})")
         hold = curve.get("holdout", {})
         if "error" in hold:
             parts.append(f"check: fitted without N = {_n(hold['held_out_N'])}, it predicts "
