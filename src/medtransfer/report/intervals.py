@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..evaluate.summary import diff_ci
 from ..evaluate.uncertainty import combined_draws, paired_difference_draws
-from ..kinds import RunRole, RunStatus
+from .tables import _runs_of
 
 LEVEL = 0.95
 BOOTSTRAP = "two-level bootstrap"
@@ -50,13 +50,8 @@ class Intervals:
     def _runs_of(self, index) -> pd.DataFrame:
         """The done runs behind a summary row, one per seed, in seed order (seed s is row s at every N)."""
         if index not in self._seeds:
-            row = self.summary.loc[index]
-            runs = self.runs
-            sel = ((runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE) & (runs["task"] == row["task"])
-                   & (runs["method"] == row["method"]) & (runs["recipe"] == row["recipe"])
-                   & (runs["n_key"] == row["n_train"]) & runs["test_auroc"].notna())
-            sel &= runs["arch"].isna() if pd.isna(row["arch"]) else (runs["arch"] == row["arch"])
-            self._seeds[index] = runs[sel].sort_values("seed").drop_duplicates("seed")
+            runs = _runs_of(self.runs, self.summary.loc[index])
+            self._seeds[index] = runs[runs["test_auroc"].notna()].sort_values("seed").drop_duplicates("seed")
         return self._seeds[index]
 
     def _matrix(self, runs: pd.DataFrame, test_set: str | None = None) -> np.ndarray | None:
