@@ -241,3 +241,18 @@ def test_realistic_study_renders_at_report_resolution(tmp_path):
         assert fig.get_figwidth() == pytest.approx(11, abs=0.5)
         fig.savefig(tmp_path / f"{name}.png", dpi=110, bbox_inches="tight")
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+
+
+def test_recipes_panels_zoom_to_the_lines_so_one_wide_band_cannot_squash_them():
+    rows = grid(inits=("scratch", "imagenet"))
+    wide = next(r for r in rows if r["init"] == "scratch" and r["n_train"] == "50")
+    wide["test_auroc_ci_low"], wide["test_auroc_ci_high"] = 0.30, 1.0    # one recipe whose seeds disagree
+    fig = recipes_figure(frame(rows), SITES)
+    (ax,) = fig.axes
+    means = frame(rows)["test_auroc_mean"]
+    low, high = ax.get_ylim()
+    assert low <= means.min() and means.max() <= high          # every line stays visible
+    assert high - low < 0.3                                    # the 0.3-1.0 band does not set the zoom
+    # the headline figure still shows every band whole (it has one line per init)
+    (curve_ax,) = learning_curve_figure(frame(rows), SITES).axes
+    assert curve_ax.get_ylim()[0] <= 0.30

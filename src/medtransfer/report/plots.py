@@ -32,7 +32,8 @@ from .tables import RADIOMICS, SITE_ORDER, _best_per_init, init_label, init_site
 WIDTH_IN = 11.0
 MAX_COLUMNS = 4
 CAPTION = "each line: the init's best recipe at each N, chosen on validation AUROC; band: 95% CI (seeds and test set)"
-RECIPES_CAPTION = "every recipe: one panel per strategy · LR policy, colour = init; band: 95% CI; radiomics dashed"
+RECIPES_CAPTION = ("every recipe: one panel per strategy · LR policy, colour = init; band: 95% CI (y zoomed to the "
+                   "lines: a wider band is cut at the panel edge); radiomics dashed")
 REQUIRED = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "n_train", "N",
             "n_seeds", "test_auroc_mean", "test_auroc_ci_low", "test_auroc_ci_high", "val_auroc_mean"]
 
@@ -165,6 +166,22 @@ def _y_limits(values: list[np.ndarray]) -> tuple[float, float]:
     low, high = float(finite.min()), float(finite.max())
     pad = max(0.08 * (high - low), 0.01)
     return max(0.0, low - pad), min(1.0, high + pad)
+
+
+def _line_limits(curves: list[Curve]) -> tuple[float, float]:
+    """Zoomed to the lines (the means) only, at least 0.1 tall: with a dozen recipes per panel one wide
+    band (a recipe that failed on one seed) would otherwise squash every line into a strip."""
+    means = np.concatenate([c.auroc[np.isfinite(c.auroc)] for c in curves]) if curves else np.array([])
+    if means.size == 0:
+        return 0.0, 1.0
+    middle = (float(means.min()) + float(means.max())) / 2
+    half = max((float(means.max()) - float(means.min())) / 2 * 1.25, 0.05)
+    low, high = middle - half, middle + half
+    if low < 0.0:
+        low, high = 0.0, min(1.0, high - low)
+    elif high > 1.0:
+        low, high = max(0.0, low - (high - 1.0)), 1.0
+    return low, high
 
 
 def _curve_values(curves: list[Curve]) -> list[np.ndarray]:
@@ -350,8 +367,7 @@ def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: l
     axes = sub.subplots(nrows, ncols, squeeze=False)
     radiomics = _radiomics_curve(rows, sites)
     per_panel = [recipe_curves(_in_combo(rows, *combo), sites) if combo else [] for combo in combo_list]
-    values = [a for curves in per_panel for a in _curve_values(curves)]
-    ylim = _y_limits(values + (_curve_values([radiomics]) if radiomics else []))
+    ylim = _line_limits([c for curves in per_panel for c in curves] + ([radiomics] if radiomics else []))
     ticks, ylabel = _n_ticks(rows), _y_label(rows)
     for i, (ax, combo, curves) in enumerate(zip(axes.flat, combo_list, per_panel, strict=False)):
         for curve in curves:
