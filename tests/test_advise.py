@@ -279,3 +279,16 @@ def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, c
     printed = capsys.readouterr().out
     assert code == 0 and "advised" in printed and "test macro AUROC" in printed
     assert (out / "advice.json").is_file() and (out / "advice.html").is_file() and (out / "best" / "model.safetensors").is_file()
+
+
+def test_rung_budgets_are_whole_validation_rounds_so_the_reported_steps_are_the_trained_steps():
+    from medtransfer.advise.search import rung_steps_for
+    from medtransfer.budget import plan_budget
+
+    final = plan_budget(200, 32, epochs=8, min_steps=200).total_steps          # 200
+    steps = rung_steps_for(4, final, rounds=8)
+    assert all(s % 8 == 0 and s <= final for s in steps)
+    assert list(steps) == sorted(steps) and steps[-1] == 104                   # ceil(100 / 8) rounds
+    for s in steps:                                                            # what a rung trains is what it says
+        assert plan_budget(200, 32, epochs=8, steps=s).total_steps == s
+    assert rung_steps_for(3, 40) == (5, 10, 20)                                # one round per fit: as before

@@ -212,9 +212,14 @@ def rung_counts(n_arms: int) -> list[int]:
     return counts
 
 
-def rung_steps_for(n_rungs: int, final_steps: int) -> tuple[int, ...]:
-    """Doubling step budgets ending at half the final budget (the final run is the last, one-arm rung)."""
-    return tuple(min(final_steps, max(MIN_RUNG_STEPS, math.ceil(final_steps / 2 ** (n_rungs - r))))
+def rung_steps_for(n_rungs: int, final_steps: int, rounds: int = 1) -> tuple[int, ...]:
+    """Doubling step budgets ending at half the final budget (the final run is the last, one-arm rung).
+
+    Each is a whole number of validation rounds (a fit rounds its step budget up to one), so the
+    steps a rung reports are the steps it trains."""
+    def whole_rounds(steps: int) -> int:
+        return rounds * math.ceil(steps / rounds)
+    return tuple(min(final_steps, whole_rounds(max(MIN_RUNG_STEPS, math.ceil(final_steps / 2 ** (n_rungs - r)))))
                  for r in range(n_rungs))
 
 
@@ -249,7 +254,7 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
         for k in range(len(others), fewest - 1, -1):
             chosen = sorted(refs + others[:k], key=lambda i: order[i[0]])
             arms = space.arms(chosen)
-            steps = rung_steps_for(len(rung_counts(len(arms))), final_steps)
+            steps = rung_steps_for(len(rung_counts(len(arms))), final_steps, rounds)
             seconds = estimate_seconds(arms, steps, final_steps, len(size_option), cost)
             tried.append((arms, steps, size_option, seconds, k))
             if seconds <= budget_seconds:
