@@ -76,14 +76,16 @@ def _curve(rows: list[pd.Series], intervals: Intervals):
     return ns, points, matrix
 
 
-def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[float]) -> tuple[dict, lc.CurveModel | None]:
+def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[float]) -> tuple[dict, lc.CurveModel]:
+    """(the curve's answer, its model); a refused fit's model is still returned: as a baseline, its per-N
+    values (``lc.crossover_n``) still give a crossover N for a CNN curve that was fitted."""
     ns, points, matrix = _curve(rows, intervals)
+    model = lc.fit_curve(ns, points, matrix)     # fewer than 3 sizes: refused inside, its per-N values kept
     if len(np.unique(ns)) < 3:
-        return {"fitted": False, "refused": f"{len(np.unique(ns))} training-set size(s): a curve needs 3 or more"}, None
-    model = lc.fit_curve(ns, points, matrix)
+        return {"fitted": False, "refused": f"{len(np.unique(ns))} training-set size(s): a curve needs 3 or more"}, model
     fit = model.fit
     if not fit.ok:
-        return {"fitted": False, "refused": fit.reason}, None
+        return {"fitted": False, "refused": fit.reason}, model
     out = {"fitted": True, "a": _num(fit.a), "b": _num(fit.b), "c": _num(fit.c), "rmse": _num(fit.rmse, 5),
            "exact_fit": bool(fit.exact_fit), "refits": model.n_draws, "failed_refits": model.n_failed}
     out["predicted"] = [{"factor": f, "N": _count(float(ns.max()) * f), **_estimate(e)}
@@ -96,9 +98,13 @@ def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[flo
     return out, model
 
 
-def _crossing(model_cnn, model_base) -> dict:
-    if model_cnn is None or model_base is None:
-        return {"refused": "no learning-curve fit on one side"}
+def _crossing(model_cnn: lc.CurveModel, model_base: lc.CurveModel) -> dict:
+    """CNN curve vs radiomics: the baseline is its own curve, or its per-N values when its fit was refused
+    (a flat radiomics curve is the usual case); only a refused CNN curve gives no answer."""
+    if model_base is None:
+        return {"refused": "no radiomics learning curve"}
+    if not model_cnn.fit.ok:
+        return {"refused": f"no learning-curve fit for the CNN: {model_cnn.fit.reason}"}
     try:
         got = lc.crossover_n(model_cnn, model_base, paired=True)
     except Exception as err:   # e.g. unequal draw counts: say why instead of failing the report
@@ -108,7 +114,10 @@ def _crossing(model_cnn, model_base) -> dict:
                                                                  for v in got.match_range],
             "match_extrapolated": got.match_extrapolated, "match_note": got.match_reason,
             "beats_from_N": _count(got.beat_n) if got.beat_n is not None else None,
-            "beat_extrapolated": got.beat_extrapolated, "beat_note": got.beat_reason}
+            "beat_extrapolated": got.beat_extrapolated, "beat_note": got.beat_reason,
+            "radiomics_side": ("its learning curve" if got.baseline == "curve" else
+                               "its measured per-N values (no curve fitted; running maximum, held flat beyond "
+                               "its largest N)")}
 
 
 def _best_rows(panel: pd.DataFrame) -> list[dict]:

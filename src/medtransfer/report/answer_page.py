@@ -94,7 +94,9 @@ def _crossover(panel: dict, where: str) -> list[str]:
             beat = f"beats it (CI above 0) from N ≈ {_n(c['beats_from_N'])} ({kind})"
         else:
             beat = f"beating it: {esc(c['beat_note'] or NOT_SHOWN)}"
-        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> (learning-curve fit) {match}; {beat}.</li>")
+        side = c.get("radiomics_side")
+        against = "" if not side or side == "its learning curve" else f" (radiomics: {esc(side)})"
+        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> (learning-curve fit{against}) {match}; {beat}.</li>")
     return items
 
 

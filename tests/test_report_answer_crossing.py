@@ -1,0 +1,45 @@
+"""answer.json's learning-curve crossover: a radiomics curve that cannot be fitted (flat, or < 3 N) is
+compared through its per-N values, never dropped; only a CNN curve that cannot be fitted gives no answer."""
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.report.answer import _crossing, _curve_answer
+
+NS = [50.0, 200.0, 800.0, 3200.0]
+NO_DRAWS = SimpleNamespace(row_draws={})
+
+
+def _rows(ns, aurocs):
+    return [pd.Series({"N": n, "test_auroc_mean": a}, name=i) for i, (n, a) in enumerate(zip(ns, aurocs))]
+
+
+def _cnn():
+    curve, model = _curve_answer(_rows(NS, [0.95 - 1.2 * n ** -0.5 for n in NS]), NO_DRAWS, [])
+    assert curve["fitted"]
+    return model
+
+
+def test_a_flat_radiomics_curve_still_gives_the_crossover_n():
+    curve, base = _curve_answer(_rows(NS, [0.80, 0.79, 0.80, 0.80]), NO_DRAWS, [])
+    assert not curve["fitted"] and curve["refused"]                 # flat: no radiomics curve to extrapolate
+    got = _crossing(_cnn(), base)
+    assert "refused" not in got
+    assert 50 < got["matches_from_N"] < 200                        # CNN 0.780 at 50, 0.865 at 200
+    assert got["match_extrapolated"] is False and "per-N values" in got["radiomics_side"]
+
+
+def test_radiomics_at_two_sizes_is_compared_through_its_values():
+    curve, base = _curve_answer(_rows(NS[:2], [0.80, 0.80]), NO_DRAWS, [])
+    assert not curve["fitted"] and "needs 3" in curve["refused"]
+    got = _crossing(_cnn(), base)
+    assert got["matches_from_N"] is not None and "per-N values" in got["radiomics_side"]
+
+
+def test_a_cnn_without_a_curve_is_refused_with_its_reason():
+    _, cnn = _curve_answer(_rows(NS[:2], [0.70, 0.80]), NO_DRAWS, [])
+    _, base = _curve_answer(_rows(NS, [0.80, 0.79, 0.80, 0.80]), NO_DRAWS, [])
+    got = _crossing(cnn, base)
+    assert got["refused"].startswith("no learning-curve fit for the CNN") and "needs at least 3" in got["refused"]
+    assert np.isnan(cnn.fit.a)
