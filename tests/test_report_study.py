@@ -460,10 +460,12 @@ def test_key_results_name_what_was_skipped_first_and_answer_json_matches(study):
     path, html_text = study
     key = html_text.split("<h2>Key results</h2>", 1)[1].split("</ul>", 1)[0]
     first = key.split("<li", 2)[1]
-    assert "Not in this answer: ImageNet" in first and "skipped" in first and "resnet18-f37072fd.pth" in first
+    # ImageNet has results at other N: its skipped runs leave it partly missing, not absent
+    assert "Partly missing: ImageNet" in first and "skipped" in first and "resnet18-f37072fd.pth" in first
+    assert "Not in this answer" not in key
     answer = json.loads((path / "answer.json").read_text())
     skipped = [s for s in answer["skipped"] if s["status"] == "skipped"]
-    assert skipped[0]["init"] == "ImageNet" and skipped[0]["runs"] == 2
+    assert skipped[0]["init"] == "ImageNet" and skipped[0]["runs"] == 2 and skipped[0]["has_results"]
     assert LEAKY_ID not in (path / "answer.json").read_text() and LEAKY_ID not in html_text
     panel = next(p for p in answer["panels"] if p["task"] == PMNIST)
     assert panel["metric"] == "test AUROC" and panel["best_recipe_per_n"]
@@ -490,3 +492,31 @@ def test_design_notes_state_the_budget_and_the_validation_size():
     assert any("at least 100 optimiser steps" in n for n in notes)
     assert any("no minimum step count" in n for n in notes)            # a run recorded before min_steps existed
     assert any("proportional" in n for n in notes) and any("val_size=fixed" in n for n in notes)
+
+
+def test_answer_gains_cover_every_pretrained_init_and_an_absent_init_is_named_as_absent(tmp_path):
+    rows = [r for r in _grid_rows() if r["init"] != "imagenet" or r["status"] == "done"]
+    rows += [_row(task=PMNIST, arch="resnet18", init="imagenet", strategy="full", lr_policy="one_cycle", dropout=0.2,
+                  recipe=_recipe("imagenet", "full", "one_cycle"), n_train=n, seed=seed, status="skipped",
+                  seconds=None, reason="WeightsUnavailable: place resnet18-f37072fd.pth")
+             for n in (50, 200) for seed in (0, 1, 2)]
+    rows = [r for r in rows if not (r["init"] == "imagenet" and r["status"] == "done")]
+    path = make_study(tmp_path / "S", rows=rows)
+    text = write_report(path).read_text()
+    key = text.split("<h2>Key results</h2>", 1)[1].split("</ul>", 1)[0]
+    assert "Not in this answer: ImageNet" in key.split("<li", 2)[1]
+    answer = json.loads((path / "answer.json").read_text())
+    panel = next(p for p in answer["panels"] if p["task"] == PMNIST)
+    pairs = {(g["init"], g["versus"]) for g in panel["gains"]}
+    assert ("knee (other-site)", "scratch") in pairs                 # an other-site source over scratch too
+    assert not any(i == "ImageNet" or v == "ImageNet" for i, v in pairs)
+
+
+def test_within_noise_says_which_interval_contains_zero():
+    from medtransfer.report.answer_page import _gains
+
+    row = dict(init="chest", versus="scratch", n_train=50, N=50, gain=0.001, ci_low=-0.01, ci_high=0.02,
+               within_noise=True)
+    paired = _gains({"gains": [dict(row, ci_method="two-level bootstrap")]}, "p")[0]
+    unpaired = _gains({"gains": [dict(row, ci_method="t over seeds")]}, "p")[0]
+    assert "the paired CI contains 0" in paired and "unpaired t-interval over seeds contains 0" in unpaired

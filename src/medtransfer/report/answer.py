@@ -50,12 +50,15 @@ def _estimate(e: lc.Estimate, count: bool = False) -> dict:
 def skipped_items(runs: pd.DataFrame, sites: dict[str, str]) -> list[dict]:
     """Grid runs that were skipped or failed, grouped by init (radiomics apart) and reason."""
     grid = runs[(runs["role"] == RunRole.GRID) & runs["status"].isin([RunStatus.SKIPPED, RunStatus.FAILED])]
+    done = runs[(runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE)]
+    with_results = {(str(m), i) for m, i in zip(done["method"].astype(str), done["init"].fillna(""), strict=True)}
     out = []
     for (method, init, status, reason), g in grid.groupby(
             [grid["method"].astype(str), grid["init"].fillna(""), grid["status"].astype(str),
              grid["reason"].fillna("no reason recorded")], sort=True):
         label = RADIOMICS_LABEL if method == RADIOMICS else init_label(init, method, sites)
-        out.append({"init": label, "status": status, "runs": int(len(g)), "reason": str(reason)})
+        out.append({"init": label, "status": status, "runs": int(len(g)), "reason": str(reason),
+                    "has_results": (method, init) in with_results})
     return sorted(out, key=lambda item: (item["status"] != "skipped", -item["runs"], item["init"]))
 
 

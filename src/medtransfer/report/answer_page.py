@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 
 from .page import _panel_title, esc
+from .intervals import BOOTSTRAP
 
 NOT_SHOWN = "—"
 
@@ -33,8 +34,12 @@ def _skipped(answer: dict) -> list[str]:
     items = []
     for s in answer["skipped"]:
         verb = "skipped" if s["status"] == "skipped" else "failed"
-        items.append(f"<li class='missing'><b>Not in this answer: {esc(s['init'])}</b> — {s['runs']} run(s) {verb}: "
-                     f"{esc(s['reason'])}. Every best recipe and gain below is chosen among what ran.</li>")
+        if s.get("has_results"):
+            items.append(f"<li class='missing'><b>Partly missing: {esc(s['init'])}</b> — {s['runs']} run(s) {verb}: "
+                         f"{esc(s['reason'])}. Its results below use the runs that finished.</li>")
+        else:
+            items.append(f"<li class='missing'><b>Not in this answer: {esc(s['init'])}</b> — {s['runs']} run(s) "
+                         f"{verb}: {esc(s['reason'])}. Every best recipe and gain below is chosen among what ran.</li>")
     if answer["few_seeds"]:
         thin = answer["few_seeds"]
         seeds = sorted({t["n_seeds"] for t in thin})
@@ -61,7 +66,9 @@ def _gains(panel: dict, where: str) -> list[str]:
         ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
         parts = []
         for r in ends:
-            noise = ", within noise (the paired CI contains 0)" if r["within_noise"] else ""
+            paired = r.get("ci_method") == BOOTSTRAP
+            noise = (f", within noise (the {'paired CI' if paired else 'unpaired t-interval over seeds'} contains 0)"
+                     if r["within_noise"] else "")
             gain = NOT_SHOWN if r["gain"] is None else f"{r['gain']:+.3f}"
             parts.append(f"{gain} at N = {_n(r['N'])} ({_signed_ci(r['ci_low'], r['ci_high'])}{noise})")
         items.append(f"<li>{where}: <b>{esc(init)}</b> over <b>{esc(versus)}</b>: " + "; ".join(parts) + ".</li>")

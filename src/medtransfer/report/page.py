@@ -192,8 +192,12 @@ def gains_section(gain: pd.DataFrame, has_same_site: bool) -> str:
              "0–1 AUROC scale: 0.80 → 0.85 is +0.050) and in percent of the other initialisation's AUROC. "
              "Every initialisation gets the "
              "same benefit of choosing its best recipe, so the comparison is even-handed; the choice is made on "
-             "the validation split and the AUROCs are on the test split. The 95% CI of the gain is a Welch "
-             "t-interval over seeds; if it includes 0 the data do not show a difference.</p>"]
+             "the validation split and the AUROCs are on the test split. The 95% CI of the gain is paired: "
+             "the seeds both recipes finished, each drawn with the same test-patient resamples on both sides "
+             "(a two-level bootstrap); where runs have no bootstrap draws, a Welch t-interval over seeds. The "
+             "gain is the mean over those shared seeds, so it can differ slightly from the difference of the "
+             "two AUROC columns (all seeds) when a seed is missing on one side. If the CI includes 0 the data "
+             "do not show a difference.</p>"]
     if not has_same_site:
         parts.append('<p class="note">No source is marked same-site, so each pretraining source is compared '
                      "with scratch and ImageNet on its own. Add <code>site: same</code> or <code>site: other</code> "
@@ -261,9 +265,11 @@ patient where the data has patient IDs (median over seeds when whole patients ma
 validation and test splits stay the same at every N. “all (n)” = the whole training split.</dd>
 <dt>Seeds</dt><dd>Repeats of a recipe with a different random training subset and initialisation of the new
 layers.</dd>
-<dt>95% CI</dt><dd>Mean ± t<sub>0.975, n−1</sub> × SD / √n over the n seeds (Student's t, because n is small),
-cut to the 0–1 range of AUROC. With one seed there is no interval. It describes seed-to-seed variation, not
-the uncertainty of a single test set.</dd>
+<dt>95% CI</dt><dd>A two-level bootstrap: seeds are resampled, and every run of a draw is scored on the
+same resample of test patients, so the interval holds both seed-to-seed variation and the uncertainty of a
+test set of this size (with few seeds it is widened by Student's t; with one seed it is that run's test-set
+interval). Where runs have no bootstrap draws: mean ± t<sub>0.975, n−1</sub> × SD / √n over the n seeds (seed
+variation only; none with one seed). Cut to the 0–1 range of AUROC.</dd>
 <dt>Recipe</dt><dd>Initialisation (scratch, ImageNet, or a source pretrained by this study) / fine-tuning strategy
 (frozen = head only, full, gradual unfreezing) / learning-rate policy [/ dropout].</dd>
 <dt>Same-site / other-site</dt><dd>As declared per source in study.yaml (<code>site: same</code> or

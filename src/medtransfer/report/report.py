@@ -73,7 +73,8 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
     gain = gains(summary, runs, sites, intervals)
     best = best_recipes(summary)
     versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals)
-    answer = build_answer(records.name, summary, runs, sites, intervals, gain, versus, records.targets)
+    answer = build_answer(records.name, summary, runs, sites, intervals,
+                          gains(summary, runs, sites, intervals, every_init=True), versus, records.targets)
     sections = [
         page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,

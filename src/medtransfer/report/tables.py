@@ -3,7 +3,7 @@
 "Best" everywhere means the highest mean VALIDATION AUROC over seeds at that N; the
 numbers shown are test AUROCs, so the split that judges a recipe never chose it. Every
 init is represented by its own best recipe, so the comparison is symmetric (each
-init gets the same benefit of the choice). Gains carry a Welch 95% CI so a reader
+init gets the same benefit of the choice). Gains carry a paired 95% CI (Welch where runs have no bootstrap draws) so a reader
 can tell a real gap from seed noise.
 """
 from __future__ import annotations
@@ -257,10 +257,13 @@ def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
     return runs[sel]
 
 
-def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], intervals=None) -> pd.DataFrame:
+def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], intervals=None,
+          every_init: bool = False) -> pd.DataFrame:
     """Gain of each same-site init over scratch, ImageNet, torchxrayvision, other-site inits (and radiomics) per N.
 
-    A source with no site given is compared with scratch, ImageNet and radiomics only. With ``intervals``
+    A source with no site given is compared with scratch, ImageNet and radiomics only. ``every_init`` adds
+    every other pretrained init (ImageNet, torchxrayvision, other-site sources) over scratch and over
+    ImageNet: the answer's "what does each init buy me". With ``intervals``
     (``report.intervals.Intervals``) the gain's CI is the paired bootstrap (same test patients, same seeds);
     without, a Welch t-interval over seeds.
     """
@@ -271,9 +274,12 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], inte
             best = _best_per_init(panel[panel["n_train"] == nk], sites)
             kinds = {label: init_site(r["init"], r["method"], sites) for label, r in best.items()}
             for ref, ref_kind in kinds.items():
-                if ref_kind not in ("same", "unlabelled"):
+                if ref_kind in ("same", "unlabelled"):
+                    allowed = ("scratch", "imagenet", "xrv", RADIOMICS) + (("other",) if ref_kind == "same" else ())
+                elif every_init and ref_kind in ("imagenet", "xrv", "other"):
+                    allowed = ("scratch",) if ref_kind == "imagenet" else ("scratch", "imagenet")
+                else:
                     continue
-                allowed = ("scratch", "imagenet", "xrv", RADIOMICS) + (("other",) if ref_kind == "same" else ())
                 order = {k: i for i, k in enumerate(("scratch", "imagenet", "xrv", "other", RADIOMICS))}
                 comps = sorted((c for c, k in kinds.items() if k in allowed), key=lambda c: (order[kinds[c]], c))
                 r = best[ref]

@@ -15,7 +15,7 @@ HOW = (
     "task, the requested N and the seed: same split, same training subset, same test images. Each CNN "
     "initialisation is represented by one recipe at every N (the recipe finished at the most N, then with the "
     "highest mean validation AUROC over N); it is chosen on the validation split, never on test. "
-    "<i>Difference</i> = CNN minus radiomics test macro AUROC, mean over the paired seeds, with its paired two-level "
+    "<i>Difference</i> = CNN minus radiomics test AUROC (macro over findings or classes where there are several), mean over the paired seeds, with its paired two-level "
     "bootstrap 95% CI (the same test-patient resamples and seeds on both sides; a Student-t CI of the per-seed "
     "differences where runs have no bootstrap draws). <i>DeLong p</i>: paired DeLong test (DeLong et al. 1988) of the two runs' "
     "macro AUROC on the test images both scored, one per seed (multi-label: mean over findings; multiclass: mean "
@@ -106,7 +106,7 @@ def versus_section(blocks: list[dict]) -> str:
             ["CNN initialisation / recipe", "comparable from N", "95% range", "outperforms from N", "95% range",
              "seeds paired"], _crossover_rows(block), numeric={5}))
         parts.append(f"<h3>{title}: paired comparison at each N</h3>" + table(
-            ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI (seeds)", "seeds",
+            ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI", "seeds",
              "DeLong p (per seed)", "verdict"], _per_n_rows(block), numeric={2, 3, 4, 6}))
         if block["notes"]:
             parts.append('<p class="note">' + "<br>".join(esc(n) for n in block["notes"])
