@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local executor: runs in parallel processes")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="train up to K CNN grid runs together as one fused model where their steps line up "
+                        "(same arch, N, batch size, budget, strategy); default: the spec's resources.pack, else 1. "
+                        "Run ids and results do not change")
     p.add_argument("--dry-run", action="store_true", help="print runs per axis, the total and a time estimate")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key in base and every source, e.g. --set train.epochs=2 "
@@ -214,7 +218,7 @@ def _dispatch(args) -> int:
         summary = run_study(args.spec, args.out, StudyOptions(
             data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
             retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
-            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None)))
+            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack))
         print(summary)
         return 0
     if args.command == "report":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -138,19 +139,24 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
         folder.write_metrics(metrics)
         return metrics
     except BaseException as err:  # record why, then let the caller decide how to exit
-        reason = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
-        if isinstance(err, KeyboardInterrupt):
-            reason = "interrupted"
-        log(f"FAILED: {reason}")
-        if not isinstance(err, MedtransferError):
-            log(traceback.format_exc())
-        try:
-            folder.write_failed(reason, type(err).__name__, time.time() - started)
-        except MedtransferError as also:   # e.g. the disk is full: the original error still explains the run
-            log(f"could not record the failure: {also}")
+        record_failure(folder, log, err, started)
         raise
     finally:
         log.close()
+
+
+def record_failure(folder: RunFolder, log: Callable[[str], None], err: BaseException, started: float) -> None:
+    """failed.json with the reason, and the reason (a traceback for a bug) in train.log."""
+    reason = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
+    if isinstance(err, KeyboardInterrupt):
+        reason = "interrupted"
+    log(f"FAILED: {reason}")
+    if not isinstance(err, MedtransferError) and err.__traceback__ is not None:
+        log("".join(traceback.format_exception(err)))
+    try:
+        folder.write_failed(reason, type(err).__name__, time.time() - started)
+    except MedtransferError as also:   # e.g. the disk is full: the original error still explains the run
+        log(f"could not record the failure: {also}")
 
 
 def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
@@ -232,42 +238,53 @@ def prepare_run_data(cfg: RunConfig, data_root: Path, log: Callable[[str], None]
     return data, idx
 
 
-def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Callable[[str], None],
-                        progress: bool, started: float) -> RunMetrics:
+@dataclass
+class PreparedRun:
+    """What a CNN run has before it trains: its data, index sets, model and device (see ``prepare_cnn_run``)."""
+    data: object
+    idx: dict
+    model: object
+    device: object
+    n_patients: int
+    overlap: dict
+
+
+def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Callable[[str], None], progress: bool) -> PreparedRun:
+    """Everything before ``fit``: the split and N-subset, the device and the model with its init."""
     import torch
 
-    from .evaluate import macro_auroc, score_metrics
-    from .models import create_model, save_weights
-    from .train import fit, predict, resolve_device
+    from .models import create_model
+    from .train import resolve_device
     from .train.loop import seed_everything
 
-    log(f"medtransfer train -> {folder.path}")
     if cfg.model.init.kind is InitKind.XRV:   # a missing weights file is reported before any data is read
         from .models.xrv_init import xrv_weights_file
         xrv_weights_file(cfg.model.init.xrv_name, log)
     data, idx = prepare_run_data(cfg, data_root, log, progress)
-    train_idx, val_idx, test_idx = idx["train"], idx["val"], idx["test"]
-    n_patients = int(len(np.unique(data.patient_ids[train_idx])))
-    log(f"training on {len(train_idx)} images from {n_patients} patients; "
-        f"val {len(val_idx)}, test {len(test_idx)} images")
-
+    n_patients = int(len(np.unique(data.patient_ids[idx["train"]])))
+    log(f"training on {len(idx['train'])} images from {n_patients} patients; "
+        f"val {len(idx['val'])}, test {len(idx['test'])} images")
     device = resolve_device(cfg.train.device)
     log(f"device: {device}, {torch.get_num_threads()} CPU threads")
-    num_outputs = len(data.label_names)
     init = resolve_init(cfg.model.init)
     seed_everything(cfg.train.seed)   # a scratch model's starting weights come from the global RNG
-    model = create_model(cfg.model.arch, num_outputs, init=init, dropout=cfg.model.dropout, log=log)
+    model = create_model(cfg.model.arch, len(data.label_names), init=init, dropout=cfg.model.dropout, log=log)
     overlap = pretraining_overlap(cfg, log)
+    return PreparedRun(data, idx, model, device, n_patients, overlap)
 
-    def val_metric(y, s):
-        return macro_auroc(y, s, cfg.task.kind)
 
-    with step_bar(progress and sys.stderr.isatty()) as on_step:
-        result = fit(model, data.images[train_idx], data.labels[train_idx], data.images[val_idx],
-                     data.labels[val_idx], task_kind=cfg.task.kind, cfg=cfg.train, device=device, log=log,
-                     val_metric=val_metric, on_step=on_step)
+def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, log: Callable[[str], None],
+                   started: float) -> RunMetrics:
+    """Everything after ``fit``: predictions, metrics with the test CI, thresholds, weights, LR trace."""
+    import torch
+
+    from .evaluate import score_metrics
+    from .models import save_weights
+    from .train import predict
+
+    data, model, device = run.data, run.model, run.device
+    train_idx, val_idx, test_idx = run.idx["train"], run.idx["val"], run.idx["test"]
     log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
-
     batch = max(cfg.train.batch_size, 128)
     scored, raw = {}, {}
     for split, idx, path in (("val", val_idx, folder.val_predictions_path),
@@ -287,11 +304,140 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     _write_lr_trace(folder.lr_trace_path, result.lr_trace)
     return RunMetrics(
         task_kind=cfg.task.kind, label_names=data.label_names, val=scored["val"], test=scored["test"],
-        n_train_images=int(len(train_idx)), n_train_patients=n_patients, n_val_images=int(len(val_idx)),
+        n_train_images=int(len(train_idx)), n_train_patients=run.n_patients, n_val_images=int(len(val_idx)),
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
         torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history],
-        details={**overlap, "budget": budget_record(result.budget)})
+        details={**run.overlap, "budget": budget_record(result.budget)})
+
+
+def fit_prepared(cfg: RunConfig, run: PreparedRun, log: Callable[[str], None], on_step=None):
+    """``fit`` on a prepared run's training and validation images."""
+    from .evaluate import macro_auroc
+    from .train import fit
+
+    data, idx = run.data, run.idx
+    return fit(run.model, data.images[idx["train"]], data.labels[idx["train"]], data.images[idx["val"]],
+               data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log,
+               val_metric=lambda y, s: macro_auroc(y, s, cfg.task.kind), on_step=on_step)
+
+
+@dataclass
+class _PackSlot:
+    """One run of a pack while it is being trained: its folder, log and what it has so far."""
+    cfg: RunConfig
+    folder: RunFolder
+    log: RunLog
+    started: float
+    prepared: PreparedRun | None = None
+    result: object = None     # FitResult, or the exception that ended the run
+
+
+def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None = None, *,
+               echo: bool = False) -> list[RunMetrics | BaseException]:
+    """Train CNN runs together (issue 12); per run its metrics, or the exception that ended it.
+
+    Each run writes the same folder ``train_run`` writes (config.yaml first, metrics.json last, or
+    failed.json). Runs whose steps line up (``train.packed.pack_key`` on the prepared data: the same
+    structure, number of training images, batch size, budget and strategy) train as one fused model;
+    a run that cannot be fused trains alone, and its train.log says why. A run that fails leaves
+    the others going. An interrupt stops the pack; runs without metrics.json are rerun by a resume.
+    """
+    from .train.packed import PackMember, fit_packed, pack_key, unfusable_reason
+
+    root = data_root or resolve_data_root(None)
+    slots: list[_PackSlot] = []
+    for cfg, out in zip(cfgs, outs, strict=True):
+        folder = RunFolder(out)
+        folder.prepare(True)
+        folder.write_config(dump_config(cfg))
+        slots.append(_PackSlot(cfg, folder, RunLog(folder.log_path, echo=echo), time.time()))
+    try:
+        with torch_threads(cfgs[0].train.threads if cfgs else None):
+            groups: dict[tuple, list[_PackSlot]] = {}
+            for slot in slots:
+                slot.log(f"medtransfer train -> {slot.folder.path} (one of a pack of {len(slots)} runs)")
+                try:
+                    slot.prepared = prepare_cnn_run(slot.cfg, root, slot.log, progress=False)
+                except Exception as err:
+                    slot.result = err
+                    continue
+                run = slot.prepared
+                why = unfusable_reason(run.model)
+                key = None if why else (pack_key(run.model, len(run.idx["train"]), run.data.images.shape[1:],
+                                                 slot.cfg.train), slot.cfg.task.kind, str(run.device))
+                if why:
+                    slot.log(f"trains alone, not in the fused pack: {why}")
+                groups.setdefault(key if key is not None else ("alone", id(slot)), []).append(slot)
+            for group in groups.values():
+                if len(group) == 1:
+                    slot = group[0]
+                    if slot.result is None and len(slots) > 1:
+                        slot.log("trains alone: no other run of the pack has the same architecture, number of "
+                                 "training images, batch size, budget and strategy")
+                    _fit_alone(slot)
+                    continue
+                members = [PackMember(s.prepared.model, s.prepared.data.images[s.prepared.idx["train"]],
+                                      s.prepared.data.labels[s.prepared.idx["train"]],
+                                      s.prepared.data.images[s.prepared.idx["val"]],
+                                      s.prepared.data.labels[s.prepared.idx["val"]], s.cfg.train, log=s.log)
+                           for s in group]
+                try:
+                    results = fit_packed(members, task_kind=group[0].cfg.task.kind,
+                                         device=group[0].prepared.device, log=group[0].log)
+                except MedtransferError as err:   # e.g. a head that does not fit the labels: each run says so alone
+                    for slot in group:
+                        slot.log(f"the fused pack could not start ({err}); training alone")
+                        _fit_alone(slot)
+                    continue
+                for slot, result in zip(group, results, strict=True):
+                    slot.result = result
+            out: list[RunMetrics | BaseException] = []
+            for slot in slots:
+                out.append(_finish_slot(slot))
+            return out
+    except BaseException as err:   # an interrupt (or a bug in the pack itself): every unfinished run says so
+        for slot in slots:
+            if not slot.folder.is_finished and not slot.folder.failed_path.is_file():
+                record_failure(slot.folder, slot.log, err, slot.started)
+        raise
+    finally:
+        for slot in slots:
+            slot.log.close()
+
+
+def _fit_alone(slot: _PackSlot) -> None:
+    if slot.result is not None or slot.prepared is None:
+        return
+    try:
+        slot.result = fit_prepared(slot.cfg, slot.prepared, slot.log)
+    except Exception as err:
+        slot.result = err
+
+
+def _finish_slot(slot: _PackSlot) -> RunMetrics | BaseException:
+    """metrics.json (or failed.json) for one run of a pack."""
+    if isinstance(slot.result, BaseException):
+        record_failure(slot.folder, slot.log, slot.result, slot.started)
+        return slot.result
+    try:
+        metrics = finish_cnn_run(slot.cfg, slot.folder, slot.prepared, slot.result, slot.log, slot.started)
+        test_auc = metrics.auroc("test")
+        slot.log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
+        slot.folder.write_metrics(metrics)
+        return metrics
+    except Exception as err:
+        record_failure(slot.folder, slot.log, err, slot.started)
+        return err
+
+
+def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Callable[[str], None],
+                        progress: bool, started: float) -> RunMetrics:
+    log(f"medtransfer train -> {folder.path}")
+    run = prepare_cnn_run(cfg, data_root, log, progress)
+    with step_bar(progress and sys.stderr.isatty()) as on_step:
+        result = fit_prepared(cfg, run, log, on_step)
+    return finish_cnn_run(cfg, folder, run, result, log, started)
 
 
 def budget_record(budget) -> dict:

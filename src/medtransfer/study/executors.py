@@ -99,6 +99,113 @@ def run_one(job: Job, run_fn: RunFn) -> Outcome:
     return outcome(RunStatus.DONE, metrics=metrics)
 
 
+@dataclass(frozen=True)
+class PackedJob:
+    """CNN grid jobs trained together in one process (``medtransfer.runs.train_pack``): one fused model
+    where their steps line up, one at a time where not. Each still writes its own run folder."""
+    jobs: tuple[Job, ...]
+
+    @property
+    def run_id(self) -> str:   # for logs: the pack is named after its first run
+        return self.jobs[0].run_id
+
+
+# RunConfig keys whose values must agree for runs to share a pack: the same images in the same
+# batch shapes every step, and the same layers training in every round (train.packed).
+PACK_KEYS = ("task", "data", "image_size", ("model", "arch"), ("train", "n_train"), ("train", "batch_size"),
+             ("train", "epochs"), ("train", "min_steps"), ("train", "steps"), ("train", "strategy"),
+             ("train", "gradual_epochs"), ("train", "device"), ("train", "threads"))
+
+
+def pack_key(job: Job) -> str | None:
+    """Jobs with the same key may share a pack; None: this job always runs alone (not a CNN run)."""
+    import json
+
+    if job.method is not RunMethod.CNN:
+        return None
+    dumped = job.config.model_dump(mode="json")
+    parts = [dumped[k] if isinstance(k, str) else dumped[k[0]][k[1]] for k in PACK_KEYS]
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def pack_jobs(jobs: list[Job], size: int) -> list[Job | PackedJob]:
+    """Group CNN jobs with equal ``pack_key`` into packs of up to ``size``, in the order first seen; the
+    rest stay single. ``size`` 1 changes nothing."""
+    if size <= 1:
+        return list(jobs)
+    groups: dict[str, list[Job]] = {}
+    order: list[tuple[str | None, Job | None]] = []
+    for job in jobs:
+        key = pack_key(job)
+        if key is None:
+            order.append((None, job))
+            continue
+        if key not in groups:
+            groups[key] = []
+            order.append((key, None))
+        groups[key].append(job)
+    out: list[Job | PackedJob] = []
+    for key, job in order:
+        if key is None:
+            out.append(job)
+            continue
+        members = groups[key]
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            out.append(chunk[0] if len(chunk) == 1 else PackedJob(tuple(chunk)))
+    return out
+
+
+def run_pack(pack: PackedJob) -> list[tuple[str, Outcome]]:
+    """Train a pack; per member the Outcome ``run_one`` would give. The pack's wall time is shared out
+    evenly as each member's seconds (the cost a packed run really had)."""
+    from ..runs import train_pack
+
+    started_at, t0 = utc_now(), time.time()
+    for job in pack.jobs:
+        RunFolder(job.out).metrics_path.unlink(missing_ok=True)
+    try:
+        results = train_pack([j.config for j in pack.jobs], [j.out for j in pack.jobs], pack.jobs[0].data_root)
+    except Exception as err:   # the pack as a whole could not start (e.g. out of memory building it)
+        results = [err] * len(pack.jobs)
+    seconds = round((time.time() - t0) / len(pack.jobs), 3)
+    out = []
+    for job, result in zip(pack.jobs, results, strict=True):
+        def outcome(status, metrics=None, reason=None):
+            return Outcome(status, metrics, reason, started_at, utc_now(), seconds)
+
+        folder = RunFolder(job.out)
+        if isinstance(result, WeightsUnavailable):
+            out.append((job.run_id, outcome(RunStatus.SKIPPED, reason=str(result))))
+        elif isinstance(result, MedtransferError):
+            out.append((job.run_id, outcome(RunStatus.FAILED, reason=str(result))))
+        elif isinstance(result, BaseException):
+            out.append((job.run_id, outcome(RunStatus.FAILED, reason=f"{type(result).__name__}: {result}")))
+        elif not folder.is_finished:
+            out.append((job.run_id, outcome(RunStatus.FAILED, reason=f"{folder.metrics_path} is missing")))
+        else:
+            try:
+                metrics = folder.read_metrics()
+            except MedtransferError as err:
+                out.append((job.run_id, outcome(RunStatus.FAILED, reason=str(err))))
+                continue
+            if not job.keep_weights:
+                folder.remove_weights()
+            out.append((job.run_id, outcome(RunStatus.DONE, metrics=metrics)))
+    return out
+
+
+def run_job(job: Job | PackedJob, run_fn: RunFn) -> list[tuple[str, Outcome]]:
+    """``run_one`` for a job, ``run_pack`` for a pack: (run_id, Outcome) per run."""
+    if isinstance(job, PackedJob):
+        return run_pack(job)
+    return [(job.run_id, run_one(job, run_fn))]
+
+
+def _run_ids(job: Job | PackedJob) -> list[str]:
+    return [j.run_id for j in job.jobs] if isinstance(job, PackedJob) else [job.run_id]
+
+
 class Executor(Protocol):
     """Runs jobs somewhere and yields ``(run_id, Outcome)`` as each finishes; ``close`` stops what is left."""
 
@@ -176,25 +283,26 @@ class LocalExecutor:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
+    def map(self, jobs: Iterable[Job | PackedJob]) -> Iterator[tuple[str, Outcome]]:
         jobs = list(jobs)
         if self.workers == 1:
             for job in jobs:
-                yield job.run_id, run_one(job, self.run_fn)
+                yield from run_job(job, self.run_fn)
             return
         import multiprocessing
 
         if self._pool is None:  # spawn: a forked torch (OpenMP) can deadlock; workers die with the driver
             self._pool = orphan_proof_pool(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        futures = {self._pool.submit(run_one, job, self.run_fn): job for job in jobs}
+        futures = {self._pool.submit(run_job, job, self.run_fn): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
             try:
-                yield job.run_id, future.result()
+                results = future.result()
             except Exception as err:  # the worker process died (e.g. killed for memory)
                 now = utc_now()
-                yield job.run_id, Outcome(RunStatus.FAILED, None,
-                                          f"worker process died: {type(err).__name__}: {err}", now, now, 0.0)
+                results = [(run_id, Outcome(RunStatus.FAILED, None, f"worker process died: {type(err).__name__}: "
+                                            f"{err}", now, now, 0.0)) for run_id in _run_ids(job)]
+            yield from results
 
     def close(self) -> None:
         if self._pool is not None:
@@ -232,22 +340,23 @@ class RayExecutor:
                 ray.init(address=address, **{k: v for k, v in common.items() if k != "include_dashboard"})
             else:
                 ray.init(num_cpus=os.cpu_count(), **common)
-        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run_one)
+        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run_job)
         self._pending: dict = {}
 
-    def map(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
+    def map(self, jobs: Iterable[Job | PackedJob]) -> Iterator[tuple[str, Outcome]]:
         fn_ref = self.ray.put(self.run_fn)
         pending = self._pending = {self._remote.remote(job, fn_ref): job for job in jobs}
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
             try:
-                yield job.run_id, self.ray.get(ready[0])
+                results = self.ray.get(ready[0])
             except Exception as err:  # the task's worker died or could not start
                 now = utc_now()
-                yield job.run_id, Outcome(RunStatus.FAILED, None, f"ray task failed: {type(err).__name__}: "
-                                          f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
-                                          now, now, 0.0)
+                why = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+                results = [(run_id, Outcome(RunStatus.FAILED, None, f"ray task failed: {type(err).__name__}: {why}",
+                                            now, now, 0.0)) for run_id in _run_ids(job)]
+            yield from results
 
     def close(self) -> None:
         for ref in self._pending:  # an interrupted study must not leave tasks running on a shared cluster

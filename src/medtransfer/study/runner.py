@@ -20,7 +20,8 @@ from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
 from ..errors import MedtransferError
 from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
-from .executors import ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, thread_share
+from .executors import (ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, pack_jobs,
+                        thread_share)
 from .grid import Plan, PlannedRun, expand
 from .lock import study_lock
 from .disjoint import check_sources_disjoint
@@ -70,6 +71,7 @@ class StudyOptions:
     dry_run: bool = False
     overrides: tuple[str, ...] = ()
     mlflow: str | None = None
+    pack: int | None = None        # None: the spec's resources.pack
     run_fn: RunFn | None = None
     probe: bool = True
     report: bool = True
@@ -94,6 +96,8 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     console = opts.console or Console(stderr=True)
     plan = plan_study(spec_path, list(opts.overrides))
     check_executor_options(opts.executor, opts.executor_options(plan))
+    if opts.pack is not None and opts.pack < 1:
+        raise MedtransferError(f"--pack must be at least 1, got {opts.pack}")
     plan = _with_thread_share(plan, spec_path, opts)
     root = Path(opts.data_root).expanduser().resolve() if opts.data_root else resolve_data_root(None)
     if opts.dry_run:
@@ -181,7 +185,8 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSour
                     grid_todo.append(run)
             first, rest = _feature_warmups(grid_todo)
             ran += _execute(ex, first, plan, study_dir, root, store, progress, bar, eta, tracker)
-            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta, tracker)
+            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta, tracker,
+                            pack=_pack_size(plan, opts))
     finally:
         ex.close()
     if tracker:   # runs finished by earlier calls (resume, adopted, a first call without --mlflow)
@@ -355,15 +360,22 @@ def _open_tracker(target: str | None, plan: Plan, study_dir: Path, plan_hash: st
     return StudyTracker(target, plan, study_dir, plan_hash, console)
 
 
+def _pack_size(plan: Plan, opts: StudyOptions) -> int:
+    """--pack, else the spec's resources.pack; 1 with a replaced run function (a pack trains for real)."""
+    if opts.run_fn is not None:
+        return 1
+    return opts.pack if opts.pack is not None else plan.spec.resources.pack
+
+
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
-             progress: Progress, bar, eta: StudyEta | None = None, tracker=None) -> int:
-    """Hand the runs to the executor; record each outcome as it comes back (the driver alone writes,
-    to the store and then to the MLflow tracker, if any)."""
+             progress: Progress, bar, eta: StudyEta | None = None, tracker=None, pack: int = 1) -> int:
+    """Hand the runs to the executor (CNN grid runs in packs of up to ``pack``); record each outcome as it
+    comes back (the driver alone writes, to the store and then to the MLflow tracker, if any)."""
     if not runs:
         return 0
     by_id = {r.run_id: r for r in runs}
     sources = plan.source_by_id()
-    jobs = [_job(r, study_dir, data_root, sources, plan.spec.keep_weights) for r in runs]
+    jobs = pack_jobs([_job(r, study_dir, data_root, sources, plan.spec.keep_weights) for r in runs], pack)
     count = 0
     for run_id, outcome in ex.map(jobs):
         run = by_id[run_id]

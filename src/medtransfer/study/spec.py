@@ -52,6 +52,9 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gpus_per_run: float = Field(0.0, ge=0)
     cpus_per_run: float = Field(1.0, gt=0)
+    pack: int = Field(1, ge=1, description="train up to this many CNN grid runs together as one fused model "
+                                           "(medtransfer.train.packed) where their steps line up; 1 = each alone. "
+                                           "Not part of any run id: packed and unpacked runs are the same runs")
 
 
 class ReportOptions(BaseModel):

@@ -44,7 +44,7 @@ from ..errors import ConfigError, DataError, TrainingDiverged
 from ..evaluate.metrics import macro_auroc
 from .augment import prepare_batch
 from .inputs import BatchStream, check_images, check_labels, check_task_kind, make_criterion, to_device
-from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, _evaluate, check_outputs, cpu_state,
+from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, _evaluate, check_outputs,
                    device_autocast, reproducible)
 from .lr_policies import make_scheduler
 from .strategies import build_optimizer, group_lr_row, set_trainable, stages
