@@ -144,7 +144,7 @@ def test_the_plan_shrinks_to_the_budget_keeping_the_references():
     roomy = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1e6)
     assert {a.init_name for a in roomy.arms} == {"src", "scratch", "other", "imagenet"} and roomy.sizes == (50, 100)
     assert not any(a.init_name == "scratch" and a.strategy == "frozen" for a in roomy.arms)
-    assert roomy.rung_steps[-1] == 50 and list(roomy.rung_steps) == sorted(roomy.rung_steps)
+    assert roomy.rung_steps[-1] == 51 and list(roomy.rung_steps) == sorted(roomy.rung_steps)   # 3 rounds of 17
     tight = plan_search(inits, space, 100, 3, curve_sizes(200), cost, roomy.estimated_seconds * 0.8)
     assert {a.init_name for a in tight.arms} == {"src", "scratch", "imagenet"}   # the lower-ranked source goes first
     assert tight.estimated_seconds <= roomy.estimated_seconds * 0.8 and "other" in tight.notes[0]
@@ -292,3 +292,24 @@ def test_rung_budgets_are_whole_validation_rounds_so_the_reported_steps_are_the_
     for s in steps:                                                            # what a rung trains is what it says
         assert plan_budget(200, 32, epochs=8, steps=s).total_steps == s
     assert rung_steps_for(3, 40) == (5, 10, 20)                                # one round per fit: as before
+
+
+def test_a_backbone_that_fails_in_its_forward_pass_is_unusable_with_the_reason(monkeypatch):
+    import medtransfer.advise.features as features_module
+    from medtransfer.advise.candidates import Candidate
+    from medtransfer.advise.features import candidate_features
+
+    real = features_module.penultimate_features
+
+    def forward(model, images, batch_size=64, device=None):
+        if getattr(model, "arch", "") == "resnet34":   # e.g. a fixed-size transformer source at 32 px
+            raise RuntimeError("Input height (32) doesn't match model (224).\nmore torch detail")
+        return real(model, images, batch_size, device)
+
+    monkeypatch.setattr(features_module, "penultimate_features", forward)
+    images = np.random.default_rng(0).integers(0, 255, (24, 32, 32)).astype(np.uint8)
+    got = candidate_features([Candidate("scratch", SCRATCH, "resnet18", "built-in"),
+                              Candidate("odd", SCRATCH, "resnet34", "--sources")], images, 1, seed=0,
+                             log=lambda _line: None)
+    assert got["scratch"].features.shape[0] == 24
+    assert got["odd"].features is None and got["odd"].error == "RuntimeError: Input height (32) doesn't match model (224)."

@@ -70,9 +70,10 @@ def candidate_features(candidates: list[Candidate], images: np.ndarray, num_outp
             model = create_model(cand.arch, num_outputs, init=resolve_init(cand.init), dropout=dropout, log=lambda _line: None)
             built = time.perf_counter()
             feats = penultimate_features(model, images, batch_size, device)
-        except MedtransferError as err:
-            out[cand.name] = CandidateFeatures(cand.name, None, time.perf_counter() - started, error=str(err))
-            log(f"features {cand.name}: unusable ({err})")
+        except (MedtransferError, RuntimeError, ValueError) as err:   # torch's shape errors are RuntimeErrors
+            why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            out[cand.name] = CandidateFeatures(cand.name, None, time.perf_counter() - started, error=why)
+            log(f"features {cand.name}: unusable ({why})")
             continue
         done = time.perf_counter()
         per_image = (done - built) / max(len(images), 1)

@@ -321,8 +321,9 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
             log=quiet, val_metric=lambda yy, ss: macro_auroc(yy, ss, data.task_kind))
         scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
         auroc = macro_auroc(data.val.labels, scores, data.task_kind)
-    except MedtransferError as err:
-        return Trial(arm, rung, int(steps), len(idx), math.nan, time.perf_counter() - started, None, str(err))
+    except (MedtransferError, RuntimeError, ValueError) as err:   # e.g. a source whose input size does not fit
+        why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        return Trial(arm, rung, int(steps), len(idx), math.nan, time.perf_counter() - started, None, why)
     return Trial(arm, rung, int(steps), len(idx), float(auroc), time.perf_counter() - started, scores)
 
 
