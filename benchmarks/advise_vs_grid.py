@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     if args.quick:
         overrides = list(overrides) + QUICK
     sources = {name: path for name, path in sources.items() if name in ("chest", "knee")} or sources
+    args.out.mkdir(parents=True, exist_ok=True)
     grid = grid_rows(study)
     threads = sorted({t for t in grid["threads"].dropna()})
     print(f"grid: {len(grid)} done CNN runs in {study} (torch threads {threads or 'not recorded'}); "

@@ -112,7 +112,7 @@ def test_section_axis_and_varying_extra_axis_in_recipe(tmp_path):
 
 
 def test_examples_expand(tmp_path):
-    for name, n_grid in (("quickstart.yaml", 72 + 9), ("offline-chest.yaml", 144), ("offline-chest-radiomics.yaml", 144 + 12)):   # + radiomics
+    for name, n_grid in (("quickstart.yaml", 72 + 9), ("offline-chest.yaml", 168), ("offline-chest-radiomics.yaml", 168 + 14)):   # + radiomics
         plan = plan_study(EXAMPLES / name)
         assert len(plan.runs) == n_grid, name
     paper = plan_study(EXAMPLES / "paper-nih14.yaml")
