@@ -1,6 +1,7 @@
 """`study run --pack K` (issue 12): the same runs, ids, statuses and results as without it."""
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,9 @@ def _rows(study: Path) -> dict[str, tuple]:
 def test_packed_study_has_the_same_runs_and_results_as_unpacked(tmp_path):
     spec = _spec(tmp_path)
     plain = run_study(spec, tmp_path / "plain", StudyOptions(data_root=DEMO, report=False, probe=False))
+    began = time.perf_counter()
     packed = run_study(spec, tmp_path / "packed", StudyOptions(data_root=DEMO, report=False, probe=False, pack=4))
+    packed_wall = time.perf_counter() - began
     assert plain.ran == packed.ran == 8
     a, b = _rows(tmp_path / "plain"), _rows(tmp_path / "packed")
     assert a.keys() == b.keys()
@@ -56,6 +59,9 @@ def test_packed_study_has_the_same_runs_and_results_as_unpacked(tmp_path):
     assert all("one of a pack of 4 runs" in text and "packed with 3 other run(s)" in text for text in logs)
     metrics = json.loads((tmp_path / "packed" / "runs" / next(iter(b)) / "metrics.json").read_text())
     assert metrics["test"]["auroc_ci"] and metrics["budget"]["total_steps"] == 4
+    # each run's seconds are its own share of its pack, so they add up to no more than the study took
+    seconds = [json.loads((tmp_path / "packed" / "runs" / rid / "metrics.json").read_text())["seconds"] for rid in b]
+    assert 0 < sum(seconds) <= packed_wall
 
 
 def _job(tmp_path, method=RunMethod.CNN, **train):

@@ -99,6 +99,13 @@ def test_a_diverging_member_leaves_the_pack_without_stopping_the_others():
     good, bad = member(0, "full"), member(1, "full", lr=1e12, optimizer="sgd")
     want, want_pred, _ = unpacked(good)
     out = fit_packed([good, bad], task_kind="binary", device=CPU, log=lambda s: None)
-    assert isinstance(out[1], Exception) and "nan" in str(out[1]).lower() or "inf" in str(out[1]).lower()
+    assert isinstance(out[1], Exception) and ("nan" in str(out[1]).lower() or "inf" in str(out[1]).lower())
     assert not isinstance(out[0], Exception)
     np.testing.assert_allclose(predict(good.model, TEST_X, "binary", 64, CPU), want_pred, atol=TOL)
+
+
+def test_a_round_in_which_every_member_diverges_ends_the_pack_without_crashing():
+    torch.set_num_threads(1)
+    bad = [member(i, "full", lr=1e12, optimizer="sgd") for i in (0, 1)]
+    out = fit_packed(bad, task_kind="binary", device=CPU, log=lambda s: None)
+    assert all(isinstance(o, Exception) and ("nan" in str(o).lower() or "inf" in str(o).lower()) for o in out)

@@ -331,6 +331,8 @@ class _PackSlot:
     started: float
     prepared: PreparedRun | None = None
     result: object = None     # FitResult, or the exception that ended the run
+    final: object = None      # RunMetrics once metrics.json is written, or the exception in failed.json
+    own_seconds: float = 0.0  # this run's share of the pack's time so far
 
 
 def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None = None, *,
@@ -357,11 +359,14 @@ def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None =
             groups: dict[tuple, list[_PackSlot]] = {}
             for slot in slots:
                 slot.log(f"medtransfer train -> {slot.folder.path} (one of a pack of {len(slots)} runs)")
+                began = time.time()
                 try:
                     slot.prepared = prepare_cnn_run(slot.cfg, root, slot.log, progress=False)
                 except Exception as err:
                     slot.result = err
                     continue
+                finally:
+                    slot.own_seconds = time.time() - began
                 run = slot.prepared
                 why = unfusable_reason(run.model)
                 key = None if why else (pack_key(run.model, len(run.idx["train"]), run.data.images.shape[1:],
@@ -369,33 +374,40 @@ def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None =
                 if why:
                     slot.log(f"trains alone, not in the fused pack: {why}")
                 groups.setdefault(key if key is not None else ("alone", id(slot)), []).append(slot)
-            for group in groups.values():
+            for key, group in groups.items():
                 if len(group) == 1:
                     slot = group[0]
-                    if slot.result is None and len(slots) > 1:
+                    if slot.result is None and len(slots) > 1 and key[0] != "alone":
                         slot.log("trains alone: no other run of the pack has the same architecture, number of "
                                  "training images, batch size, budget and strategy")
                     _fit_alone(slot)
+                    slot.final = _finish_slot(slot)     # written at once: a later group's failure cannot lose it
                     continue
                 members = [PackMember(s.prepared.model, s.prepared.data.images[s.prepared.idx["train"]],
                                       s.prepared.data.labels[s.prepared.idx["train"]],
                                       s.prepared.data.images[s.prepared.idx["val"]],
                                       s.prepared.data.labels[s.prepared.idx["val"]], s.cfg.train, log=s.log)
                            for s in group]
+                began = time.time()
                 try:
                     results = fit_packed(members, task_kind=group[0].cfg.task.kind,
                                          device=group[0].prepared.device, log=group[0].log)
-                except MedtransferError as err:   # e.g. a head that does not fit the labels: each run says so alone
+                except Exception as err:   # e.g. a head that does not fit, or memory: each run trains alone instead
+                    why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
+                    results = []
                     for slot in group:
-                        slot.log(f"the fused pack could not start ({err}); training alone")
+                        slot.log(f"the fused pack could not train ({why}); training alone")
                         _fit_alone(slot)
-                    continue
+                        results.append(slot.result)
+                share = (time.time() - began) / len(group)
                 for slot, result in zip(group, results, strict=True):
                     slot.result = result
-            out: list[RunMetrics | BaseException] = []
+                    slot.own_seconds += share
+                    slot.final = _finish_slot(slot)
             for slot in slots:
-                out.append(_finish_slot(slot))
-            return out
+                if slot.final is None:   # failed while preparing: never in a group
+                    slot.final = _finish_slot(slot)
+            return [slot.final for slot in slots]
     except BaseException as err:   # an interrupt (or a bug in the pack itself): every unfinished run says so
         for slot in slots:
             if not slot.folder.is_finished and not slot.folder.failed_path.is_file():
@@ -409,14 +421,18 @@ def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None =
 def _fit_alone(slot: _PackSlot) -> None:
     if slot.result is not None or slot.prepared is None:
         return
+    began = time.time()
     try:
         slot.result = fit_prepared(slot.cfg, slot.prepared, slot.log)
     except Exception as err:
         slot.result = err
+    slot.own_seconds += time.time() - began
 
 
 def _finish_slot(slot: _PackSlot) -> RunMetrics | BaseException:
-    """metrics.json (or failed.json) for one run of a pack."""
+    """metrics.json (or failed.json) for one run of a pack. Its ``seconds`` are its own: preparing it, its
+    share of the pack's training (the fused fit's wall time over the members) and finishing it."""
+    slot.started = time.time() - slot.own_seconds
     if isinstance(slot.result, BaseException):
         record_failure(slot.folder, slot.log, slot.result, slot.started)
         return slot.result

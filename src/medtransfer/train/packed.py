@@ -83,6 +83,9 @@ def unfusable_reason(model: nn.Module) -> str | None:
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.dropout._DropoutNd) and module is not head_dropout and module.p > 0:
             return f"dropout inside the backbone ({name}, p={module.p}) cannot be drawn per member"
+        rate = getattr(module, "drop_prob", getattr(module, "p", 0.0))   # timm DropPath, torchvision StochasticDepth
+        if type(module).__name__ in ("DropPath", "StochasticDepth") and rate:
+            return f"stochastic depth in the backbone ({name}, rate {rate}) cannot be drawn per member"
     return None
 
 
@@ -205,9 +208,8 @@ def _fused_step(template, states: list[_State], buffers: dict[str, torch.Tensor]
         xs.append(prepare_batch(st.data.x_train[idx], cfg_augment[k], st.data.generator))
         masks.append(_draw_mask(st, len(idx), n_features, device))
     x = torch.stack(xs)
-    models = [states[k].member.model for k in active]
-    names = [n for n, _ in models[0].named_parameters()]
-    params = {n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n in names}
+    own = [dict(states[k].member.model.named_parameters()) for k in active]   # one walk per member per step
+    params = {n: torch.stack([p[n] for p in own]) for n in own[0]}
     everyone = len(active) == len(states)
     bufs = buffers if everyone else {n: b[active] for n, b in buffers.items()}
     bufs = dict(bufs, **{"head.0.mask": torch.stack(masks)})
@@ -289,8 +291,10 @@ def _fit_packed(members: list[PackMember], task_kind: str, device: torch.device,
                     st.batches = st.stream.take(budget.round_steps)
                     st.round_losses, st.round_seen = [], 0
                 for step in range(1, budget.round_steps + 1):
-                    _fused_step(template, states, buffers, [k for k in active if states[k].error is None],
-                                augment, device, step)
+                    stepping = [k for k in active if states[k].error is None]
+                    if not stepping:   # every member of this round diverged
+                        break
+                    _fused_step(template, states, buffers, stepping, augment, device, step)
                 seconds = (time.perf_counter() - started) / len(active)
                 for k in active:
                     _end_round(states[k], stage, s_i == len(plan) - 1, task_kind, budget, unit, total_epochs,
