@@ -21,7 +21,8 @@ BASE = {"data": {"source": "medmnist", "name": "pneumoniamnist", "split": "given
 
 
 def _spec(tmp_path: Path) -> Path:
-    spec = {"name": "packed", "base": BASE, "sources": {},
+    base = {**BASE, "data": {**BASE["data"], "cache_dir": str(tmp_path / "cache")}}   # not into the package
+    spec = {"name": "packed", "base": base, "sources": {},
             "grid": {"train.lr_policy": ["constant", "one_cycle"], "train.n_train": [50, 60], "train.seed": [0, 1]},
             "baselines": [], "keep_weights": False}
     path = tmp_path / "packed.yaml"
