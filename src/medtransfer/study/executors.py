@@ -73,24 +73,33 @@ class Outcome:
 def run_one(job: Job, run_fn: RunFn) -> Outcome:
     """Run one job and turn every ordinary failure into an Outcome (interrupts still propagate)."""
     started_at, t0 = utc_now(), time.time()
-
-    def outcome(status, metrics=None, reason=None):
-        return Outcome(status, metrics, reason, started_at, utc_now(), round(time.time() - t0, 3))
-
-    folder = RunFolder(job.out)
-    folder.metrics_path.unlink(missing_ok=True)  # a killed run's leftover: only a metrics.json this call writes counts
+    RunFolder(job.out).metrics_path.unlink(missing_ok=True)  # a killed run's leftover: only a metrics.json this call writes counts
+    error = None
     try:
         extra = {} if job.method is RunMethod.CNN else {"method": job.method}
         run_fn(job.config, job.out, job.data_root, overwrite=True, echo=False, progress=False, **extra)
-    except WeightsUnavailable as err:
-        return outcome(RunStatus.SKIPPED, reason=str(err))
-    except MedtransferError as err:
-        return outcome(RunStatus.FAILED, reason=str(err))
     except Exception as err:  # a bug in one run must not stop the study; the run's train.log has the traceback
-        return outcome(RunStatus.FAILED, reason=f"{type(err).__name__}: {err}")
+        error = err
+    return _settle(job, error, started_at, round(time.time() - t0, 3))
+
+
+def _settle(job: Job, error: BaseException | None, started_at: str, seconds: float) -> Outcome:
+    """The Outcome of a job that ended with ``error`` (None: it returned): skipped when its weights are
+    missing, failed with the reason, else done with the metrics its folder holds (the folder is the truth,
+    what a resumed study adopts, not a return value)."""
+    def outcome(status, metrics=None, reason=None):
+        return Outcome(status, metrics, reason, started_at, utc_now(), seconds)
+
+    if isinstance(error, WeightsUnavailable):
+        return outcome(RunStatus.SKIPPED, reason=str(error))
+    if isinstance(error, MedtransferError):
+        return outcome(RunStatus.FAILED, reason=str(error))
+    if error is not None:
+        return outcome(RunStatus.FAILED, reason=f"{type(error).__name__}: {error}")
+    folder = RunFolder(job.out)
     if not folder.is_finished:
         return outcome(RunStatus.FAILED, reason=f"the run returned but {folder.metrics_path} is missing")
-    try:   # the folder is the truth (what a resumed study adopts), not the return value
+    try:
         metrics = folder.read_metrics()
     except MedtransferError as err:
         return outcome(RunStatus.FAILED, reason=str(err))
@@ -117,7 +126,7 @@ PACK_KEYS = ("task", "data", "image_size", ("model", "arch"), ("train", "n_train
              ("train", "gradual_epochs"), ("train", "device"), ("train", "threads"))
 
 
-def pack_key(job: Job) -> str | None:
+def job_pack_key(job: Job) -> str | None:
     """Jobs with the same key may share a pack; None: this job always runs alone (not a CNN run)."""
     import json
 
@@ -129,14 +138,14 @@ def pack_key(job: Job) -> str | None:
 
 
 def pack_jobs(jobs: list[Job], size: int) -> list[Job | PackedJob]:
-    """Group CNN jobs with equal ``pack_key`` into packs of up to ``size``, in the order first seen; the
+    """Group CNN jobs with equal ``job_pack_key`` into packs of up to ``size``, in the order first seen; the
     rest stay single. ``size`` 1 changes nothing."""
     if size <= 1:
         return list(jobs)
     groups: dict[str, list[Job]] = {}
     order: list[tuple[str | None, Job | None]] = []
     for job in jobs:
-        key = pack_key(job)
+        key = job_pack_key(job)
         if key is None:
             order.append((None, job))
             continue
@@ -169,30 +178,8 @@ def run_pack(pack: PackedJob) -> list[tuple[str, Outcome]]:
     except Exception as err:   # the pack as a whole could not start (e.g. out of memory building it)
         results = [err] * len(pack.jobs)
     seconds = round((time.time() - t0) / len(pack.jobs), 3)
-    out = []
-    for job, result in zip(pack.jobs, results, strict=True):
-        def outcome(status, metrics=None, reason=None):
-            return Outcome(status, metrics, reason, started_at, utc_now(), seconds)
-
-        folder = RunFolder(job.out)
-        if isinstance(result, WeightsUnavailable):
-            out.append((job.run_id, outcome(RunStatus.SKIPPED, reason=str(result))))
-        elif isinstance(result, MedtransferError):
-            out.append((job.run_id, outcome(RunStatus.FAILED, reason=str(result))))
-        elif isinstance(result, BaseException):
-            out.append((job.run_id, outcome(RunStatus.FAILED, reason=f"{type(result).__name__}: {result}")))
-        elif not folder.is_finished:
-            out.append((job.run_id, outcome(RunStatus.FAILED, reason=f"{folder.metrics_path} is missing")))
-        else:
-            try:
-                metrics = folder.read_metrics()
-            except MedtransferError as err:
-                out.append((job.run_id, outcome(RunStatus.FAILED, reason=str(err))))
-                continue
-            if not job.keep_weights:
-                folder.remove_weights()
-            out.append((job.run_id, outcome(RunStatus.DONE, metrics=metrics)))
-    return out
+    return [(job.run_id, _settle(job, result if isinstance(result, BaseException) else None, started_at, seconds))
+            for job, result in zip(pack.jobs, results, strict=True)]
 
 
 def run_job(job: Job | PackedJob, run_fn: RunFn) -> list[tuple[str, Outcome]]:
