@@ -133,16 +133,20 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool,
     log = RunLog(folder.log_path, echo=echo)
     started = time.time()
     try:
-        metrics = body(folder, log, started)
-        test_auc = metrics.auroc("test")
-        log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
-        folder.write_metrics(metrics)
-        return metrics
+        return _write_finished(folder, log, body(folder, log, started))
     except BaseException as err:  # record why, then let the caller decide how to exit
         record_failure(folder, log, err, started)
         raise
     finally:
         log.close()
+
+
+def _write_finished(folder: RunFolder, log: Callable[[str], None], metrics: RunMetrics) -> RunMetrics:
+    """The end of a run: its test AUROC in the log, then metrics.json (whose presence means "finished")."""
+    test_auc = metrics.auroc("test")
+    log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
+    folder.write_metrics(metrics)
+    return metrics
 
 
 def record_failure(folder: RunFolder, log: Callable[[str], None], err: BaseException, started: float) -> None:
@@ -437,11 +441,8 @@ def _finish_slot(slot: _PackSlot) -> RunMetrics | BaseException:
         record_failure(slot.folder, slot.log, slot.result, slot.started)
         return slot.result
     try:
-        metrics = finish_cnn_run(slot.cfg, slot.folder, slot.prepared, slot.result, slot.log, slot.started)
-        test_auc = metrics.auroc("test")
-        slot.log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
-        slot.folder.write_metrics(metrics)
-        return metrics
+        return _write_finished(slot.folder, slot.log, finish_cnn_run(slot.cfg, slot.folder, slot.prepared,
+                                                                      slot.result, slot.log, slot.started))
     except Exception as err:
         record_failure(slot.folder, slot.log, err, slot.started)
         return err
