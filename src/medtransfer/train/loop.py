@@ -263,6 +263,19 @@ class _Batches:
     metric: Callable[[np.ndarray, np.ndarray], float]
 
 
+def validate(model, data: _Batches, task_kind: str, batch_size: int, device, epoch: int,
+             lr: float) -> tuple[float, float]:
+    """(val loss, val AUROC) after a round, NaN for both without validation images; TrainingDiverged
+    when the round's last updates broke the weights."""
+    if not len(data.x_val):
+        return float("nan"), float("nan")
+    val_loss, val_scores = _evaluate(model, data.x_val, data.t_val, data.criterion, task_kind, batch_size, device)
+    if not math.isfinite(val_loss):
+        kind = "nan" if math.isnan(val_loss) else "inf"
+        raise TrainingDiverged(f"validation loss became {kind} at epoch {epoch} (lr={lr:.3g})")
+    return val_loss, float(data.metric(data.y_val, val_scores))
+
+
 def run_round(model, optimizer, scheduler, index, data: _Batches, batches, stage_name: str, epoch: int,
               task_kind: str, cfg: TrainConfig, device, lr_trace: list[list[float]],
               on_step: Callable[[], None] | None = None) -> EpochRecord:
@@ -270,15 +283,7 @@ def run_round(model, optimizer, scheduler, index, data: _Batches, batches, stage
     started = time.perf_counter()
     train_loss = _train_round(model, optimizer, scheduler, index, batches, data.x_train, data.t_train, data.criterion,
                               data.generator, cfg, device, epoch, lr_trace, on_step)
-    if len(data.x_val):
-        val_loss, val_scores = _evaluate(model, data.x_val, data.t_val, data.criterion, task_kind,
-                                         cfg.batch_size, device)
-        if not math.isfinite(val_loss):   # the last update of the epoch broke the weights
-            kind = "nan" if math.isnan(val_loss) else "inf"
-            raise TrainingDiverged(f"validation loss became {kind} at epoch {epoch} (lr={max(lr_trace[-1]):.3g})")
-        auroc = float(data.metric(data.y_val, val_scores))
-    else:
-        val_loss = auroc = float("nan")
+    val_loss, auroc = validate(model, data, task_kind, cfg.batch_size, device, epoch, max(lr_trace[-1]))
     return EpochRecord(epoch=epoch, stage=stage_name, train_loss=train_loss, val_loss=val_loss,
                        val_auroc_macro=auroc, lrs=list(lr_trace[-1]), seconds=time.perf_counter() - started)
 

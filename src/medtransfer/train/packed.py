@@ -44,8 +44,8 @@ from ..errors import ConfigError, DataError, TrainingDiverged
 from ..evaluate.metrics import macro_auroc
 from .augment import prepare_batch
 from .inputs import BatchStream, check_images, check_labels, check_task_kind, make_criterion, to_device
-from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, _evaluate, check_outputs,
-                   device_autocast, reproducible)
+from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, check_outputs, device_autocast, reproducible,
+                   validate)
 from .lr_policies import make_scheduler
 from .strategies import build_optimizer, group_lr_row, set_trainable, stages
 
@@ -314,17 +314,11 @@ def _end_round(st: _State, stage, last_stage: bool, task_kind: str, budget, unit
     if not math.isfinite(train_loss):   # on a GPU the per-step check is skipped (it would stall the queue)
         st.error = TrainingDiverged(f"training loss became {train_loss} in epoch {st.epoch}")
         return
-    if len(data.x_val):
-        val_loss, val_scores = _evaluate(m.model, data.x_val, data.t_val, data.criterion, task_kind,
-                                         m.cfg.batch_size, device)
-        if not math.isfinite(val_loss):
-            kind = "nan" if math.isnan(val_loss) else "inf"
-            st.error = TrainingDiverged(f"validation loss became {kind} at epoch {st.epoch} "
-                                        f"(lr={max(st.lr_trace[-1]):.3g})")
-            return
-        auroc = float(data.metric(data.y_val, val_scores))
-    else:
-        val_loss = auroc = float("nan")
+    try:
+        val_loss, auroc = validate(m.model, data, task_kind, m.cfg.batch_size, device, st.epoch, max(st.lr_trace[-1]))
+    except TrainingDiverged as err:
+        st.error = err
+        return
     record = EpochRecord(epoch=st.epoch, stage=stage.name, train_loss=train_loss, val_loss=val_loss,
                          val_auroc_macro=auroc, lrs=list(st.lr_trace[-1]), seconds=seconds)
     st.best.update(m.model, record)
