@@ -44,3 +44,12 @@ def write_error(path, err: BaseException) -> MedtransferError:
 
 class TrainingDiverged(MedtransferError):
     """The loss became NaN or infinite; the run is stopped and recorded."""
+
+
+def reason_of(err: BaseException) -> str:
+    """One line saying why: a project error's own message, else its type and the first line of its text
+    (torch's errors carry pages of detail after it)."""
+    if isinstance(err, MedtransferError):
+        return str(err)
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import MedtransferError
+from ..errors import MedtransferError, reason_of
 from .candidates import Candidate
 
 
@@ -71,7 +71,7 @@ def candidate_features(candidates: list[Candidate], images: np.ndarray, num_outp
             built = time.perf_counter()
             feats = penultimate_features(model, images, batch_size, device)
         except (MedtransferError, RuntimeError, ValueError) as err:   # torch's shape errors are RuntimeErrors
-            why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            why = reason_of(err)
             out[cand.name] = CandidateFeatures(cand.name, None, time.perf_counter() - started, error=why)
             log(f"features {cand.name}: unusable ({why})")
             continue

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import RunConfig
-from ..errors import MedtransferError
+from ..errors import MedtransferError, reason_of
 from ..kinds import Init, InitKind
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
@@ -322,7 +322,7 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
         scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
         auroc = macro_auroc(data.val.labels, scores, data.task_kind)
     except (MedtransferError, RuntimeError, ValueError) as err:   # e.g. a source whose input size does not fit
-        why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        why = reason_of(err)
         return Trial(arm, rung, int(steps), len(idx), math.nan, time.perf_counter() - started, None, why)
     return Trial(arm, rung, int(steps), len(idx), float(auroc), time.perf_counter() - started, scores)
 
