@@ -81,7 +81,7 @@ def test_dry_run_estimate_includes_extraction(tmp_path):
     spec = write(tmp_path)   # datasets that are neither under tmp_path nor in the demo bundle
     spec.write_text(spec.read_text().replace("nih14-mini", "nih14-elsewhere").replace("pneumoniamnist", "breastmnist"))
     plan = plan_study(spec)
-    est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device: 0.01,
+    est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01,
                         extraction_timer=lambda size, rcfg: 0.05)
     # no data under tmp_path: the split sizes are unknown, so CNN runs at fixed N count, baselines do not
     assert est["runs_estimated"] == 8 and any("not readable" in n for n in est["notes"])

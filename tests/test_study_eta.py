@@ -40,10 +40,44 @@ def test_estimate_prices_every_run_it_counts(tmp_path):
 
     from test_study_runner import write_spec
     plan = plan_study(write_spec(tmp_path))
-    est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device: 0.01)
+    est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
     assert len(est["per_run"]) == est["runs_estimated"]
     assert sum(est["per_run"].values()) == pytest.approx(est["seconds"])
     by_n = {}
     for run in plan.runs:
         by_n.setdefault(run.config.train.n_train, set()).add(est["per_run"][run.run_id])
     assert max(by_n[50]) < min(by_n[200])   # a bigger N is priced higher
+
+
+def test_estimate_times_each_runs_batch_and_prices_only_the_validation_images_it_scores(tmp_path):
+    """The probe runs at the runs' own batch (per-image cost falls with it), and data.val_size=proportional
+    runs validate on N/7 images each round, not on the whole validation split."""
+    import json
+
+    from medtransfer.budget import budget_of
+    from medtransfer.study import plan_study
+    from medtransfer.study.dryrun import estimate_time
+
+    from test_study_runner import SPEC, write_spec
+    base = json.loads(json.dumps(SPEC["base"]))
+    base["train"]["batch_size"] = 64
+    batches = []
+
+    def timer(arch, size, device, batch):
+        batches.append(batch)
+        return 0.01
+
+    fixed_plan = plan_study(write_spec(tmp_path, base=base))
+    fixed = estimate_time(fixed_plan, tmp_path, step_timer=timer)
+    assert sorted(batches) == [50, 64]   # N = 50 trains in batches of 50; N = 200 and the source in 64s
+    base["data"]["val_size"] = "proportional"
+    prop_plan = plan_study(write_spec(tmp_path, base=base))
+    prop = estimate_time(prop_plan, tmp_path, step_timer=timer)
+
+    def n50(plan, est):
+        return {est["per_run"][r.run_id] for r in plan.runs if r.config.train.n_train == 50}
+
+    rounds = budget_of(50, fixed_plan.runs[0].config.train).rounds
+    # pneumoniamnist's validation split has 524 images; N = 50 validates on ceil(50 x 0.1 / 0.7) = 8 of them
+    (fixed_s,), (prop_s,) = n50(fixed_plan, fixed), n50(prop_plan, prop)
+    assert fixed_s - prop_s == pytest.approx((524 - 8) * rounds / 3 * 0.01)

@@ -79,3 +79,60 @@ def test_pack_jobs_groups_runs_whose_steps_line_up(tmp_path):
     assert shapes == [2, 1, 1, 1, 1]          # N=50 seeds 0+1 | N=60 | N=50 seed 2 | radiomics | gradual
     assert out[0].jobs == (jobs[0], jobs[2]) and out[1] is jobs[3] and out[2] is jobs[1]
     assert pack_jobs(jobs, 1) == jobs
+
+
+KILL_SCRIPT = """
+from medtransfer.study import StudyOptions, run_study
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, report=False, probe=False, pack=2))
+"""
+
+
+def _done_rows(study: Path) -> dict[str, str]:
+    try:
+        with sqlite3.connect(study / "results.sqlite") as con:
+            return dict(con.execute("SELECT run_id, finished_at FROM runs WHERE status = 'done'").fetchall())
+    except sqlite3.OperationalError:   # the store is not created yet
+        return {}
+
+
+def _mid_pack(study: Path) -> list[str]:
+    """Runs not yet recorded that have trained a round in a pack, once a first pack is recorded."""
+    done = _done_rows(study)
+    if len(done) < 2:
+        return []
+    logs = [p for p in (study / "runs").glob("*/train.log") if p.parent.name not in done]
+    return [p.parent.name for p in logs if "(packed)" in p.read_text()]
+
+
+@pytest.mark.skipif(not (DEMO / "pneumoniamnist.npz").is_file(), reason="the demo bundle's pneumoniamnist.npz is absent")
+def test_sigkill_mid_pack_then_resume_loses_only_the_runs_in_flight(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    spec, out = _spec(tmp_path), tmp_path / "killed"
+    script = KILL_SCRIPT.format(spec=str(spec), out=str(out), root=str(DEMO))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while not _mid_pack(out):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "the first pack did not finish in 5 minutes"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before, killed = _done_rows(out), _mid_pack(out)
+    assert killed and not set(killed) & set(before)
+    assert 2 <= len(before) < 8
+    folders = [p for p in (out / "runs").iterdir() if p.is_dir()]
+    assert set(before) <= {p.name for p in folders if (p / "metrics.json").is_file()}
+    assert len({p.name for p in folders} - set(before)) <= 2   # what the kill can lose: the one pack in flight
+    resumed = run_study(spec, out, StudyOptions(data_root=DEMO, report=False, probe=False, pack=2))
+    assert resumed.ran == 8 - len(before)   # nothing recorded is trained again
+    after = _done_rows(out)
+    assert len(after) == 8
+    assert all(after[run_id] == at for run_id, at in before.items())   # recorded runs untouched
+    for run_id in killed:   # the killed pack's runs trained again, from the start, and finished
+        assert (out / "runs" / run_id / "metrics.json").is_file()
+        assert (out / "runs" / run_id / "train.log").read_text().count("medtransfer train ->") == 1

@@ -13,6 +13,7 @@ runs reuse the cached features) plus a few seconds of fitting per run.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +24,8 @@ from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_co
 from .opened import OpenedSources
 
 PROBE_BUDGET_S = 20.0
-RUN_OVERHEAD_S = 2.0
-PROBE_CPU_PX = 64   # data loading, model creation, evaluation, writing the run folder
+RUN_OVERHEAD_S = 2.0   # data loading, model creation, evaluation, writing the run folder
+PROBE_CPU_PX = 64
 BASELINE_FIT_S = 5.0   # one radiomics run once its features are cached: data, C selection, fit, scoring
 
 
@@ -81,7 +82,8 @@ def _fmt(value: Any) -> str:
 
 def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
     lines = [f"timing probe ({estimate['device']}): " + "; ".join(
-        f"{arch} @ {size}px {ms:.1f} ms/image" for (arch, size), ms in estimate["ms_per_image"].items())]
+        f"{arch} @ {size}px, batch {batch} {ms:.1f} ms/image"
+        for (arch, size, batch), ms in estimate["ms_per_image"].items())]
     if estimate.get("radiomics_ms_per_image"):
         lines.append("radiomics extraction probe (cpu, one process): " + "; ".join(
             f"{size}px {ms:.1f} ms/image" for size, ms in estimate["radiomics_ms_per_image"].items()))
@@ -116,39 +118,44 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
     device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
     timer = step_timer or _time_training_step
     notes: list[str] = []
-    ms: dict[tuple[str, int], float] = {}
+    ms: dict[tuple[str, int, int], float] = {}   # (arch, image size, batch) -> ms per image trained
     started = time.time()
     cnn_runs = [r for r in runs if not r.is_baseline]
-    for run in cnn_runs:
-        key = (run.config.model.arch, run.config.image_size)
-        if key in ms:
-            continue
-        if time.time() - started > budget_s:
-            notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px not timed")
-            ms[key] = float("nan")
-            continue
-        try:
-            ms[key] = 1000 * timer(run.config.model.arch, run.config.image_size, device)
-        except Exception as err:  # the estimate is a courtesy; never block a dry run on it
-            notes.append(f"could not time {key[0]} @ {key[1]}px: {type(err).__name__}: {err}")
-            ms[key] = float("nan")
     sizes: dict[str, tuple[int, int, int] | None] = {}
-    total, counted = 0.0, 0
-    per_run: dict[str, float] = {}
+    priced: list[tuple[PlannedRun, int, tuple[int, int, int] | None]] = []
     for run in cnn_runs:
-        per_image = ms.get((run.config.model.arch, run.config.image_size), float("nan")) / 1000
         split = _split_sizes(run, opened, sizes, notes)
         n = run.config.train.n_train
         if n == "all":
             if split is None:
                 continue
             n = split[0]
+        priced.append((run, int(n), split))
+        # the per-image cost falls with the batch (a step's fixed costs are shared), so time the runs' own batch
+        key = (run.config.model.arch, run.config.image_size, min(int(n), run.config.train.batch_size))
+        if key in ms:
+            continue
+        if time.time() - started > budget_s:
+            notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px, batch {key[2]} "
+                         "not timed")
+            ms[key] = float("nan")
+            continue
+        try:
+            ms[key] = 1000 * timer(*key[:2], device, key[2])
+        except Exception as err:  # the estimate is a courtesy; never block a dry run on it
+            notes.append(f"could not time {key[0]} @ {key[1]}px: {type(err).__name__}: {err}")
+            ms[key] = float("nan")
+    total, counted = 0.0, 0
+    per_run: dict[str, float] = {}
+    for run, n, split in priced:
+        train = run.config.train
+        per_image = ms[(run.config.model.arch, run.config.image_size, min(n, train.batch_size))] / 1000
         if per_image != per_image:
             continue
-        budget = budget_of(int(n), run.config.train)
-        trained = budget.total_steps * min(int(n), run.config.train.batch_size)   # images through a training step
-        evaluated = (split[1] * budget.rounds + split[2]) if split else 0   # forward only: about a third of a step
-        seconds = (trained + evaluated / 3) * per_image + RUN_OVERHEAD_S
+        budget = budget_of(n, train)
+        trained = budget.total_steps * min(n, train.batch_size)   # images through a training step
+        evaluated = (_val_images(run, n, split[1]) * budget.rounds + split[2]) if split else 0   # forward only:
+        seconds = (trained + evaluated / 3) * per_image + RUN_OVERHEAD_S                       # about 1/3 of a step
         per_run[run.run_id] = seconds
         total += seconds
         counted += 1
@@ -258,6 +265,15 @@ def _split_sizes(run: PlannedRun, opened: OpenedSources, cache: dict, notes: lis
     return cache[key]
 
 
+def _val_images(run: PlannedRun, n_train: int, n_val: int) -> int:
+    """Validation images a run scores each round: all of the split, or its N-proportional share."""
+    data = run.config.data
+    if data.val_size != "proportional":
+        return n_val
+    fractions = data.split_fractions
+    return min(n_val, math.ceil(n_train * fractions[1] / fractions[0]))
+
+
 def _count_splits(run: PlannedRun, opened: OpenedSources, notes: list[str]) -> tuple[int, int, int] | None:
     cfg = run.config
     try:
@@ -277,20 +293,22 @@ def _count_splits(run: PlannedRun, opened: OpenedSources, notes: list[str]) -> t
 
 
 def _time_training_step(arch: str, image_size: int, device, batch: int | None = None) -> float:
-    """Seconds per image of one forward+backward+step, after one warm-up step.
+    """Seconds per image of one forward+backward+step at ``batch``, after one warm-up step.
 
     On a CPU the step is timed at no more than 64 px and scaled by the pixel count (conv cost
     grows with it), so even DenseNet-121 at 224 px probes in a few seconds.
     """
     import torch
 
+    from ..config import TrainConfig
     from ..models import create_model
+    from ..train.strategies import N_GROUPS, build_optimizer
 
     on_gpu = device.type == "cuda"
     batch = batch or (32 if on_gpu else 16)
     size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
     model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the optimiser runs use
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.rand(batch, 2, device=device)
     seconds = []
