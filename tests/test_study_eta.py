@@ -1,7 +1,8 @@
 """The study ETA is priced by the probe from the start, then rescaled by what finished runs really took."""
 import pytest
 
-from medtransfer.study.eta import StudyEta, format_duration
+from medtransfer.durations import format_duration
+from medtransfer.study.eta import StudyEta
 
 
 def test_probe_prices_before_any_run_finishes():
@@ -31,7 +32,7 @@ def test_parallel_runs_divide_and_unpriced_runs_are_named():
 
 
 def test_format_duration():
-    assert [format_duration(s) for s in (5, 65, 3725)] == ["5 s", "1 min 05 s", "1 h 02 min"]
+    assert [format_duration(s) for s in (5, 65, 3725, float("nan"), None)] == ["5 s", "1 min 05 s", "1 h 02 min", "?", "?"]
 
 
 def test_estimate_prices_every_run_it_counts(tmp_path):

@@ -11,7 +11,8 @@ import html
 import math
 from datetime import datetime, timezone
 
-from ..report.page import CSS, esc, fmt_auroc, fmt_seconds, fmt_signed, table
+from ..durations import format_duration
+from ..report.page import CSS, esc, fmt_auroc, fmt_signed, table
 
 FOOTER = """<footer><h2>How to read this</h2><dl>
 <dt>Transferability</dt><dd>How well a candidate's frozen features (before any fine-tuning) separate your labels:
@@ -122,7 +123,7 @@ def _search(a: dict) -> str:
     parts = ["<h2>What was tried</h2>",
              f"<p>{len(plan['arms'])} recipes; rungs of {', '.join(map(str, plan['rung_counts']))} recipes at "
              f"{', '.join(map(str, plan['rung_steps']))} steps, then the pick at {plan['final_steps']} steps "
-             f"(plan estimated {fmt_seconds(plan['estimated_seconds'])}; the search took {fmt_seconds(s['seconds'])}). "
+             f"(plan estimated {format_duration(plan['estimated_seconds'])}; the search took {format_duration(s['seconds'])}). "
              "Chosen on the validation split only.</p>"]
     for rung in s["rungs"]:
         rows = [[esc(t["arm"]), _num(t["val_auroc"]), "kept" if t["kept"] else "dropped",
@@ -138,8 +139,8 @@ def render_advice(a: dict) -> str:
     head = [f"<h1>Advice for {esc(a['config'])}</h1>",
             f'<p class="meta">Generated {when}: {a["n_train"]:,} training images ({a["n_train_patients"]:,} patients), '
             f"{a['n_val']:,} validation and {a['n_test']:,} test images; task {esc(a['task_kind'])} "
-            f"({esc(', '.join(a['labels']))}); budget {fmt_seconds(a['budget_seconds'])}, took "
-            f"{fmt_seconds(a['seconds'])}.</p>"]
+            f"({esc(', '.join(a['labels']))}); budget {format_duration(a['budget_seconds'])}, took "
+            f"{format_duration(a['seconds'])}.</p>"]
     notes = [f'<p class="note">{esc(n)}</p>' for n in a["notes"]]
     body = "\n".join(head + notes + [_recommendation(a), _gains(a), _curve(a), _ranking(a), _search(a)])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medtransfer advice</title>'

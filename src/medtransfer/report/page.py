@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from ..durations import format_duration
 from .redact import redact
 from .tables import InitName
 
@@ -62,13 +63,6 @@ def fmt_signed(x, digits=3, unit="") -> SignedCell:
 def fmt_n(nk, n) -> str:
     count = "?" if pd.isna(n) else f"{int(round(n)):,}"
     return f"all ({count})" if nk == "all" else count
-
-
-def fmt_seconds(s: float) -> str:
-    s = 0 if pd.isna(s) else int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s"
 
 
 def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
@@ -123,7 +117,7 @@ def header_section(name, n_runs: int, status_counts: dict, total_seconds: float,
     parts = [
         f"<h1>{title}</h1>",
         f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
-        f"total compute time {fmt_seconds(total_seconds)}.</p>",
+        f"total compute time {format_duration(total_seconds)}.</p>",
         "<h2>What this study asked</h2>",
         _question(tasks, axes.get("initialisation", [])),
     ]
@@ -244,7 +238,7 @@ def per_class_section(blocks: list[dict]) -> str:
 
 def failures_section(status_table: pd.DataFrame, fails: pd.DataFrame) -> str:
     parts = ["<h2>Failed and skipped runs</h2>"]
-    rows = [[esc(r.role), esc(r.status), str(int(r.runs)), fmt_seconds(r.seconds)] for r in status_table.itertuples()]
+    rows = [[esc(r.role), esc(r.status), str(int(r.runs)), format_duration(r.seconds)] for r in status_table.itertuples()]
     parts.append(table(["role", "status", "runs", "compute time"], rows, numeric={2, 3}))
     if fails.empty:
         parts.append("<p>Every run finished.</p>")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..budget import budget_of
+from ..durations import format_duration
 from ..kinds import SCRATCH, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 from .opened import OpenedSources
@@ -88,20 +89,12 @@ def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
         lines.append("radiomics extraction probe (cpu, one process): " + "; ".join(
             f"{size}px {ms:.1f} ms/image" for size, ms in estimate["radiomics_ms_per_image"].items()))
     total = estimate["seconds"]
-    lines.append(f"estimated compute: {_hours(total)} ({estimate['runs_estimated']} runs; "
+    lines.append(f"estimated compute: {format_duration(total)} ({estimate['runs_estimated']} runs; "
                  "every epoch run to the end, +/- 2x)")
     if parallel > 1:
-        lines.append(f"estimated wall time with {parallel} runs in parallel: {_hours(total / parallel)}")
+        lines.append(f"estimated wall time with {parallel} runs in parallel: {format_duration(total / parallel)}")
     lines.extend(f"note: {n}" for n in estimate["notes"])
     return lines
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
@@ -115,7 +108,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
     """
     opened = opened or OpenedSources(data_root)
     runs = plan.all_runs if runs is None else runs
-    device = _device(plan.spec.base.get("train", {}).get("device", "auto"))
+    device = study_device(plan)
     timer = step_timer or _time_training_step
     notes: list[str] = []
     ms: dict[tuple[str, int, int], float] = {}   # (arch, image size, batch) -> ms per image trained
@@ -246,14 +239,11 @@ def _time_extraction(size: int, rcfg) -> float:
     return min(seconds[1:])
 
 
-def _device(name: str):
-    import torch
+def study_device(plan: Plan):
+    """The device the plan's runs train on (train.device; auto: a GPU when there is one)."""
+    from ..train import resolve_device
 
-    try:
-        from ..train import resolve_device
-    except ImportError:
-        return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-    return resolve_device(name)
+    return resolve_device(plan.spec.base.get("train", {}).get("device", "auto"))
 
 
 def _split_sizes(run: PlannedRun, opened: OpenedSources, cache: dict, notes: list[str]) -> tuple[int, int, int] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
+from ..durations import format_duration
+
 
 class StudyEta:
     """Seconds left for the pending runs: probe prices x (measured / priced so far), over the parallel runs."""
@@ -51,15 +53,6 @@ class StudyEta:
         source = "measured" if self.calibrated else "probe"
         extra = f", {self.unpriced} run(s) not priced" if self.unpriced else ""
         return f"ETA ~{format_duration(left)} ({source}{extra})"
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class EtaColumn(ProgressColumn):

@@ -158,6 +158,7 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSour
     _adopt_finished(plan, study_dir, store)
     tracker = _open_tracker(opts.mlflow, plan, study_dir, plan_hash, console)
     started = datetime.now(timezone.utc)
+    _warn_cpu_pack(plan, opts, console)
     ex = make_executor(opts.executor, opts.executor_options(plan))
     ran = 0
     try:
@@ -253,7 +254,7 @@ def _probe_eta(plan: Plan, todo: list[PlannedRun], opened: OpenedSources, opts: 
     if not todo or not opts.probe or opts.run_fn is not None:
         return None
     from .dryrun import estimate_time
-    from .eta import format_duration
+    from ..durations import format_duration
 
     estimate = estimate_time(plan, opened.data_root, budget_s=PROBE_BUDGET_LIVE_S, opened=opened, runs=todo)
     eta = StudyEta(estimate["per_run"], [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
@@ -365,6 +366,18 @@ def _pack_size(plan: Plan, opts: StudyOptions) -> int:
     if opts.run_fn is not None:
         return 1
     return opts.pack if opts.pack is not None else plan.spec.resources.pack
+
+
+def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
+    """Packing pays where a small batch leaves the device idle (a GPU); on CPU cores a fused pack is slower."""
+    if _pack_size(plan, opts) <= 1:
+        return
+    from .dryrun import study_device
+
+    if study_device(plan).type == "cpu":
+        console.print(f"note: packs of {_pack_size(plan, opts)} on a CPU train more slowly than their runs one by one "
+                      "(the fused convolutions are slower on CPU cores; benchmarks/README.md): packing is for GPUs",
+                      markup=False, highlight=False)
 
 
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
