@@ -19,7 +19,7 @@ from ..evaluate.bootstrap import bootstrap_auroc_samples
 from ..evaluate.per_run import RUN_BOOTSTRAP_N, RUN_BOOTSTRAP_SEED, test_set_fingerprint
 from ..kinds import RunStatus
 from ..run_folder import RunFolder
-from .paired import _Unusable, read_predictions
+from .paired import UnusablePredictions, read_predictions
 
 
 class RunDraws(NamedTuple):
@@ -51,5 +51,5 @@ def _from_predictions(folder: RunFolder, task_kind) -> RunDraws | None:
         values = bootstrap_auroc_samples(targets.to_numpy(), scores.to_numpy(), clusters, n_boot=RUN_BOOTSTRAP_N,
                                          seed=RUN_BOOTSTRAP_SEED)
         return RunDraws(values, test_set_fingerprint(ids["image_id"].to_numpy(), clusters))
-    except (_Unusable, MedtransferError, OSError, ValueError):
+    except (UnusablePredictions, MedtransferError, OSError, ValueError):
         return None

@@ -23,34 +23,34 @@ from ..run_folder import RunFolder
 PREDICTIONS = RunFolder.PREDICTIONS
 
 
-class _Unusable(Exception):
-    """Why a pair of runs cannot be tested (a short reason, no paths or ids)."""
+class UnusablePredictions(Exception):
+    """Why a run's test predictions cannot be paired or resampled (a short reason, no paths or ids)."""
 
 
 def read_predictions(path: Path, task_kind: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(targets, scores): two DataFrames indexed by image id, one 0/1 / score column per label."""
     if not path.is_file():
-        raise _Unusable(f"{PREDICTIONS} not found")
+        raise UnusablePredictions(f"{PREDICTIONS} not found")
     try:
         frame = pd.read_csv(path, dtype={"image_id": str})
     except (OSError, ValueError) as err:
-        raise _Unusable(f"{PREDICTIONS} unreadable ({type(err).__name__})") from None
+        raise UnusablePredictions(f"{PREDICTIONS} unreadable ({type(err).__name__})") from None
     labels = [c[len("score_"):] for c in frame.columns if c.startswith("score_")]
     if "image_id" not in frame.columns or not labels:
-        raise _Unusable(f"{PREDICTIONS} lacks image_id or score_ columns")
+        raise UnusablePredictions(f"{PREDICTIONS} lacks image_id or score_ columns")
     if frame["image_id"].duplicated().any():
-        raise _Unusable(f"{PREDICTIONS} lists an image twice")
+        raise UnusablePredictions(f"{PREDICTIONS} lists an image twice")
     frame = frame.set_index("image_id")
     scores = frame[[f"score_{n}" for n in labels]].set_axis(labels, axis=1)
     if task_kind == "multiclass" or ("true" in frame.columns and f"true_{labels[0]}" not in frame.columns):
         if "true" not in frame.columns:
-            raise _Unusable(f"{PREDICTIONS} lacks the 'true' column")
+            raise UnusablePredictions(f"{PREDICTIONS} lacks the 'true' column")
         truth = frame["true"].astype(str)
         targets = pd.DataFrame({n: (truth == n).astype(int) for n in labels}, index=frame.index)
     else:
         missing = [n for n in labels if f"true_{n}" not in frame.columns]
         if missing:
-            raise _Unusable(f"{PREDICTIONS} lacks a true_ column for a scored label")
+            raise UnusablePredictions(f"{PREDICTIONS} lacks a true_ column for a scored label")
         targets = frame[[f"true_{n}" for n in labels]].set_axis(labels, axis=1)
     return targets, scores
 
@@ -68,14 +68,14 @@ def read_patient_ids(path: Path) -> pd.Series | None:
 
 def _load(study_dir: Path, run_dir, task_kind, cache: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     if run_dir is None or pd.isna(run_dir):
-        raise _Unusable("run folder not recorded")
+        raise UnusablePredictions("run folder not recorded")
     key = (str(run_dir), task_kind)
     if key not in cache:
         try:
             cache[key] = read_predictions(study_dir / str(run_dir) / PREDICTIONS, task_kind)
-        except _Unusable as err:
+        except UnusablePredictions as err:
             cache[key] = err
-    if isinstance(cache[key], _Unusable):
+    if isinstance(cache[key], UnusablePredictions):
         raise cache[key]
     return cache[key]
 
@@ -93,12 +93,12 @@ def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: str | None, 
         ta, sa = _load(study_dir, run_dir_a, task_kind, cache)
         tb, sb = _load(study_dir, run_dir_b, task_kind, cache)
         if list(sa.columns) != list(sb.columns):
-            raise _Unusable("the two runs scored different labels")
+            raise UnusablePredictions("the two runs scored different labels")
         shared = ta.index.intersection(tb.index)
         if len(shared) == 0:
-            raise _Unusable("no test image scored by both runs")
+            raise UnusablePredictions("no test image scored by both runs")
         if not np.array_equal(ta.loc[shared].to_numpy(), tb.loc[shared].to_numpy()):
-            raise _Unusable("the two runs disagree on the test labels")
+            raise UnusablePredictions("the two runs disagree on the test labels")
         note = None if len(shared) == len(ta) == len(tb) else (
             f"only {len(shared)} of {max(len(ta), len(tb))} test images scored by both runs")
         patients = read_patient_ids(study_dir / str(run_dir_a) / PREDICTIONS) if sa.shape[1] == 1 else None
@@ -109,7 +109,7 @@ def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: str | None, 
             got["n_labels"] = 1
         else:
             got = delong_paired_macro(ta.loc[shared].to_numpy(), sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy())
-    except _Unusable as err:
+    except UnusablePredictions as err:
         return {"p_value": None, "note": str(err)}
     except MedtransferError as err:      # e.g. fewer than 2 positives: the message names no image
         return {"p_value": None, "note": str(err).split(": ", 1)[-1]}
