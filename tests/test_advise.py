@@ -149,7 +149,7 @@ def test_the_plan_shrinks_to_the_budget_keeping_the_references():
     assert {a.init_name for a in tight.arms} == {"src", "scratch", "imagenet"}   # the lower-ranked source goes first
     assert tight.estimated_seconds <= roomy.estimated_seconds * 0.8 and "other" in tight.notes[0]
     tiny = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1.0)
-    assert tiny.sizes == () and "more than the budget" in tiny.notes[-1]
+    assert tiny.sizes == () and "s left of the --budget" in tiny.notes[-1]
     assert {a.init_name for a in tiny.arms} == {"src", "scratch", "imagenet"}
 
 

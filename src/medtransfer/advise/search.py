@@ -235,7 +235,7 @@ def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: 
 
 def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_steps: int, rounds: int,
                 sizes: tuple[int, ...], cost: CostModel, budget_seconds: float) -> SearchPlan:
-    """The largest plan whose estimate fits ``budget_seconds``.
+    """The largest plan whose estimate fits ``budget_seconds`` (what is left of --budget when the search is planned).
 
     ``inits`` are (name, init, arch) in ranking order. Scratch and ImageNet (the references the gains
     are measured against) are always in; of the other candidates the top-ranked are admitted, as many
@@ -262,8 +262,8 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
                                   tuple(_plan_notes(others, k, sizes, size_option)))
     arms, steps, size_option, seconds, k = tried[-1]
     notes = _plan_notes(others, k, sizes, size_option)
-    notes.append(f"the smallest plan is estimated at {seconds:.0f} s, more than the budget of {budget_seconds:.0f} s: "
-                 "it runs anyway (a larger --budget searches more)")
+    notes.append(f"the smallest plan is estimated at {seconds:.0f} s, more than the {budget_seconds:.0f} s left of "
+                 "the --budget after ranking and timing: it runs anyway (a larger --budget searches more)")
     return SearchPlan(tuple(arms), steps, final_steps, rounds, size_option, seconds, cost, tuple(notes))
 
 
