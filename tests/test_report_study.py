@@ -520,3 +520,21 @@ def test_within_noise_says_which_interval_contains_zero():
     paired = _gains({"gains": [dict(row, ci_method="two-level bootstrap")]}, "p")[0]
     unpaired = _gains({"gains": [dict(row, ci_method="t over seeds")]}, "p")[0]
     assert "the paired CI contains 0" in paired and "unpaired t-interval over seeds contains 0" in unpaired
+
+
+def test_target_n_far_beyond_the_data_is_not_shown_and_ranges_read_in_words():
+    from medtransfer.report.answer_page import _crossover, _curves
+
+    per_n = [{"N": 50}, {"N": 200}, {"N": 800}]
+    targets = [{"auroc": 0.9, "estimate": 120, "ci_low": 30, "ci_high": None, "extrapolated": False},
+               {"auroc": 0.95, "estimate": 775744, "ci_low": 3854, "ci_high": None, "extrapolated": True}]
+    init = {"init": "radiomics", "per_n": per_n, "learning_curve": {"fitted": True, "predicted": [],
+                                                                     "n_for_target": targets, "holdout": {}}}
+    text = _curves({"inits": [init]}, "p", [0.9, 0.95])[0]
+    assert "N for AUROC 0.9: ≈ 120 (within the studied N; 95% range below 50 to never" in text
+    assert "775,744" not in text and "N for AUROC 0.95: beyond 10x the largest N studied (8,000); not estimated" in text
+    cross = {"init": "chest", "matches_from_N": 57, "match_extrapolated": False, "match_range": [None, None],
+             "beats_from_N": None, "beat_note": "no crossing", "radiomics_side": None}
+    line = _crossover({"crossover_vs_radiomics": {"measured": [], "from_learning_curves": [cross]}}, "p")[0]
+    assert "matches radiomics from N ≈ 57 (within the studied N; 95% range below the smallest N studied to beyond " \
+           "the N searched)" in line

@@ -81,6 +81,16 @@ def _measured(c: dict, key: str) -> str:
     return esc(c[f"{key}_note"] or NOT_SHOWN)
 
 
+FAR = 10   # N estimates beyond this multiple of the largest N studied are not shown
+UNREACHED = "never (some bootstrap refits never reach it)"
+
+
+def _span(low, high, smallest=None, open_end: str = "beyond the N searched") -> str:
+    """A range of N in words, an open end ('below the smallest N studied', ``open_end``) where it has none."""
+    start = _n(low) if low else (f"below {_n(smallest)}" if smallest else "below the smallest N studied")
+    return f"{start} to {_n(high) if high else open_end}"
+
+
 def _crossover(panel: dict, where: str) -> list[str]:
     items = []
     for c in panel["crossover_vs_radiomics"]["measured"]:
@@ -92,7 +102,7 @@ def _crossover(panel: dict, where: str) -> list[str]:
         if c["matches_from_N"] is not None:
             kind = "extrapolated" if c["match_extrapolated"] else "within the studied N"
             rng = c.get("match_range")
-            span = "" if not rng else f", range {_n(rng[0]) if rng[0] else '&lt;studied'}–{_n(rng[1]) if rng[1] else '&gt;searched'}"
+            span = "" if not rng else f"; 95% range {_span(rng[0], rng[1])}"
             match = f"matches radiomics from N ≈ {_n(c['matches_from_N'])} ({kind}{span})"
         else:
             match = f"match with radiomics: {esc(c['match_note'] or NOT_SHOWN)}"
@@ -122,11 +132,14 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
                 parts.append(f"AUROC {t['auroc']:g}: {esc(t['refused'])}")
             else:
                 kind = "extrapolated" if t["extrapolated"] else "within the studied N"
-                smallest = min(r["N"] for r in init["per_n"])
-                low = (f"&lt;{_n(smallest)}" if t["ci_low"] is not None and t["ci_low"] < smallest
-                       else _n(t["ci_low"]))
-                high = "∞" if t["ci_high"] is None else _n(t["ci_high"])
-                parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}; range {low}–{high})")
+                sizes = [r["N"] for r in init["per_n"]]
+                if t["estimate"] > FAR * max(sizes):   # a power law this far from its data is a guess, not a number
+                    parts.append(f"N for AUROC {t['auroc']:g}: beyond {FAR}x the largest N studied "
+                                 f"({_n(FAR * max(sizes))}); not estimated")
+                    continue
+                span = ("" if t["ci_low"] is None else   # no bootstrap refits: no range
+                        f"; 95% range {_span(None if t['ci_low'] < min(sizes) else t['ci_low'], t['ci_high'], min(sizes), UNREACHED)}")
+                parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}{span})")
         hold = curve.get("holdout", {})
         if "error" in hold:
             parts.append(f"check: fitted without N = {_n(hold['held_out_N'])}, it predicts "
