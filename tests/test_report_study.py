@@ -537,4 +537,6 @@ def test_target_n_far_beyond_the_data_is_not_shown_and_ranges_read_in_words():
              "beats_from_N": None, "beat_note": "no crossing", "radiomics_side": None}
     line = _crossover({"crossover_vs_radiomics": {"measured": [], "from_learning_curves": [cross]}}, "p")[0]
     assert "matches radiomics from N ≈ 57 (within the studied N; 95% range below the smallest N studied to beyond " \
-           "the N searched)" in line
+           "10x the largest N studied)" in line
+    targets[0]["ci_high"] = 9000   # an end past 10x the largest N is not shown either
+    assert "95% range below 50 to beyond 10x the largest N studied (8,000))" in _curves({"inits": [init]}, "p", [])[0]

@@ -6,7 +6,11 @@ import math
 
 def format_duration(seconds: float | None) -> str:
     """'5 s', '1 min 05 s', '1 h 02 min' (an unknown duration: '?')."""
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):   # None, pandas NA
+        return "?"
+    if not math.isfinite(seconds):
         return "?"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+from ..evaluate import learning_curve as lc
 from .page import _panel_title, esc
 from .intervals import BOOTSTRAP
 
@@ -81,13 +82,15 @@ def _measured(c: dict, key: str) -> str:
     return esc(c[f"{key}_note"] or NOT_SHOWN)
 
 
-FAR = 10   # N estimates beyond this multiple of the largest N studied are not shown
+FAR = int(lc.HORIZON)   # N beyond this multiple of the largest N studied is not shown (nor searched for crossings)
 UNREACHED = "never (some bootstrap refits never reach it)"
 
 
-def _span(low, high, smallest=None, open_end: str = "beyond the N searched") -> str:
-    """A range of N in words, an open end ('below the smallest N studied', ``open_end``) where it has none."""
+def _span(low, high, smallest=None, largest=None, open_end: str = f"beyond {FAR}x the largest N studied") -> str:
+    """A range of N in words: an end beyond the studied sizes by more than FAR, or open, in words."""
     start = _n(low) if low else (f"below {_n(smallest)}" if smallest else "below the smallest N studied")
+    if high and largest and high > FAR * largest:
+        high, open_end = None, f"beyond {FAR}x the largest N studied ({_n(FAR * largest)})"
     return f"{start} to {_n(high) if high else open_end}"
 
 
@@ -137,8 +140,13 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
                     parts.append(f"N for AUROC {t['auroc']:g}: beyond {FAR}x the largest N studied "
                                  f"({_n(FAR * max(sizes))}); not estimated")
                     continue
-                span = ("" if t["ci_low"] is None else   # no bootstrap refits: no range
-                        f"; 95% range {_span(None if t['ci_low'] < min(sizes) else t['ci_low'], t['ci_high'], min(sizes), UNREACHED)}")
+                low = t["ci_low"]
+                if low is None and t["ci_high"] is None:   # no bootstrap refits, or nearly all never reach it
+                    frac = t.get("reachable_in_fraction_of_refits")
+                    span = "" if frac is None else f"; reached in only {frac:.0%} of the bootstrap refits"
+                else:
+                    low = None if low is None or low < min(sizes) else low
+                    span = f"; 95% range {_span(low, t['ci_high'], min(sizes), max(sizes), UNREACHED)}"
                 parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}{span})")
         hold = curve.get("holdout", {})
         if "error" in hold:

@@ -83,7 +83,7 @@ def _fmt(value: Any) -> str:
 
 def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
     lines = [f"timing probe ({estimate['device']}): " + "; ".join(
-        f"{arch} @ {size}px, batch {batch} {ms:.1f} ms/image"
+        f"{arch} @ {size}px, batch {batch}: {ms:.1f} ms/image"
         for (arch, size, batch), ms in estimate["ms_per_image"].items())]
     if estimate.get("radiomics_ms_per_image"):
         lines.append("radiomics extraction probe (cpu, one process): " + "; ".join(
@@ -101,7 +101,8 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
                   step_timer: Callable[..., float] | None = None,
                   extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None,
                   runs: list[PlannedRun] | None = None) -> dict:
-    """Probe ms/image per (arch, image size), then sum the images each run's step budget trains on (baselines apart).
+    """Probe ms/image per (arch, image size, batch), then sum the images each run's step budget trains on
+    (baselines apart).
 
     ``runs`` (default: the whole plan) limits the pricing, and so the probe's budget, to those runs:
     a resumed study's ETA times only the architectures it still has to train.
@@ -112,7 +113,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
     timer = step_timer or _time_training_step
     notes: list[str] = []
     ms: dict[tuple[str, int, int], float] = {}   # (arch, image size, batch) -> ms per image trained
-    started = time.time()
+    started = None   # the probe's budget counts from its first timing, not from reading the datasets
     cnn_runs = [r for r in runs if not r.is_baseline]
     sizes: dict[str, tuple[int, int, int] | None] = {}
     priced: list[tuple[PlannedRun, int, tuple[int, int, int] | None]] = []
@@ -128,6 +129,7 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
         key = (run.config.model.arch, run.config.image_size, min(int(n), run.config.train.batch_size))
         if key in ms:
             continue
+        started = started or time.time()
         if time.time() - started > budget_s:
             notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px, batch {key[2]} "
                          "not timed")
@@ -298,7 +300,7 @@ def _time_training_step(arch: str, image_size: int, device, batch: int | None = 
     batch = batch or (32 if on_gpu else 16)
     size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
     model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
-    optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the optimiser runs use
+    optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the default (AdamW, all layers)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.rand(batch, 2, device=device)
     seconds = []

@@ -370,14 +370,18 @@ def _pack_size(plan: Plan, opts: StudyOptions) -> int:
 
 def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
     """Packing pays where a small batch leaves the device idle (a GPU); on CPU cores a fused pack is slower."""
-    if _pack_size(plan, opts) <= 1:
+    if _pack_size(plan, opts) <= 1 or opts.executor != "local":   # Ray workers may have GPUs this head lacks
         return
     from .dryrun import study_device
 
-    if study_device(plan).type == "cpu":
+    try:
+        on_cpu = study_device(plan).type == "cpu"
+    except MedtransferError:   # train.device names a device this machine lacks: the runs will say so
+        return
+    if on_cpu:
         console.print(f"note: packs of {_pack_size(plan, opts)} on a CPU train more slowly than their runs one by one "
-                      "(the fused convolutions are slower on CPU cores; benchmarks/README.md): packing is for GPUs",
-                      markup=False, highlight=False)
+                      "(fused convolutions are slower on CPU cores, measured in the project's "
+                      "benchmarks/README.md): packing is for GPUs", markup=False, highlight=False)
 
 
 def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
