@@ -262,3 +262,16 @@ def test_real_study_pretraining_stays_ahead_of_scratch():
 
 def test_method_is_one_line_naming_the_model_and_its_uncertainty():
     assert "\n" not in METHOD and "a - b*N^-c" in METHOD and "bootstrap" in METHOD and "extrapolat" in METHOD
+
+
+def test_n_for_a_target_just_under_a_flat_curves_asymptote_is_infinite_not_an_overflow():
+    import math
+
+    import numpy as np
+
+    from medtransfer.evaluate.learning_curve import CurveModel, PowerLawFit
+
+    fit = PowerLawFit(a=0.9, b=1.0, c=0.01, rmse=0.0, n_points=3, ok=True)
+    model = CurveModel(fit, np.array([50.0, 200.0, 800.0]), np.array([0.5, 0.55, 0.6]))
+    est = model.n_for_target(0.8999)   # (1 / 1e-4) ** 100 overflows a float
+    assert math.isinf(est.estimate) and est.extrapolated and est.reason is None

@@ -346,8 +346,9 @@ class CurveModel:
             share = "" if reach is None else f"; reachable in {reach:.0%} of {len(p)} bootstrap refits"
             return Estimate(math.nan, low, high, True,
                             f"AUROC {t:.3f} is not reachable: the fitted asymptote is {a:.3f}{share}", reach)
-        n_star = (b / (a - t)) ** (1 / c)
-        return Estimate(float(n_star), low, high, self._outside(n_star), None, reach)
+        with np.errstate(over="ignore"):   # a flat curve (small c) just under its asymptote: N overflows to inf
+            n_star = float(np.power(b / (a - t), 1 / c))
+        return Estimate(n_star, low, high, self._outside(n_star), None, reach)
 
 
 def fit_curve(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> CurveModel:

@@ -136,7 +136,7 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
             else:
                 kind = "extrapolated" if t["extrapolated"] else "within the studied N"
                 sizes = [r["N"] for r in init["per_n"]]
-                if t["estimate"] > FAR * max(sizes):   # a power law this far from its data is a guess, not a number
+                if t["estimate"] is None or t["estimate"] > FAR * max(sizes):   # that far out a power law guesses
                     parts.append(f"N for AUROC {t['auroc']:g}: beyond {FAR}x the largest N studied "
                                  f"({_n(FAR * max(sizes))}); not estimated")
                     continue
