@@ -81,12 +81,17 @@ def make_splits(src: LabelledImages, data: DataConfig, strata: np.ndarray, notes
     return splits
 
 
+def proportional_val_count(n_train: int, fractions: tuple[float, float, float]) -> int:
+    """Validation images a user with ``n_train`` training images would hold out: N x f_val / f_train."""
+    return math.ceil(n_train * fractions[1] / fractions[0])
+
+
 def proportional_val(val: np.ndarray, n_train: int, patient_ids, strata: np.ndarray,
                      fractions: tuple[float, float, float], seed: int, notes: list[str]) -> np.ndarray:
     """The validation images a user with ``n_train`` labelled training images would have: ``n_train x
     f_val / f_train`` of them (N/7 for 70/10/20), drawn like the training subset (whole patients, every
     class with a positive first, nested in N for a seed); at least one image per class present."""
-    wanted = math.ceil(n_train * fractions[1] / fractions[0])
+    wanted = proportional_val_count(n_train, fractions)
     classes = int(np.asarray(strata)[val].any(axis=0).sum())
     n_val = min(len(val), max(wanted, classes))
     if n_val >= len(val):

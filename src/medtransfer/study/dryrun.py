@@ -13,7 +13,6 @@ runs reuse the cached features) plus a few seconds of fitting per run.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -259,11 +258,12 @@ def _split_sizes(run: PlannedRun, opened: OpenedSources, cache: dict, notes: lis
 
 def _val_images(run: PlannedRun, n_train: int, n_val: int) -> int:
     """Validation images a run scores each round: all of the split, or its N-proportional share."""
+    from ..data import proportional_val_count
+
     data = run.config.data
     if data.val_size != "proportional":
         return n_val
-    fractions = data.split_fractions
-    return min(n_val, math.ceil(n_train * fractions[1] / fractions[0]))
+    return min(n_val, proportional_val_count(n_train, data.split_fractions))
 
 
 def _count_splits(run: PlannedRun, opened: OpenedSources, notes: list[str]) -> tuple[int, int, int] | None:
@@ -284,7 +284,7 @@ def _count_splits(run: PlannedRun, opened: OpenedSources, notes: list[str]) -> t
     return round(total * fractions[0]), round(total * fractions[1]), round(total * fractions[2])
 
 
-def _time_training_step(arch: str, image_size: int, device, batch: int | None = None) -> float:
+def _time_training_step(arch: str, image_size: int, device, batch: int) -> float:
     """Seconds per image of one forward+backward+step at ``batch``, after one warm-up step.
 
     On a CPU the step is timed at no more than 64 px and scaled by the pixel count (conv cost
@@ -297,7 +297,6 @@ def _time_training_step(arch: str, image_size: int, device, batch: int | None = 
     from ..train.strategies import N_GROUPS, build_optimizer
 
     on_gpu = device.type == "cuda"
-    batch = batch or (32 if on_gpu else 16)
     size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
     model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
     optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the default (AdamW, all layers)
