@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .config import RunConfig, dump_config, resolve_data_root
-from .errors import MedtransferError
+from .errors import MedtransferError, reason_of
 from .kinds import Init, InitKind
 from .run_folder import RunFolder, RunMetrics, write_json_atomic, write_text_atomic
 
@@ -397,7 +397,7 @@ def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None =
                     results = fit_packed(members, task_kind=group[0].cfg.task.kind,
                                          device=group[0].prepared.device, log=group[0].log)
                 except Exception as err:   # e.g. a head that does not fit, or memory: each run trains alone instead
-                    why = str(err) if isinstance(err, MedtransferError) else f"{type(err).__name__}: {err}"
+                    why = reason_of(err)
                     results = []
                     for slot in group:
                         slot.log(f"the fused pack could not train ({why}); training alone")
