@@ -244,6 +244,8 @@ def _dispatch(args) -> int:
         result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
         for note in result.notes:
             print(f"note: threshold {note}", file=sys.stderr)
+        for small in result.warnings:
+            print(f"predict: warning: {small.path}: {small.reason}", file=sys.stderr)
         if args.cam is not None:
             print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}",
                   file=sys.stderr)
@@ -253,6 +255,12 @@ def _dispatch(args) -> int:
             print(f"wrote {len(frame)} rows to {args.out}")
         else:
             frame.to_csv(sys.stdout, index=False, float_format="%.6f")
+        if result.failures:   # after writing: the readable images' scores are kept, the exit status still says 2
+            for failed in result.failures:
+                print(f"predict: skipped {failed.path}: {failed.reason}", file=sys.stderr)
+            where = args.out if args.out else "the CSV on stdout"
+            raise MedtransferError(f"{len(result.failures)} of {result.n_images} images could not be read; "
+                                   f"predictions for the other {len(frame)} are in {where}")
         return 0
     raise AssertionError(args.command)
 

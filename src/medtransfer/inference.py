@@ -6,6 +6,13 @@ replaces it with a given value; ``--sensitivity S`` chooses it again on the run'
 validation predictions (``predictions_val.csv``), e.g. 0.95 for screening. Multiclass runs label
 each image with its highest-scoring class. ``--cam DIR`` writes a Grad-CAM overlay per image.
 
+A batch is scored image by image as far as reading goes: one unreadable file (corrupt, missing, not an
+image) must not cost the scores of the hundred readable ones beside it, so it is listed in
+``Prediction.failures`` with its one-line reason and the rest are scored; only a batch with no readable
+image at all is an error (``NoReadableImages``). An image whose short side is less than a quarter of the
+model's input is upsampled more than 4x into pixels the model never saw at that scale, so its score is
+flagged (``Prediction.warnings`` and a ``warning`` column) rather than silently trusted.
+
 This is an edge module: it reads the run folder and writes the CAM PNGs; the models and
 evaluate layers below it take and return arrays.
 """
@@ -17,20 +24,69 @@ from pathlib import Path
 import numpy as np
 
 from .config import config_from_dict, load_yaml
-from .errors import DataError, MedtransferError
+from .errors import DataError, MedtransferError, reason_of
 from .evaluate.threshold import Criterion, RunThresholds, choose_thresholds, given_thresholds
 from .kinds import SCRATCH, RunMethod
 from .run_folder import RunFolder, write_bytes_atomic
 
 
+# An image is flagged when the model's input is more than this many times its short side.
+MAX_UPSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An image predict could not read, with why in one line: listed instead of scored, so the rest go on."""
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class SmallImage:
+    """An image scored after upsampling more than ``MAX_UPSAMPLING`` x: its score is kept but flagged, because
+    the model sees interpolated blur it was never trained on (a 1-pixel image still gets a confident score)."""
+    path: Path
+    width: int
+    height: int
+    input_size: int
+
+    @property
+    def upsampling(self) -> float:
+        return self.input_size / min(self.width, self.height)
+
+    @property
+    def reason(self) -> str:
+        return (f"{self.width}x{self.height} px, upsampled {self.upsampling:.3g}x to the model's {self.input_size} px "
+                f"input (more than {MAX_UPSAMPLING}x): its score may be unreliable")
+
+
+class NoReadableImages(DataError):
+    """Not one image of the batch could be read: there is nothing to score or write. ``failures`` lists them all."""
+
+    def __init__(self, failures: list[Unreadable]):
+        self.failures = list(failures)
+        first = self.failures[0]
+        if len(self.failures) == 1:
+            text = f"cannot read {first.path}: {first.reason}; nothing was written"
+        else:
+            text = (f"none of the {len(self.failures)} images could be read ({first.path}: {first.reason}; "
+                    f"{len(self.failures) - 1} more); nothing was written")
+        super().__init__(text)
+
+
 @dataclass
 class Prediction:
-    """What ``predict`` produced: the table, the thresholds it used, and the heat-map files."""
-    frame: "object"                     # pandas DataFrame, one row per image
+    """What ``predict`` produced: the table (readable images only), the thresholds it used, the heat-map files,
+    the images it could not read and the ones it flagged as too small. Nothing is printed here, so a notebook
+    gets the same facts the CLI prints."""
+    frame: "object"                     # pandas DataFrame, one row per readable image
     thresholds: RunThresholds
     notes: list[str] = field(default_factory=list)
     cam_layer: str | None = None
     cam_files: list[Path] = field(default_factory=list)
+    failures: list[Unreadable] = field(default_factory=list)
+    warnings: list[SmallImage] = field(default_factory=list)
+    n_images: int = 0                   # images asked for: scored + failures
 
 
 def _study_of(run_dir: Path) -> Path | None:
@@ -145,8 +201,11 @@ def labelled_frame(paths: list[Path], scores: np.ndarray, kind: str, label_names
 
 def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criterion: Criterion | None = None,
                   cam_dir: Path | None = None) -> Prediction:
-    """Score ``paths`` with the run, label them at its operating threshold(s), and optionally write CAMs."""
-    from .data import decode_image
+    """Score ``paths`` with the run, label them at its operating threshold(s), and optionally write CAMs.
+
+    Unreadable images are skipped and returned in ``failures`` rather than raised, so one bad file does not
+    cost the batch; the caller decides what a partial batch means (the CLI writes it, then exits 2).
+    Raises ``NoReadableImages`` when none could be read."""
     from .train import predict
 
     run_dir = Path(run_dir)
@@ -156,15 +215,76 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
     cfg, model, label_names, dev = load_run(run_dir, device)
     kind = cfg.task.kind
     thresholds = run_thresholds(RunFolder(run_dir), kind, label_names, criterion)
-    images = np.stack([decode_image(Path(p), cfg.image_size) for p in paths])
+    paths = [Path(p) for p in paths]
+    decoded, failures, warnings = read_images(paths, cfg.image_size)
+    if not decoded:
+        raise NoReadableImages(failures)
+    paths = [p for p, _ in decoded]
+    images = np.stack([pixels for _, pixels in decoded])
     scores = predict(model, images, kind, cfg.train.batch_size, dev)
     frame = labelled_frame(paths, scores, kind, label_names, thresholds)
-    result = Prediction(frame, thresholds, notes=thresholds.notes())
-    if cam_dir is not None:
+    if warnings:   # only then, so a clean batch keeps the columns scripts already read
+        flagged = {w.path: w.reason for w in warnings}
+        frame["warning"] = [flagged.get(p, "") for p in paths]
+    result = Prediction(frame, thresholds, notes=thresholds.notes(), failures=failures, warnings=warnings,
+                        n_images=len(paths) + len(failures))
+    if cam_dir is not None:   # readable images only: the unreadable ones have no pixels to explain
         result.cam_layer, result.cam_files = write_cams(model, images, scores, paths, kind, label_names,
                                                         cfg.image_size, Path(cam_dir), dev)
         frame["cam"] = [str(p) for p in result.cam_files]
     return result
+
+
+def read_images(paths: list[Path], size: int) -> tuple[list[tuple[Path, np.ndarray]], list[Unreadable],
+                                                       list[SmallImage]]:
+    """Decode each image for the model on its own: ([(path, pixels)] of the readable ones, the unreadable ones
+    with their reasons, the readable ones upsampled more than ``MAX_UPSAMPLING`` x), all in input order."""
+    from .data import decode_image
+
+    decoded, failures, warnings = [], [], []
+    for path in paths:
+        try:
+            pixels = decode_image(path, size)
+            width, height = source_size(path)
+        except (MedtransferError, OSError) as err:
+            failures.append(Unreadable(path, _reason(err, path)))
+            continue
+        decoded.append((path, pixels))
+        if min(width, height) * MAX_UPSAMPLING < size:
+            warnings.append(SmallImage(path, width, height, size))
+    return decoded, failures, warnings
+
+
+def source_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the stored image, from its header only: ``decode_image`` returns the model's square,
+    so the size the warning is about has to be read beside it."""
+    from .data.images import is_dicom
+
+    if is_dicom(path):
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Columns), int(ds.Rows)
+        except Exception as err:   # decode_image just read it, so this is a header pydicom reads only one way
+            raise DataError(f"cannot read the size of DICOM {path}: {type(err).__name__}: {err}") from None
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
+
+
+def _reason(err: BaseException, path: Path) -> str:
+    """Why ``path`` could not be read, in one line and without repeating the path (the line names it first)."""
+    if isinstance(err, OSError) and not isinstance(err, MedtransferError) and err.strerror:
+        return err.strerror                                  # e.g. Permission denied, Is a directory
+    text = " ".join(reason_of(err).split())
+    if text == f"image file not found: {path}":
+        return "file not found"
+    for prefix in (f"cannot read image {path}: ", f"cannot read DICOM {path}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text.replace(f" '{path}'", "") or text
 
 
 def cam_outputs(scores: np.ndarray, kind: str) -> list[int]:
