@@ -14,8 +14,10 @@ import re
 import socket
 import threading
 import urllib.request
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlparse
 
@@ -23,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import ConfigError, WeightsUnavailable, write_error
+from ..errors import ConfigError, MedtransferError, WeightsUnavailable, reason_of, write_error
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -142,6 +144,36 @@ class PickledObjects(ConfigError):
     """A torch file that holds Python objects besides tensors (e.g. a whole saved model)."""
 
 
+class UnreadableWeights(ConfigError):
+    """A file that holds no readable weights: truncated, empty, random bytes, another format.
+
+    Made by :func:`unreadable`, which keeps ``reason`` (what is wrong, without advice) so a
+    caller that knows where a good copy comes from (a cached download and its URL) can say so.
+    """
+    reason: str = ""
+
+
+def unreadable(path: Path, reason: str) -> UnreadableWeights:
+    """The one-line error for a damaged weights file: its path, what is wrong, and to replace it."""
+    err = UnreadableWeights(f"{path}: {reason}; replace it with a good copy")
+    err.reason = reason   # an attribute, not an __init__ argument, so the error still pickles across processes
+    return err
+
+
+def error_detail(err: BaseException) -> str:
+    """One short line from a parser's error; torch's run to pages, its unpickler's name the fault after a preamble."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    text = found.group(1).strip() if found else reason_of(err)
+    return text if len(text) <= 160 else text[:160].rsplit(" ", 1)[0] + " ..."
+
+
+def _refused_global(err: pickle.UnpicklingError) -> str | None:
+    """The class or function torch's ``weights_only`` unpickler refused to build (None: the bytes are not a pickle
+    it can read). The pattern is the one torch itself matches in its own message (``torch.serialization``)."""
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", str(err))
+    return found.group(1) if found else None
+
+
 def _is_safetensors(path: Path) -> bool:
     if path.suffix == ".safetensors":
         return True
@@ -152,25 +184,35 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors file or a ``weights_only`` torch file (never arbitrary pickles)."""
+    """Tensors from a safetensors file or a ``weights_only`` torch file (never arbitrary pickles).
+
+    Any damaged file is one line naming it (UnreadableWeights): files are copied between
+    sites and caches, and a truncated copy must not end a run in a torch traceback.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailable(f"checkpoint file not found: {path}")
-    if _is_safetensors(path):
+    try:
+        safetensors = _is_safetensors(path)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    if safetensors:
         try:
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise ConfigError(f"{path}: not a readable safetensors file ({err})") from None
+            raise unreadable(path, f"not a readable safetensors file ({error_detail(err)})") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as err:
+            name = _refused_global(err)
+            if name is None:
+                raise unreadable(path, f"not a readable torch weights file ({error_detail(err)})") from None
             raise PickledObjects(
-                f"{path}: refused to unpickle: it holds Python objects besides tensors "
-                "(re-save it as a plain state_dict or safetensors)") from None
-        except (RuntimeError, OSError, EOFError, ValueError) as err:
-            raise ConfigError(f"{path}: not a readable torch weights file ({err.__class__.__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+                f"{path}: refused to unpickle: it holds Python objects besides tensors ({name}); "
+                "re-save it as a plain state_dict or safetensors") from None
+        except Exception as err:   # damaged bytes trip torch's parsers in any way: KeyError, TypeError, ...
+            raise unreadable(path, f"not a readable torch weights file ({error_detail(err)})") from None
         state = _unwrap(state, path)
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
@@ -192,31 +234,65 @@ _MODULE_PACKAGES = ("torch.nn.", "torchvision.", "torchxrayvision.")
 def read_pickled_module_state(path: Path) -> dict[str, torch.Tensor]:
     """The state_dict of a whole ``nn.Module`` saved with ``torch.save(model)`` (torchxrayvision's format).
 
-    Still a ``weights_only`` load: the only classes the unpickler may build are ``nn.Module``
-    subclasses from torch, torchvision or torchxrayvision, named by the file and checked one
-    by one before loading. Building a module this way runs no ``__init__`` and no code the
-    file chose, so a tampered file can at worst fail to load. torchxrayvision's own classes
-    must be importable: that is what the ``xrv`` extra is for.
+    The only classes the unpickler may build are ``nn.Module`` subclasses from torch,
+    torchvision or torchxrayvision, each checked by :func:`_module_class` before it is
+    allowed. torch's zip format (torch >= 1.6) is read ``weights_only``, allowing each class
+    as torch's unpickler names it. The legacy format (torchxrayvision's release files predate
+    torch 1.6) names every module class in a record ``weights_only`` always refuses, so it is
+    read by the stdlib unpickler limited to those classes and the few functions that rebuild
+    tensors (:func:`_legacy_pickle`). Either way building a module runs no ``__init__`` and no
+    code the file chose, so a tampered file can at worst fail to load. torchxrayvision's own
+    classes must be importable: that is what the ``xrv`` extra is for.
     """
     path = Path(path)
     try:
-        from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+        from torch.serialization import safe_globals
     except ImportError:
         raise WeightsUnavailable(f"{path} is a whole pickled model; reading it safely needs torch>=2.5 "
                                  f"(this is torch {torch.__version__})") from None
-    classes = [_module_class(name, path) for name in get_unsafe_globals_in_checkpoint(str(path))]
-    with safe_globals(classes):
+    allowed: dict[str, type] = {}
+    while True:   # once per class torch's unpickler names (the legacy format's unpickler checks them itself)
         try:
-            module = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as err:
-            raise ConfigError(f"{path}: not a readable torch model file ({err.__class__.__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+            if zipfile.is_zipfile(path):
+                with safe_globals(list(allowed.values())):
+                    module = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                module = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_legacy_pickle(path))
+            break
+        except MedtransferError:   # a class refused by _module_class
+            raise
+        except pickle.UnpicklingError as err:
+            name = _refused_global(err)
+            if name is None or name in allowed:
+                raise unreadable(path, f"not a readable torch model file ({error_detail(err)})") from None
+            allowed[name] = _module_class(name, path)
+        except Exception as err:   # damaged bytes trip torch's parsers in any way: KeyError, TypeError, ...
+            raise unreadable(path, f"not a readable torch model file ({error_detail(err)})") from None
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"{path}: expected a saved model or state_dict, got {type(module).__name__}")
     for sub in module.modules():   # modules pickled by torch < 1.6 lack this attribute (pytorch#42242)
         if not hasattr(sub, "_non_persistent_buffers_set"):
             sub._non_persistent_buffers_set = set()
     return dict(module.state_dict())
+
+
+# What a legacy saved model names besides its module classes.
+_TENSOR_GLOBALS = {("collections", "OrderedDict"), ("builtins", "set"),
+                   ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter")}
+
+
+def _legacy_pickle(path: Path) -> SimpleNamespace:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler builds only :data:`_TENSOR_GLOBALS` and allowed
+    module classes: the stdlib's documented way to restrict unpickling (torch maps storage names itself)."""
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            module = "builtins" if module == "__builtin__" else module   # pickle protocol 2 writes Python 2's name
+            if (module, name) in _TENSOR_GLOBALS:
+                return super().find_class(module, name)
+            return _module_class(f"{module}.{name}", path)
+
+    return SimpleNamespace(__name__="medtransfer.restricted_pickle", Unpickler=Unpickler,
+                           load=lambda file, **kwargs: Unpickler(file, **kwargs).load())
 
 
 def _module_class(dotted: str, path: Path) -> type:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsUnavailable
 from .classifier import Backbone
-from .init import hub_checkpoint_dir, offline, reachable
+from .init import error_detail, hub_checkpoint_dir, offline, reachable
 from .registry import register_family
 
 Log = Callable[[str], None]
@@ -73,12 +73,17 @@ def _pretrained(timm, name: str, kwargs: dict, log: Log) -> nn.Module:
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise WeightsUnavailable(f"timm has no pretrained weights for {name} (model.arch timm:{name})")
     local = _cached_weights(cfg)
+    source = f"Hugging Face repo {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
     if local is not None:
         # Loading from the file skips hf_hub_download's network round-trip entirely.
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(local)), **kwargs)
+        try:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(local)), **kwargs)
+        except Exception as err:  # a truncated or damaged cache file trips safetensors / torch in any way
+            raise WeightsUnavailable(
+                f"cached ImageNet weights for timm:{name} in {local} cannot be loaded ({error_detail(err)}): "
+                f"delete the file and run once online to cache {source} again") from None
         log(f"model timm:{name}: init imagenet from {local}")
         return model
-    source = f"Hugging Face repo {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
     if offline() or _hf_offline():
         raise WeightsUnavailable(
             f"ImageNet weights for timm:{name} are not cached and downloads are off "

@@ -54,9 +54,10 @@ def _load_imagenet(model: nn.Module, name: str, first_conv: str, head: str, in_c
             state[key] = adapt_first_conv(state[key], in_chans)
         # strict, yet files older than BatchNorm's num_batches_tracked still load (torch fills it in)
         model.load_state_dict(state, strict=True)
-    except (ConfigError, RuntimeError) as err:
+    except (ConfigError, RuntimeError) as err:   # a damaged or foreign file: the cure is a fresh copy
         lines = str(err).strip().splitlines()
-        reason = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
+        reason = getattr(err, "reason", None) or \
+            (lines[1] if len(lines) > 1 else lines[0]).strip().removeprefix(f"{path}: ")[:200]
         raise WeightsUnavailable(f"{path} is not torchvision's {name} ImageNet file ({reason}); "
                                  f"delete it and put the file from {imagenet_url(name)} there") from None
     summed = " (first conv summed over RGB)" if in_chans == 1 else ""

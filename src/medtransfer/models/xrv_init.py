@@ -24,8 +24,8 @@ import torch
 
 from ..errors import ConfigError, WeightsUnavailable
 from ..xrv_weights import arch_problem, xrv_weights
-from .init import (adapt_first_conv, fetch_cached_file, read_state_dict_or_module, remap_legacy_densenet_keys,
-                   xrv_cache_dir)
+from .init import (UnreadableWeights, adapt_first_conv, fetch_cached_file, read_state_dict_or_module,
+                   remap_legacy_densenet_keys, xrv_cache_dir)
 from .inputs import GREY_MEAN, GREY_STD
 
 if TYPE_CHECKING:
@@ -76,14 +76,18 @@ def load_xrv_into(model: Classifier, name: str, log: Log = print) -> int:
     """Load torchxrayvision's ``name`` weights into ``model``'s backbone; return how many tensors loaded.
 
     Raises ConfigError for a name or arch that does not fit, WeightsUnavailable when the
-    file is absent (naming the file, the folder and the URL) or is not such a file.
+    file is absent (naming the file, the folder and the URL), damaged, or not such a file.
     """
     problem = arch_problem(name, model.arch)
     if problem:
         raise ConfigError(problem)
     weights = xrv_weights(name)
     path = xrv_weights_file(name, log)
-    state, dropped = xrv_backbone_state(path, model.in_chans)
+    try:
+        state, dropped = xrv_backbone_state(path, model.in_chans)
+    except UnreadableWeights as err:   # truncated or damaged in the cache: the cure is a fresh copy
+        raise WeightsUnavailable(f"{path} is not a readable torchxrayvision weights file ({err.reason}); "
+                                 f"delete it and put the file from {weights.url} there") from None
     target = {k[len("backbone."):]: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     fits = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
     absent = [k for k in target if k not in fits and not k.endswith("num_batches_tracked")]
