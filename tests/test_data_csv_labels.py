@@ -61,12 +61,13 @@ def test_relative_path_escaping_the_data_root_is_named(tmp_path):
     (root / "img" / "0.png").rename(outside)
     csv.write_text(csv.read_text().replace("img/0.png", "../secret.png"))
     cfg = _cfg("labels.csv")
-    with pytest.raises(DataError, match=r"'\.\./secret\.png' resolves outside the data root"):
+    with pytest.raises(DataError, match=r"names 1 of 6 images outside the data root .*, first '\.\./secret\.png'"):
         load_source(cfg.data, cfg.task, root)
     allowed = _cfg("labels.csv", allow_outside_root=True)
     assert len(load_source(allowed.data, allowed.task, root)) == 6
-    csv.write_text(csv.read_text().replace("../secret.png", str(outside)))   # absolute: the user's choice
-    assert len(load_source(cfg.data, cfg.task, root)) == 6
+    csv.write_text(csv.read_text().replace("../secret.png", str(outside)))   # absolute: refused the same way
+    with pytest.raises(DataError, match=f"first '{outside}'"):
+        load_source(cfg.data, cfg.task, root)
 
 
 def test_two_named_values_need_task_positive_and_the_error_lists_them(tmp_path):

@@ -52,7 +52,9 @@ class DataConfig(_Strict):
                                       description="csv source: drop rows whose label is empty/nan/NA/None (counted in the "
                                                   "log) instead of stopping with an error naming them")
     allow_outside_root: bool = Field(False, json_schema_extra=ADDED_LATER,
-                                     description="csv source: allow relative image paths that resolve outside the data root")
+                                     description="csv source: allow image paths, relative or absolute, that resolve "
+                                                 "outside the data root (the dataset's own folder when the CSV is "
+                                                 "not under the data root); train.log and the report say so")
     partition: dict[str, float] | None = Field(
         None, json_schema_extra=ADDED_LATER,
         description="split the dataset's PATIENTS into named pools first, e.g. {source: 0.5, target: 0.5}: a "

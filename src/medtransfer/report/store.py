@@ -69,6 +69,7 @@ class ConfigFacts(NamedTuple):
     radiomics: dict | None            # where the baseline's features came from
     budget: str | None                # the training budget, as the report states it
     val_size: str | None              # data.val_size (None: recorded before it existed = fixed)
+    outside_root: bool = False        # data.allow_outside_root: its images could lie outside the data root
 
 
 NO_FACTS = ConfigFacts(None, None, None, None, None)
@@ -86,7 +87,8 @@ def _config_facts(config_json: str | None) -> ConfigFacts:
     images = target_images(data["source"], data.get("name")) if isinstance(data, dict) and "source" in data else None
     return ConfigFacts(kind, images, radiomics if isinstance(radiomics, dict) else None,
                        budget_text(train) if isinstance(train, dict) else None,
-                       data.get("val_size", "fixed") if isinstance(data, dict) else None)
+                       data.get("val_size", "fixed") if isinstance(data, dict) else None,
+                       bool(data.get("allow_outside_root")) if isinstance(data, dict) else False)
 
 
 def budget_text(train: dict) -> str:
@@ -144,6 +146,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["radiomics"] = [f.radiomics for f in facts]
     runs["budget"] = [f.budget for f in facts]
     runs["val_size"] = [f.val_size for f in facts]
+    runs["outside_root"] = [f.outside_root for f in facts]
     points = [_test_operating_point(r[-2]) for r in rows]
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
@@ -235,6 +238,9 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
         older = int((~kept).sum())
         runs, per_class = runs[kept].reset_index(drop=True), per_class[per_class["run_id"].isin(current[1])]
     name, sites, sources, notes, targets = read_spec(study_dir / SPEC_FILE)
+    if runs["outside_root"].any():
+        notes = notes + [f"{int(runs['outside_root'].sum())} of {len(runs)} runs set data.allow_outside_root: true, "
+                         "so their images could lie outside the data root (each run's train.log counts them)"]
     if older:
         notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "
                          "(report --all-versions includes them)"]

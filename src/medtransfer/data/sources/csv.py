@@ -1,7 +1,7 @@
 """Any labelled image collection described by one CSV file.
 
-One row per image: an image-path column (relative to the CSV's folder, or absolute),
-label column(s), and optionally a patient-ID column and a train/val/test split column.
+One row per image: an image-path column (relative to the CSV's folder, or absolute; either
+way inside the data root unless ``data.allow_outside_root``), label column(s), and optionally a patient-ID column and a train/val/test split column.
 Images may be PNG, JPEG, 16-bit PNG or DICOM (see ``medtransfer.data.images``).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...config import DataConfig, TaskConfig, demo_note, resolve_path
+from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
@@ -137,8 +137,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
 
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
     paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
-    if not data.allow_outside_root:
-        _check_inside_root(image_ids, paths, csv, data_root)
+    _check_inside_root(image_ids, paths, csv, data, data_root, notes)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
@@ -195,17 +194,38 @@ def _without_missing_labels(df: pd.DataFrame, label_cols: list[str], csv: Path, 
     return df
 
 
-def _check_inside_root(image_ids: list[str], paths: list[Path], csv: Path, data_root: Path) -> None:
-    """A relative image path must stay inside the data root (the CSV's folder when the CSV lives elsewhere).
+def images_root(csv: Path, data_root: Path) -> Path:
+    """The folder a CSV's images must lie in: the data root, or the folder holding the dataset when the CSV is
+    not under it.
 
-    ``../`` in a shared CSV could otherwise read any file the user can read; an absolute path is the
-    user's explicit choice and is allowed.
+    A CSV the demo bundle supplied (the data root has no copy) keeps to its own dataset's folder
+    there, not to the whole bundle nor to a data root that does not hold it; a CSV given by an
+    absolute path elsewhere keeps to its own folder.
     """
-    root = Path(data_root).resolve()
     csv_dir = csv.parent.resolve()
-    if not csv_dir.is_relative_to(root):
-        root = csv_dir
-    for given, path in zip(image_ids, paths):
-        if not Path(given).is_absolute() and not path.resolve().is_relative_to(root):
-            raise DataError(f"{csv}: image path {given!r} resolves outside the data root {root}; "
-                            "move the image or set data.allow_outside_root: true")
+    demo = DEMO_DATA.resolve()
+    if csv_dir.is_relative_to(demo):
+        inside = csv_dir.relative_to(demo).parts
+        return demo / inside[0] if inside else demo
+    root = Path(data_root).resolve()
+    return root if csv_dir.is_relative_to(root) else csv_dir
+
+
+def _check_inside_root(image_ids: list[str], paths: list[Path], csv: Path, data: DataConfig, data_root: Path,
+                       notes: list[str]) -> None:
+    """Every image path, relative or absolute, must resolve inside :func:`images_root`, unless
+    ``data.allow_outside_root``, which the notes (and so train.log) then state.
+
+    A shared CSV could otherwise read any file the user can read (``../``, a symlink, or an
+    absolute path such as ``/etc/passwd``), and an absolute path to another copy of an image
+    would be used silently.
+    """
+    root = images_root(csv, data_root)
+    outside = [given for given, path in zip(image_ids, paths) if not path.resolve().is_relative_to(root)]
+    if not outside:
+        return
+    counted = f"{len(outside)} of {len(paths)} images"
+    if not data.allow_outside_root:
+        raise DataError(f"{csv}: column {data.image_column!r} (data.image_column) names {counted} outside the data "
+                        f"root {root}, first {outside[0]!r}; move them under it or set data.allow_outside_root: true")
+    notes.append(f"{csv.name}: {counted} lie outside the data root {root}, allowed by data.allow_outside_root: true")
