@@ -29,6 +29,16 @@ ADDED_LATER = {"added_later": True}
 # train.min_steps default: about 3 passes at N = 800 and batch 32 (25 steps a pass), 50 passes at N = 50.
 DEFAULT_MIN_STEPS = 100
 
+# Upper bounds no real run reaches: a typo (an extra digit, 1e30) is a one-line error naming the key,
+# not a run that never ends or a dry-run estimate of 1e21 hours. They change no dump, so no run id.
+MAX_SEED = 2**32 - 1            # numpy's seed range
+MAX_EPOCHS = 10_000             # train.epochs, patience, step_every, cycle_epochs, gradual_epochs
+MAX_STEPS = 10_000_000          # train.steps, train.min_steps
+MAX_N_TRAIN = 10_000_000        # train.n_train: more images than any public chest X-ray collection
+MAX_IMAGE_SIZE = 4096           # image_size (pixels a side)
+MAX_RADIOMICS_SIZE = 8192       # radiomics image_size / max_size (native mammograms exceed 4096)
+MAX_PROCESSES = 1024            # threads and worker processes
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -45,9 +55,9 @@ class DataConfig(_Strict):
     split_column: str | None = Field(None, description="csv source: column with train/val/test, used when data.split='given'")
     split: Literal["random", "given", "official"] = "random"
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     cache_dir: str | None = Field(None, description="image cache folder; None = <data root>/.medtransfer-cache")
-    workers: int = Field(0, ge=0, description="decode processes for the cache; 0 = all cores")
+    workers: int = Field(0, ge=0, le=MAX_PROCESSES, description="decode processes for the cache; 0 = all cores")
     drop_missing_labels: bool = Field(False, json_schema_extra=ADDED_LATER,
                                       description="csv source: drop rows whose label is empty/nan/NA/None (counted in the "
                                                   "log) instead of stopping with an error naming them")
@@ -61,7 +71,7 @@ class DataConfig(_Strict):
                     "study can then pretrain on one pool and study N on another of the same dataset without sharing "
                     "a patient (data.pool picks this config's pool; source and target must give the same partition)")
     pool: str | None = Field(None, json_schema_extra=ADDED_LATER, description="the data.partition pool this config uses")
-    partition_seed: int = Field(0, json_schema_extra=ADDED_LATER, description="seed of the data.partition draw")
+    partition_seed: int = Field(0, ge=0, le=MAX_SEED, json_schema_extra=ADDED_LATER, description="seed of the data.partition draw")
     val_size: Literal["fixed", "proportional"] = Field(
         "fixed", json_schema_extra=ADDED_LATER,
         description="fixed: validate on the whole validation split; proportional: on a patient-grouped, stratified "
@@ -130,33 +140,35 @@ class ModelConfig(_Strict):
 
 class TrainConfig(_Strict):
     n_train: Union[int, Literal["all"]] = "all"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     strategy: Literal["frozen", "full", "gradual"] = "full"
     lr_policy: str = Field("one_cycle", description="a registered LR policy (medtransfer.schedules): "
                                                     + ", ".join(policy_names()))
-    lr: float = Field(1e-3, gt=0)
+    # lr and weight_decay: finite, but no upper bound. Their size costs no time, and a huge lr is how a
+    # divergence is provoked on purpose (it stops at the first NaN loss, recorded as diverged).
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     discriminative: float = Field(1.0, gt=0.0, le=1.0, description="LR ratio first group : head, spread geometrically over the groups (1 = one LR; 0.01 = fastai's slice(lr/100, lr))")
-    epochs: int = Field(10, ge=1, description="passes over the training images, and the number of validation rounds "
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="passes over the training images, and the number of validation rounds "
                                                 "(with min_steps / steps each round may hold more or fewer than one pass)")
     # Not ADDED_LATER on purpose: a minimum changes what every small-N run trains, so it must change their ids.
-    min_steps: int = Field(DEFAULT_MIN_STEPS, ge=0, description="at least this many optimiser steps whatever N, so a "
+    min_steps: int = Field(DEFAULT_MIN_STEPS, ge=0, le=MAX_STEPS, description="at least this many optimiser steps whatever N, so a "
                                                              "50-image run is trained, not stopped after 6 steps "
                                                              "(medtransfer.train.budget); 0 = epochs only")
-    steps: int | None = Field(None, ge=1, json_schema_extra=ADDED_LATER,
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, json_schema_extra=ADDED_LATER,
                               description="exact optimiser-step budget (instead of epochs / min_steps), cut into "
                                           "train.epochs validation rounds")
     gradual_epochs: list[int] | None = Field(None, description="epochs per gradual stage (head, +last group, all); None = split train.epochs")
-    batch_size: int = Field(64, ge=1)
-    patience: int | None = Field(None, ge=1, description="early-stopping patience in validation rounds (epochs) on val macro AUROC; None = no early stop")
+    batch_size: int = Field(64, ge=1, le=65_536)
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="early-stopping patience in validation rounds (epochs) on val macro AUROC; None = no early stop")
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0, lt=1)
     step_gamma: float = Field(0.1, gt=0, le=1, description="step policy: LR factor at each step")
-    step_every: int = Field(0, ge=0, description="step policy: epochs between steps; 0 = one third of the epochs")
-    cycle_epochs: int = Field(2, ge=1, description="cyclic policy: epochs per triangular cycle")
+    step_every: int = Field(0, ge=0, le=MAX_EPOCHS, description="step policy: epochs between steps; 0 = one third of the epochs")
+    cycle_epochs: int = Field(2, ge=1, le=MAX_EPOCHS, description="cyclic policy: epochs per triangular cycle")
     augment: bool = True
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    threads: int | None = Field(None, ge=1, json_schema_extra=ADDED_LATER,
+    threads: int | None = Field(None, ge=1, le=MAX_PROCESSES, json_schema_extra=ADDED_LATER,
                                 description="CPU threads of the run; None = torch's default (all cores). CPU results "
                                             "depend on it, so it is part of the run id when set; a study with "
                                             "--workers K or Ray sets it to the run's share of the cores")
@@ -169,14 +181,16 @@ class TrainConfig(_Strict):
     @field_validator("n_train")
     @classmethod
     def _positive_n(cls, v):
-        if v != "all" and v < 1:
-            raise ValueError("train.n_train must be a positive integer or 'all'")
+        if v != "all" and not 1 <= v <= MAX_N_TRAIN:
+            raise ValueError(f"train.n_train must be a positive integer up to {MAX_N_TRAIN:,} or 'all', got {v}")
         return v
 
     @model_validator(mode="after")
     def _gradual_stages(self):
-        if self.gradual_epochs is not None and (len(self.gradual_epochs) != 3 or min(self.gradual_epochs) < 0):
-            raise ValueError("train.gradual_epochs must be three non-negative epoch counts (head, +last group, all)")
+        if self.gradual_epochs is not None and (len(self.gradual_epochs) != 3 or min(self.gradual_epochs) < 0
+                                                or max(self.gradual_epochs) > MAX_EPOCHS):
+            raise ValueError(f"train.gradual_epochs must be three epoch counts from 0 to {MAX_EPOCHS:,} "
+                             f"(head, +last group, all), got {self.gradual_epochs}")
         return self
 
 
@@ -185,10 +199,11 @@ RADIOMICS_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "s
 
 class RadiomicsConfig(_Strict):
     """Settings of the radiomics + logistic-regression baseline (recorded with the features)."""
-    image_size: int | None = Field(None, ge=8, description="None = the images' native size, capped at max_size")
-    max_size: int = Field(512, ge=8)
-    bin_width: float | None = Field(25.0, gt=0, description="pyradiomics binWidth (set null to use bin_count)")
-    bin_count: int | None = Field(None, ge=2, description="pyradiomics binCount (instead of bin_width)")
+    image_size: int | None = Field(None, ge=8, le=MAX_RADIOMICS_SIZE,
+                                   description="None = the images' native size, capped at max_size")
+    max_size: int = Field(512, ge=8, le=MAX_RADIOMICS_SIZE)
+    bin_width: float | None = Field(25.0, gt=0, allow_inf_nan=False, description="pyradiomics binWidth (set null to use bin_count)")
+    bin_count: int | None = Field(None, ge=2, le=65_536, description="pyradiomics binCount (instead of bin_width)")
     feature_classes: list[str] = Field(default_factory=lambda: list(RADIOMICS_CLASSES))
     image_types: dict[str, dict] = Field(default_factory=lambda: {"Original": {}},
                                          description="pyradiomics image types, e.g. {Original: {}, LoG: {sigma: [1.0, 3.0]}, Wavelet: {}}")
@@ -198,9 +213,9 @@ class RadiomicsConfig(_Strict):
     normalize: bool = Field(True, description="pyradiomics normalize: z-score each image's intensities before "
                                               "binning, so exposure / window differences between images do not "
                                               "become features")
-    normalize_scale: float = Field(100.0, gt=0, description="pyradiomics normalizeScale: z-scores x this, so "
+    normalize_scale: float = Field(100.0, gt=0, allow_inf_nan=False, description="pyradiomics normalizeScale: z-scores x this, so "
                                                             "binWidth 25 gives about 24 bins over +-3 SD")
-    workers: int = Field(0, ge=0, description="extraction processes; 0 = all cores")
+    workers: int = Field(0, ge=0, le=MAX_PROCESSES, description="extraction processes; 0 = all cores")
     penalty: Literal["l2", "l1", "elasticnet"] = "l2"
     l1_ratio: float = Field(0.5, ge=0, le=1)
     c_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
@@ -225,7 +240,7 @@ class RadiomicsConfig(_Strict):
 class RunConfig(_Strict):
     data: DataConfig
     task: TaskConfig
-    image_size: int = Field(224, ge=8)
+    image_size: int = Field(224, ge=8, le=MAX_IMAGE_SIZE)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     radiomics: RadiomicsConfig = RadiomicsConfig()
@@ -244,31 +259,72 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     replaces the whole section, and no two runs share one mutable value)."""
     node = tree
     parts = dotted.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        if not isinstance(nxt, dict):   # the tree holds a value where the key needs a section
+            raise ConfigError(f"cannot set '{dotted}': '{'.'.join(parts[:i + 1])}' is {nxt!r}, not a section of keys")
         node = nxt
     node[parts[-1]] = copy.deepcopy(value)
 
 
 def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
-    """``key.sub=value`` strings -> (dotted key, YAML-typed value)."""
+    """``key.sub=value`` strings -> (dotted key, YAML-typed value).
+
+    Each key is checked against the config's shape here, before it touches any tree, so an error names
+    the ``--set`` the user typed: ``--set train=5`` would otherwise replace the whole train section and be
+    blamed later on whichever key (a grid axis, a section) tripped over it.
+    """
     out = []
     for pair in pairs or []:
+        shown = override_text(pair)
         if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value")
+            raise ConfigError(f"{shown}: expected key=value")
         key, raw = pair.split("=", 1)
         key = key.strip()
         if not key:
-            raise ConfigError(f"--set {pair!r}: empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({problem})") from None
+            raise ConfigError(f"{shown}: empty key")
+        value = parse_yaml(raw, shown, lines=False) if raw.strip() else None
+        check_override(key, value, shown)
         out.append((key, value))
     return out
+
+
+def override_text(pair: str) -> str:
+    """``--set KEY=VALUE`` as the user typed it, for an error to name; quoted when it holds a newline or
+    other control character (the error must stay one line)."""
+    return f"--set {pair}" if pair.isprintable() else f"--set {pair!r}"
+
+
+def check_override(key: str, value: Any, shown: str) -> None:
+    """A one-line ConfigError (prefixed ``shown``) when ``key`` is no config key, goes below a value, or
+    sets a whole section to something that is not a mapping of its keys."""
+    model: type[BaseModel] = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join(parts[:i + 1])
+        info = model.model_fields.get(part)
+        if info is None:
+            raise ConfigError(f"{shown}: unknown config key '{key}'{did_you_mean(key)}")
+        annotation = info.annotation
+        last = i == len(parts) - 1
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if last and not isinstance(value, dict):
+                raise ConfigError(f"{shown}: '{here}' is a section, not a value (its keys: "
+                                  f"{', '.join(annotation.model_fields)}); set one of them as {here}.KEY=VALUE")
+            model = annotation
+        elif not last:
+            if _holds_mapping(annotation):   # data.partition, radiomics.image_types: free-form mappings
+                return
+            raise ConfigError(f"{shown}: unknown config key '{key}' ('{here}' is a value, not a section)")
+
+
+def _holds_mapping(annotation: Any) -> bool:
+    """True for a dict-typed field (``dict[str, float] | None`` included): its own keys are the user's."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) is dict or annotation is dict:
+        return True
+    return any(_holds_mapping(a) for a in get_args(annotation))
 
 
 def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
@@ -305,7 +361,7 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
 
 
 def config_from_dict(tree: dict, overrides: list[str] | None = None, origin: str = "config") -> RunConfig:
-    tree = dict(tree or {})
+    tree = copy.deepcopy(tree or {})   # an override must not reach into the caller's nested sections
     for key, value in parse_overrides(overrides):
         set_dotted(tree, key, value)
     try:
@@ -314,14 +370,46 @@ def config_from_dict(tree: dict, overrides: list[str] | None = None, origin: str
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
+def parse_yaml(text: str, where: str, lines: bool = True) -> Any:
+    """``yaml.safe_load(text)``, or a one-line ConfigError ``WHERE: line L: not valid YAML (problem)``.
+
+    Every YAML the package reads (configs, study specs, ``--set`` values) comes through here, so a
+    bad file or an unsafe tag (``!!python/object:...``: safe_load never builds objects) is one line
+    naming the file and the line, never PyYAML's four-line excerpt with a caret. ``lines=False`` for a
+    one-line text (a ``--set`` value), where a line number says nothing.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_line(err, text, where, lines)) from None
+
+
+def yaml_error_line(err: yaml.YAMLError, text: str, where: str, lines: bool = True) -> str:
+    """PyYAML's multi-line error as one line: the 1-based line of its mark, and the problem in words."""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err).splitlines()[0]
+    problem = " ".join(str(problem).replace("tag:yaml.org,2002:", "!!").split())
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(getattr(err, "position", None), int):   # a ReaderError (a control character) has no mark
+        line = text[:err.position].count("\n") + 1
+    else:
+        line = None
+    at = f"line {line}: " if lines and line is not None else ""
+    return f"{where}: {at}not valid YAML ({problem})"
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8): expected a YAML config or study spec") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    tree = parse_yaml(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
     return tree

@@ -23,7 +23,7 @@ from ..kinds import RunStatus
 from ..study.schema import ADDED_RUN_COLUMNS, PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
-from ..study.store import read_current_plan, unreadable_store
+from ..study.store import REBUILD_HINT, check_store, connect_read_only, read_current_plan, unreadable_store
 from ..xrv_weights import target_images
 
 
@@ -47,19 +47,21 @@ class StudyRecords:
 
 
 def _connect(db: Path) -> sqlite3.Connection:
+    """A read-only connection to a store that ``check_store`` accepts (not empty, SQLite, with a runs
+    table): the report never creates, migrates or writes the store a study may be writing."""
     if not db.is_file():
         raise DataError(f"{db}: no results store here (run `medtransfer study run` first)")
-    # mode=rw: never create an empty store by mistake; the study may be writing concurrently
-    return sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    check_store(db)
+    return connect_read_only(db)
 
 
 def _check_columns(con: sqlite3.Connection, db: Path, table: str, needed: list[str]) -> None:
     have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
     if not have:
-        raise DataError(f"{db}: table '{table}' is missing")
+        raise DataError(f"{db}: table '{table}' is missing; {REBUILD_HINT}")
     missing = [c for c in needed if c not in have]
     if missing:
-        raise DataError(f"{db}: table '{table}' lacks column '{missing[0]}'")
+        raise DataError(f"{db}: table '{table}' lacks column '{missing[0]}'; {REBUILD_HINT}")
 
 
 class ConfigFacts(NamedTuple):

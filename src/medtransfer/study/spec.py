@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import RunConfig, did_you_mean, load_yaml, parse_overrides, set_dotted
+from ..config import RunConfig, did_you_mean, load_yaml, override_text, parse_overrides, set_dotted
 from ..errors import ConfigError
 from ..kinds import Init
 
@@ -50,9 +50,9 @@ OVERRIDE_PREFIX = "# --set "
 class Resources(BaseModel):
     """What one run asks of an executor (Ray uses both; fractional GPUs let small runs share a card)."""
     model_config = ConfigDict(extra="forbid")
-    gpus_per_run: float = Field(0.0, ge=0)
-    cpus_per_run: float = Field(1.0, gt=0)
-    pack: int = Field(1, ge=1, description="train up to this many CNN grid runs together as one fused model "
+    gpus_per_run: float = Field(0.0, ge=0, le=64)       # upper bounds: a typo is an error, not an unschedulable run
+    cpus_per_run: float = Field(1.0, gt=0, le=1024)
+    pack: int = Field(1, ge=1, le=64, description="train up to this many CNN grid runs together as one fused model "
                                            "(medtransfer.train.packed) where their steps line up; 1 = each alone. "
                                            "Not part of any run id: packed and unpacked runs are the same runs")
 
@@ -152,9 +152,10 @@ def _format_spec_error(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            known = ", ".join(StudySpec.model_fields) if len(e["loc"]) == 1 else ", ".join(Resources.model_fields)
-            hint = did_you_mean(loc, list(StudySpec.model_fields) if len(e["loc"]) == 1
-                                else [f"{e['loc'][0]}.{k}" for k in Resources.model_fields])
+            section = {"resources": Resources, "report": ReportOptions}.get(str(e["loc"][0])) if len(e["loc"]) == 2 else None
+            known = ", ".join((section or StudySpec).model_fields)
+            hint = did_you_mean(loc, list(StudySpec.model_fields) if section is None
+                                else [f"{e['loc'][0]}.{k}" for k in section.model_fields])
             problems.append(f"unknown study key '{loc}'{hint} (known: {known})")
         elif e["type"] == "missing":
             problems.append(f"missing study key '{loc}'")
@@ -164,11 +165,17 @@ def _format_spec_error(err: ValidationError, origin: str) -> str:
 
 
 def _apply_overrides(spec: StudySpec, overrides: list[str] | None, origin: str) -> None:
-    for key, value in parse_overrides(overrides):
+    """Apply ``--set`` to base and sources. ``parse_overrides`` has checked each key against the config's
+    shape; what is left is the study's own rule: a grid axis (or a section an axis replaces whole) is set
+    by its list in the spec, so an override there would be silently overwritten by every grid run."""
+    for pair, (key, value) in zip(overrides or [], parse_overrides(overrides)):
+        shown = override_text(pair)
         if key in spec.grid:
-            raise ConfigError(f"{origin}: --set {key}: '{key}' is a grid axis; change its list in the study instead")
-        if not is_config_key(key):
-            raise ConfigError(f"{origin}: --set {key}: unknown config key '{key}'{did_you_mean(key)}")
+            raise ConfigError(f"{origin}: {shown}: '{key}' is a grid axis; change its list in the study instead")
+        whole = next((axis for axis in spec.grid if key.startswith(axis + ".")), None)
+        if whole is not None:
+            raise ConfigError(f"{origin}: {shown}: the grid axis '{whole}' replaces that whole section in every "
+                              "run; change its list in the study instead")
         set_dotted(spec.base, key, value)
         if key.split(".")[0] not in ("data", "task"):  # a source's dataset is its own
             for source in spec.sources.values():

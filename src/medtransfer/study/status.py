@@ -1,6 +1,8 @@
 """``medtransfer study status STUDY_DIR``: what is done, what is left, and why runs failed.
 
-Reads only STUDY_DIR (the spec copy and the store), so it is safe while a study runs.
+Reads only STUDY_DIR (the spec copy and the store), so it is safe while a study runs. The store is
+opened read-only and must be a study's store: an emptied (0-byte), truncated or table-less file is a
+one-line error saying how to rebuild it, never "every run pending".
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def study_status(study_dir: str | Path) -> str:
     spec_path, store_path = study_dir / SPEC_FILE, study_dir / STORE_FILE
     if not store_path.is_file():
         raise MedtransferError(f"{study_dir}: not a study folder ({STORE_FILE} not found; run `medtransfer study run` first)")
-    store = Store(store_path)
+    store = Store(store_path, read_only=True)   # never creates a schema in, or migrates, the study's store
     statuses = store.statuses()
     rows = store.rows()
     lines = [f"study folder {study_dir}"]

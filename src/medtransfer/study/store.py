@@ -25,10 +25,19 @@ def utc_now() -> str:
 
 
 class Store:
-    """The study's results table; opens a fresh connection per call so nothing stays half-written."""
+    """The study's results table; opens a fresh connection per call so nothing stays half-written.
 
-    def __init__(self, path: Path):
+    ``read_only=True`` is for readers (``study status``, the report): the store must already be a study's
+    store (``check_store``) and is opened ``mode=ro``, so reading never creates a schema in an emptied
+    file and then shows every run as pending, and never migrates or locks the file a study is writing.
+    """
+
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        if read_only:
+            check_store(self.path)
+            return
         with self._transaction() as db:
             db.executescript(SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
@@ -39,9 +48,11 @@ class Store:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
-            with closing(sqlite3.connect(self.path, timeout=30)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+            with closing(connect_read_only(self.path) if self.read_only
+                         else sqlite3.connect(self.path, timeout=30)) as db:
+                if not self.read_only:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")
                 with db:  # commits on success, rolls back on error
                     yield db
         except sqlite3.OperationalError as err:   # busy, locked, read-only, disk I/O: not a corrupt file
@@ -127,7 +138,7 @@ def read_current_plan(path: Path) -> tuple[str, set[str]] | None:
     Read-only (a report may run while the study writes), and a corrupt file is a one-line error.
     """
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        with closing(connect_read_only(path)) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not {"plans", "meta"} <= tables:
                 return None
@@ -146,9 +157,45 @@ def plan_hash_of(run_ids) -> str:
     return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
 
 
+# What to do about a store that lost its rows: the run folders still hold every finished run's metrics.
+REBUILD_HINT = ("move it away and rerun `medtransfer study run` with the same spec to rebuild it from the run "
+                "folders (finished runs are adopted, not retrained)")
+
+
 def unreadable_store(path: Path, err: Exception) -> MedtransferError:
-    return MedtransferError(f"{path} is not a readable SQLite database ({err}); move it away and rerun "
-                            "`medtransfer study run` to rebuild it from the run folders")
+    return MedtransferError(f"{path} is not a readable SQLite database ({err}); {REBUILD_HINT}")
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A ``mode=ro`` connection: it can neither create the file nor write to it (a URI, so any path works)."""
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+
+
+def check_store(path: Path) -> None:
+    """Refuse, in one line, a file that cannot be the study's results: empty (a 0-byte file, as a full disk
+    or a bad copy leaves), truncated or otherwise not SQLite, or without a ``runs`` table. Only reads it.
+
+    Without this a reader shows an emptied store as a study with every run pending, and says nothing
+    about the results the run folders still hold.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise MedtransferError(f"cannot read {path}: {err.strerror or err}") from None
+    if size == 0:
+        raise MedtransferError(f"{path} is empty (0 bytes): it holds no results; {REBUILD_HINT}")
+    try:
+        with closing(connect_read_only(path)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "runs" in tables:
+                db.execute("SELECT COUNT(*) FROM runs").fetchone()   # walks the table: a cut file fails here
+    except sqlite3.OperationalError as err:   # locked, unreadable permissions: not a corrupt file
+        raise MedtransferError(f"{path}: {err}") from None
+    except sqlite3.DatabaseError as err:
+        raise unreadable_store(path, err) from None
+    if "runs" not in tables:
+        raise MedtransferError(f"{path} has no 'runs' table, so it is not a study's results store; {REBUILD_HINT}")
 
 
 def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, finished_at: str,
