@@ -4,6 +4,7 @@ Synthetic 24-px PNGs in tmp_path keep it independent of ../shared/data and fast;
 Ray half checks acceptance 3: same run ids and the same metrics as the local executor.
 """
 import json
+import re
 import sqlite3
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
         reason, run_dir = db.execute("SELECT reason, run_dir FROM runs WHERE init='source:bright'").fetchone()
     assert reason is None
     config = (root / "local" / run_dir / "config.yaml").read_text()
-    assert "sources/bright/model.safetensors" in config  # the grid run started from the source's weights
+    assert re.search(r"sources/bright-[0-9a-f]{16}/model\.safetensors", config)  # started from the source's weights
     metrics = json.loads((root / "local" / run_dir / "metrics.json").read_text())
     assert metrics["n_train_images"] == rows[run_dir.split("/")[1]][3]
     # every done run carries its test interval: in metrics.json, in the store, and its draws in the folder

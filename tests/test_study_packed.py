@@ -1,4 +1,5 @@
-"""`study run --pack K` (issue 12): the same runs, ids, statuses and results as without it."""
+"""`study run --pack K` (issue 12): the same runs and results as without it, to rounding, under run ids of
+their own (issue 21: a resumed study never mixes packed and unpacked results)."""
 import json
 import sqlite3
 import time
@@ -31,40 +32,68 @@ def _spec(tmp_path: Path) -> Path:
 
 
 def _rows(study: Path) -> dict[str, tuple]:
+    """run id -> (status, test AUROC, val AUROC, config without train.pack): the config pairs a packed run with
+    its unpacked twin, whose id differs (issue 21: the pack size is part of the run id)."""
     with sqlite3.connect(study / "results.sqlite") as con:
-        return {r[0]: r[1:] for r in con.execute("SELECT run_id, status, test_auroc, val_auroc FROM runs")}
+        rows = con.execute("SELECT run_id, status, test_auroc, val_auroc, config_json FROM runs").fetchall()
+    out = {}
+    for run_id, status, test, val, config in rows:
+        config = json.loads(config)
+        config["train"].pop("pack", None)
+        out[run_id] = (status, test, val, json.dumps(config, sort_keys=True))
+    return out
 
 
 @pytest.mark.skipif(not (DEMO / "pneumoniamnist.npz").is_file(), reason="the demo bundle's pneumoniamnist.npz is absent")
-def test_packed_study_has_the_same_runs_and_results_as_unpacked(tmp_path, capsys):
+def test_packed_runs_have_their_own_ids_results_to_rounding_and_are_never_pooled(tmp_path, capsys):
+    """The same study, then resumed in the same folder with --pack 4: 8 new run ids (none reused), results
+    equal to rounding, and neither the report's default view nor --all-versions pools a packed run with an
+    unpacked one as seeds of one recipe."""
+    from medtransfer.report.store import read_study
+
     spec = _spec(tmp_path)
-    plain = run_study(spec, tmp_path / "plain", StudyOptions(data_root=DEMO, report=False, probe=False))
+    study = tmp_path / "study"
+    plain = run_study(spec, study, StudyOptions(data_root=DEMO, report=False, probe=False))
+    a = _rows(study)
     began = time.perf_counter()
-    packed = run_study(spec, tmp_path / "packed", StudyOptions(data_root=DEMO, report=False, probe=False, pack=4))
+    packed = run_study(spec, study, StudyOptions(data_root=DEMO, report=False, probe=False, pack=4))
     packed_wall = time.perf_counter() - began
     said = " ".join(capsys.readouterr().err.split())   # the study's console writes to stderr, wrapped
     assert "packing is for GPUs" in said   # on a CPU the study says packs are slower there
-    assert plain.ran == packed.ran == 8
-    a, b = _rows(tmp_path / "plain"), _rows(tmp_path / "packed")
-    assert a.keys() == b.keys()
-    for run_id, (status, test, val) in a.items():
-        assert status == b[run_id][0] == "done"
+    assert plain.ran == packed.ran == 8    # the resume reran every run: no unpacked result stands for a packed one
+    b = {rid: row for rid, row in _rows(study).items() if rid not in a}
+    assert len(b) == 8 and not set(a) & set(b)
+    by_config = {row[3]: rid for rid, row in b.items()}
+    assert len(by_config) == 8
+    for run_id, (status, test, val, config) in a.items():
+        twin = by_config[config]
+        assert status == b[twin][0] == "done"
         # Scores agree to float rounding as amplified by training: on this data and budget, a 1e-7 relative
         # nudge to the unpacked run's own weights moves its test scores by up to 3.4e-3 (mean 8.6e-4, measured
         # 2026-12-02 with Adam at constant LR 2e-4), and the fused kernels round differently from the plain ones.
-        pa, pb = (pd.read_csv(tmp_path / s / "runs" / run_id / "predictions_test.csv") for s in ("plain", "packed"))
+        pa, pb = (pd.read_csv(study / "runs" / rid / "predictions_test.csv") for rid in (run_id, twin))
         score = [c for c in pa.columns if c.startswith("score")]
         diff = (pa[score] - pb[score]).abs().to_numpy()
         assert score and diff.max() <= 5e-3 and float(diff.mean()) <= 1e-3
-        assert abs(test - b[run_id][1]) <= 2e-3 and abs(val - b[run_id][2]) <= 2e-3
+        assert abs(test - b[twin][1]) <= 2e-3 and abs(val - b[twin][2]) <= 2e-3
     # two packs of 4 (N = 50 and N = 60 cannot share one): each run's log says it trained in a pack
-    logs = [(tmp_path / "packed" / "runs" / rid / "train.log").read_text() for rid in b]
+    logs = [(study / "runs" / rid / "train.log").read_text() for rid in b]
     assert all("one of a pack of 4 runs" in text and "packed with 3 other run(s)" in text for text in logs)
-    metrics = json.loads((tmp_path / "packed" / "runs" / next(iter(b)) / "metrics.json").read_text())
-    assert metrics["test"]["auroc_ci"] and metrics["budget"]["total_steps"] == 4
+    metrics = json.loads((study / "runs" / next(iter(b)) / "metrics.json").read_text())
+    assert metrics["test"]["auroc_ci"] and metrics["budget"]["total_steps"] == 4 and metrics["fused_with"] == 4
     # each run's seconds are its own share of its pack, so they add up to no more than the study took
-    seconds = [json.loads((tmp_path / "packed" / "runs" / rid / "metrics.json").read_text())["seconds"] for rid in b]
+    seconds = [json.loads((study / "runs" / rid / "metrics.json").read_text())["seconds"] for rid in b]
     assert 0 < sum(seconds) <= packed_wall
+
+    current = read_study(study)   # the plan the last call ran: the packed runs only, 4 seeds... of 2 per recipe
+    assert set(current.runs["run_id"]) == set(b) and current.older_rows == 8
+    assert any("fused packs" not in n and "study run --pack" in n for n in current.notes)
+    mixed = read_study(study, all_versions=True).runs
+    for (recipe, n), seeds in mixed.groupby(["recipe", "n_key"]):
+        packs = set(seeds["pack"])
+        assert len(packs) == 1 and len(seeds) == 2, (recipe, n, packs)   # never a packed and an unpacked seed
+    assert mixed["recipe"].str.endswith(" / packed x4").sum() == 8
+    assert mixed["recipe"].str.endswith(" / unpacked").sum() == 8
 
 
 def _job(tmp_path, method=RunMethod.CNN, **train):

@@ -71,7 +71,7 @@ def test_grid_size_excludes_and_source_inheritance(tmp_path):
     assert len(plan.sources) == 1
     src = plan.sources[0]
     assert src.config.image_size == 28 and src.config.model.arch == "resnet18"  # inherited from base
-    assert src.run_dir == "sources/chest" and src.role == "source"
+    assert src.run_dir == f"sources/chest-{src.run_id}" and src.role == "source"   # named by config, not name alone
     chest_runs = [r for r in plan.runs if str(r.config.model.init) == "source:chest"]
     assert all(r.source == src.run_id for r in chest_runs)
     assert {r.task for r in plan.runs} == {"pneumoniamnist:binary"}
@@ -94,7 +94,8 @@ def test_ids_are_deterministic_unique_and_follow_the_source(tmp_path):
 def test_source_follows_an_arch_axis_and_fixed_arch_mismatch_is_an_error(tmp_path):
     grid = {"model.arch": ["resnet18", "densenet121"], "model.init": ["source:chest"], "train.seed": [0]}
     plan = plan_study(write_spec(tmp_path, grid=grid))
-    assert sorted(s.run_dir for s in plan.sources) == ["sources/chest-densenet121", "sources/chest-resnet18"]
+    assert sorted(s.run_dir.rsplit("-", 1)[0] for s in plan.sources) == ["sources/chest-densenet121", "sources/chest-resnet18"]
+    assert all(s.run_dir.endswith(s.run_id) for s in plan.sources)
     for run in plan.runs:
         assert plan.source_by_id()[run.source].config.model.arch == run.config.model.arch
     fixed = dict(CHEST, model={"arch": "resnet18"})

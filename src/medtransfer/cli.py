@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", type=int, default=None, metavar="K",
                    help="train up to K CNN grid runs together as one fused model where their steps line up "
                         "(same arch, N, batch size, budget, strategy); default: the spec's resources.pack, else 1. "
-                        "Run ids and results do not change")
+                        "Packed runs get run ids of their own (results differ by rounding), so a study "
+                        "resumed with another K trains its runs again rather than mixing the two")
     p.add_argument("--dry-run", action="store_true", help="print runs per axis, the total and a time estimate")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key in base and every source, e.g. --set train.epochs=2 "

@@ -172,6 +172,11 @@ class TrainConfig(_Strict):
                                 description="CPU threads of the run; None = torch's default (all cores). CPU results "
                                             "depend on it, so it is part of the run id when set; a study with "
                                             "--workers K or Ray sets it to the run's share of the cores")
+    pack: int = Field(1, ge=1, le=64, json_schema_extra=ADDED_LATER,
+                      description="the fused-pack size a study trained this run in (study run --pack K, "
+                                  "resources.pack); set by the study, not by hand. A packed result differs from an "
+                                  "unpacked one by rounding, so it is part of the run id when above 1; a plain "
+                                  "`train` always trains alone")
 
     @field_validator("lr_policy")
     @classmethod

@@ -26,20 +26,48 @@ class DiskFull(MedtransferError):
 
 
 def write_error(path, err: BaseException) -> MedtransferError:
-    """The one-line error for a failed write; a full disk names the free space left."""
+    """The one-line error for a failed write; a full disk names the free space left on that file system."""
+    if is_out_of_space(err):
+        return DiskFull(f"cannot write {path}: no space left on the device ({free_mb(path):.1f} MB free on that "
+                        "file system); free some space and rerun (finished runs are kept)")
+    return MedtransferError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}")
+
+
+def is_out_of_space(err: BaseException) -> bool:
+    """ENOSPC / EDQUOT, or a library's wrapping of it (safetensors: 'os error 28'; SQLite: 'disk is full')."""
     import errno
+
+    if isinstance(err, DiskFull):
+        return True
+    text = str(err)
+    return (getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in text
+            or "No space left" in text or "database or disk is full" in text)
+
+
+def free_mb(path) -> float:
+    """Free megabytes on the file system holding ``path`` (its nearest existing folder); 0 when unknown."""
     import shutil
     from pathlib import Path
 
-    text = str(err)
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in text or "No space left" in text:
-        try:
-            free = shutil.disk_usage(Path(path).parent).free
-        except OSError:
-            free = 0
-        return DiskFull(f"cannot write {path}: no space left on the device ({free / 1e6:.1f} MB free); "
-                        "free some space and rerun (finished runs are kept)")
-    return MedtransferError(f"cannot write {path}: {getattr(err, 'strerror', None) or text}")
+    here = Path(path).absolute()
+    for folder in (here, *here.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free / 1e6
+            except OSError:
+                return 0.0
+    return 0.0
+
+
+def as_disk_full(err: BaseException, path) -> "DiskFull | None":
+    """``err`` as the DiskFull a study stops on (None when it is not about space); an OSError names its own
+    file, else ``path`` (what was being written) is named."""
+    if isinstance(err, DiskFull):
+        return err
+    if not is_out_of_space(err):
+        return None
+    found = write_error(getattr(err, "filename", None) or path, err)
+    return found if isinstance(found, DiskFull) else None
 
 
 class TrainingDiverged(MedtransferError):

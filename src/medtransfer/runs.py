@@ -337,6 +337,7 @@ class _PackSlot:
     result: object = None     # FitResult, or the exception that ended the run
     final: object = None      # RunMetrics once metrics.json is written, or the exception in failed.json
     own_seconds: float = 0.0  # this run's share of the pack's time so far
+    fused_with: int = 1       # how many runs (itself included) it trained with as one fused model
 
 
 def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None = None, *,
@@ -393,20 +394,24 @@ def train_pack(cfgs: list[RunConfig], outs: list[Path], data_root: Path | None =
                                       s.prepared.data.labels[s.prepared.idx["val"]], s.cfg.train, log=s.log)
                            for s in group]
                 began = time.time()
+                fused_ok = True
                 try:
                     results = fit_packed(members, task_kind=group[0].cfg.task.kind,
                                          device=group[0].prepared.device, log=group[0].log)
                 except Exception as err:   # e.g. a head that does not fit, or memory: each run trains alone instead
                     why = reason_of(err)
+                    fused_ok = False
                     results = []
                     for slot in group:
                         slot.log(f"the fused pack could not train ({why}); training alone")
                         _fit_alone(slot)
                         results.append(slot.result)
                 share = (time.time() - began) / len(group)
+                fused = len(group) if fused_ok else 1
                 for slot, result in zip(group, results, strict=True):
                     slot.result = result
                     slot.own_seconds += share
+                    slot.fused_with = fused
                     slot.final = _finish_slot(slot)
             for slot in slots:
                 if slot.final is None:   # failed while preparing: never in a group
@@ -441,8 +446,9 @@ def _finish_slot(slot: _PackSlot) -> RunMetrics | BaseException:
         record_failure(slot.folder, slot.log, slot.result, slot.started)
         return slot.result
     try:
-        return _write_finished(slot.folder, slot.log, finish_cnn_run(slot.cfg, slot.folder, slot.prepared,
-                                                                      slot.result, slot.log, slot.started))
+        metrics = finish_cnn_run(slot.cfg, slot.folder, slot.prepared, slot.result, slot.log, slot.started)
+        metrics.details["fused_with"] = slot.fused_with   # 1: trained alone inside a packed study
+        return _write_finished(slot.folder, slot.log, metrics)
     except Exception as err:
         record_failure(slot.folder, slot.log, err, slot.started)
         return err

@@ -149,6 +149,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["budget"] = [f.budget for f in facts]
     runs["val_size"] = [f.val_size for f in facts]
     runs["outside_root"] = [f.outside_root for f in facts]
+    runs["pack"] = [_pack_of(r[-1]) for r in rows]
     points = [_test_operating_point(r[-2]) for r in rows]
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
@@ -158,6 +159,63 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")
     return runs, per_class
+
+
+def _pack_of(config_json: str | None) -> int:
+    """The fused-pack size a run trained in (train.pack; 1 when absent: unpacked, or recorded before it existed)."""
+    try:
+        pack = (json.loads(config_json).get("train") or {}).get("pack")
+    except (TypeError, ValueError, AttributeError):
+        return 1
+    return int(pack) if isinstance(pack, int) and pack > 1 else 1
+
+
+def apart_by_lineage(runs: pd.DataFrame) -> pd.DataFrame:
+    """Give runs of one recipe label that started from different source runs, or were trained packed and
+    unpacked, labels of their own, so no table pools them as seeds of one recipe.
+
+    Within one spec version this never happens (a source's config and the pack size are in the grid run
+    ids, and one plan has one source per name and one pack size); it can with ``--all-versions``, which
+    mixes runs of earlier specs into the same recipe labels.
+    """
+    if runs.empty or "source_run_id" not in runs:
+        return runs
+    runs = runs.copy()
+    lineage = runs["source_run_id"].fillna("").astype(str) + "|" + runs["pack"].astype(str)
+    cnn = (runs["method"] == "cnn") & (runs["role"] != "source")
+    keys = ["task", "arch", "recipe"]
+    mixed = runs[cnn].assign(lineage=lineage[cnn]).groupby(keys, dropna=False)["lineage"].transform("nunique") > 1
+    labels = {}
+    for i in mixed[mixed].index:   # labels from the unrelabelled frame, then assigned together
+        row = runs.loc[i]
+        group = runs[cnn & (runs["task"] == row["task"]) & (runs["arch"] == row["arch"])
+                     & (runs["recipe"] == row["recipe"])]
+        label = str(row["recipe"])
+        if group["source_run_id"].fillna("").nunique() > 1:
+            label += f" / source run {str(row['source_run_id'])[:8]}" if isinstance(row["source_run_id"], str) \
+                else " / source run unrecorded"
+        if group["pack"].nunique() > 1:
+            label += f" / packed x{row['pack']}" if row["pack"] > 1 else " / unpacked"
+        labels[i] = label
+    for i, label in labels.items():
+        runs.at[i, "recipe"] = label
+    return runs
+
+
+def pack_notes(runs: pd.DataFrame) -> list[str]:
+    """Which runs were trained in fused packs (study run --pack): their results differ from unpacked runs by
+    rounding, so they carry run ids of their own."""
+    if "pack" not in runs:
+        return []
+    packed = runs[(runs["pack"] > 1) & (runs["status"] == RunStatus.DONE)]
+    if packed.empty:
+        return []
+    sizes = ", ".join(str(int(k)) for k in sorted(packed["pack"].unique()))
+    done = int(((runs["method"] == "cnn") & (runs["role"] != "source") & (runs["status"] == RunStatus.DONE)).sum())
+    return [f"{len(packed)} of {done} CNN runs ran in a study packing runs by {sizes} (study run --pack): runs "
+            "whose steps line up trained as one fused model (each run's train.log and metrics.json "
+            "`fused_with` say whether it did), which changes results by rounding, so they have run ids of "
+            "their own and are never pooled with unpacked runs"]
 
 
 def _test_operating_point(metrics_json: str | None) -> dict:
@@ -239,10 +297,12 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
         kept = runs["run_id"].isin(current[1])
         older = int((~kept).sum())
         runs, per_class = runs[kept].reset_index(drop=True), per_class[per_class["run_id"].isin(current[1])]
+    runs = apart_by_lineage(runs)
     name, sites, sources, notes, targets = read_spec(study_dir / SPEC_FILE)
     if runs["outside_root"].any():
         notes = notes + [f"{int(runs['outside_root'].sum())} of {len(runs)} runs set data.allow_outside_root: true, "
                          "so their images could lie outside the data root (each run's train.log counts them)"]
+    notes = notes + pack_notes(runs)
     if older:
         notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "
                          "(report --all-versions includes them)"]

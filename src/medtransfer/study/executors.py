@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import RunConfig
-from ..errors import MedtransferError, WeightsUnavailable
+from ..errors import MedtransferError, WeightsUnavailable, as_disk_full
 from ..kinds import RunMethod, RunStatus
 from ..parallel import orphan_proof_pool
 from ..run_folder import RunFolder, RunMetrics
@@ -68,6 +68,7 @@ class Outcome:
     started_at: str
     finished_at: str
     seconds: float
+    halt: bool = False       # the study must stop here (the disk is full): nothing is recorded for this run
 
 
 def run_one(job: Job, run_fn: RunFn) -> Outcome:
@@ -87,9 +88,12 @@ def _settle(job: Job, error: BaseException | None, started_at: str, seconds: flo
     """The Outcome of a job that ended with ``error`` (None: it returned): skipped when its weights are
     missing, failed with the reason, else done with the metrics its folder holds (the folder is the truth,
     what a resumed study adopts, not a return value)."""
-    def outcome(status, metrics=None, reason=None):
-        return Outcome(status, metrics, reason, started_at, utc_now(), seconds)
+    def outcome(status, metrics=None, reason=None, halt=False):
+        return Outcome(status, metrics, reason, started_at, utc_now(), seconds, halt)
 
+    full = None if error is None else as_disk_full(error, job.out)
+    if full is not None:   # not this run's fault: every later run would fail the same way
+        return outcome(RunStatus.FAILED, reason=str(full), halt=True)
     if isinstance(error, WeightsUnavailable):
         return outcome(RunStatus.SKIPPED, reason=str(error))
     if isinstance(error, MedtransferError):

@@ -136,8 +136,14 @@ def recipe_label(cfg: RunConfig, axes: dict[str, Any], varying: list[str]) -> st
     return " / ".join(parts)
 
 
-def expand(spec: StudySpec, origin: str = "study") -> Plan:
-    """The cartesian product of the grid over ``base``, minus excluded combinations, sources first."""
+def expand(spec: StudySpec, origin: str = "study", pack: int = 1) -> Plan:
+    """The cartesian product of the grid over ``base``, minus excluded combinations, sources first.
+
+    ``pack`` > 1 (``study run --pack K``) is written into every CNN grid run's ``train.pack``: a fused
+    pack's results differ from unpacked ones by rounding, so, like ``train.threads``, it must be part
+    of the run id, and a study resumed with another ``--pack`` runs new ids instead of mixing the two.
+    Sources and baselines are never packed and keep their ids.
+    """
     axes = list(spec.grid)
     varying = [a for a in axes if len(spec.grid[a]) > 1]
     _check_base(spec, origin)
@@ -152,6 +158,8 @@ def expand(spec: StudySpec, origin: str = "study") -> Plan:
         tree = copy.deepcopy(spec.base)
         for axis, value in combo.items():
             set_dotted(tree, axis, value)
+        if pack > 1:
+            set_dotted(tree, "train.pack", pack)
         where = ", ".join(f"{a}={_short(v)}" for a, v in combo.items()) or "base"
         cfg = config_from_dict(tree, origin=f"{origin}: grid run ({where})")
         combos.append((cfg, combo))
@@ -233,9 +241,12 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
             if arch is not None:
                 set_dotted(tree, "model.arch", arch)
         cfg = config_from_dict(tree, origin=f"{origin}: sources.{name}")
-        folder = f"sources/{name}-{cfg.model.arch}" if follows_grid else f"sources/{name}"
         run_id = run_id_of({"method": RunMethod.CNN.value, "role": RunRole.SOURCE.value, "name": name,
                             "config": hashed_config(cfg)})
+        # named by run id as well as name: two specs (or an edited and reverted one) defining a source of
+        # the same name in one STUDY_DIR never share a folder, so a grid run loads the weights of the
+        # config its own id was hashed from, never those of another source that happened to be trained last
+        folder = f"sources/{name}-{cfg.model.arch}-{run_id}" if follows_grid else f"sources/{name}-{run_id}"
         planned[key] = PlannedRun(run_id=run_id, role=RunRole.SOURCE, config=cfg, task=task_label(cfg),
                                   recipe=f"source {name}", run_dir=folder, source=name)
     src = planned[key]

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import MedtransferError
+from ..errors import MedtransferError, write_error
 
 LOCK_FILE = ".lock"
 
@@ -66,8 +66,11 @@ def study_lock(study_dir: Path, log: Callable[[str], None] | None = None) -> Ite
         taken = time.time()
         stamp = {"pid": os.getpid(), "host": socket.gethostname(),
                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(stamp).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(stamp).encode(), 0)
+        except OSError as err:   # os.pwrite names no file: say which, and the space left where it lives
+            raise write_error(path, err) from None
         swept = sweep_temp_files(study_dir, older_than=taken)
         if swept and log:
             log(f"removed {swept} temporary file(s) left by an interrupted writer")
@@ -76,7 +79,10 @@ def study_lock(study_dir: Path, log: Callable[[str], None] | None = None) -> Ite
             yield
         finally:
             del _held[study_dir]
-            os.ftruncate(fd, 0)
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:   # the holder's stamp is cosmetic; the flock is released by closing
+                pass
     finally:
         os.close(fd)   # closing the descriptor releases the flock
 

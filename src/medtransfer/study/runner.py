@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
-from ..errors import MedtransferError
+from ..errors import DiskFull, MedtransferError
 from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
 from .executors import (ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, pack_jobs,
@@ -51,9 +51,13 @@ class StudySummary:
         return line + (f"\nreport: {self.report}" if self.report else "")
 
 
-def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None) -> Plan:
-    """Load, check and expand a study spec (raises ConfigError before anything runs)."""
-    return expand(load_spec(spec_path, overrides), origin=str(spec_path))
+def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None, pack: int | None = None) -> Plan:
+    """Load, check and expand a study spec (raises ConfigError before anything runs).
+
+    ``pack``: the fused-pack size the grid runs will train in (None: the spec's ``resources.pack``);
+    it is part of their run ids (see ``grid.expand``)."""
+    spec = load_spec(spec_path, overrides)
+    return expand(spec, origin=str(spec_path), pack=spec.resources.pack if pack is None else pack)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,9 @@ class StudyOptions:
 
 def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None,
               options: StudyOptions = StudyOptions()) -> StudySummary:
-    """Run (or resume) every run of a study; per-run failures are recorded, never raised.
+    """Run (or resume) every run of a study; per-run failures are recorded, never raised, except a full
+    disk (DiskFull): every later run would fail the same way, so the study stops at once, records nothing
+    for the run it hit, and resumes from there once space is freed.
 
     Before the first run, every dataset the remaining runs need is opened (labels only), so a
     missing file stops the study at once, naming it. STUDY_DIR is locked for the whole call:
@@ -94,10 +100,10 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     """
     opts = options
     console = opts.console or Console(stderr=True)
-    plan = plan_study(spec_path, list(opts.overrides))
-    check_executor_options(opts.executor, opts.executor_options(plan))
     if opts.pack is not None and opts.pack < 1:
         raise MedtransferError(f"--pack must be at least 1, got {opts.pack}")
+    plan = plan_study(spec_path, list(opts.overrides), pack=_pack_option(opts))
+    check_executor_options(opts.executor, opts.executor_options(plan))
     plan = _with_thread_share(plan, spec_path, opts)
     root = Path(opts.data_root).expanduser().resolve() if opts.data_root else resolve_data_root(None)
     if opts.dry_run:
@@ -145,7 +151,7 @@ def _with_thread_share(plan: Plan, spec_path, opts: StudyOptions) -> Plan:
     share = thread_share(opts.executor, opts.executor_options(plan))
     if share is None or get_dotted(plan.spec.base, "train.threads") is not None:
         return plan
-    return plan_study(spec_path, list(opts.overrides) + [f"train.threads={share}"])
+    return plan_study(spec_path, list(opts.overrides) + [f"train.threads={share}"], pack=_pack_option(opts))
 
 
 def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSources, opts: StudyOptions,
@@ -361,11 +367,16 @@ def _open_tracker(target: str | None, plan: Plan, study_dir: Path, plan_hash: st
     return StudyTracker(target, plan, study_dir, plan_hash, console)
 
 
+def _pack_option(opts: StudyOptions) -> int | None:
+    """The pack size to plan with: --pack, else None (the spec's resources.pack); 1 with a replaced run
+    function, which trains each run alone (a pack trains for real)."""
+    return 1 if opts.run_fn is not None else opts.pack
+
+
 def _pack_size(plan: Plan, opts: StudyOptions) -> int:
     """--pack, else the spec's resources.pack; 1 with a replaced run function (a pack trains for real)."""
-    if opts.run_fn is not None:
-        return 1
-    return opts.pack if opts.pack is not None else plan.spec.resources.pack
+    pack = _pack_option(opts)
+    return pack if pack is not None else plan.spec.resources.pack
 
 
 def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
@@ -396,6 +407,8 @@ def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root:
     count = 0
     for run_id, outcome in ex.map(jobs):
         run = by_id[run_id]
+        if outcome.halt:   # a full disk: stop now, record nothing for the run, resume once space is freed
+            raise DiskFull(outcome.reason)
         if outcome.status is RunStatus.DONE:
             store.record_done(run, outcome.metrics, outcome.started_at, outcome.finished_at, outcome.seconds)
         elif outcome.status is RunStatus.SKIPPED:

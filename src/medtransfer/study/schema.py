@@ -13,10 +13,11 @@ SPEC_FILE = "study.yaml"        # the spec as run, with its --set overrides as c
 RUN_COLUMNS = ("run_id", "role", "method", "task", "arch", "init", "strategy", "lr_policy", "dropout", "recipe",
                "n_train", "n_train_images", "n_train_patients", "seed", "status", "reason", "config_json",
                "metrics_json", "test_auroc", "val_auroc", "seconds", "started_at", "finished_at", "run_dir",
-               "test_auroc_low", "test_auroc_high")
+               "test_auroc_low", "test_auroc_high", "source_run_id")
 # Columns added after stores were first written: Store adds them to an older file (ALTER TABLE), and a
 # read-only reader of an older file sees NULL for them.
-ADDED_RUN_COLUMNS = {"test_auroc_low": "REAL", "test_auroc_high": "REAL"}   # the run's test bootstrap interval
+ADDED_RUN_COLUMNS = {"test_auroc_low": "REAL", "test_auroc_high": "REAL",   # the run's test bootstrap interval
+                     "source_run_id": "TEXT"}   # a grid run: the run id of the source whose weights it started from
 PER_CLASS_COLUMNS = ("run_id", "split", "label", "auroc", "auprc")
 
 SCHEMA = """
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
   seconds REAL,
   started_at TEXT, finished_at TEXT,
   run_dir TEXT,
-  test_auroc_low REAL, test_auroc_high REAL
+  test_auroc_low REAL, test_auroc_high REAL,
+  source_run_id TEXT
 );
 CREATE TABLE IF NOT EXISTS per_class (
   run_id TEXT NOT NULL, split TEXT NOT NULL, label TEXT NOT NULL,

@@ -54,7 +54,8 @@ class Resources(BaseModel):
     cpus_per_run: float = Field(1.0, gt=0, le=1024)
     pack: int = Field(1, ge=1, le=64, description="train up to this many CNN grid runs together as one fused model "
                                            "(medtransfer.train.packed) where their steps line up; 1 = each alone. "
-                                           "Not part of any run id: packed and unpacked runs are the same runs")
+                                           "Above 1 it is part of the grid runs' ids (train.pack): packed results "
+                                           "differ from unpacked ones by rounding, so the two are never mixed")
 
 
 class ReportOptions(BaseModel):

@@ -34,16 +34,22 @@ def _baseline_lines(plan, statuses: dict[str, str]) -> list[str]:
 
 
 def _expand_as_run(spec_path: Path, current, rows):
-    """The spec expanded as the last ``study run`` ran it: with the thread share it gave each run (--workers K, Ray)."""
+    """The spec expanded as the last ``study run`` ran it: with the thread share it gave each run (--workers K,
+    Ray) and the pack size it trained them in (--pack K), both part of the run ids and read back from the
+    configs the current plan's rows recorded."""
     overrides = overrides_from_text(spec_path.read_text())
-    plan = expand(load_spec(spec_path, overrides), origin=str(spec_path))
+    spec = load_spec(spec_path, overrides)
+    plan = expand(spec, origin=str(spec_path), pack=spec.resources.pack)
     if current is None or {r.run_id for r in plan.all_runs} & current[1]:
         return plan
-    threads = {json.loads(r["config_json"])["train"].get("threads") for r in rows if r["run_id"] in current[1]}
-    threads.discard(None)
-    if len(threads) != 1:
+    trains = [json.loads(r["config_json"]).get("train") or {} for r in rows if r["run_id"] in current[1]]
+    threads = {t.get("threads") for t in trains} - {None}
+    packs = {t.get("pack") for t in trains} - {None}
+    if len(threads) > 1 or len(packs) > 1:
         return plan
-    return expand(load_spec(spec_path, overrides + [f"train.threads={threads.pop()}"]), origin=str(spec_path))
+    extra = [f"train.threads={t}" for t in threads]
+    return expand(load_spec(spec_path, overrides + extra), origin=str(spec_path),
+                  pack=packs.pop() if packs else spec.resources.pack)
 
 
 def study_status(study_dir: str | Path) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import MedtransferError
+from ..errors import MedtransferError, as_disk_full
 from ..kinds import RunRole, RunStatus
 from ..run_folder import RunMetrics
 from .grid import PlannedRun
@@ -56,7 +56,8 @@ class Store:
                 with db:  # commits on success, rolls back on error
                     yield db
         except sqlite3.OperationalError as err:   # busy, locked, read-only, disk I/O: not a corrupt file
-            raise MedtransferError(f"{self.path}: {err}") from None
+            full = as_disk_full(err, self.path)   # a full disk stops the study, naming the space left
+            raise (full or MedtransferError(f"{self.path}: {err}")) from None
         except sqlite3.DatabaseError as err:
             raise unreadable_store(self.path, err) from None
 
@@ -214,6 +215,7 @@ def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, fini
         "seconds": None if seconds is None else round(float(seconds), 3),
         "started_at": started_at, "finished_at": finished_at, "run_dir": run.run_dir,
         "test_auroc_low": None, "test_auroc_high": None,
+        "source_run_id": run.source if run.role is RunRole.GRID else None,
     }
 
 
