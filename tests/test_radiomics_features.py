@@ -202,3 +202,23 @@ def test_normalised_features_ignore_exposure_and_unnormalised_ones_do_not():
     assert all(np.isclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in texture_names)
     a, b = extract_one(image, None, off), extract_one(darker, None, off)
     assert sum(not np.isclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in texture_names) > len(texture_names) // 2
+
+
+def test_a_mask_outside_the_data_root_is_refused_in_one_line(tmp_path):
+    """As for images (issue 21): a CSV's mask paths must stay inside the dataset unless data.allow_outside_root."""
+    from medtransfer.errors import DataError
+
+    csv = make_csv_dataset(tmp_path / "ds", 3, masks=True)
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.full((SIZE, SIZE), 255, np.uint8)).save(outside)
+    frame = pd.read_csv(csv)
+    frame.loc[0, "mask"] = str(outside)
+    frame.to_csv(csv, index=False)
+    data, task, rcfg = configs(csv, tmp_path / "cache", mask_column="mask")
+    with pytest.raises(DataError) as caught:
+        extract_features(data, task, rcfg, tmp_path / "ds", progress=False, log=lambda _: None)
+    message = str(caught.value)
+    assert "\n" not in message and "1 of 3 masks outside" in message and str(outside) in message
+    allowed = data.model_copy(update={"allow_outside_root": True})
+    table = extract_features(allowed, task, rcfg, tmp_path / "ds", progress=False, log=lambda _: None)
+    assert "images/img0.png" in table.features.index

@@ -180,7 +180,17 @@ def mask_paths(src: LabelledImages, data: DataConfig, rcfg: RadiomicsConfig, dat
     empty = sum(1 for v in values if not v)
     if empty:
         raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) is empty in {empty} row(s)")
-    return [Path(p) if Path(p).is_absolute() else src.files_root / p for p in values]
+    paths = [Path(p) if Path(p).is_absolute() else src.files_root / p for p in values]
+    if not data.allow_outside_root:   # as for images: a shared CSV must not read files outside the dataset
+        from ..data.sources.csv import images_root
+
+        root = images_root(src.files_root / "labels.csv", data_root)
+        outside = [v for v, p in zip(values, paths) if not p.resolve().is_relative_to(root)]
+        if outside:
+            raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) names {len(outside)} "
+                            f"of {len(paths)} masks outside the data root {root}, first {outside[0]!r}; move them "
+                            "under it or set data.allow_outside_root: true")
+    return paths
 
 
 def load_mask(mask_path: Path, image_path: Path, size: int) -> np.ndarray:

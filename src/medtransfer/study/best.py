@@ -156,7 +156,7 @@ def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: st
     if not store_path.is_file():
         raise MedtransferError(f"{store_path} not found: {study_dir} is not a study folder "
                                "(written by `medtransfer study run --out STUDY_DIR`)")
-    store = Store(store_path)
+    store = Store(store_path, read_only=True)   # choosing a recipe never writes the study's store
     plan = store.current_plan()
     rows = store.rows()
     best = select_best(rows, None if plan is None else plan[1], n, task, where=str(study_dir))

@@ -209,7 +209,7 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
 
     statuses = None
     if out is not None and (Path(out) / STORE_FILE).is_file():
-        statuses = Store(Path(out) / STORE_FILE).statuses()
+        statuses = Store(Path(out) / STORE_FILE, read_only=True).statuses()   # a dry run writes nothing
     parallel = _parallel_runs(plan, executor, workers)
     opened = OpenedSources(root)
     estimate = estimate_time(plan, root, opened=opened) if probe else None
