@@ -86,7 +86,7 @@ def ceiling(args, device) -> float:
 
     from medtransfer.config import TrainConfig
     from medtransfer.models.registry import create_model
-    from medtransfer.train.loop import device_autocast
+    from medtransfer.train.device import device_autocast
     from medtransfer.train.strategies import N_GROUPS, build_optimizer
 
     model = create_model(args.arch, 1, log=lambda s: None).to(device).train()
@@ -149,7 +149,7 @@ def pipeline(args, device) -> float:
 
 def small_runs(args):
     from medtransfer.models.registry import create_model
-    from medtransfer.train.loop import seed_everything
+    from medtransfer.train.device import seed_everything
     from medtransfer.train.packed import PackMember
 
     members = []
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from medtransfer.train.loop import resolve_device
+    from medtransfer.train.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

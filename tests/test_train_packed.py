@@ -16,7 +16,8 @@ import torch
 from medtransfer.config import TrainConfig
 from medtransfer.errors import ConfigError
 from medtransfer.models.registry import create_model
-from medtransfer.train.loop import fit, predict, seed_everything
+from medtransfer.train.device import seed_everything
+from medtransfer.train.loop import fit, predict
 from medtransfer.train.packed import PackMember, fit_packed, pack_key
 
 CPU = torch.device("cpu")

@@ -259,7 +259,7 @@ def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Callable[[str], None],
 
     from .models import create_model
     from .train import resolve_device
-    from .train.loop import seed_everything
+    from .train.device import seed_everything
 
     if cfg.model.init.kind is InitKind.XRV:   # a missing weights file is reported before any data is read
         from .models.xrv_init import xrv_weights_file
@@ -521,7 +521,7 @@ def lr_find_run(cfg: RunConfig, out: Path, data_root: Path | None = None):
     from .data import prepare_data
     from .models import create_model
     from .train import lr_find, plot_lr_find, resolve_device
-    from .train.loop import seed_everything
+    from .train.device import seed_everything
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

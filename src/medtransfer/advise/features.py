@@ -58,7 +58,7 @@ def candidate_features(candidates: list[Candidate], images: np.ndarray, num_outp
     """
     from ..models import create_model
     from ..runs import resolve_init
-    from ..train.loop import seed_everything
+    from ..train.device import seed_everything
 
     out: dict[str, CandidateFeatures] = {}
     for cand in candidates:

@@ -306,7 +306,7 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
     from ..models import create_model
     from ..runs import resolve_init
     from ..train import fit, predict
-    from ..train.loop import seed_everything
+    from ..train.device import seed_everything
 
     started = time.perf_counter()
     cfg = recipe_config(base, arm, steps)

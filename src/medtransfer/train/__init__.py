@@ -1,5 +1,6 @@
 """Training: fit a classifier with a transfer strategy and LR policy, predict, find an LR."""
-from .loop import FitResult, fit, predict, resolve_device
+from .device import resolve_device
+from .loop import FitResult, fit, predict
 from .lr_find import lr_find, plot_lr_find
 from .lr_policies import group_lrs, make_scheduler
 from .strategies import set_trainable

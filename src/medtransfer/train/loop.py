@@ -9,9 +9,7 @@ numbers (what a recipe comparison needs to be trusted).
 from __future__ import annotations
 
 import math
-import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +20,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingDiverged
 from .augment import normalise, prepare_batch
+from .device import cpu_state, device_autocast, reproducible, seed_everything
 from ..budget import Budget, budget_of
 from ..evaluate.metrics import macro_auroc
 from .inputs import (BatchStream, check_images, check_labels, check_task_kind, make_criterion,
@@ -40,56 +39,6 @@ class FitResult:
     stopped_reason: str
     notes: list[str] = field(default_factory=list)
     budget: Budget | None = None            # the step plan it trained under
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the GPU when there is one, else the CPU; an unusable name is a ConfigError."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"train.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {name} requested but no CUDA GPU is available (use auto or cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device: {name} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    elif device.type != "cpu":
-        raise ConfigError(f"train.device: {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextmanager
-def reproducible(device: torch.device):
-    """Deterministic kernels on CPU (exact reruns); cuDNN autotuning on CUDA (speed). Restored after."""
-    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    bench = torch.backends.cudnn.benchmark
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(det, warn_only=warn)
-        torch.backends.cudnn.benchmark = bench
-
-
-def device_autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached, contiguous CPU copy of the state_dict (safe to keep while training goes on)."""
-    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: str) -> None:

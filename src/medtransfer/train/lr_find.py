@@ -20,7 +20,8 @@ from ..errors import ConfigError, DataError
 from .augment import prepare_batch
 from .inputs import batch_indices, check_images, check_labels, check_task_kind, make_criterion, to_device
 from .lr_suggest import LRSuggestion, suggest
-from .loop import check_outputs, cpu_state, device_autocast, reproducible, seed_everything
+from .device import cpu_state, device_autocast, reproducible, seed_everything
+from .loop import check_outputs
 from .strategies import build_optimizer, set_trainable, stages
 
 STOP_FACTOR = 4.0     # stop once the smoothed loss exceeds 4x its minimum

@@ -44,7 +44,8 @@ from ..errors import ConfigError, DataError, TrainingDiverged
 from ..evaluate.metrics import macro_auroc
 from .augment import prepare_batch
 from .inputs import BatchStream, check_images, check_labels, check_task_kind, make_criterion, to_device
-from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, check_outputs, device_autocast, reproducible,
+from .device import device_autocast, reproducible
+from .loop import (BestEpoch, EpochRecord, FitResult, _Batches, check_outputs,
                    validate)
 from .lr_policies import make_scheduler
 from .strategies import build_optimizer, group_lr_row, set_trainable, stages
