@@ -321,7 +321,7 @@ def test_frozen_real_resnet18_keeps_its_backbone(data):
 
 
 def test_best_epoch_tracker_breaks_ties_by_val_loss_and_counts_patience():
-    from medtransfer.train.loop import BestEpoch, EpochRecord
+    from medtransfer.train.tracks import BestEpoch, EpochRecord
 
     model = torch.nn.Linear(2, 1)
     best = BestEpoch(has_val=True)

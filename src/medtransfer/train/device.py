@@ -1,7 +1,7 @@
 """Where a fit runs and how it repeats: the device, the seeds, and the per-device choices every training path shares.
 
-Ordinary fits, packed fits, the LR range test and the advisor's helpers all reach these, so they
-live in their own module rather than inside the ordinary training loop. On CUDA: bf16 autocast,
+Ordinary fits, packed fits and the LR range test all train through ``train.driver``; the choices that
+depend on the device live here, once, so the paths cannot drift apart again. On CUDA: bf16 autocast,
 channels_last weights and batches (what the tensor cores want), cuDNN autotuning, and the loss of a
 step read only after the next step is queued (reading it at once would stall the queue). On the CPU:
 fp32, deterministic kernels and every loss read at once, so the same seed gives the same numbers
@@ -64,6 +64,34 @@ def reproducible(device: torch.device):
 def device_autocast(device: torch.device):
     """bf16 autocast on CUDA (tensor cores, half the activation memory); plain fp32 elsewhere."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    """NHWC is what cuDNN's bf16 convolutions are fastest in; on the CPU it would only change the rounding."""
+    return device.type == "cuda"
+
+
+def defers_loss_check(device: torch.device) -> bool:
+    """On a GPU, step s's loss is checked after step s+1 is queued: reading it at once would stall."""
+    return device.type != "cpu"
+
+
+def place_model(model: nn.Module, device: torch.device) -> None:
+    """Move ``model`` to ``device`` in the memory layout training uses there (undone by ``release_model``)."""
+    model.to(device)
+    if uses_channels_last(device):
+        model.to(memory_format=torch.channels_last)
+
+
+def release_model(model: nn.Module, device: torch.device) -> None:
+    """Back to the default layout after training, so saved weights and later callers see ordinary tensors."""
+    if uses_channels_last(device):
+        model.to(memory_format=torch.contiguous_format)
+
+
+def batch_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A (B,C,H,W) batch in the layout of the weights ``place_model`` set (a no-op on the CPU)."""
+    return x.contiguous(memory_format=torch.channels_last) if uses_channels_last(device) else x
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
