@@ -4,6 +4,10 @@ The LR grows exponentially from 1e-7 to 10 over a short run; the loss first fall
 then explodes. The suggestion is where the smoothed loss falls fastest. The model's
 weights, requires_grad flags and train/eval mode are restored afterwards, so the test
 can run right before ``fit`` on the same model.
+
+Its steps are ``fit``'s: ``RangeTest`` is the one-model step with the LR ramp added, driven by
+``train.driver.run_steps`` on a track set up as ``fit`` sets one up (same device layout, same
+batches for the same seed, same divergence check).
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ class FitSpec:
 
 @dataclass
 class FitResult:
+    """What a fit returns: the best round's weights, the record of every round and why it stopped."""
     best_state: dict[str, torch.Tensor]    # state_dict at the best val epoch (CPU tensors)
     history: list["EpochRecord"]            # one record per epoch run
     lr_trace: list[list[float]]             # per optimiser step: LR of (early, late, head); 0.0 = frozen
