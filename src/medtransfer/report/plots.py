@@ -1,7 +1,7 @@
 """Learning-curve figures: which initialisation wins at each N, and every recipe behind that choice.
 
 ``learning_curve_figure`` draws the decision the report's tables make: one line per init, at each N
-that init's best recipe chosen on mean VALIDATION AUROC (``tables._best_per_init``), plotted with its
+that init's best recipe chosen on mean VALIDATION AUROC (``tables.best_per_init``), plotted with its
 TEST AUROC. Choosing on test and plotting on test would flatter every line; choosing per init gives
 each init the same benefit of the choice, so the gaps between lines are fair. ``recipes_figure`` shows
 every recipe as small multiples (one panel per strategy x LR policy) so a reader can see how much that
@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
 from ..errors import DataError
-from .tables import RADIOMICS, SITE_ORDER, _best_per_init, init_label, init_site, panel_rows, panels
+from .tables import RADIOMICS, SITE_ORDER, best_per_init, init_display_label, init_site, panel_rows, panels
 
 WIDTH_IN = 11.0
 MAX_COLUMNS = 4
@@ -88,7 +88,7 @@ def init_colours(summary: pd.DataFrame, sites: dict[str, str]) -> dict[str, str]
     found = {}
     for init, method in summary[["init", "method"]].drop_duplicates().itertuples(index=False):
         site = init_site(init, method, sites)
-        found.setdefault(init_label(init, method, sites), site)
+        found.setdefault(init_display_label(init, method, sites), site)
     by_site: dict[str, list[str]] = {}
     for label, site in sorted(found.items(), key=lambda item: (SITE_ORDER.index(item[1]), item[0])):
         by_site.setdefault(site, []).append(label)
@@ -126,7 +126,7 @@ def best_init_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
     rows = _drawable(rows)
     chosen: dict[str, list[pd.Series]] = {}
     for _, at_n in rows.groupby("n_train", sort=False):
-        for label, row in _best_per_init(at_n, sites).items():
+        for label, row in best_per_init(at_n, sites).items():
             chosen.setdefault(label, []).append(row)
     curves = [_curve(label, init_site(best[0]["init"], best[0]["method"], sites), pd.DataFrame(best))
               for label, best in chosen.items()]
@@ -142,7 +142,7 @@ def recipe_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
     """One curve per CNN recipe of the rows (one strategy x LR policy panel), ordered by init then variant."""
     rows = _drawable(rows)
     rows = rows[rows["method"] != RADIOMICS]
-    curves = [_curve(init_label(g["init"].iloc[0], g["method"].iloc[0], sites),
+    curves = [_curve(init_display_label(g["init"].iloc[0], g["method"].iloc[0], sites),
                      init_site(g["init"].iloc[0], g["method"].iloc[0], sites), g, _variant(recipe))
               for recipe, g in rows.groupby("recipe", sort=True)]
     return sorted(curves, key=_order)
