@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError, WeightsUnavailable
 from .classifier import Backbone
 from .init import error_detail, hub_checkpoint_dir, offline, reachable
-from .registry import register_family
+from .registry import CachedWeights, register_family
 
 Log = Callable[[str], None]
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -30,7 +30,21 @@ def _import_timm():
     return timm
 
 
-@register_family("timm:")
+def cached_imagenet_weights(name: str) -> CachedWeights:
+    """timm's pretrained file of ``name`` if it is already cached (Hugging Face or torch hub), found offline."""
+    try:
+        import timm
+    except ImportError:
+        return CachedWeights(None, f"ImageNet weights for timm:{name} need timm (pip install 'medtransfer[timm]')")
+    pretrained = timm.models.get_pretrained_cfg(name)
+    found = _cached_weights(pretrained) if pretrained is not None else None
+    if found is None:
+        return CachedWeights(None, f"ImageNet weights for timm:{name} are not cached: run `medtransfer train` once "
+                                   "online with model.init=imagenet")
+    return CachedWeights(found, None)
+
+
+@register_family("timm:", cached_weights=cached_imagenet_weights)
 def build_timm(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     timm = _import_timm()
     if not timm.is_model(name):
