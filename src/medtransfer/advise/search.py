@@ -27,8 +27,15 @@ from typing import Callable
 import numpy as np
 
 from ..config import RunConfig
+from ..data.splits import nested_subset, strata_matrix
 from ..errors import MedtransferError, reason_of
+from ..evaluate.metrics import macro_auroc
 from ..kinds import Init, InitKind
+from ..models import create_model
+from ..runs import resolve_init
+from ..train import fit, predict
+from ..train.loop import seed_everything
+from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
 DEFAULT_STRATEGIES = ("frozen", "full", "gradual")
@@ -89,8 +96,6 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
                    sizes: tuple[int, ...], seed: int, task_kind: str) -> SearchData:
     """The search's arrays from a PreparedData: rows of ``train_idx`` (the N-subset), ``val_idx`` and, for
     the nested sizes, the training pool ``train_pool``. No other row of ``data`` is read."""
-    from ..data.splits import nested_subset, strata_matrix
-
     def rows(idx: np.ndarray) -> SplitArrays:
         clusters = data.patient_ids[idx] if data.has_patient_ids else np.asarray(data.image_ids)[idx]
         return SplitArrays(data.images[idx], np.asarray(data.labels[idx]), np.asarray(clusters))
@@ -242,8 +247,6 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
     as fit. When even one source does not fit, the learning-curve sizes are dropped (N/2, then N/4);
     when nothing fits, the smallest plan runs and a note says by how much it exceeds the budget.
     """
-    from .candidates import REFERENCE_NAMES
-
     refs = [i for i in inits if i[0] in REFERENCE_NAMES]
     others = [i for i in inits if i[0] not in REFERENCE_NAMES]
     order = {i[0]: k for k, i in enumerate(inits)}
@@ -302,12 +305,6 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
     """Fit ``arm`` for ``steps`` optimiser steps on the training images (or the subset at ``positions``) and
     score it on the validation images; a run that fails (diverges, a weight file that does not fit) is a
     trial with its one-line error and a NaN AUROC, so the search goes on."""
-    from ..evaluate.metrics import macro_auroc
-    from ..models import create_model
-    from ..runs import resolve_init
-    from ..train import fit, predict
-    from ..train.loop import seed_everything
-
     started = time.perf_counter()
     cfg = recipe_config(base, arm, steps)
     idx = np.arange(len(data.train)) if positions is None else np.asarray(positions)

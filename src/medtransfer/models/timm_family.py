@@ -22,19 +22,26 @@ Log = Callable[[str], None]
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def _import_timm():
+def _timm_or_none():
+    """timm, or None when it is not installed (an optional dependency: imported only when a timm arch is used)."""
     try:
         import timm
     except ImportError:
-        raise ConfigError("model.arch timm:NAME needs timm: pip install timm") from None
+        return None
+    return timm
+
+
+def _import_timm():
+    timm = _timm_or_none()
+    if timm is None:
+        raise ConfigError("model.arch timm:NAME needs timm: pip install timm")
     return timm
 
 
 def cached_imagenet_weights(name: str) -> CachedWeights:
     """timm's pretrained file of ``name`` if it is already cached (Hugging Face or torch hub), found offline."""
-    try:
-        import timm
-    except ImportError:
+    timm = _timm_or_none()
+    if timm is None:
         return CachedWeights(None, f"ImageNet weights for timm:{name} need timm (pip install 'medtransfer[timm]')")
     pretrained = timm.models.get_pretrained_cfg(name)
     found = _cached_weights(pretrained) if pretrained is not None else None
@@ -59,7 +66,7 @@ def build_timm(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backb
 # ---------------------------------------------------------------- ImageNet weights
 
 def _hf_offline() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants   # huggingface_hub comes with timm (optional): imported where timm is used
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     return env or bool(constants.HF_HUB_OFFLINE)
 
@@ -69,7 +76,7 @@ def _cached_weights(cfg) -> Path | None:
     if cfg.file and Path(cfg.file).is_file():
         return Path(cfg.file)
     if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache   # with timm, as above
         repo, _, revision = cfg.hf_hub_id.partition("@")
         for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else _HF_WEIGHT_FILES):
             found = try_to_load_from_cache(repo, filename, revision=revision or None)
