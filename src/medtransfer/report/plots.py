@@ -348,8 +348,9 @@ def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, panel_h * sum(block_rows) + 0.45 * len(blocks) + 0.9 + 0.3 * legend_rows),
                  layout="constrained")
     subfigs = fig.subfigures(len(blocks), 1, height_ratios=[panel_h * r + 0.45 for r in block_rows], squeeze=False)
+    shared = _BlockStyle(ncols, colours, variant_style, sites)
     for sub, (task, arch, rows), combo_list, nrows in zip(subfigs.flat, blocks, combos, block_rows, strict=True):
-        _recipe_block(sub, task, arch, rows, combo_list, nrows, ncols, colours, variant_style, sites)
+        _recipe_block(sub, task, arch, rows, combo_list, nrows, shared)
     handles = [_handle(c.label, colours[c.label], RADIOMICS_STYLE if c.site == RADIOMICS else INIT_STYLE)
                for c in sorted(inits.values(), key=_order)]
     variant_handles = []
@@ -361,9 +362,18 @@ def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
     return fig
 
 
-def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: list, nrows: int, ncols: int,
-                  colours: dict[str, str], variant_style: dict, sites: dict[str, str]) -> None:
+class _BlockStyle(NamedTuple):
+    """What every (task, arch) block of the recipes figure shares: panel columns, init colours, variant styles."""
+    ncols: int
+    colours: dict[str, str]        # init label -> colour (``init_colours``)
+    variant_style: dict            # recipe variant -> (linestyle, marker)
+    sites: dict[str, str]
+
+
+def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: list, nrows: int,
+                  shared: _BlockStyle) -> None:
     """One (task, arch): its panels on a shared y, the radiomics reference in each."""
+    ncols, colours, variant_style, sites = shared
     axes = sub.subplots(nrows, ncols, squeeze=False)
     radiomics = _radiomics_curve(rows, sites)
     per_panel = [recipe_curves(_in_combo(rows, *combo), sites) if combo else [] for combo in combo_list]
