@@ -18,7 +18,6 @@ from pathlib import Path
 from ..config import RunConfig, config_from_dict, load_yaml
 from ..errors import MedtransferError
 from ..kinds import IMAGENET, SCRATCH, Init
-from ..models.registry import cached_imagenet_weights
 from ..run_folder import RunFolder
 
 SCRATCH_NAME = "scratch"
@@ -75,6 +74,8 @@ def parse_sources(values: list[str] | None) -> dict[str, Path]:
 
 def builtin_candidates(cfg: RunConfig) -> list[Candidate]:
     """Scratch, and ImageNet (usable only when its file is on disk) for the config's arch."""
+    from ..models.registry import cached_imagenet_weights   # lazy (torch): the CLI imports parse_sources from here
+                                                            # before it checks the arguments (see command.py)
     arch = cfg.model.arch
     missing = cached_imagenet_weights(arch).missing
     return [Candidate(SCRATCH_NAME, SCRATCH, arch, "built-in"),

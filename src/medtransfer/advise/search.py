@@ -15,6 +15,10 @@ Time: ``plan_search`` sizes the search to ``--budget`` from a cost model measure
 training runs (``measure_cost``); while running, ``run_halving`` recalibrates on the measured
 seconds and stops starting rungs that would overrun the deadline (the pick then comes from the
 last completed rung, and says so).
+
+The CLI imports ``parse_budget`` from here before it checks the user's arguments, so the training layers
+(torch, scikit-learn) and pandas are imported where a trial trains, not at module level (``command.py``
+has the measurement).
 """
 from __future__ import annotations
 
@@ -27,14 +31,8 @@ from typing import Callable
 import numpy as np
 
 from ..config import RunConfig
-from ..data.splits import nested_subset, strata_matrix
 from ..errors import MedtransferError, reason_of
-from ..evaluate.metrics import macro_auroc
 from ..kinds import Init, InitKind
-from ..models import create_model
-from ..runs import resolve_init
-from ..train import fit, predict
-from ..train.loop import seed_everything
 from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
@@ -97,6 +95,8 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
                    sizes: tuple[int, ...], seed: int, task_kind: str) -> SearchData:
     """The search's arrays from a PreparedData: rows of ``train_idx`` (the N-subset), ``val_idx`` and, for
     the nested sizes, the training pool ``train_pool``. No other row of ``data`` is read."""
+    from ..data.splits import nested_subset, strata_matrix   # lazy (pandas): see the module docstring
+
     def rows(idx: np.ndarray) -> SplitArrays:
         clusters = data.patient_ids[idx] if data.has_patient_ids else np.asarray(data.image_ids)[idx]
         return SplitArrays(data.images[idx], np.asarray(data.labels[idx]), np.asarray(clusters))
@@ -321,6 +321,12 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
     """Fit ``arm`` for ``steps`` optimiser steps on the training images (or the subset at ``positions``) and
     score it on the validation images; a run that fails (diverges, a weight file that does not fit) is a
     trial with its one-line error and a NaN AUROC, so the search goes on."""
+    from ..evaluate.metrics import macro_auroc      # lazy (torch, scikit-learn): see the module docstring
+    from ..models import create_model
+    from ..runs import resolve_init
+    from ..train import fit, predict
+    from ..train.loop import seed_everything
+
     started = time.perf_counter()
     cfg = recipe_config(base, arm, steps)
     idx = np.arange(len(data.train)) if positions is None else np.asarray(positions)

@@ -1,8 +1,9 @@
 """``medtransfer advise``'s workflow: the recipe for the user's own data in minutes, before spending the compute.
 
-The edge of the advise package (the only module here that writes files), one step after the other:
+``run_workflow`` takes the checked request (``command.advise`` checks the arguments and writes the files)
+through the steps, one after the other:
 
-1. list the candidate initialisations (``candidates``) and rank them by the transferability of
+1. rank the candidate initialisations (``candidates``) by the transferability of
    their frozen features of the training images (``features``, ``rank``);
 2. plan a successive-halving search that fits ``--budget`` and run it on the training subset and
    the validation split only (``search``: it is handed no test row);
@@ -10,8 +11,8 @@ The edge of the advise package (the only module here that writes files), one ste
    ADVICE_DIR/best`` works): the one evaluation on the test split, with its patient-level CI;
 4. train the pick at N/4 and N/2 (same steps, same validation images) and fit the learning curve,
    predicting the validation AUROC at 2x and 4x N (extrapolations, with bootstrap CIs);
-5. write ``advice.json`` and the self-contained ``advice.html`` (both from one ``advice.Advice``), with
-   the exact ``medtransfer train`` command that reproduces the recipe.
+5. gather it all in one ``advice.Advice`` (``command`` writes it as ``advice.json`` and ``advice.html``),
+   with the exact ``medtransfer train`` command that reproduces the recipe.
 
 Expected gains over scratch and ImageNet are read from the search: the pick and the reference's best
 arm at the highest rung both reached (equal step budgets, the same validation images, so a paired
@@ -21,7 +22,6 @@ reference's expected test AUROC.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shlex
 import time
@@ -30,23 +30,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from typing_extensions import TypedDict, Unpack
 
 from ..budget import budget_of
-from ..config import RunConfig, load_config, resolve_data_root
+from ..config import RunConfig
 from ..errors import DataError, MedtransferError
 from ..evaluate.bootstrap import bootstrap_auroc_samples
 from ..evaluate.learning_curve import METHOD as CURVE_METHOD
 from ..evaluate.learning_curve import fit_curve
 from ..evaluate.metrics import one_vs_rest_targets
 from ..inference import load_run
-from ..run_folder import RunMetrics, write_json_atomic, write_text_atomic
-from ..runs import RunLog, prepare_run_data, torch_threads, train_run
+from ..run_folder import RunMetrics
+from ..runs import prepare_run_data, train_run
 from ..train import predict, resolve_device
 from .advice import Advice, Gain, Recommendation
-from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate, list_candidates
+from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate
 from .features import CandidateFeatures, candidate_features
-from .page import render_advice
 from .rank import METHOD as RANK_METHOD
 from .rank import CandidateScore, rank_candidates
 from .search import (GRACE, HalvingResult, SearchData, SearchPlan, SearchSpace, Trial, curve_sizes, measure_cost,
@@ -55,10 +53,7 @@ from .search import (GRACE, HalvingResult, SearchData, SearchPlan, SearchSpace, 
 Log = Callable[[str], None]
 
 MIN_TRAIN_IMAGES = 20
-ADVICE_JSON = "advice.json"
-ADVICE_HTML = "advice.html"
 BEST_RUN = "best"
-LOG_FILE = "advise.log"
 N_BOOT = 1000
 LEVEL = 0.95
 
@@ -182,20 +177,9 @@ def train_command(config_path: Path, data_root: Path, out: Path, overrides: list
     return shlex.join(parts)
 
 
-def _refuse_existing(out: Path) -> None:
-    if (out / ADVICE_JSON).is_file():
-        raise MedtransferError(f"{out / ADVICE_JSON} exists: {out} holds finished advice (choose another --out)")
-
-
-class AdviseOptions(TypedDict, total=False):
-    """:func:`advise`'s keyword options, grouped."""
-    space: SearchSpace | None   # the strategies x LR policies searched (None: SearchSpace(), the defaults)
-    echo: bool                  # print the log as well as writing OUT/advise.log (default True)
-
-
 @dataclass(frozen=True)
 class AdviseRequest:
-    """One ``advise``, checked: the loaded config, where to write, the budget and when it started."""
+    """One ``advise``, its arguments checked: the loaded config, where to write, the budget and when it started."""
     cfg: RunConfig
     config_path: Path
     out: Path
@@ -209,43 +193,6 @@ class AdviseRequest:
     @property
     def deadline(self) -> float:
         return self.started + self.budget_seconds
-
-
-def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = None, study_dir=None,
-           budget_seconds: float = 600.0, overrides: list[str] | None = None,
-           **options: Unpack[AdviseOptions]) -> Path:
-    """Rank the candidates, search recipes within ``budget_seconds``, train the pick into OUT/best and write
-    OUT/advice.json and OUT/advice.html; returns the path of advice.json."""
-    unknown = sorted(set(options) - AdviseOptions.__optional_keys__)
-    if unknown:
-        raise TypeError(f"advise() got an unexpected keyword argument {unknown[0]!r}")
-    started = time.monotonic()
-    config_path, out = Path(config_path), Path(out)
-    overrides = list(overrides or [])
-    cfg = load_config(config_path, overrides)
-    root = Path(data_root).expanduser().resolve() if data_root is not None else resolve_data_root(None)
-    if budget_seconds <= 0:
-        raise MedtransferError(f"--budget must be longer than 0 s, got {budget_seconds}")
-    candidates = list_candidates(cfg, sources, Path(study_dir) if study_dir is not None else None)
-    _refuse_existing(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MedtransferError(f"--out {out}: cannot create the folder ({err.strerror or err})") from None
-    request = AdviseRequest(cfg, config_path, out, root, overrides, study_dir, budget_seconds,
-                            options.get("space") or SearchSpace(), started)
-    log = RunLog(out / LOG_FILE, echo=options.get("echo", True))
-    try:
-        with torch_threads(cfg.train.threads):
-            advice = _advise(request, candidates, log)
-    except MedtransferError as err:
-        log(f"FAILED: {err}")
-        raise
-    finally:
-        log.close()
-    write_json_atomic(out / ADVICE_JSON, advice.to_json())
-    write_text_atomic(out / ADVICE_HTML, render_advice(advice))
-    return out / ADVICE_JSON
 
 
 @dataclass(frozen=True)
@@ -270,7 +217,8 @@ class _Searched:
     final_steps: int
 
 
-def _advise(req: AdviseRequest, candidates: list[Candidate], log: Log) -> Advice:
+def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> Advice:
+    """Steps 1-5 of the module docstring for a checked request; the test split is read by the final run only."""
     log(f"medtransfer advise {req.config_path} -> {req.out} (budget {req.budget_seconds:.0f} s)")
     for cand in candidates:
         if not cand.available:
@@ -389,12 +337,3 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
     curve = learning_curve(data, size_trials, prepared.n_train, final_scores, metrics.auroc("val"),
                            metrics.auroc("test"))
     return curve, size_notes
-
-
-def advice_summary(path: Path) -> str:
-    """The one line ``medtransfer advise`` prints: the pick, its test AUROC, where the page and the model are."""
-    rec = json.loads(Path(path).read_text())["recommendation"]
-    auc = "undefined" if rec["test_auroc"] is None else f"{rec['test_auroc']:.4f}"
-    out = Path(path).parent
-    return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test macro AUROC {auc}; "
-            f"see {out / 'advice.html'}; model: medtransfer predict --run {out / 'best'}")
