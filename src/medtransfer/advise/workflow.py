@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..budget import budget_of
 from ..config import RunConfig
+from ..data.records import PreparedData
 from ..errors import DataError, MedtransferError
 from ..evaluate.bootstrap import bootstrap_auroc_samples
 from ..evaluate.learning_curve import METHOD as CURVE_METHOD
@@ -198,10 +200,10 @@ class AdviseRequest:
 @dataclass(frozen=True)
 class _TrainingData:
     """The run's data and split, checked for advise, with the device every step trains on."""
-    data: object                # runs.prepare_run_data's PreparedData
+    data: PreparedData
     idx: dict[str, np.ndarray]  # split name -> row indices (the N-subset for "train")
     names: list[str]            # label names
-    device: object              # torch.device
+    device: torch.device
 
     @property
     def n_train(self) -> int:
@@ -245,16 +247,20 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     seconds = time.monotonic() - req.started
     log(f"advice written in {seconds:.0f} s (budget {req.budget_seconds:.0f} s)")
     halving, plan = searched.halving, searched.plan
-    ci = (metrics.test or {}).get("auroc_ci") or {}
     recommendation = Recommendation(
-        halving.pick, searched.final_steps, halving.pick_trial.val_auroc, halving.pick_trial.steps,
-        metrics.auroc("val"), metrics.auroc("test"), ci or None, (metrics.test or {}).get("operating_point"),
-        best_dir, best_dir / "config.yaml", command, by_name[halving.pick.init_name].note)
-    return Advice(req.config_path, req.root, req.overrides, req.study_dir, req.cfg.task.kind, prepared.names,
-                  prepared.n_train, metrics.n_train_patients, int(len(prepared.idx["val"])), metrics.n_test_images,
-                  req.budget_seconds, round(seconds, 1), candidates, RANK_METHOD, scores, plan, halving,
-                  recommendation, gains, curve,
-                  list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes)
+        pick=halving.pick, steps=searched.final_steps, search_val_auroc=halving.pick_trial.val_auroc,
+        search_steps=halving.pick_trial.steps, val_auroc=metrics.auroc("val"), test_auroc=metrics.auroc("test"),
+        test_auroc_ci=(metrics.test or {}).get("auroc_ci") or None,
+        test_operating_point=(metrics.test or {}).get("operating_point"), run=best_dir,
+        config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note)
+    return Advice(
+        config=req.config_path, data_root=req.root, overrides=req.overrides, study=req.study_dir,
+        task_kind=req.cfg.task.kind, labels=prepared.names, n_train=prepared.n_train,
+        n_train_patients=metrics.n_train_patients, n_val=int(len(prepared.idx["val"])),
+        n_test=metrics.n_test_images, budget_seconds=req.budget_seconds, seconds=round(seconds, 1),
+        candidates=candidates, ranking_method=RANK_METHOD, scores=scores, plan=plan, search=halving,
+        recommendation=recommendation, gains=gains, learning_curve=curve,
+        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes)
 
 
 def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:
