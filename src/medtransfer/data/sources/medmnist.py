@@ -24,8 +24,8 @@ DOWNLOAD_TIMEOUT_S = 30
 
 
 def medmnist_info() -> dict:
-    """``medmnist.INFO`` (imported lazily: the package pulls in torch, ~4.6 s measured with -X importtime, which
-    ``import medtransfer.data`` (~1 s, no torch) would otherwise pay)."""
+    """``medmnist.INFO`` (imported lazily: the package pulls in torch, 2 s with -X importtime, which
+    ``import medtransfer.data`` (0.4 s, no torch) would otherwise pay)."""
     try:
         from medmnist import INFO
     except ImportError as err:
