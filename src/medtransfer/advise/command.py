@@ -3,7 +3,7 @@
 The CLI imports this module (with ``candidates.parse_sources`` and ``search.parse_budget``) before the user's
 arguments are checked, so nothing heavy is imported at module level: ``workflow`` and ``page`` (torch,
 scikit-learn, matplotlib) are imported once the arguments are good. Measured: an argument error
-(``medtransfer advise CFG --budget soon``) answers in 0.3 s this way and in 5.7 s with them at the top.
+(``medtransfer advise CFG --budget soon``) answers in 0.4 s this way and in 5.7 s with them at the top.
 """
 from __future__ import annotations
 
