@@ -116,7 +116,7 @@ def study_base(study: Path) -> tuple[dict, list[str], dict[str, Path]]:
 # ------------------------------------------------------------------------------------------------ advise
 def run_advice(args, base: dict, overrides: list[str], sources: dict[str, Path], n: int, seed: int,
                budget_seconds: float) -> dict:
-    from medtransfer.advise.run import advise
+    from medtransfer.advise.command import advise
 
     out = args.out / "advise" / f"N{n}-s{seed}"
     if not (out / "advice.json").is_file():

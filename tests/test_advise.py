@@ -17,7 +17,8 @@ from torch import nn
 from medtransfer.advise.candidates import list_candidates, parse_sources, source_candidate
 from medtransfer.advise.features import CandidateFeatures
 from medtransfer.advise.rank import rank_candidates
-from medtransfer.advise.run import advise, check_training_set
+from medtransfer.advise.command import advise
+from medtransfer.advise.workflow import check_training_set
 from medtransfer.advise.search import (CostModel, SearchSpace, curve_sizes, parse_budget, plan_search, run_halving,
                                        search_data_of)
 from medtransfer.config import dump_config, load_config, load_yaml, config_from_dict
@@ -180,7 +181,7 @@ def test_the_learning_curve_predicts_2x_and_4x_as_labelled_extrapolations():
     from scipy.stats import norm
 
     from medtransfer.advise.page import _curve
-    from medtransfer.advise.run import learning_curve
+    from medtransfer.advise.workflow import learning_curve
     from medtransfer.advise.search import Arm, SearchData, SplitArrays, Trial
     from medtransfer.evaluate.metrics import macro_auroc
 

@@ -229,7 +229,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "advise":
         from .advise.candidates import parse_sources
-        from .advise.run import advice_summary, advise
+        from .advise.command import advice_summary, advise
         from .advise.search import parse_budget
 
         path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),

@@ -12,7 +12,6 @@ This module reads run folders (config.yaml, metrics.json, model.safetensors); it
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,36 +72,12 @@ def parse_sources(values: list[str] | None) -> dict[str, Path]:
     return out
 
 
-def imagenet_weights_file(arch: str) -> tuple[Path | None, str | None]:
-    """(the cached ImageNet file of ``arch``, None) when it is on disk, else (None, what to place where)."""
-    from ..models.init import hub_checkpoint_dir
-
-    if arch.startswith("timm:"):
-        try:
-            import timm
-            from ..models.timm_family import _cached_weights
-        except ImportError:
-            return None, f"ImageNet weights for {arch} need timm (pip install 'medtransfer[timm]')"
-        pretrained = timm.models.get_pretrained_cfg(arch[len("timm:"):])
-        found = _cached_weights(pretrained) if pretrained is not None else None
-        if found is None:
-            return None, f"ImageNet weights for {arch} are not cached: run `medtransfer train` once online with model.init=imagenet"
-        return found, None
-    from ..models.torchvision_family import _WEIGHTS, imagenet_url
-
-    if arch not in _WEIGHTS:
-        return None, f"no ImageNet weights are known for model.arch {arch}"
-    url = imagenet_url(arch)
-    path = hub_checkpoint_dir() / os.path.basename(url)
-    if path.is_file():
-        return path, None
-    return None, f"ImageNet weights not on disk: put {path.name} in {path.parent} (from {url})"
-
-
 def builtin_candidates(cfg: RunConfig) -> list[Candidate]:
     """Scratch, and ImageNet (usable only when its file is on disk) for the config's arch."""
+    from ..models.registry import cached_imagenet_weights   # lazy (torch): the CLI imports parse_sources from here
+                                                            # before it checks the arguments (see command.py)
     arch = cfg.model.arch
-    _, missing = imagenet_weights_file(arch)
+    missing = cached_imagenet_weights(arch).missing
     return [Candidate(SCRATCH_NAME, SCRATCH, arch, "built-in"),
             Candidate(IMAGENET_NAME, IMAGENET, arch, "built-in", reason=missing)]
 

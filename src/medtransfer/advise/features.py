@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..errors import MedtransferError, reason_of
+from ..models import create_model
+from ..runs import resolve_init
+from ..train.augment import normalise
+from ..train.inputs import check_images, to_device
+from ..train.device import seed_everything
 from .candidates import Candidate
 
 
@@ -29,11 +35,6 @@ class CandidateFeatures:
 
 def penultimate_features(model, images: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
     """The backbone's pooled features (n, F) of uint8 (n, S, S) images, float64, in eval mode without gradients."""
-    import torch
-
-    from ..train.augment import normalise
-    from ..train.inputs import check_images, to_device
-
     check_images(images, "images to featurise")
     device = device or torch.device("cpu")
     model.to(device).eval()
@@ -56,10 +57,6 @@ def candidate_features(candidates: list[Candidate], images: np.ndarray, num_outp
     Each model is built right after seeding with ``seed``, exactly as a training run builds it, so the
     scratch candidate's features are those of the very network a scratch recipe would start from.
     """
-    from ..models import create_model
-    from ..runs import resolve_init
-    from ..train.device import seed_everything
-
     out: dict[str, CandidateFeatures] = {}
     for cand in candidates:
         if not cand.available:

@@ -1,6 +1,7 @@
 """advice.html: the advice object as one self-contained page in the study report's look (its CSS and tables).
 
-Rendered from the same dict that is written to advice.json, so the page and the file agree. Free text
+Rendered from the same ``advice.Advice`` that is written to advice.json, so the page and the file agree (a
+number the file records rounded is shown from the same rounding). Free text
 goes through the report's ``esc`` (escaped and redacted); the train command and the methods' fixed
 descriptions are only escaped (the command must stay exact to be copied, and redaction would eat the
 word after "patient" in a method's text).
@@ -13,6 +14,10 @@ from datetime import datetime, timezone
 
 from ..durations import format_duration
 from ..report.page import CSS, esc, fmt_auroc, fmt_signed, table
+from .advice import Advice, Gain, Recommendation
+from .candidates import Candidate
+from .rank import CandidateScore
+from .search import HalvingResult, SearchPlan
 
 FOOTER = """<footer><h2>How to read this</h2><dl>
 <dt>Transferability</dt><dd>How well a candidate's frozen features (before any fine-tuning) separate your labels:
@@ -40,38 +45,37 @@ def _ci(low, high) -> str:
     return "—" if low is None or high is None else f"{low:.3f} – {high:.3f}"
 
 
-def _recommendation(a: dict) -> str:
-    rec = a["recommendation"]
-    ci = rec.get("test_auroc_ci") or {}
+def _recommendation(rec: Recommendation) -> str:
+    ci = rec.test_auroc_ci or {}
     interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {esc(ci.get('resampled', 'patients'))})"
                 if ci else " (no interval: AUROC undefined)")
-    items = [("Recipe", f"<b>{esc(rec['recipe'])}</b> ({esc(rec['arch'])}, {rec['steps']} optimiser steps)"),
-             ("Test AUROC", f"<b>{fmt_auroc(rec['test_auroc'])}</b>{interval}"),
-             ("Validation AUROC", f"{fmt_auroc(rec['val_auroc'])} (final run); {fmt_auroc(rec['search_val_auroc'])} "
-                                  f"in the search at {rec['search_steps']} steps")]
-    point = rec.get("test_operating_point")
+    items = [("Recipe", f"<b>{esc(rec.recipe)}</b> ({esc(rec.pick.arch)}, {rec.steps} optimiser steps)"),
+             ("Test AUROC", f"<b>{fmt_auroc(rec.test_auroc)}</b>{interval}"),
+             ("Validation AUROC", f"{fmt_auroc(rec.val_auroc)} (final run); {fmt_auroc(rec.search_val_auroc)} "
+                                  f"in the search at {rec.search_steps} steps")]
+    point = rec.test_operating_point
     if point:
         items.append(("At the validation threshold", f"sensitivity {_num(point.get('sensitivity'))}, specificity "
                                                      f"{_num(point.get('specificity'))} on test"))
-    if rec.get("note"):
-        items.append(("Note", esc(rec["note"])))
+    if rec.note:
+        items.append(("Note", esc(rec.note)))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return ("<h2>Recommendation</h2>" f"<dl>{body}</dl>"
             "<p>Train it again (same data, same seed, same steps):</p>"
-            f"<pre><code>{html.escape(rec['command'])}</code></pre>"
+            f"<pre><code>{html.escape(rec.command)}</code></pre>"
             "<p>Score new images with the kept model:</p>"
-            f"<pre><code>{html.escape(rec['predict'])}</code></pre>")
+            f"<pre><code>{html.escape(rec.predict)}</code></pre>")
 
 
-def _gains(a: dict) -> str:
+def _gains(gains: list[Gain]) -> str:
     rows = []
-    for g in a["gains"]:
-        if g["reason"]:
-            rows.append([esc(g["versus"]), "—", "—", "—", "—", "—", "—", esc(g["reason"])])
+    for g in gains:
+        if g.reason:
+            rows.append([esc(g.versus), "—", "—", "—", "—", "—", "—", esc(g.reason)])
             continue
-        rows.append([esc(g["versus"]), f"{esc(g['versus_recipe'])}<br><small>rung {g['rung']}, {g['steps']} steps</small>",
-                     fmt_auroc(g["pick_val"]), fmt_auroc(g["versus_val"]), fmt_signed(g["gain"]),
-                     _ci(g["low"], g["high"]), fmt_auroc(g["expected_test_versus"]), ""])
+        rows.append([esc(g.versus), f"{esc(g.versus_recipe)}<br><small>rung {g.rung}, {g.steps} steps</small>",
+                     fmt_auroc(g.pick_val), fmt_auroc(g.versus_val), fmt_signed(g.gain),
+                     _ci(g.low, g.high), fmt_auroc(g.expected_test_versus), ""])
     return ("<h2>Expected gain over scratch and ImageNet</h2>"
             "<p>From the search's validation AUROCs at equal step budgets; the expected test AUROC of the reference "
             "is the pick's test AUROC minus that gain (an estimate, not a measurement).</p>"
@@ -80,6 +84,8 @@ def _gains(a: dict) -> str:
 
 
 def _curve(a: dict) -> str:
+    """The learning-curve section from ``a["learning_curve"]``: that block is JSON as ``workflow.learning_curve``
+    builds it, so the section reads it from a JSON-shaped holder (``{"learning_curve": block}``)."""
     c = a["learning_curve"]
     parts = ["<h2>Is it worth labelling more images?</h2>"]
     rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "measured"] for s in c["sizes"]]
@@ -101,48 +107,49 @@ def _curve(a: dict) -> str:
     return "\n".join(parts)
 
 
-def _ranking(a: dict) -> str:
-    cands = {c["name"]: c for c in a["candidates"]}
+def _ranking(candidates: list[Candidate], scores: list[CandidateScore], method: str) -> str:
+    cands = {c.name: c for c in candidates}
     rows = []
-    for s in a["ranking"]["scores"]:
-        c = cands.get(s["name"], {})
-        note = s["unusable"] and f"unusable: {s['unusable']}" or s.get("probe_note") or c.get("note") or ""
-        rows.append([str(s["rank"] or "—"), esc(s["name"]), esc(c.get("arch", "")), esc(c.get("origin", "")),
-                     _num(s["logme"], 4), fmt_auroc(s["probe_auroc"]), esc(note)])
-    for c in a["candidates"]:
-        if not c["available"]:
-            rows.append(["—", esc(c["name"]), esc(c["arch"]), esc(c["origin"]), "—", "—",
-                         f"unavailable: {esc(c['reason'])}"])
+    for s in scores:
+        c = cands.get(s.name)
+        note = s.unusable and f"unusable: {s.unusable}" or s.probe_note or (c.note if c else None) or ""
+        rows.append([str(s.rank or "—"), esc(s.name), esc(c.arch if c else ""), esc(c.origin if c else ""),
+                     _num(s.logme, 4), fmt_auroc(s.probe_auroc), esc(note)])
+    for c in candidates:
+        if not c.available:
+            rows.append(["—", esc(c.name), esc(c.arch), esc(c.origin), "—", "—", f"unavailable: {esc(c.reason)}"])
     return ("<h2>Transferability ranking (no fine-tuning)</h2>" + table(
         ["rank", "candidate", "arch", "from", "LogME", "probe AUROC", "note"], rows, numeric={0, 4, 5})
-        + f"<p><small>{html.escape(a['ranking']['method'])}</small></p>")
+        + f"<p><small>{html.escape(method)}</small></p>")
 
 
-def _search(a: dict) -> str:
-    s, plan = a["search"], a["plan"]
+def _search(search: HalvingResult, plan: SearchPlan) -> str:
     parts = ["<h2>What was tried</h2>",
-             f"<p>{len(plan['arms'])} recipes; rungs of {', '.join(map(str, plan['rung_counts']))} recipes at "
-             f"{', '.join(map(str, plan['rung_steps']))} steps, then the pick at {plan['final_steps']} steps "
-             f"(plan estimated {format_duration(plan['estimated_seconds'])}; the search took {format_duration(s['seconds'])}). "
-             "Chosen on the validation split only.</p>"]
-    for rung in s["rungs"]:
-        rows = [[esc(t["arm"]), _num(t["val_auroc"]), "kept" if t["kept"] else "dropped",
-                 f"{t['seconds']:.1f}", esc(t["error"] or "")]
-                for t in sorted(rung["trials"], key=lambda t: -(t["val_auroc"] if t["val_auroc"] is not None else -1))]
-        parts.append(f"<h3>Rung {rung['rung']}: {rung['steps']} steps</h3>"
+             f"<p>{len(plan.arms)} recipes; rungs of {', '.join(map(str, plan.rung_counts()))} recipes at "
+             f"{', '.join(map(str, plan.rung_steps))} steps, then the pick at {plan.final_steps} steps "
+             f"(plan estimated {format_duration(plan.estimated_seconds_rounded)}; the search took "
+             f"{format_duration(search.seconds_rounded)}). Chosen on the validation split only.</p>"]
+    for r, rung in enumerate(search.rungs, 1):
+        ordered = sorted(rung, key=lambda t: -(t.val_auroc_or_none if t.val_auroc_or_none is not None else -1))
+        rows = [[esc(t.arm.label), _num(t.val_auroc_or_none), "kept" if t.kept else "dropped",
+                 f"{t.seconds_rounded:.1f}", esc(t.error or "")] for t in ordered]
+        parts.append(f"<h3>Rung {r}: {rung[0].steps if rung else None} steps</h3>"
                      + table(["recipe", "val AUROC", "", "seconds", "error"], rows, numeric={1, 3}))
     return "\n".join(parts)
 
 
-def render_advice(a: dict) -> str:
+def render_advice(advice: Advice) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = [f"<h1>Advice for {esc(a['config'])}</h1>",
-            f'<p class="meta">Generated {when}: {a["n_train"]:,} training images ({a["n_train_patients"]:,} patients), '
-            f"{a['n_val']:,} validation and {a['n_test']:,} test images; task {esc(a['task_kind'])} "
-            f"({esc(', '.join(a['labels']))}); budget {format_duration(a['budget_seconds'])}, took "
-            f"{format_duration(a['seconds'])}.</p>"]
-    notes = [f'<p class="note">{esc(n)}</p>' for n in a["notes"]]
-    body = "\n".join(head + notes + [_recommendation(a), _gains(a), _curve(a), _ranking(a), _search(a)])
+    head = [f"<h1>Advice for {esc(str(advice.config))}</h1>",
+            f'<p class="meta">Generated {when}: {advice.n_train:,} training images '
+            f"({advice.n_train_patients:,} patients), {advice.n_val:,} validation and {advice.n_test:,} test images; "
+            f"task {esc(advice.task_kind)} ({esc(', '.join(advice.labels))}); budget "
+            f"{format_duration(advice.budget_seconds)}, took {format_duration(advice.seconds)}.</p>"]
+    notes = [f'<p class="note">{esc(n)}</p>' for n in advice.notes]
+    sections = [_recommendation(advice.recommendation), _gains(advice.gains),
+                _curve({"learning_curve": advice.learning_curve}),
+                _ranking(advice.candidates, advice.scores, advice.ranking_method), _search(advice.search, advice.plan)]
+    body = "\n".join(head + notes + sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medtransfer advice</title>'
             f"<style>{CSS}pre{{background:#f4f4f4;padding:.6em;overflow-x:auto;white-space:pre-wrap}}</style>"
             f"</head><body>\n{body}\n{FOOTER}\n</body></html>\n")

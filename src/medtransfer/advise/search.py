@@ -15,6 +15,10 @@ Time: ``plan_search`` sizes the search to ``--budget`` from a cost model measure
 training runs (``measure_cost``); while running, ``run_halving`` recalibrates on the measured
 seconds and stops starting rungs that would overrun the deadline (the pick then comes from the
 last completed rung, and says so).
+
+The CLI imports ``parse_budget`` from here before it checks the user's arguments, so the training layers
+(torch, scikit-learn) and pandas are imported where a trial trains, not at module level (``command.py``
+has the measurement).
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import MedtransferError, reason_of
 from ..kinds import Init, InitKind
+from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
 DEFAULT_STRATEGIES = ("frozen", "full", "gradual")
 DEFAULT_LR_POLICIES = ("constant", "one_cycle")
 STRATEGY_COST = {"frozen": 0.35, "gradual": 0.7, "full": 1.0}   # step cost relative to full fine-tuning
+CHOICE = "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"
 GRACE = 1.15                  # a rung may start when the projected end is within this multiple of the budget
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -89,7 +95,7 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
                    sizes: tuple[int, ...], seed: int, task_kind: str) -> SearchData:
     """The search's arrays from a PreparedData: rows of ``train_idx`` (the N-subset), ``val_idx`` and, for
     the nested sizes, the training pool ``train_pool``. No other row of ``data`` is read."""
-    from ..data.splits import nested_subset, strata_matrix
+    from ..data.splits import nested_subset, strata_matrix   # lazy (pandas): see the module docstring
 
     def rows(idx: np.ndarray) -> SplitArrays:
         clusters = data.patient_ids[idx] if data.has_patient_ids else np.asarray(data.image_ids)[idx]
@@ -197,10 +203,15 @@ class SearchPlan:
     def rung_counts(self) -> list[int]:
         return rung_counts(len(self.arms))
 
+    @property
+    def estimated_seconds_rounded(self) -> float:
+        """The estimate as advice.json records it (and advice.html shows it): to 0.1 s."""
+        return round(self.estimated_seconds, 1)
+
     def to_json(self) -> dict:
         return {"arms": [a.label for a in self.arms], "rung_counts": self.rung_counts(),
                 "rung_steps": list(self.rung_steps), "final_steps": self.final_steps, "rounds": self.rounds,
-                "learning_curve_sizes": list(self.sizes), "estimated_seconds": round(self.estimated_seconds, 1),
+                "learning_curve_sizes": list(self.sizes), "estimated_seconds": self.estimated_seconds_rounded,
                 "cost_model": self.cost.to_json(), "notes": list(self.notes)}
 
 
@@ -242,8 +253,6 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
     as fit. When even one source does not fit, the learning-curve sizes are dropped (N/2, then N/4);
     when nothing fits, the smallest plan runs and a note says by how much it exceeds the budget.
     """
-    from .candidates import REFERENCE_NAMES
-
     refs = [i for i in inits if i[0] in REFERENCE_NAMES]
     others = [i for i in inits if i[0] not in REFERENCE_NAMES]
     order = {i[0]: k for k, i in enumerate(inits)}
@@ -291,10 +300,20 @@ class Trial:
     error: str | None = None
     kept: bool = False        # promoted to the next rung, or the pick at the last
 
+    @property
+    def val_auroc_or_none(self) -> float | None:
+        """The validation AUROC, None when it is undefined (as advice.json records it)."""
+        return None if not math.isfinite(self.val_auroc) else self.val_auroc
+
+    @property
+    def seconds_rounded(self) -> float:
+        """The trial's seconds as advice.json records it (and advice.html shows it): to 0.01 s."""
+        return round(self.seconds, 2)
+
     def to_json(self) -> dict:
         return {"arm": self.arm.label, **self.arm.to_json(), "rung": self.rung, "steps": self.steps,
-                "n_train": self.n_train, "val_auroc": None if not math.isfinite(self.val_auroc) else self.val_auroc,
-                "seconds": round(self.seconds, 2), "kept": self.kept, "error": self.error}
+                "n_train": self.n_train, "val_auroc": self.val_auroc_or_none,
+                "seconds": self.seconds_rounded, "kept": self.kept, "error": self.error}
 
 
 def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, rung: int = 0,
@@ -302,7 +321,7 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
     """Fit ``arm`` for ``steps`` optimiser steps on the training images (or the subset at ``positions``) and
     score it on the validation images; a run that fails (diverges, a weight file that does not fit) is a
     trial with its one-line error and a NaN AUROC, so the search goes on."""
-    from ..evaluate.metrics import macro_auroc
+    from ..evaluate.metrics import macro_auroc      # lazy (torch, scikit-learn): see the module docstring
     from ..models import create_model
     from ..runs import resolve_init
     from ..train import fit, predict
@@ -350,6 +369,19 @@ class HalvingResult:
         """The best trial of one initialisation at a rung (None when it was not trained there)."""
         mine = [t for t in self.rungs[rung - 1] if t.arm.init_name == init_name and math.isfinite(t.val_auroc)]
         return max(mine, key=lambda t: t.val_auroc) if mine else None
+
+    @property
+    def seconds_rounded(self) -> float:
+        """The search's seconds as advice.json records it (and advice.html shows it): to 0.1 s."""
+        return round(self.seconds, 1)
+
+    def to_json(self) -> dict:
+        """advice.json's "search" block: every trial by rung, and how the pick was chosen."""
+        return {"test_split_used": False, "stopped": self.stopped, "seconds": self.seconds_rounded,
+                "cost_scale": round(self.cost_scale, 3),
+                "rungs": [{"rung": r, "steps": rung[0].steps if rung else None,
+                           "trials": [t.to_json() for t in rung]} for r, rung in enumerate(self.rungs, 1)],
+                "choice": CHOICE}
 
 
 def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,

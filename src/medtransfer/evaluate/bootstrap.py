@@ -32,7 +32,8 @@ class AurocCI(NamedTuple):
     high: float
 
 
-def _binary(y_true, name: str = "y_true") -> np.ndarray:
+def binary_labels(y_true, name: str = "y_true") -> np.ndarray:
+    """``y_true`` as a 1-D bool array, or a DataError naming ``name`` (not 1-D, or a value other than 0/1)."""
     y = np.asarray(y_true)
     if y.ndim != 1:
         raise DataError(f"{name}: expected a 1-D array of 0/1 labels, got shape {y.shape}")
@@ -41,7 +42,8 @@ def _binary(y_true, name: str = "y_true") -> np.ndarray:
     return y.astype(bool)
 
 
-def _scores(scores, n: int, name: str = "scores") -> np.ndarray:
+def checked_scores(scores, n: int, name: str = "scores") -> np.ndarray:
+    """``scores`` as float64, or a DataError naming ``name`` (not ``n`` of them, or a NaN / infinite one)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.shape[0] != n:
         raise DataError(f"{name}: {s.shape[0]} scores for {n} labels")
@@ -50,7 +52,9 @@ def _scores(scores, n: int, name: str = "scores") -> np.ndarray:
     return s
 
 
-def _patient_codes(patient_ids, n: int) -> tuple[np.ndarray, int]:
+def patient_codes(patient_ids, n: int) -> tuple[np.ndarray, int]:
+    """(code 0..P-1 of each image's patient, P) for ``n`` images; codes follow the ids' sorted order (ids of
+    mixed types are compared as text). A DataError unless there is exactly one id per image."""
     ids = np.asarray(patient_ids)
     if ids.shape != (n,):
         raise DataError(f"patient_ids: expected {n} ids (one per image), got shape {ids.shape}")
@@ -119,10 +123,10 @@ def _macro_parts(y_true, scores) -> tuple[list[np.ndarray], np.ndarray, list[int
     y = np.asarray(y_true)
     if y.ndim != 2:
         raise DataError(f"y_true: expected (N, K) 0/1 targets, got shape {y.shape}")
-    s = _scores(scores, len(y))
+    s = checked_scores(scores, len(y))
     if s.shape != y.shape:
         raise DataError(f"scores: shape {s.shape} does not match y_true {y.shape}")
-    targets = [_binary(y[:, k], f"y_true[:, {k}]") for k in range(y.shape[1])]
+    targets = [binary_labels(y[:, k], f"y_true[:, {k}]") for k in range(y.shape[1])]
     defined = [k for k, t in enumerate(targets) if t.any() and not t.all()]
     if not defined:
         raise DataError("y_true: no label has both positive and negative images")
@@ -139,7 +143,7 @@ def bootstrap_auroc_samples(y_true, scores, patient_ids, n_boot: int = 1000, see
     _check_common(n_boot, 0.05)
     if np.asarray(y_true).ndim == 2:
         targets, s, defined = _macro_parts(y_true, scores)
-        codes, n_patients = _patient_codes(patient_ids, len(s))
+        codes, n_patients = patient_codes(patient_ids, len(s))
         levels = [_TieLevels(s[:, k], targets[k], codes, n_patients) for k in defined]
 
         def stat(counts):
@@ -148,9 +152,9 @@ def bootstrap_auroc_samples(y_true, scores, patient_ids, n_boot: int = 1000, see
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, np.nansum(per_label, axis=0) / count, np.nan)
     else:
-        y = _binary(y_true)
-        s = _scores(scores, len(y))
-        codes, n_patients = _patient_codes(patient_ids, len(y))
+        y = binary_labels(y_true)
+        s = checked_scores(scores, len(y))
+        codes, n_patients = patient_codes(patient_ids, len(y))
         if y.all() or not y.any():
             raise DataError("y_true: AUROC needs at least one positive and one negative image")
         stat = _TieLevels(s, y, codes, n_patients).aucs
@@ -165,8 +169,8 @@ def bootstrap_auroc_ci(y_true, scores, patient_ids, n_boot: int = 1000, seed: in
     no patient ids (each image is then its own patient).
     """
     _check_common(n_boot, alpha)
-    y = _binary(y_true)
-    s = _scores(scores, len(y))
+    y = binary_labels(y_true)
+    s = checked_scores(scores, len(y))
     samples = bootstrap_auroc_samples(y, s, patient_ids, n_boot, seed)
     low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
     return AurocCI(float(roc_auc_score(y, s)), float(low), float(high))

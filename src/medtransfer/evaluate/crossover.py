@@ -146,6 +146,37 @@ DEFINITION_PAIRED = (
 )
 
 
+def _paired_bootstrap_crossover(out: dict, per_n: pd.DataFrame, intervals: pd.DataFrame, n_values: np.ndarray,
+                                level: float) -> dict:
+    """:func:`crossover`'s result ``out`` completed from the paired bootstrap intervals of d(N) (same patients,
+    same seeds): they replace the t-intervals in ``per_n``; an N whose runs lack draws keeps its t-interval
+    (NaN with one seed). No range for the crossing N: the learning-curve fit gives that."""
+    paired = intervals.groupby("N")[["ci_low", "ci_high", "diff"]].mean().reindex(n_values)
+    has = paired["ci_low"].notna().to_numpy()
+    for column, source in (("diff_mean", "diff"), ("diff_ci_low", "ci_low"), ("diff_ci_high", "ci_high")):
+        per_n.loc[has, column] = paired[source].to_numpy()[has]
+    out.update(method="paired bootstrap", definition=DEFINITION_PAIRED.format(level=level)
+               + ("" if has.all() else " An N where a run has no bootstrap draws keeps the Student-t "
+                                       "interval of the per-seed differences."))
+    out["comparable_n"], out["comparable_reason"] = crossing(n_values, per_n["diff_ci_high"].to_numpy(), strict=False)
+    out["outperform_n"], out["outperform_reason"] = crossing(n_values, per_n["diff_ci_low"].to_numpy(), strict=True)
+    out["ci_note"] = "no range: the learning-curve fit (Key results) gives the crossing N with its interval"
+    return out
+
+
+def _seed_or_delong_bounds(per_n: pd.DataFrame, delong: pd.DataFrame | None, n_values: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(upper, lower, method) bounds of d(N): the seeds' t-intervals ('seeds'); with one seed at every N the
+    paired DeLong interval ('delong') when given, else no test (None, the t-bounds, NaN, kept)."""
+    upper, lower = per_n["diff_ci_high"].to_numpy(), per_n["diff_ci_low"].to_numpy()
+    if not (per_n["n_pairs"] < 2).all():
+        return upper, lower, "seeds"
+    if delong is not None and not delong.empty:
+        dl = delong.groupby("N")[["ci_low", "ci_high"]].mean().reindex(n_values)
+        return dl["ci_high"].to_numpy(), dl["ci_low"].to_numpy(), "delong"
+    return upper, lower, None
+
+
 def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float = 0.95, n_boot: int = 2000,
               seed: int = 0, delong: pd.DataFrame | None = None, intervals: pd.DataFrame | None = None) -> dict:
     """Smallest N from which a CNN is comparable to / outperforms a baseline (see ``definition`` in the result).
@@ -173,28 +204,10 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
         return out
     n_values = per_n["N"].to_numpy(float)
     if intervals is not None and not intervals.empty:
-        # paired bootstrap intervals of d(N) (same patients, same seeds): they replace the t-intervals
-        # an N whose runs lack draws keeps its t-interval (NaN with one seed)
-        paired = intervals.groupby("N")[["ci_low", "ci_high", "diff"]].mean().reindex(n_values)
-        has = paired["ci_low"].notna().to_numpy()
-        for column, source in (("diff_mean", "diff"), ("diff_ci_low", "ci_low"), ("diff_ci_high", "ci_high")):
-            per_n.loc[has, column] = paired[source].to_numpy()[has]
-        out.update(method="paired bootstrap", definition=DEFINITION_PAIRED.format(level=level)
-                   + ("" if has.all() else " An N where a run has no bootstrap draws keeps the Student-t "
-                                           "interval of the per-seed differences."))
-        out["comparable_n"], out["comparable_reason"] = crossing(n_values, per_n["diff_ci_high"].to_numpy(), strict=False)
-        out["outperform_n"], out["outperform_reason"] = crossing(n_values, per_n["diff_ci_low"].to_numpy(), strict=True)
-        out["ci_note"] = "no range: the learning-curve fit (Key results) gives the crossing N with its interval"
-        return out
-    upper, lower = per_n["diff_ci_high"].to_numpy(), per_n["diff_ci_low"].to_numpy()
-    method = "seeds"
-    if (per_n["n_pairs"] < 2).all():
-        if delong is not None and not delong.empty:
-            dl = delong.groupby("N")[["ci_low", "ci_high"]].mean().reindex(n_values)
-            upper, lower, method = dl["ci_high"].to_numpy(), dl["ci_low"].to_numpy(), "delong"
-            out["definition"] = DEFINITION_DELONG.format(level=level)
-        else:
-            method = None
+        return _paired_bootstrap_crossover(out, per_n, intervals, n_values, level)
+    upper, lower, method = _seed_or_delong_bounds(per_n, delong, n_values)
+    if method == "delong":
+        out["definition"] = DEFINITION_DELONG.format(level=level)
     out["method"] = method
     out["comparable_n"], out["comparable_reason"] = crossing(n_values, upper, strict=False)
     out["outperform_n"], out["outperform_reason"] = crossing(n_values, lower, strict=True)

@@ -27,12 +27,12 @@ import numpy as np
 from scipy import stats
 
 from ..errors import DataError
-from .bootstrap import _binary, _patient_codes, _scores
+from .bootstrap import binary_labels, checked_scores, patient_codes
 
 
 def structural_components(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(aucs (k,), V10 (k, m), V01 (k, n)) for k score rows (or one 1-D score vector) on 0/1 ``y_true``."""
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     if s.shape[1] != len(y):
         raise DataError(f"scores: {s.shape[1]} scores for {len(y)} labels")
@@ -85,8 +85,8 @@ def delong_paired(y_true, scores_a, scores_b, alpha: float = 0.05) -> dict:
     normal interval ci_low / ci_high of the difference.
     """
     _check_alpha(alpha)
-    y = _binary(y_true)
-    a, b = _scores(scores_a, len(y), "scores_a"), _scores(scores_b, len(y), "scores_b")
+    y = binary_labels(y_true)
+    a, b = checked_scores(scores_a, len(y), "scores_a"), checked_scores(scores_b, len(y), "scores_b")
     aucs, cov = delong_covariance(y, np.stack([a, b]))
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]),
@@ -112,9 +112,9 @@ def delong_paired_clustered(y_true, scores_a, scores_b, patient_ids, alpha: floa
     ``delong_paired`` plus ``n_patients``.
     """
     _check_alpha(alpha)
-    y = _binary(y_true)
-    a, b = _scores(scores_a, len(y), "scores_a"), _scores(scores_b, len(y), "scores_b")
-    codes, n_patients = _patient_codes(patient_ids, len(y))
+    y = binary_labels(y_true)
+    a, b = checked_scores(scores_a, len(y), "scores_a"), checked_scores(scores_b, len(y), "scores_b")
+    codes, n_patients = patient_codes(patient_ids, len(y))
     aucs, v10, v01 = structural_components(y, np.stack([a, b]))
     m, n = v10.shape[1], v01.shape[1]
     pos_at, neg_at = codes[y], codes[~y]
@@ -138,8 +138,8 @@ def delong_paired_clustered(y_true, scores_a, scores_b, patient_ids, alpha: floa
 def delong_auroc_ci(y_true, scores, alpha: float = 0.05) -> tuple[float, float, float]:
     """(auc, low, high): DeLong normal interval of one AUROC, cut to [0, 1] (as R's pROC does)."""
     _check_alpha(alpha)
-    y = _binary(y_true)
-    aucs, cov = delong_covariance(y, _scores(scores, len(y))[None, :])
+    y = binary_labels(y_true)
+    aucs, cov = delong_covariance(y, checked_scores(scores, len(y))[None, :])
     half = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt(max(cov[0, 0], 0.0))
     auc = float(aucs[0])
     return auc, max(0.0, auc - half), min(1.0, auc + half)
@@ -181,11 +181,11 @@ def delong_paired_macro(y_true, scores_a, scores_b, alpha: float = 0.05) -> dict
         raise DataError(f"scores: shapes {a.shape} and {b.shape} do not match y_true {y.shape}")
     total_psi, used, auc_a, auc_b = np.zeros(len(y)), 0, [], []
     for k in range(y.shape[1]):
-        target = _binary(y[:, k], f"y_true[:, {k}]")
+        target = binary_labels(y[:, k], f"y_true[:, {k}]")
         if target.all() or not target.any():
             continue
-        aucs, psi = _influence(target, np.stack([_scores(a[:, k], len(y), "scores_a"),
-                                                 _scores(b[:, k], len(y), "scores_b")]))
+        aucs, psi = _influence(target, np.stack([checked_scores(a[:, k], len(y), "scores_a"),
+                                                 checked_scores(b[:, k], len(y), "scores_b")]))
         total_psi += psi[0] - psi[1]
         auc_a.append(aucs[0])
         auc_b.append(aucs[1])

@@ -388,6 +388,41 @@ def _held_baseline(ns: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.n
     return np.stack([np.interp(gx, lx, cols[:, k]) for k in range(cols.shape[1])])     # (K, G)
 
 
+def _baseline_on_grid(baseline: CurveModel, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the baseline's point values, its (B, G) bootstrap values or None) on ``grid``: its own power law when
+    its fit was accepted, otherwise its per-N values held as in :func:`_held_baseline`."""
+    if baseline.fit.ok:
+        base_draws = _curve_values(baseline.draw_params, grid) if baseline.n_draws else None
+        return baseline.fit(grid), base_draws
+    base_draws = _held_baseline(baseline.ns, baseline.draws, grid) if baseline.draws is not None else None
+    return _held_baseline(baseline.ns, baseline.aurocs, grid)[0], base_draws
+
+
+def _difference_draws(cnn: CurveModel, base_draws: np.ndarray, grid: np.ndarray, paired: bool) -> np.ndarray:
+    """(B', G) bootstrap values of d = CNN - baseline on ``grid``, the draws with a non-finite value dropped.
+
+    Paired draws must come from one bootstrap (equal B); unpaired ones are combined one to one (first min(B)).
+    """
+    b_cnn, b_base = cnn.n_draws, base_draws.shape[0]
+    if paired and b_cnn != b_base:
+        raise DataError(f"baseline: {b_base} bootstrap draws against {b_cnn} for the CNN; paired draws need "
+                        "the same bootstrap (or pass paired=False)")
+    k = min(b_cnn, b_base)
+    d_draws = _curve_values(cnn.draw_params[:k], grid) - base_draws[:k]
+    return d_draws[np.isfinite(d_draws).all(axis=1)]
+
+
+def _match_range(d_draws: np.ndarray, grid: np.ndarray, level: float) -> tuple[float | None, float | None]:
+    """The percentile range of the match N over the draws of d; an end beyond the grid (a draw that never
+    crosses, or is already above at the smallest N) is None."""
+    found = []
+    for row in d_draws:
+        n_star, why = crossing(grid, row, strict=False)
+        found.append(n_star if n_star is not None else (-math.inf if why == ALREADY else math.inf))
+    r_lo, r_hi = _interval(np.asarray(found), level)
+    return (None if math.isinf(r_lo) else r_lo, None if math.isinf(r_hi) else r_hi)
+
+
 def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, horizon: float = HORIZON,
                 grid_size: int = 400) -> CrossoverN:
     """Smallest N from which the CNN curve stays at or above the baseline (match) and significantly above (beat).
@@ -413,13 +448,7 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     hi = float(max(cnn.ns.max(), baseline.ns.max())) * horizon
     grid = np.geomspace(lo, hi, grid_size)
     inside = (max(cnn.ns.min(), baseline.ns.min()), min(cnn.ns.max(), baseline.ns.max()))
-
-    if baseline.fit.ok:
-        base_point = baseline.fit(grid)
-        base_draws = _curve_values(baseline.draw_params, grid) if baseline.n_draws else None
-    else:
-        base_point = _held_baseline(baseline.ns, baseline.aurocs, grid)[0]
-        base_draws = _held_baseline(baseline.ns, baseline.draws, grid) if baseline.draws is not None else None
+    base_point, base_draws = _baseline_on_grid(baseline, grid)
     diff = cnn.fit(grid) - base_point
 
     def located(n_star, reason):
@@ -434,24 +463,13 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     n_used, match_range = 0, None
     beat_n, beat_extra, beat_reason = None, None, "no bootstrap draws for both curves: no interval"
     if cnn.n_draws and base_draws is not None:
-        b_cnn, b_base = cnn.n_draws, base_draws.shape[0]
-        if paired and b_cnn != b_base:
-            raise DataError(f"baseline: {b_base} bootstrap draws against {b_cnn} for the CNN; paired draws need "
-                            "the same bootstrap (or pass paired=False)")
-        k = min(b_cnn, b_base)
-        d_draws = _curve_values(cnn.draw_params[:k], grid) - base_draws[:k]
-        d_draws = d_draws[np.isfinite(d_draws).all(axis=1)]
+        d_draws = _difference_draws(cnn, base_draws, grid, paired)
         n_used = len(d_draws)
         if n_used >= MIN_DRAWS:
             alpha = 1 - cnn.level
             lower = np.quantile(d_draws, alpha / 2, axis=0, method="inverted_cdf")
             beat_n, beat_extra, beat_reason = located(*crossing(grid, lower, strict=True))
-            found = []
-            for row in d_draws:
-                n_star, why = crossing(grid, row, strict=False)
-                found.append(n_star if n_star is not None else (-math.inf if why == ALREADY else math.inf))
-            r_lo, r_hi = _interval(np.asarray(found), cnn.level)
-            match_range = (None if math.isinf(r_lo) else r_lo, None if math.isinf(r_hi) else r_hi)
+            match_range = _match_range(d_draws, grid, cnn.level)
         else:
             beat_reason = f"{n_used} usable bootstrap draws: at least {MIN_DRAWS} needed for an interval"
     return CrossoverN(match_n, match_range, match_extra, match_reason, beat_n, beat_extra, beat_reason,

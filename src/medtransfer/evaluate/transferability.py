@@ -16,6 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..errors import DataError
 
@@ -93,12 +98,6 @@ def logme_score(features: np.ndarray, labels: np.ndarray, kind: str, n_outputs: 
 def probe_auroc(features: np.ndarray, labels: np.ndarray, kind: str, n_outputs: int, groups: np.ndarray,
                 folds: int = 5, seed: int = 0) -> float:
     """Cross-validated AUROC of a logistic-regression probe, folds grouped by patient; mean over target columns."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     reason = unusable_reason(features)
     if reason:
         raise DataError(f"probe: {reason}")

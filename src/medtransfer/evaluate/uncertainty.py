@@ -231,14 +231,14 @@ def paired_difference_draws(draws_a, points_a, draws_b, points_b, *, paired_seed
     same N-subset, so the per-seed differences get one seed level (the same
     multipliers on both sides); otherwise each side has its own.
     """
-    return _difference(draws_a, points_a, draws_b, points_b, paired_seeds, n_boot, seed, level, shuffle=False)[1]
+    return _difference(draws_a, points_a, draws_b, points_b, paired_seeds, _Resampling(n_boot, seed, level))[1]
 
 
 def paired_difference_interval(draws_a, points_a, draws_b, points_b, *, paired_seeds: bool = True,
                                n_boot: int | None = None, seed: int = 0, level: float = 0.95) -> Interval:
     """Recipe a minus recipe b with the patient resamples paired (and the seeds when ``paired_seeds``)."""
-    estimate, values, how, n_seeds = _difference(draws_a, points_a, draws_b, points_b, paired_seeds, n_boot, seed,
-                                                 level, shuffle=False)
+    estimate, values, how, n_seeds = _difference(draws_a, points_a, draws_b, points_b, paired_seeds,
+                                                 _Resampling(n_boot, seed, level))
     what = "difference a - b, patients" + (" and seeds paired" if paired_seeds else " paired, seeds unpaired")
     return _interval(estimate, values, level, what, how, n_seeds)
 
@@ -252,13 +252,24 @@ def unpaired_difference_interval(draws_a, points_a, draws_b, points_b, *, n_boot
     on the same test images it overstates the noise of the difference, and
     comparing it with ``paired_difference_interval`` shows what pairing buys.
     """
-    estimate, values, how, n_seeds = _difference(draws_a, points_a, draws_b, points_b, False, n_boot, seed, level,
-                                                 shuffle=True)
+    estimate, values, how, n_seeds = _difference(draws_a, points_a, draws_b, points_b, False,
+                                                 _Resampling(n_boot, seed, level, shuffle=True))
     return _interval(estimate, values, level, "difference a - b, unpaired", how, n_seeds)
 
 
-def _difference(draws_a, points_a, draws_b, points_b, paired_seeds: bool, n_boot, seed: int, level: float,
-                shuffle: bool) -> tuple[float, np.ndarray, str, int]:
+class _Resampling(NamedTuple):
+    """How a difference is resampled: ``n_boot`` patient-resample columns (None: all), the generator's
+    ``seed``, the interval ``level``, and whether side b's resamples are shuffled (unpaired patients)."""
+    n_boot: int | None
+    seed: int
+    level: float
+    shuffle: bool = False
+
+
+def _difference(draws_a, points_a, draws_b, points_b, paired_seeds: bool, how_resampled: _Resampling
+                ) -> tuple[float, np.ndarray, str, int]:
+    """(estimate, draws, method, seeds) of recipe a minus recipe b (see the public functions above)."""
+    n_boot, seed, level, shuffle = how_resampled
     rows_a, point_a = _runs(draws_a, points_a, "draws_a")
     rows_b, point_b = _runs(draws_b, points_b, "draws_b")
     level = _check_level(level)

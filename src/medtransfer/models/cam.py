@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from PIL import Image
 from torch import nn
 
 from ..errors import ConfigError
@@ -105,9 +107,6 @@ def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, colormap: str = "jet",
     The map is upsampled (bilinear) to the image; its opacity follows its value, so regions the
     model ignored show the plain radiograph and hot regions are coloured.
     """
-    from matplotlib import colormaps
-    from PIL import Image
-
     h, w = gray.shape
     heat_img = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR)
     heat_up = np.clip(np.asarray(heat_img), 0.0, 1.0)

@@ -8,6 +8,7 @@ or safetensors), because checkpoints get passed around between sites.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import pickle
 import re
@@ -18,7 +19,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -26,9 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError, MedtransferError, WeightsUnavailable, reason_of, write_error
+from .classifier import Classifier
 
-if TYPE_CHECKING:
-    from .classifier import Classifier
+try:   # torch >= 2.5: reading a whole pickled model safely (read_pickled_module_state) needs it
+    from torch.serialization import safe_globals
+except ImportError:
+    safe_globals = None
 
 Log = Callable[[str], None]
 
@@ -245,11 +249,9 @@ def read_pickled_module_state(path: Path) -> dict[str, torch.Tensor]:
     classes must be importable: that is what the ``xrv`` extra is for.
     """
     path = Path(path)
-    try:
-        from torch.serialization import safe_globals
-    except ImportError:
+    if safe_globals is None:
         raise WeightsUnavailable(f"{path} is a whole pickled model; reading it safely needs torch>=2.5 "
-                                 f"(this is torch {torch.__version__})") from None
+                                 f"(this is torch {torch.__version__})")
     allowed: dict[str, type] = {}
     while True:   # once per class torch's unpickler names (the legacy format's unpickler checks them itself)
         try:
@@ -297,8 +299,6 @@ def _legacy_pickle(path: Path) -> SimpleNamespace:
 
 def _module_class(dotted: str, path: Path) -> type:
     """The class ``dotted`` names, if it is an nn.Module from an allowed package; else why not, in one line."""
-    import importlib
-
     module_name, _, attr = dotted.rpartition(".")
     if not dotted.startswith(_MODULE_PACKAGES):
         raise ConfigError(f"{path}: refused to unpickle {dotted} (only torch, torchvision and torchxrayvision "

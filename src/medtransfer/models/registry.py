@@ -5,7 +5,8 @@ weights; adding an architecture means registering a name, not editing the traini
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from pathlib import Path
+from typing import Callable, NamedTuple, Protocol
 
 from ..errors import ConfigError
 from .classifier import Backbone, Classifier
@@ -21,16 +22,32 @@ class FamilyBuilder(Protocol):
     def __call__(self, name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone: ...
 
 
+class CachedWeights(NamedTuple):
+    """An arch's ImageNet weights file if it is already on disk (``path``), else ``missing``: why not, and what
+    to place where. Exactly one of the two is None."""
+    path: Path | None
+    missing: str | None
+
+
+class WeightsLookup(Protocol):
+    def __call__(self, name: str) -> CachedWeights: ...
+
+
 _NAMED: dict[str, FamilyBuilder] = {}      # "resnet18" -> builder
 _PREFIXED: dict[str, FamilyBuilder] = {}   # "timm:" -> builder (gets the name after the prefix)
+_CACHED: dict[FamilyBuilder, WeightsLookup] = {}   # builder -> its family's "are the ImageNet weights on disk"
 
 
-def register_family(prefix_or_names: str | list[str] | tuple[str, ...]):
+def register_family(prefix_or_names: str | list[str] | tuple[str, ...], cached_weights: WeightsLookup | None = None):
     """Decorator: ``@register_family(["resnet18", ...])`` or ``@register_family("timm:")``.
 
     A string ending in ``:`` is a prefix: ``timm:NAME`` calls the builder with ``NAME``.
+    ``cached_weights(name)`` (optional) says whether the family's ImageNet file of ``name`` is on disk,
+    without touching the network (:func:`cached_imagenet_weights`).
     """
     def decorator(builder: FamilyBuilder) -> FamilyBuilder:
+        if cached_weights is not None:
+            _CACHED[builder] = cached_weights
         if isinstance(prefix_or_names, str) and prefix_or_names.endswith(":"):
             _PREFIXED[prefix_or_names] = builder
         else:
@@ -46,6 +63,20 @@ def register_family(prefix_or_names: str | list[str] | tuple[str, ...]):
 def list_archs() -> list[str]:
     """The named architectures; any timm model is also available as ``timm:NAME``."""
     return sorted(_NAMED)
+
+
+def cached_imagenet_weights(arch: str) -> CachedWeights:
+    """Whether ``arch``'s ImageNet weights are already on disk, asked of its family; nothing is downloaded.
+
+    An arch whose family registered no ``cached_weights`` (or no family at all) has no known ImageNet file.
+    """
+    builder, name = _NAMED.get(arch), arch
+    if builder is None:
+        builder, name = next(((b, arch[len(p):]) for p, b in _PREFIXED.items() if arch.startswith(p)), (None, arch))
+    lookup = _CACHED.get(builder)
+    if lookup is None:
+        return CachedWeights(None, f"no ImageNet weights are known for model.arch {arch}")
+    return lookup(name)
 
 
 def _lookup(arch: str) -> tuple[FamilyBuilder, str]:

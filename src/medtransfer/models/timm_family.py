@@ -16,21 +16,42 @@ from torch import nn
 from ..errors import ConfigError, WeightsUnavailable
 from .classifier import Backbone
 from .init import error_detail, hub_checkpoint_dir, offline, reachable
-from .registry import register_family
+from .registry import CachedWeights, register_family
 
 Log = Callable[[str], None]
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def _import_timm():
+def _timm_or_none():
+    """timm, or None when it is not installed (an optional dependency: imported only when a timm arch is used)."""
     try:
         import timm
     except ImportError:
-        raise ConfigError("model.arch timm:NAME needs timm: pip install timm") from None
+        return None
     return timm
 
 
-@register_family("timm:")
+def _import_timm():
+    timm = _timm_or_none()
+    if timm is None:
+        raise ConfigError("model.arch timm:NAME needs timm: pip install timm")
+    return timm
+
+
+def cached_imagenet_weights(name: str) -> CachedWeights:
+    """timm's pretrained file of ``name`` if it is already cached (Hugging Face or torch hub), found offline."""
+    timm = _timm_or_none()
+    if timm is None:
+        return CachedWeights(None, f"ImageNet weights for timm:{name} need timm (pip install 'medtransfer[timm]')")
+    pretrained = timm.models.get_pretrained_cfg(name)
+    found = _cached_weights(pretrained) if pretrained is not None else None
+    if found is None:
+        return CachedWeights(None, f"ImageNet weights for timm:{name} are not cached: run `medtransfer train` once "
+                                   "online with model.init=imagenet")
+    return CachedWeights(found, None)
+
+
+@register_family("timm:", cached_weights=cached_imagenet_weights)
 def build_timm(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     timm = _import_timm()
     if not timm.is_model(name):
@@ -45,7 +66,7 @@ def build_timm(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backb
 # ---------------------------------------------------------------- ImageNet weights
 
 def _hf_offline() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants   # huggingface_hub comes with timm (optional): imported where timm is used
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     return env or bool(constants.HF_HUB_OFFLINE)
 
@@ -55,7 +76,7 @@ def _cached_weights(cfg) -> Path | None:
     if cfg.file and Path(cfg.file).is_file():
         return Path(cfg.file)
     if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache   # with timm, as above
         repo, _, revision = cfg.hf_hub_id.partition("@")
         for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else _HF_WEIGHT_FILES):
             found = try_to_load_from_cache(repo, filename, revision=revision or None)

@@ -12,6 +12,7 @@ recipes (resnet50's V2 weights come from a much heavier augmentation recipe).
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -20,8 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsUnavailable
 from .classifier import Backbone
-from .init import adapt_first_conv, fetch_cached_file, read_state_dict, remap_legacy_densenet_keys
-from .registry import register_family
+from .init import adapt_first_conv, fetch_cached_file, hub_checkpoint_dir, read_state_dict, remap_legacy_densenet_keys
+from .registry import CachedWeights, register_family
 
 Log = Callable[[str], None]
 
@@ -36,6 +37,15 @@ _WEIGHTS = {
 def imagenet_url(name: str) -> str:
     """Download URL of the IMAGENET1K_V1 weights, e.g. .../resnet18-f37072fd.pth."""
     return getattr(torchvision.models, _WEIGHTS[name]).IMAGENET1K_V1.url
+
+
+def cached_imagenet_weights(name: str) -> CachedWeights:
+    """The IMAGENET1K_V1 file of ``name`` if it is already in torch's hub cache, else where to place it."""
+    url = imagenet_url(name)
+    path = hub_checkpoint_dir() / os.path.basename(url)
+    if path.is_file():
+        return CachedWeights(path, None)
+    return CachedWeights(None, f"ImageNet weights not on disk: put {path.name} in {path.parent} (from {url})")
 
 
 def _grey_conv(old: nn.Conv2d, in_chans: int, init_fn: Callable[[torch.Tensor], None]) -> nn.Conv2d:
@@ -64,7 +74,7 @@ def _load_imagenet(model: nn.Module, name: str, first_conv: str, head: str, in_c
     log(f"model {name}: init imagenet from {path}{summed}")
 
 
-@register_family(_RESNETS)
+@register_family(_RESNETS, cached_weights=cached_imagenet_weights)
 def build_resnet(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     """ResNet; groups: conv1, bn1, layer1, layer2 | layer3, layer4."""
     model = getattr(torchvision.models, name)(weights=None)
@@ -79,7 +89,7 @@ def build_resnet(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Bac
                     early=["conv1", "bn1", "layer1", "layer2"], late=["layer3", "layer4"])
 
 
-@register_family(_DENSENETS)
+@register_family(_DENSENETS, cached_weights=cached_imagenet_weights)
 def build_densenet(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     """DenseNet; groups: conv0 .. transition2 | denseblock3 .. norm5.
 

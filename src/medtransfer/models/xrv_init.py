@@ -18,18 +18,16 @@ frozen and evaluation-mode BatchNorm statistics stay valid. The weights were tra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
 from ..errors import ConfigError, WeightsUnavailable
 from ..xrv_weights import arch_problem, xrv_weights
+from .classifier import Classifier
 from .init import (UnreadableWeights, adapt_first_conv, fetch_cached_file, read_state_dict_or_module,
                    remap_legacy_densenet_keys, xrv_cache_dir)
 from .inputs import GREY_MEAN, GREY_STD
-
-if TYPE_CHECKING:
-    from .classifier import Classifier
 
 Log = Callable[[str], None]
 

@@ -18,7 +18,8 @@ from ..evaluate import learning_curve as lc
 from ..kinds import RunRole, RunStatus
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
-from .tables import RADIOMICS, RADIOMICS_LABEL, _best_per_init, _n_order, init_label, panel_rows, panels
+from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
+                     panel_rows, panels, ranked_recipes)
 
 SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
              "reported.")
@@ -56,7 +57,7 @@ def skipped_items(runs: pd.DataFrame, sites: dict[str, str]) -> list[dict]:
     for (method, init, status, reason), g in grid.groupby(
             [grid["method"].astype(str), grid["init"].fillna(""), grid["status"].astype(str),
              grid["reason"].fillna("no reason recorded")], sort=True):
-        label = RADIOMICS_LABEL if method == RADIOMICS else init_label(init, method, sites)
+        label = RADIOMICS_LABEL if method == RADIOMICS else init_display_label(init, method, sites)
         out.append({"init": label, "status": status, "runs": int(len(g)), "reason": str(reason),
                     "has_results": (method, init) in with_results})
     return sorted(out, key=lambda item: (item["status"] != "skipped", -item["runs"], item["init"]))
@@ -65,8 +66,8 @@ def skipped_items(runs: pd.DataFrame, sites: dict[str, str]) -> list[dict]:
 def _per_init_rows(panel: pd.DataFrame, sites) -> dict[str, list[pd.Series]]:
     """init label -> its validation-best summary row at each N, smallest N first."""
     curves: dict[str, list[pd.Series]] = {}
-    for nk in _n_order(panel):
-        for label, row in _best_per_init(panel[panel["n_train"] == nk], sites).items():
+    for nk in n_keys_in_order(panel):
+        for label, row in best_per_init(panel[panel["n_train"] == nk], sites).items():
             curves.setdefault(label, []).append(row)
     return curves
 
@@ -124,11 +125,9 @@ def _crossing(model_cnn: lc.CurveModel, model_base: lc.CurveModel) -> dict:
 
 
 def _best_rows(panel: pd.DataFrame) -> list[dict]:
-    from .tables import _ranked, display_recipe
-
     out = []
-    for nk in _n_order(panel):
-        ranked = _ranked(panel[panel["n_train"] == nk])
+    for nk in n_keys_in_order(panel):
+        ranked = ranked_recipes(panel[panel["n_train"] == nk])
         if ranked.empty:
             continue
         r = ranked.iloc[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 
 from ..evaluate import learning_curve as lc
-from .page import _panel_title, esc
+from .page import esc, panel_title
 from .intervals import BOOTSTRAP
 
 NOT_SHOWN = "—"
@@ -163,7 +163,7 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
 def key_results_html(answer: dict) -> str:
     items = _skipped(answer)
     for panel in answer["panels"]:
-        where = _panel_title(panel["task"], panel["arch"])
+        where = panel_title(panel["task"], panel["arch"])
         items += _best(panel, where) + _gains(panel, where) + _crossover(panel, where)
         items += _curves(panel, where, answer["targets"])
     if not items:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..evaluate.summary import diff_ci
 from ..evaluate.uncertainty import combined_draws, paired_difference_draws
-from .tables import _runs_of
+from .tables import runs_behind
 
 LEVEL = 0.95
 BOOTSTRAP = "two-level bootstrap"
@@ -50,7 +50,7 @@ class Intervals:
     def _runs_of(self, index) -> pd.DataFrame:
         """The done runs behind a summary row, one per seed, in seed order (seed s is row s at every N)."""
         if index not in self._seeds:
-            runs = _runs_of(self.runs, self.summary.loc[index])
+            runs = runs_behind(self.runs, self.summary.loc[index])
             self._seeds[index] = runs[runs["test_auroc"].notna()].sort_values("seed").drop_duplicates("seed")
         return self._seeds[index]
 

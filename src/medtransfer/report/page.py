@@ -83,7 +83,8 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _panel_title(task, arch) -> str:
+def panel_title(task, arch) -> str:
+    """A panel's heading as escaped HTML: 'task — arch', or the task alone for an arch-less (radiomics) panel."""
     return esc(task) + (f" — {esc(arch)}" if arch is not None and not pd.isna(arch) else "")
 
 
@@ -173,7 +174,7 @@ def best_section(best: pd.DataFrame) -> str:
                    + ["seeds", "runner-up", "its test AUROC", "recipes compared"])
         numeric = {i for i, h in enumerate(headers) if h not in ("N", "best recipe (on validation)", "95% CI",
                                                                   "runner-up")}
-        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(headers, rows, numeric=numeric))
+        parts.append(f"<h3>{panel_title(task, arch)}</h3>" + table(headers, rows, numeric=numeric))
     return "\n".join(parts)
 
 
@@ -203,7 +204,7 @@ def gains_section(gain: pd.DataFrame, has_same_site: bool) -> str:
                  f"{esc(r.versus)}<br><small>{esc(r.versus_recipe)}</small>", fmt_auroc(r.versus_auroc),
                  fmt_signed(r.gain), fmt_ci(r.gain_ci_low, r.gain_ci_high, missing="—"),
                  fmt_signed(r.gain_percent, 1, " %")] for r in g.itertuples()]
-        parts.append(f"<h3>{_panel_title(task, arch)}</h3>" + table(
+        parts.append(f"<h3>{panel_title(task, arch)}</h3>" + table(
             ["N", "transfer from", "AUROC", "compared with", "AUROC", "gain (AUROC points)", "95% CI of gain",
              "gain (%)"], rows, numeric={2, 4, 5, 7}))
     return "\n".join(parts)
@@ -231,7 +232,7 @@ def per_class_section(blocks: list[dict]) -> str:
                     cell += f" ({int(n)})"
                 cells.append(cell)
             rows.append(cells)
-        parts.append(f"<h3>{_panel_title(b['task'], b['arch'])}, N = {fmt_n(b['n_train'], b['N'])}</h3>"
+        parts.append(f"<h3>{panel_title(b['task'], b['arch'])}, N = {fmt_n(b['n_train'], b['N'])}</h3>"
                      + table(headers, rows, numeric=set(range(1, len(inits) + 1))))
     return "\n".join(parts)
 

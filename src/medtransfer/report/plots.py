@@ -1,7 +1,7 @@
 """Learning-curve figures: which initialisation wins at each N, and every recipe behind that choice.
 
 ``learning_curve_figure`` draws the decision the report's tables make: one line per init, at each N
-that init's best recipe chosen on mean VALIDATION AUROC (``tables._best_per_init``), plotted with its
+that init's best recipe chosen on mean VALIDATION AUROC (``tables.best_per_init``), plotted with its
 TEST AUROC. Choosing on test and plotting on test would flatter every line; choosing per init gives
 each init the same benefit of the choice, so the gaps between lines are fair. ``recipes_figure`` shows
 every recipe as small multiples (one panel per strategy x LR policy) so a reader can see how much that
@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
 from ..errors import DataError
-from .tables import RADIOMICS, SITE_ORDER, _best_per_init, init_label, init_site, panel_rows, panels
+from .tables import RADIOMICS, SITE_ORDER, best_per_init, init_display_label, init_site, panel_rows, panels
 
 WIDTH_IN = 11.0
 MAX_COLUMNS = 4
@@ -88,7 +88,7 @@ def init_colours(summary: pd.DataFrame, sites: dict[str, str]) -> dict[str, str]
     found = {}
     for init, method in summary[["init", "method"]].drop_duplicates().itertuples(index=False):
         site = init_site(init, method, sites)
-        found.setdefault(init_label(init, method, sites), site)
+        found.setdefault(init_display_label(init, method, sites), site)
     by_site: dict[str, list[str]] = {}
     for label, site in sorted(found.items(), key=lambda item: (SITE_ORDER.index(item[1]), item[0])):
         by_site.setdefault(site, []).append(label)
@@ -126,7 +126,7 @@ def best_init_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
     rows = _drawable(rows)
     chosen: dict[str, list[pd.Series]] = {}
     for _, at_n in rows.groupby("n_train", sort=False):
-        for label, row in _best_per_init(at_n, sites).items():
+        for label, row in best_per_init(at_n, sites).items():
             chosen.setdefault(label, []).append(row)
     curves = [_curve(label, init_site(best[0]["init"], best[0]["method"], sites), pd.DataFrame(best))
               for label, best in chosen.items()]
@@ -142,7 +142,7 @@ def recipe_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
     """One curve per CNN recipe of the rows (one strategy x LR policy panel), ordered by init then variant."""
     rows = _drawable(rows)
     rows = rows[rows["method"] != RADIOMICS]
-    curves = [_curve(init_label(g["init"].iloc[0], g["method"].iloc[0], sites),
+    curves = [_curve(init_display_label(g["init"].iloc[0], g["method"].iloc[0], sites),
                      init_site(g["init"].iloc[0], g["method"].iloc[0], sites), g, _variant(recipe))
               for recipe, g in rows.groupby("recipe", sort=True)]
     return sorted(curves, key=_order)
@@ -348,8 +348,9 @@ def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, panel_h * sum(block_rows) + 0.45 * len(blocks) + 0.9 + 0.3 * legend_rows),
                  layout="constrained")
     subfigs = fig.subfigures(len(blocks), 1, height_ratios=[panel_h * r + 0.45 for r in block_rows], squeeze=False)
+    shared = _BlockStyle(ncols, colours, variant_style, sites)
     for sub, (task, arch, rows), combo_list, nrows in zip(subfigs.flat, blocks, combos, block_rows, strict=True):
-        _recipe_block(sub, task, arch, rows, combo_list, nrows, ncols, colours, variant_style, sites)
+        _recipe_block(sub, task, arch, rows, combo_list, nrows, shared)
     handles = [_handle(c.label, colours[c.label], RADIOMICS_STYLE if c.site == RADIOMICS else INIT_STYLE)
                for c in sorted(inits.values(), key=_order)]
     variant_handles = []
@@ -361,9 +362,18 @@ def recipes_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figure:
     return fig
 
 
-def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: list, nrows: int, ncols: int,
-                  colours: dict[str, str], variant_style: dict, sites: dict[str, str]) -> None:
+class _BlockStyle(NamedTuple):
+    """What every (task, arch) block of the recipes figure shares: panel columns, init colours, variant styles."""
+    ncols: int
+    colours: dict[str, str]        # init label -> colour (``init_colours``)
+    variant_style: dict            # recipe variant -> (linestyle, marker)
+    sites: dict[str, str]
+
+
+def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: list, nrows: int,
+                  shared: _BlockStyle) -> None:
     """One (task, arch): its panels on a shared y, the radiomics reference in each."""
+    ncols, colours, variant_style, sites = shared
     axes = sub.subplots(nrows, ncols, squeeze=False)
     radiomics = _radiomics_curve(rows, sites)
     per_panel = [recipe_curves(_in_combo(rows, *combo), sites) if combo else [] for combo in combo_list]

@@ -89,8 +89,11 @@ def init_name(init, method: str, sites: dict[str, str]) -> InitName:
     return InitName(site, name)
 
 
-def init_label(init, method: str, sites: dict[str, str]) -> str:
-    """How an init is named to a reader: 'scratch', 'ImageNet', 'chest (same-site)', ..."""
+def init_display_label(init, method: str, sites: dict[str, str]) -> str:
+    """How the report names an init to a reader, with its site: 'scratch', 'ImageNet', 'chest (same-site)', ...
+
+    Not ``study.grid.init_label`` (the init's part of a recipe name, without the site).
+    """
     return init_name(init, method, sites).label
 
 
@@ -149,7 +152,7 @@ def panel_rows(summary: pd.DataFrame, task: str, arch) -> pd.DataFrame:
     return summary[(summary["task"] == task) & in_panel]
 
 
-def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
     """Recipes best first by mean VALIDATION AUROC: the test split is read only for the numbers reported.
 
     Choosing on test and reporting on test flatters the winner (and every gain built on it);
@@ -194,7 +197,12 @@ def pretraining_notes(runs: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _n_order(rows: pd.DataFrame) -> list[str]:
+def n_keys_in_order(rows: pd.DataFrame) -> list[str]:
+    """The requested-N keys (``n_train``: '50', 'all', ...) of summary ``rows``, fewest images trained on first.
+
+    Ordered by the images trained on (the largest ``N`` among that key's rows; a key without one sorts last,
+    ties by the key's text), so 'all' falls where its size puts it.
+    """
     n = rows.groupby("n_train")["N"].max().fillna(np.inf)
     return sorted(n.index, key=lambda k: (n[k], k))
 
@@ -207,8 +215,8 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for task, arch in panels(summary):
         panel = panel_rows(summary, task, arch)
-        for nk in _n_order(panel):
-            ranked = _ranked(panel[panel["n_train"] == nk])
+        for nk in n_keys_in_order(panel):
+            ranked = ranked_recipes(panel[panel["n_train"] == nk])
             if ranked.empty:
                 continue
             best = ranked.iloc[0]
@@ -233,14 +241,15 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
 SITE_ORDER = ("scratch", "imagenet", "xrv", "same", "other", "unlabelled", "checkpoint", "other-init", RADIOMICS)
 
 
-def _best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
-    """init label -> the best summary row of that init (radiomics counts as one 'init').
+def best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
+    """init display label -> that init's best summary row by :func:`ranked_recipes` (radiomics is one 'init').
 
-    Ordered scratch, ImageNet, same-site, other-site, ..., radiomics, so tables read alike.
+    ``rows`` are one panel's rows at one N. Ordered scratch, ImageNet, same-site, other-site, ..., radiomics,
+    so tables read alike.
     """
     best = {}
-    for _, row in _ranked(rows).iterrows():
-        label = init_label(row["init"], row["method"], sites)
+    for _, row in ranked_recipes(rows).iterrows():
+        label = init_display_label(row["init"], row["method"], sites)
         best.setdefault(label, row)
 
     def order(label):
@@ -249,8 +258,8 @@ def _best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Se
     return {label: best[label] for label in sorted(best, key=order)}
 
 
-def _runs_of(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
-    """The finished runs behind one summary row."""
+def runs_behind(runs: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The finished (done) grid runs behind one summary ``row`` of :func:`study_table`: its seeds' runs."""
     sel = ((runs["role"] == RunRole.GRID) & (runs["status"] == RunStatus.DONE) & (runs["task"] == row["task"])
            & (runs["method"] == row["method"]) & (runs["recipe"] == row["recipe"]) & (runs["n_key"] == row["n_train"]))
     sel &= runs["arch"].isna() if pd.isna(row["arch"]) else (runs["arch"] == row["arch"])
@@ -270,8 +279,8 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], inte
     rows = []
     for task, arch in panels(summary):
         panel = panel_rows(summary, task, arch)
-        for nk in _n_order(panel):
-            best = _best_per_init(panel[panel["n_train"] == nk], sites)
+        for nk in n_keys_in_order(panel):
+            best = best_per_init(panel[panel["n_train"] == nk], sites)
             kinds = {label: init_site(r["init"], r["method"], sites) for label, r in best.items()}
             for ref, ref_kind in kinds.items():
                 if ref_kind in ("same", "unlabelled"):
@@ -289,7 +298,7 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], inte
                         d = intervals.difference(r.name, c.name)
                         how = d.method
                     else:
-                        d = diff_ci(_runs_of(runs, r)["test_auroc"], _runs_of(runs, c)["test_auroc"])
+                        d = diff_ci(runs_behind(runs, r)["test_auroc"], runs_behind(runs, c)["test_auroc"])
                         how = "t over seeds"
                     rows.append({
                         "task": task, "arch": arch, "n_train": nk, "N": r["N"],
@@ -317,11 +326,11 @@ def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class:
         done = panel[panel["n_seeds"] > 0]
         if done.empty:
             continue
-        nk = _n_order(done)[-1]
-        best = _best_per_init(done[done["n_train"] == nk], sites)
+        nk = n_keys_in_order(done)[-1]
+        best = best_per_init(done[done["n_train"] == nk], sites)
         columns, headers = {}, {}
         for label, row in best.items():
-            pc = per_class[per_class["run_id"].isin(_runs_of(runs, row)["run_id"])]
+            pc = per_class[per_class["run_id"].isin(runs_behind(runs, row)["run_id"])]
             if pc.empty:
                 continue
             columns[label] = pc.groupby("label")["auroc"].agg(["mean", "count"])

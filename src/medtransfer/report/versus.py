@@ -18,7 +18,7 @@ import pandas as pd
 from ..evaluate.crossover import crossover
 from ..kinds import RunMethod, RunRole, RunStatus
 from .paired import paired_delong
-from .tables import RADIOMICS, SITE_ORDER, init_label, init_site, panel_rows, panels
+from .tables import RADIOMICS, SITE_ORDER, init_display_label, init_site, panel_rows, panels
 
 SIGNIFICANCE = 0.05
 
@@ -128,7 +128,7 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
         base = _recipe_runs(runs, task, None, RADIOMICS, base_recipe)
         chosen = {}
         for _, r in cnn_rank.iterrows():
-            chosen.setdefault(init_label(r["init"], r["method"], sites), r)
+            chosen.setdefault(init_display_label(r["init"], r["method"], sites), r)
         order = sorted(chosen, key=lambda label: (SITE_ORDER.index(init_site(chosen[label]["init"], RunMethod.CNN, sites)),
                                                   label))
         comparisons = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..evaluate.crossover import ALREADY, NEVER
-from .page import _panel_title, esc, fmt_auroc, fmt_n, fmt_signed, table
+from .page import esc, fmt_auroc, fmt_n, fmt_signed, panel_title, table
 from .tables import RADIOMICS_LABEL
 
 HOW = (
@@ -101,7 +101,7 @@ def versus_section(blocks: list[dict]) -> str:
              "then the paired comparison at each N.</p>", HOW]
     definitions = []
     for block in blocks:
-        title = _panel_title(block["task"], block["arch"])
+        title = panel_title(block["task"], block["arch"])
         parts.append(f"<h3>{title}: crossover N against {esc(baseline_label(block))}</h3>" + table(
             ["CNN initialisation / recipe", "comparable from N", "95% range", "outperforms from N", "95% range",
              "seeds paired"], _crossover_rows(block), numeric={5}))

@@ -108,15 +108,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise DataError(f"cannot read CSV {csv}: {one_line(err)}") from None
-    label_cols = [task.label_column] if isinstance(task.label_column, str) else list(task.label_column or [])
-    if not label_cols:
-        raise ConfigError("task.label_column is required for data.source=csv")
-    if task.kind != "multilabel" and len(label_cols) != 1:
-        raise ConfigError(f"task.label_column: a {task.kind} task takes one column, got {label_cols}")
-    if data.split == "given" and not data.split_column:
-        raise ConfigError("data.split=given needs data.split_column (the column with train/val/test) for data.source=csv")
-    if data.split == "official":
-        raise ConfigError("data.split=official is for nih14; a csv source uses data.split=given with data.split_column")
+    label_cols = _label_columns(data, task)
     wanted = [(data.image_column, "data.image_column")] + [(c, "task.label_column") for c in label_cols]
     wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
     require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
@@ -127,13 +119,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         empty = df[col].astype(str).str.strip() == ""
         if empty.any():
             raise DataError(f"{csv}: column {col!r} ({key}) is empty in {int(empty.sum())} row(s), first at data row {int(np.argmax(empty)) + 1}")
-
-    if task.kind == "multilabel":
-        labels, names = multilabel_labels(df, label_cols, csv)
-    elif task.kind == "binary":
-        labels, names = binary_labels(df[label_cols[0]], label_cols[0], task.positive, csv)
-    else:
-        labels, names = multiclass_labels(df[label_cols[0]], label_cols[0])
+    labels, names = _labels(df, task, label_cols, csv)
 
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
     paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
@@ -141,13 +127,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
-
-    given = None
-    if data.split_column:
-        given = df[data.split_column].astype(str).str.strip().str.lower().to_numpy(dtype=str)
-        bad = sorted(set(given.tolist()) - set(SPLIT_NAMES))
-        if bad:
-            raise DataError(f"{csv}: column {data.split_column!r} (data.split_column) must hold train/val/test, found {bad[:10]}")
+    given = _given_split(df, data, csv)
     has_patients = bool(data.patient_column)
     patients = df[data.patient_column].astype(str).str.strip().to_numpy(dtype=str) if has_patients else np.asarray(image_ids, dtype=str)
     return LabelledImages(
@@ -164,6 +144,40 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         columns={str(c): df[c].astype(str).str.strip().tolist() for c in df.columns},
         files_root=csv.parent,
     )
+
+
+def _label_columns(data: DataConfig, task: TaskConfig) -> list[str]:
+    """``task.label_column`` as a list, checked against the task kind and the split settings of a CSV source."""
+    label_cols = [task.label_column] if isinstance(task.label_column, str) else list(task.label_column or [])
+    if not label_cols:
+        raise ConfigError("task.label_column is required for data.source=csv")
+    if task.kind != "multilabel" and len(label_cols) != 1:
+        raise ConfigError(f"task.label_column: a {task.kind} task takes one column, got {label_cols}")
+    if data.split == "given" and not data.split_column:
+        raise ConfigError("data.split=given needs data.split_column (the column with train/val/test) for data.source=csv")
+    if data.split == "official":
+        raise ConfigError("data.split=official is for nih14; a csv source uses data.split=given with data.split_column")
+    return label_cols
+
+
+def _labels(df: pd.DataFrame, task: TaskConfig, label_cols: list[str], csv: Path) -> tuple[np.ndarray, list[str]]:
+    """(labels, label names) of the task's kind from the label column(s)."""
+    if task.kind == "multilabel":
+        return multilabel_labels(df, label_cols, csv)
+    if task.kind == "binary":
+        return binary_labels(df[label_cols[0]], label_cols[0], task.positive, csv)
+    return multiclass_labels(df[label_cols[0]], label_cols[0])
+
+
+def _given_split(df: pd.DataFrame, data: DataConfig, csv: Path) -> np.ndarray | None:
+    """The train/val/test of ``data.split_column`` per row (lower-cased), or None without that column."""
+    if not data.split_column:
+        return None
+    given = df[data.split_column].astype(str).str.strip().str.lower().to_numpy(dtype=str)
+    bad = sorted(set(given.tolist()) - set(SPLIT_NAMES))
+    if bad:
+        raise DataError(f"{csv}: column {data.split_column!r} (data.split_column) must hold train/val/test, found {bad[:10]}")
+    return given
 
 
 def _missing(values: pd.Series) -> pd.Series:

@@ -1,8 +1,9 @@
-"""``medtransfer advise``: the recipe for the user's own data in minutes, before spending the compute.
+"""``medtransfer advise``'s workflow: the recipe for the user's own data in minutes, before spending the compute.
 
-The edge of the advise package (the only module here that writes files):
+``run_workflow`` takes the checked request (``command.advise`` checks the arguments and writes the files)
+through the steps, one after the other:
 
-1. list the candidate initialisations (``candidates``) and rank them by the transferability of
+1. rank the candidate initialisations (``candidates``) by the transferability of
    their frozen features of the training images (``features``, ``rank``);
 2. plan a successive-halving search that fits ``--budget`` and run it on the training subset and
    the validation split only (``search``: it is handed no test row);
@@ -10,8 +11,8 @@ The edge of the advise package (the only module here that writes files):
    ADVICE_DIR/best`` works): the one evaluation on the test split, with its patient-level CI;
 4. train the pick at N/4 and N/2 (same steps, same validation images) and fit the learning curve,
    predicting the validation AUROC at 2x and 4x N (extrapolations, with bootstrap CIs);
-5. write ``advice.json`` and the self-contained ``advice.html``, with the exact ``medtransfer train``
-   command that reproduces the recipe.
+5. gather it all in one ``advice.Advice`` (``command`` writes it as ``advice.json`` and ``advice.html``),
+   with the exact ``medtransfer train`` command that reproduces the recipe.
 
 Expected gains over scratch and ImageNet are read from the search: the pick and the reference's best
 arm at the highest rung both reached (equal step budgets, the same validation images, so a paired
@@ -21,35 +22,46 @@ reference's expected test AUROC.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 
-from ..config import RunConfig, load_config, resolve_data_root
+from ..budget import budget_of
+from ..config import RunConfig
+from ..data.records import PreparedData
 from ..errors import DataError, MedtransferError
-from ..run_folder import write_json_atomic, write_text_atomic
-from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate, list_candidates
-from .search import (GRACE, HalvingResult, SearchSpace, Trial, curve_sizes, measure_cost, plan_search,
-                     recipe_config, run_halving, run_sizes, search_data_of)
+from ..evaluate.bootstrap import bootstrap_auroc_samples
+from ..evaluate.learning_curve import METHOD as CURVE_METHOD
+from ..evaluate.learning_curve import fit_curve
+from ..evaluate.metrics import one_vs_rest_targets
+from ..inference import load_run
+from ..run_folder import RunMetrics
+from ..runs import prepare_run_data, train_run
+from ..train import predict, resolve_device
+from .advice import Advice, Gain, Recommendation
+from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate
+from .features import CandidateFeatures, candidate_features
+from .rank import METHOD as RANK_METHOD
+from .rank import CandidateScore, rank_candidates
+from .search import (GRACE, HalvingResult, SearchData, SearchPlan, SearchSpace, Trial, curve_sizes, measure_cost,
+                     plan_search, recipe_config, run_halving, run_sizes, search_data_of)
+
+Log = Callable[[str], None]
 
 MIN_TRAIN_IMAGES = 20
-ADVICE_JSON = "advice.json"
-ADVICE_HTML = "advice.html"
 BEST_RUN = "best"
-LOG_FILE = "advise.log"
 N_BOOT = 1000
 LEVEL = 0.95
 
 
 def check_training_set(labels: np.ndarray, kind: str, label_names: list[str], n_train_setting) -> None:
     """At least MIN_TRAIN_IMAGES training images and, for every label, a positive and a negative among them."""
-    from ..evaluate.metrics import one_vs_rest_targets
-
     n = len(labels)
     if n < MIN_TRAIN_IMAGES:
         raise DataError(f"the training subset has {n} images (train.n_train={n_train_setting}): advise needs at "
@@ -66,38 +78,14 @@ def check_training_set(labels: np.ndarray, kind: str, label_names: list[str], n_
 
 
 def _check_validation(labels: np.ndarray, kind: str, label_names: list[str]) -> None:
-    from ..evaluate.metrics import one_vs_rest_targets
-
     targets = one_vs_rest_targets(labels, kind, len(label_names))
     if not any(0 < targets[:, k].sum() < len(targets) for k in range(targets.shape[1])):
         raise DataError(f"the validation split ({len(labels)} images) has no label with both classes: the search "
                         "chooses by validation AUROC, which is undefined here (use more data or data.val_size: fixed)")
 
 
-@dataclass(frozen=True)
-class Gain:
-    """The pick's expected gain over a reference initialisation, from the search's validation AUROCs."""
-    versus: str
-    reason: str | None = None          # why there is no number (unavailable, the pick itself, never trained ...)
-    rung: int | None = None
-    steps: int | None = None
-    versus_recipe: str | None = None
-    pick_val: float | None = None
-    versus_val: float | None = None
-    gain: float | None = None
-    low: float | None = None
-    high: float | None = None
-    expected_test_versus: float | None = None
-
-    def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
 def _paired_val_interval(val, kind: str, n_outputs: int, scores_a, scores_b) -> tuple[float | None, float | None]:
     """Percentile interval of AUROC(a) - AUROC(b) over the same validation-patient resamples."""
-    from ..evaluate.bootstrap import bootstrap_auroc_samples
-    from ..evaluate.metrics import one_vs_rest_targets
-
     if scores_a is None or scores_b is None:
         return None, None
     targets = one_vs_rest_targets(val.labels, kind, n_outputs)
@@ -144,16 +132,12 @@ def expected_gains(halving: HalvingResult, candidates: list[Candidate], usable: 
 def learning_curve(data, trials: list[Trial], n_train: int, final_val_scores: np.ndarray | None,
                    final_val_auroc: float | None, test_auroc: float | None) -> dict:
     """The pick's validation AUROC at the sizes tried, the power-law fit, and predictions at 2x / 4x N."""
-    from ..evaluate.bootstrap import bootstrap_auroc_samples
-    from ..evaluate.learning_curve import METHOD, fit_curve
-    from ..evaluate.metrics import one_vs_rest_targets
-
     points = [(t.n_train, t.val_auroc, t.val_scores) for t in trials if math.isfinite(t.val_auroc)]
     if final_val_auroc is not None and final_val_scores is not None:
         points.append((n_train, final_val_auroc, final_val_scores))
     points.sort(key=lambda p: p[0])
     sizes = [{"n_train": int(n), "val_auroc": float(a)} for n, a, _ in points]
-    result = {"method": METHOD, "scale": "validation AUROC (the search's validation images)", "sizes": sizes,
+    result = {"method": CURVE_METHOD, "scale": "validation AUROC (the search's validation images)", "sizes": sizes,
               "fit": None, "predictions": []}
     if len(points) < 3:
         result["fit"] = {"ok": False, "reason": f"{len(points)} size(s) measured: a curve needs 3 (N/4, N/2, N)"}
@@ -195,101 +179,133 @@ def train_command(config_path: Path, data_root: Path, out: Path, overrides: list
     return shlex.join(parts)
 
 
-def _refuse_existing(out: Path) -> None:
-    if (out / ADVICE_JSON).is_file():
-        raise MedtransferError(f"{out / ADVICE_JSON} exists: {out} holds finished advice (choose another --out)")
+@dataclass(frozen=True)
+class AdviseRequest:
+    """One ``advise``, its arguments checked: the loaded config, where to write, the budget and when it started."""
+    cfg: RunConfig
+    config_path: Path
+    out: Path
+    root: Path                  # the data root
+    overrides: list[str]
+    study_dir: str | Path | None
+    budget_seconds: float
+    space: SearchSpace
+    started: float              # time.monotonic() when advise began: the budget counts from here
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.budget_seconds
 
 
-def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = None, study_dir=None,
-           budget_seconds: float = 600.0, overrides: list[str] | None = None, *,
-           space: SearchSpace | None = None, echo: bool = True) -> Path:
-    """Rank the candidates, search recipes within ``budget_seconds``, train the pick into OUT/best and write
-    OUT/advice.json and OUT/advice.html; returns the path of advice.json."""
-    from ..runs import RunLog, torch_threads
+@dataclass(frozen=True)
+class _TrainingData:
+    """The run's data and split, checked for advise, with the device every step trains on."""
+    data: PreparedData
+    idx: dict[str, np.ndarray]  # split name -> row indices (the N-subset for "train")
+    names: list[str]            # label names
+    device: torch.device
 
-    started = time.monotonic()
-    config_path, out = Path(config_path), Path(out)
-    overrides = list(overrides or [])
-    cfg = load_config(config_path, overrides)
-    root = Path(data_root).expanduser().resolve() if data_root is not None else resolve_data_root(None)
-    if budget_seconds <= 0:
-        raise MedtransferError(f"--budget must be longer than 0 s, got {budget_seconds}")
-    candidates = list_candidates(cfg, sources, Path(study_dir) if study_dir is not None else None)
-    _refuse_existing(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MedtransferError(f"--out {out}: cannot create the folder ({err.strerror or err})") from None
-    log = RunLog(out / LOG_FILE, echo=echo)
-    try:
-        with torch_threads(cfg.train.threads):
-            advice = _advise(cfg, config_path, out, root, candidates, study_dir, budget_seconds, overrides,
-                             space or SearchSpace(), started, log)
-    except MedtransferError as err:
-        log(f"FAILED: {err}")
-        raise
-    finally:
-        log.close()
-    from .page import render_advice
-
-    write_json_atomic(out / ADVICE_JSON, advice)
-    write_text_atomic(out / ADVICE_HTML, render_advice(advice))
-    return out / ADVICE_JSON
+    @property
+    def n_train(self) -> int:
+        return int(len(self.idx["train"]))
 
 
-def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates: list[Candidate], study_dir,
-            budget_seconds: float, overrides: list[str], space: SearchSpace, started: float, log) -> dict:
-    from ..budget import budget_of
-    from ..inference import load_run
-    from ..runs import prepare_run_data, train_run
-    from ..train import predict, resolve_device
-    from .features import candidate_features
-    from .rank import METHOD as RANK_METHOD
-    from .rank import rank_candidates
+@dataclass(frozen=True)
+class _Searched:
+    """What the search produced: its data (train subset + validation only), plan and result."""
+    data: SearchData
+    plan: SearchPlan
+    halving: HalvingResult
+    final_steps: int
 
-    deadline = started + budget_seconds
-    log(f"medtransfer advise {config_path} -> {out} (budget {budget_seconds:.0f} s)")
+
+def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> Advice:
+    """Steps 1-5 of the module docstring for a checked request; the test split is read by the final run only."""
+    log(f"medtransfer advise {req.config_path} -> {req.out} (budget {req.budget_seconds:.0f} s)")
     for cand in candidates:
         if not cand.available:
             log(f"candidate {cand.name}: unavailable ({cand.reason})")
         elif cand.note:
             log(f"candidate {cand.name}: {cand.note}")
-    data, idx = prepare_run_data(cfg, root, log, progress=False)
-    kind, names = cfg.task.kind, list(data.label_names)
-    train_idx, val_idx = idx["train"], idx["val"]
-    check_training_set(np.asarray(data.labels[train_idx]), kind, names, cfg.train.n_train)
-    _check_validation(np.asarray(data.labels[val_idx]), kind, names)
-    n_train = int(len(train_idx))
-    device = resolve_device(cfg.train.device)
-
-    # 1. transferability of each candidate's frozen features of the training images
-    features = candidate_features(candidates, data.images[train_idx], len(names), seed=cfg.train.seed,
-                                  dropout=cfg.model.dropout, batch_size=max(cfg.train.batch_size, 64),
-                                  device=device, log=log)
-    groups = data.patient_ids[train_idx] if data.has_patient_ids else np.asarray(data.image_ids)[train_idx]
-    scores = rank_candidates(features, np.asarray(data.labels[train_idx]), kind, len(names), np.asarray(groups))
-    for s in scores:
-        shown = (f"LogME {s.logme:.4f}, probe AUROC " + (f"{s.probe_auroc:.3f}" if s.probe_auroc is not None else "—")
-                 if s.unusable is None else f"unusable: {s.unusable}")
-        log(f"rank {s.rank or '-'}: {s.name}: {shown}")
+    prepared = _training_data(req.cfg, req.root, log)
+    features, scores = _rank(req.cfg, candidates, prepared, log)           # 1. transferability
     by_name = {c.name: c for c in candidates}
     ranked = [by_name[s.name] for s in scores if s.unusable is None]
     if not ranked:
         raise MedtransferError("no candidate initialisation is usable: " +
                                "; ".join(f"{s.name}: {s.unusable}" for s in scores))
+    searched = _search(req, prepared, features, ranked, log)               # 2. the search
+    best_cfg = recipe_config(req.cfg, searched.halving.pick, searched.final_steps)
+    best_dir = req.out / BEST_RUN                                          # 3. the final run
+    log(f"final run: {searched.halving.pick.label}, {searched.final_steps} steps -> {best_dir}")
+    metrics = train_run(best_cfg, best_dir, req.root, overwrite=True, echo=False, progress=False)
+    _log_final(metrics, log)
+    curve, size_notes = _learning_curve_of(req, prepared, searched, metrics, log)   # 4. the learning curve
+    gains = expected_gains(searched.halving, candidates, {c.name for c in ranked}, searched.data,
+                           metrics.auroc("test"))
+    command = train_command(req.config_path, req.root, req.out / "retrain", req.overrides, req.cfg, best_cfg)
+    seconds = time.monotonic() - req.started
+    log(f"advice written in {seconds:.0f} s (budget {req.budget_seconds:.0f} s)")
+    halving, plan = searched.halving, searched.plan
+    recommendation = Recommendation(
+        pick=halving.pick, steps=searched.final_steps, search_val_auroc=halving.pick_trial.val_auroc,
+        search_steps=halving.pick_trial.steps, val_auroc=metrics.auroc("val"), test_auroc=metrics.auroc("test"),
+        test_auroc_ci=(metrics.test or {}).get("auroc_ci") or None,
+        test_operating_point=(metrics.test or {}).get("operating_point"), run=best_dir,
+        config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note)
+    return Advice(
+        config=req.config_path, data_root=req.root, overrides=req.overrides, study=req.study_dir,
+        task_kind=req.cfg.task.kind, labels=prepared.names, n_train=prepared.n_train,
+        n_train_patients=metrics.n_train_patients, n_val=int(len(prepared.idx["val"])),
+        n_test=metrics.n_test_images, budget_seconds=req.budget_seconds, seconds=round(seconds, 1),
+        candidates=candidates, ranking_method=RANK_METHOD, scores=scores, plan=plan, search=halving,
+        recommendation=recommendation, gains=gains, learning_curve=curve,
+        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes)
 
-    # 2. the search plan and the successive halving (training subset and validation split only)
-    final_steps = budget_of(n_train, cfg.train).total_steps
-    sizes = curve_sizes(n_train)
-    search_data = search_data_of(data, train_idx, val_idx, data.splits["train"], sizes, cfg.train.seed, kind)
+
+def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:
+    """The run's split and training subset, refused when advise cannot choose on it."""
+    data, idx = prepare_run_data(cfg, root, log, progress=False)
+    kind, names = cfg.task.kind, list(data.label_names)
+    check_training_set(np.asarray(data.labels[idx["train"]]), kind, names, cfg.train.n_train)
+    _check_validation(np.asarray(data.labels[idx["val"]]), kind, names)
+    return _TrainingData(data, idx, names, resolve_device(cfg.train.device))
+
+
+def _rank(cfg: RunConfig, candidates: list[Candidate], prepared: _TrainingData, log: Log
+          ) -> tuple[dict[str, CandidateFeatures], list[CandidateScore]]:
+    """Step 1: each candidate's frozen features of the training images, and the candidates ranked by them."""
+    data, train_idx, names = prepared.data, prepared.idx["train"], prepared.names
+    features = candidate_features(candidates, data.images[train_idx], len(names), seed=cfg.train.seed,
+                                  dropout=cfg.model.dropout, batch_size=max(cfg.train.batch_size, 64),
+                                  device=prepared.device, log=log)
+    groups = data.patient_ids[train_idx] if data.has_patient_ids else np.asarray(data.image_ids)[train_idx]
+    scores = rank_candidates(features, np.asarray(data.labels[train_idx]), cfg.task.kind, len(names),
+                             np.asarray(groups))
+    for s in scores:
+        shown = (f"LogME {s.logme:.4f}, probe AUROC " + (f"{s.probe_auroc:.3f}" if s.probe_auroc is not None else "—")
+                 if s.unusable is None else f"unusable: {s.unusable}")
+        log(f"rank {s.rank or '-'}: {s.name}: {shown}")
+    return features, scores
+
+
+def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, CandidateFeatures],
+            ranked: list[Candidate], log: Log) -> _Searched:
+    """Step 2: the search plan sized to what is left of the budget, and the successive halving (training
+    subset and validation split only)."""
+    cfg, data, idx, device = req.cfg, prepared.data, prepared.idx, prepared.device
+    final_steps = budget_of(prepared.n_train, cfg.train).total_steps
+    sizes = curve_sizes(prepared.n_train)
+    search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], sizes, cfg.train.seed,
+                                 cfg.task.kind)
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
-    timed = space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
+    timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
     timed_arm = next((a for a in timed if a.strategy == "full"), timed[0])
     cost = measure_cost(search_data, timed_arm, cfg, device, final_extra_seconds=forward * len(idx["test"]) + 1.0)
     log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning) + {cost.fixed_seconds:.2f} s per run, "
         f"measured on {timed_arm.label}")
-    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], space, final_steps, cfg.train.epochs,
-                       sizes, cost, max(deadline - time.monotonic(), 0.0))
+    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space, final_steps, cfg.train.epochs,
+                       sizes, cost, max(req.deadline - time.monotonic(), 0.0))
     log(f"plan: {len(plan.arms)} arms, rungs of {plan.rung_counts()} arms at {list(plan.rung_steps)} steps, "
         f"final {plan.final_steps} steps, learning-curve sizes {list(plan.sizes) or 'none'}; "
         f"estimated {plan.estimated_seconds:.0f} s")
@@ -297,68 +313,33 @@ def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates
         log(f"plan: {note}")
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
     final_estimate = cost.run_seconds(1.0, final_steps) + cost.final_extra_seconds
-    halving = run_halving(search_data, plan, cfg, device, log=log, deadline=deadline, reserve_seconds=final_estimate)
+    halving = run_halving(search_data, plan, cfg, device, log=log, deadline=req.deadline,
+                          reserve_seconds=final_estimate)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
         f"steps, rung {halving.pick_trial.rung})")
+    return _Searched(search_data, plan, halving, final_steps)
 
-    # 3. the final run: the only evaluation on the test split
-    best_cfg = recipe_config(cfg, halving.pick, final_steps)
-    best_dir = out / BEST_RUN
-    log(f"final run: {halving.pick.label}, {final_steps} steps -> {best_dir}")
-    metrics = train_run(best_cfg, best_dir, root, overwrite=True, echo=False, progress=False)
-    test_auroc, final_val = metrics.auroc("test"), metrics.auroc("val")
+
+def _log_final(metrics: RunMetrics, log: Log) -> None:
+    """Step 3's one line: the final run's test AUROC with its interval."""
+    test_auroc = metrics.auroc("test")
     ci = (metrics.test or {}).get("auroc_ci") or {}
     shown = "undefined" if test_auroc is None else f"{test_auroc:.4f}"
     if ci:
         shown += f" (95% CI {ci['low']:.4f} to {ci['high']:.4f}, {ci.get('resampled', 'patients')} bootstrap)"
     log(f"final run: test AUROC {shown}")
 
-    # 4. the learning curve: the pick at N/4 and N/2 (same steps), and N from the kept model
-    _, model, _, dev = load_run(best_dir, cfg.train.device)
-    final_scores = predict(model, search_data.val.images, kind, max(cfg.train.batch_size, 128), dev)
-    size_trials, size_notes = run_sizes(search_data, halving.pick, final_steps, cfg, device, log=log,
-                                        deadline=started + budget_seconds * GRACE,
+
+def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _Searched, metrics: RunMetrics,
+                       log: Log) -> tuple[dict, list[str]]:
+    """Step 4: the pick at N/4 and N/2 (same steps, while the budget lasts) and at N from the kept model in
+    OUT/best, and the curve fitted to them; (the learning-curve block, notes on sizes skipped)."""
+    cfg, data = req.cfg, searched.data
+    _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
+    final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
+    size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
+                                        log=log, deadline=req.started + req.budget_seconds * GRACE,
                                         seconds_per_run=float(metrics.seconds))
-    curve = learning_curve(search_data, size_trials, n_train, final_scores, final_val, test_auroc)
-    gains = expected_gains(halving, candidates, {c.name for c in ranked}, search_data, test_auroc)
-
-    best_cfg_text = best_dir / "config.yaml"
-    command = train_command(config_path, root, out / "retrain", overrides, cfg, best_cfg)
-    seconds = time.monotonic() - started
-    log(f"advice written in {seconds:.0f} s (budget {budget_seconds:.0f} s)")
-    pick = halving.pick
-    return {
-        "config": str(config_path), "data_root": str(root), "overrides": overrides,
-        "study": None if study_dir is None else str(study_dir),
-        "task_kind": kind, "labels": names, "n_train": n_train,
-        "n_train_patients": metrics.n_train_patients, "n_val": int(len(val_idx)), "n_test": metrics.n_test_images,
-        "budget_seconds": budget_seconds, "seconds": round(seconds, 1),
-        "candidates": [c.to_json() for c in candidates],
-        "ranking": {"method": RANK_METHOD, "scores": [s.to_json() for s in scores]},
-        "plan": plan.to_json(),
-        "search": {"test_split_used": False, "stopped": halving.stopped, "seconds": round(halving.seconds, 1),
-                   "cost_scale": round(halving.cost_scale, 3),
-                   "rungs": [{"rung": r, "steps": rung[0].steps if rung else None,
-                              "trials": [t.to_json() for t in rung]} for r, rung in enumerate(halving.rungs, 1)],
-                   "choice": "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"},
-        "recommendation": {
-            "recipe": pick.label, **pick.to_json(), "steps": final_steps,
-            "search_val_auroc": halving.pick_trial.val_auroc, "search_steps": halving.pick_trial.steps,
-            "val_auroc": final_val, "test_auroc": test_auroc, "test_auroc_ci": ci or None,
-            "test_operating_point": (metrics.test or {}).get("operating_point"),
-            "run": str(best_dir), "config": str(best_cfg_text), "command": command,
-            "predict": f"medtransfer predict --run {shlex.quote(str(best_dir))} IMAGE [IMAGE ...]",
-            "note": by_name[pick.init_name].note},
-        "gains": [g.to_json() for g in gains],
-        "learning_curve": curve,
-        "notes": list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes,
-    }
-
-
-def advice_summary(path: Path) -> str:
-    """The one line ``medtransfer advise`` prints: the pick, its test AUROC, where the page and the model are."""
-    rec = json.loads(Path(path).read_text())["recommendation"]
-    auc = "undefined" if rec["test_auroc"] is None else f"{rec['test_auroc']:.4f}"
-    out = Path(path).parent
-    return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test macro AUROC {auc}; "
-            f"see {out / 'advice.html'}; model: medtransfer predict --run {out / 'best'}")
+    curve = learning_curve(data, size_trials, prepared.n_train, final_scores, metrics.auroc("val"),
+                           metrics.auroc("test"))
+    return curve, size_notes

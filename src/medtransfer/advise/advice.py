@@ -1,0 +1,114 @@
+"""The advice document: what ``medtransfer advise`` found, as typed objects.
+
+``Advice.to_json()`` is exactly ``advice.json`` and ``page.render_advice`` draws ``advice.html`` from the
+same object, so the file and the page agree. A number the file records rounded (seconds) is read by the
+page through the same rounding (``*_rounded`` properties of the search objects). The learning-curve block
+stays the JSON-shaped dict ``workflow.learning_curve`` builds.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .candidates import Candidate
+from .rank import CandidateScore
+from .search import Arm, HalvingResult, SearchPlan
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The pick's expected gain over a reference initialisation, from the search's validation AUROCs."""
+    versus: str
+    reason: str | None = None          # why there is no number (unavailable, the pick itself, never trained ...)
+    rung: int | None = None
+    steps: int | None = None
+    versus_recipe: str | None = None
+    pick_val: float | None = None
+    versus_val: float | None = None
+    gain: float | None = None
+    low: float | None = None
+    high: float | None = None
+    expected_test_versus: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The pick trained with the full budget into OUT/best: its one evaluation on the test split, and how to
+    train it again and use it."""
+    pick: Arm
+    steps: int
+    search_val_auroc: float           # the pick's validation AUROC in the search, at ``search_steps``
+    search_steps: int
+    val_auroc: float | None           # the final run's
+    test_auroc: float | None
+    test_auroc_ci: dict | None        # metrics.json's test "auroc_ci" block (None: AUROC undefined)
+    test_operating_point: dict | None
+    run: Path                         # OUT/best
+    config: Path                      # OUT/best/config.yaml
+    command: str                      # the ``medtransfer train`` line that reproduces the run
+    note: str | None                  # the pick's candidate note (e.g. another arch)
+
+    @property
+    def recipe(self) -> str:
+        return self.pick.label
+
+    @property
+    def predict(self) -> str:
+        """The ``medtransfer predict`` line that scores new images with the kept model."""
+        return f"medtransfer predict --run {shlex.quote(str(self.run))} IMAGE [IMAGE ...]"
+
+    def to_json(self) -> dict:
+        return {"recipe": self.recipe, **self.pick.to_json(), "steps": self.steps,
+                "search_val_auroc": self.search_val_auroc, "search_steps": self.search_steps,
+                "val_auroc": self.val_auroc, "test_auroc": self.test_auroc, "test_auroc_ci": self.test_auroc_ci,
+                "test_operating_point": self.test_operating_point, "run": str(self.run), "config": str(self.config),
+                "command": self.command, "predict": self.predict, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Everything ``advise`` decided and measured: the data it saw, the ranking, the search, the pick, the
+    expected gains and the learning curve. Paths and values are as the user gave them."""
+    config: Path
+    data_root: Path
+    overrides: list[str]
+    study: str | Path | None          # --study as given (None: not given)
+    task_kind: str
+    labels: list[str]
+    n_train: int
+    n_train_patients: int
+    n_val: int
+    n_test: int
+    budget_seconds: float
+    seconds: float                    # wall time of the whole advise, to 0.1 s
+    candidates: list[Candidate]
+    ranking_method: str
+    scores: list[CandidateScore]      # in ranking order (unusable ones last)
+    plan: SearchPlan
+    search: HalvingResult
+    recommendation: Recommendation
+    gains: list[Gain]
+    learning_curve: dict              # ``workflow.learning_curve``'s block, JSON as built
+    notes: list[str]
+
+    def to_json(self) -> dict:
+        """advice.json: the keys, their order and their values."""
+        return {
+            "config": str(self.config), "data_root": str(self.data_root), "overrides": self.overrides,
+            "study": None if self.study is None else str(self.study),
+            "task_kind": self.task_kind, "labels": self.labels, "n_train": self.n_train,
+            "n_train_patients": self.n_train_patients, "n_val": self.n_val, "n_test": self.n_test,
+            "budget_seconds": self.budget_seconds, "seconds": self.seconds,
+            "candidates": [c.to_json() for c in self.candidates],
+            "ranking": {"method": self.ranking_method, "scores": [s.to_json() for s in self.scores]},
+            "plan": self.plan.to_json(),
+            "search": self.search.to_json(),
+            "recommendation": self.recommendation.to_json(),
+            "gains": [g.to_json() for g in self.gains],
+            "learning_curve": self.learning_curve,
+            "notes": self.notes,
+        }
