@@ -232,7 +232,7 @@ def test_study_with_xrv_init_offline_records_skipped_with_the_file_to_place(tmp_
 # ---------------------------------------------------------------- the run and the report say it may leak
 
 def test_run_on_nih_images_warns_and_is_marked(xrv_dir, tmp_path):
-    from medtransfer.runs import pretraining_overlap
+    from medtransfer.runs.cnn import pretraining_overlap
 
     lines = []
     nih = _cfg(arch="densenet121", init=f"xrv:{ALL}")

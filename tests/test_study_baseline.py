@@ -123,7 +123,7 @@ def test_baseline_follows_excludes_and_radiomics_axes(tmp_path):
 def test_real_study_pairs_radiomics_and_cnn_on_the_same_test_images(tmp_path, monkeypatch):
     """Real run functions (1-epoch CNNs; stand-in features so it stays fast) through the default dispatcher."""
     import test_radiomics_baseline_run as rb
-    from medtransfer.radiomics import run as radiomics_run_module
+    from medtransfer.radiomics import baseline_run as radiomics_run_module
 
     root, config = rb.make_tiny_csv(tmp_path)
     monkeypatch.setattr(radiomics_run_module, "default_feature_fn", lambda: rb.histogram_features)

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command in ("train", "pretrain"):
-        from .runs import train_run
+        from .runs.cnn import train_run
 
         cfg = load_config(args.config, args.overrides)
         metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
@@ -164,7 +164,7 @@ def _dispatch(args) -> int:
         print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
         return 0
     if args.command == "lr-find":
-        from .runs import lr_find_run
+        from .runs.lr_find import lr_find_run
 
         cfg = load_config(args.config, args.overrides)
         suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))

@@ -9,6 +9,8 @@ over chunks of items in worker processes. Here is the one way they do it:
 - an interrupt or error cancels what has not started and waits for the rest;
 - each worker watches its parent and exits when the parent is gone (``kill -9`` of the driver
   leaves no decoding or training process behind).
+
+``torch_threads`` is the other half of sharing the cores: the CPU threads one training run uses.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 PARENT_POLL_S = 0.5
@@ -98,3 +101,21 @@ def map_chunks(fn: Callable, items: Sequence, *, label: str, workers: int, progr
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block on ``threads`` CPU threads (the run's config fixes them), then restore the caller's count."""
+    if not threads:
+        yield
+        return
+    # torch is imported here, not at the top: this module is loaded by `medtransfer --help` (through
+    # study.executors) and by the decoding workers, which never use torch; importing it costs seconds
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -2,8 +2,9 @@
 
 A run folder is the unit of truth of the project: ``config.yaml`` first, ``train.log`` throughout,
 ``metrics.json`` last and atomically (its presence means the run finished), ``failed.json``
-instead when it failed. CNN runs, radiomics runs, the study executors and runner, ``predict``
-and the report all go through ``RunFolder``; what a run measured travels as ``RunMetrics``.
+instead when it failed. CNN runs, radiomics runs, the study (``study.execute`` and its executors),
+``predict`` and the report all go through ``RunFolder``; what a run measured travels as ``RunMetrics``.
+The protocol a run follows to fill its folder is ``runs.folder_protocol``.
 
 Writes are atomic (a temp file renamed into place), and a full disk is a one-line error naming
 the path and the free space, with the temp file removed: a reader never sees half a file.

@@ -57,7 +57,7 @@ def candidate_features(candidates: list[Candidate], images: np.ndarray, num_outp
     scratch candidate's features are those of the very network a scratch recipe would start from.
     """
     from ..models import create_model
-    from ..runs import resolve_init
+    from ..models.init_resolve import resolve_init
     from ..train.loop import seed_everything
 
     out: dict[str, CandidateFeatures] = {}

@@ -205,7 +205,8 @@ def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = N
            space: SearchSpace | None = None, echo: bool = True) -> Path:
     """Rank the candidates, search recipes within ``budget_seconds``, train the pick into OUT/best and write
     OUT/advice.json and OUT/advice.html; returns the path of advice.json."""
-    from ..runs import RunLog, torch_threads
+    from ..parallel import torch_threads
+    from ..runs.folder_protocol import RunLog
 
     started = time.monotonic()
     config_path, out = Path(config_path), Path(out)
@@ -241,7 +242,8 @@ def _advise(cfg: RunConfig, config_path: Path, out: Path, root: Path, candidates
             budget_seconds: float, overrides: list[str], space: SearchSpace, started: float, log) -> dict:
     from ..budget import budget_of
     from ..inference import load_run
-    from ..runs import prepare_run_data, train_run
+    from ..runs.cnn import train_run
+    from ..runs.data_split import prepare_run_data
     from ..train import predict, resolve_device
     from .features import candidate_features
     from .rank import METHOD as RANK_METHOD

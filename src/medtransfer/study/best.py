@@ -147,7 +147,7 @@ def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: st
                 retrain: bool = False, data_root: Path | None = None, overwrite: bool = False,
                 echo: bool = True, train: Callable | None = None) -> ExportResult:
     """Choose the best recipe of ``study_dir`` and leave its best seed as a run folder in ``out``:
-    copied when its weights were kept (and not ``retrain``), else trained again (``train``: runs.train_run)."""
+    copied when its weights were kept (and not ``retrain``), else trained again (``train``: runs.cnn.train_run)."""
     from .schema import STORE_FILE
     from .store import Store
 
@@ -169,7 +169,7 @@ def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: st
         return ExportResult(best, seed, "copied", out, seed.val_auroc)
     cfg = retrain_config(seed, rows, None if plan is None else plan[1], study_dir)
     if train is None:
-        from ..runs import train_run as train
+        from ..runs.cnn import train_run as train
     metrics = train(cfg, out, data_root, overwrite=overwrite, echo=echo)
     return ExportResult(best, seed, "retrained", out, metrics.auroc("val"))
 

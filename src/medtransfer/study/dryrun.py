@@ -172,7 +172,7 @@ def _baseline_seconds(runs: list[PlannedRun], opened: OpenedSources, sizes: dict
     """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out.
 
     ``per_run`` receives each run's share: the first run of a dataset pays its extraction (the
-    runner runs it first and the others reuse the feature cache), the others a fit only.
+    study runs it first and the others reuse the feature cache), the others a fit only.
     """
     import os
 
