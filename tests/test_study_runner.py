@@ -86,7 +86,7 @@ def write_spec(tmp_path, **changes) -> Path:
 
 
 def run(spec, out, fn=fake_run, **kw):
-    return run_study(spec, out, StudyOptions(data_root=out.parent, run_fn=fn, report=False, probe=False, **kw))
+    return run_study(spec, out, StudyOptions(data_root=out.parent, run_fn=fn, probe=False, **kw))
 
 
 def db_rows(out) -> list[dict]:
@@ -216,7 +216,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_study_runner import fake_run
 from medtransfer.study import StudyOptions, run_study
-run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, report=False, probe=False))
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, probe=False))
 """
 
 

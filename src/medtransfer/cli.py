@@ -1,7 +1,8 @@
 """The command line: the only place that parses arguments.
 
 Every user-facing failure (a MedtransferError) ends as one line on stderr and exit
-status 2; a bug still shows its traceback.
+status 2; a bug still shows its traceback. ``study run`` writes the study's report once
+``run_study`` has recorded the runs (the study package never writes it).
 """
 from __future__ import annotations
 
@@ -216,10 +217,16 @@ def _dispatch(args) -> int:
                               data_root=resolve_data_root(args.data_root), overwrite=args.overwrite,
                               echo=not args.quiet))
             return 0
+        from rich.console import Console
+
+        console = Console(stderr=True)
         summary = run_study(args.spec, args.out, StudyOptions(
             data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
             retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
-            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack))
+            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack,
+            console=console))
+        if not args.dry_run:
+            summary.report = _write_study_report(summary.study_dir, console)
         print(summary)
         return 0
     if args.command == "report":
@@ -264,6 +271,18 @@ def _dispatch(args) -> int:
                                    f"predictions for the other {len(frame)} are in {where}")
         return 0
     raise AssertionError(args.command)
+
+
+def _write_study_report(study_dir: Path, console) -> Path | None:
+    """report.html for the runs just recorded. A report error is one line: the results are safe in the
+    store (and ``medtransfer report`` writes it later), so the command still succeeds."""
+    from .report import write_report
+
+    try:
+        return Path(write_report(study_dir))
+    except MedtransferError as err:
+        console.print(f"report: not written: {err}", markup=False, highlight=False)
+        return None
 
 
 if __name__ == "__main__":

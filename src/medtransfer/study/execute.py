@@ -1,5 +1,8 @@
 """``medtransfer study run``: validate, pretrain the sources, run the grid, resume where it stopped.
 
+``run_study`` returns the study's summary and writes no report: the report is written by whoever
+runs the study (the CLI's ``study run``), so this package never imports ``medtransfer.report``.
+
 Crash safety comes from two facts: a run folder's ``metrics.json`` is written last (by
 ``train_run``), and a run's row is written ``done`` only after that file exists. So after a
 ``kill -9`` every ``done`` row has complete files; runs in flight simply have no row (or an
@@ -40,7 +43,7 @@ class StudySummary:
     counts: dict[str, int] = field(default_factory=dict)   # done / failed / skipped / pending
     ran: int = 0                                           # runs executed by this call
     seconds: float = 0.0
-    report: Path | None = None
+    report: Path | None = None                             # set by the caller that wrote report.html
     text: str = ""                                         # the dry-run description, when dry_run
 
     def __str__(self) -> str:
@@ -63,10 +66,10 @@ def plan_study(spec_path: str | os.PathLike, overrides: list[str] | None = None,
 @dataclass(frozen=True)
 class StudyOptions:
     """How to run a study (the spec says what to run). ``mlflow`` is a tracking URI or folder (None: no
-    tracking; see ``study.tracked``). The last five are hooks for tests and embedders:
-    ``run_fn`` replaces the real run, ``probe`` times one step for the dry-run estimate, ``report``
-    writes report.html at the end, ``check_data`` opens every dataset first (default: on with the
-    real run function only), ``console`` receives the progress and per-run lines."""
+    tracking; see ``study.tracked``). The last four are hooks for tests and embedders:
+    ``run_fn`` replaces the real run, ``probe`` times one step for the dry-run estimate, ``check_data``
+    opens every dataset first (default: on with the real run function only), ``console`` receives the
+    progress and per-run lines. No option writes the report: the caller does (``report.write_report``)."""
     data_root: str | os.PathLike | None = None
     executor: str = "local"
     workers: int = 1
@@ -78,7 +81,6 @@ class StudyOptions:
     pack: int | None = None        # None: the spec's resources.pack
     run_fn: RunFn | None = None
     probe: bool = True
-    report: bool = True
     check_data: bool | None = None
     console: Console | None = None
 
@@ -198,10 +200,7 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSour
         ex.close()
     if tracker:   # runs finished by earlier calls (resume, adopted, a first call without --mlflow)
         tracker.catch_up(plan, store.rows())
-    summary = _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
-    if opts.report:
-        summary.report = _write_report(study_dir, console)
-    return summary
+    return _summarise(plan, store, study_dir, ran, (datetime.now(timezone.utc) - started).total_seconds())
 
 
 def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bool) -> StudySummary:
@@ -450,17 +449,3 @@ def _summarise(plan: Plan, store: Store, study_dir: Path, ran: int, seconds: flo
     for run in plan.all_runs:
         counts[statuses.get(run.run_id, RunStatus.PENDING)] += 1
     return StudySummary(study_dir=study_dir, total=len(plan.all_runs), counts=counts, ran=ran, seconds=seconds)
-
-
-def _write_report(study_dir: Path, console: Console) -> Path | None:
-    try:
-        from ..report import write_report
-    except ImportError:
-        console.print("report: medtransfer.report is not available in this version; skipped", markup=False)
-        return None
-    try:
-        result = write_report(study_dir)
-    except MedtransferError as err:  # the results are safe in the store; say why the report is missing
-        console.print(f"report: not written: {err}", markup=False, highlight=False)
-        return None
-    return Path(result) if isinstance(result, (str, os.PathLike)) else study_dir / "report.html"

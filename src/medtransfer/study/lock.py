@@ -25,7 +25,7 @@ from ..errors import MedtransferError, write_error
 
 LOCK_FILE = ".lock"
 
-_held: dict[Path, int] = {}   # study folders this process holds -> re-entry depth (run_study writes the report)
+_held: dict[Path, int] = {}   # study folders this process holds -> re-entry depth (a holder may call another writer)
 
 
 class StudyInUse(MedtransferError):
