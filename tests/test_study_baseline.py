@@ -84,7 +84,7 @@ def test_dry_run_estimate_includes_extraction(tmp_path):
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01,
                         extraction_timer=lambda size, rcfg: 0.05)
     # no data under tmp_path: the split sizes are unknown, so CNN runs at fixed N count, baselines do not
-    assert est["runs_estimated"] == 8 and any("not readable" in n for n in est["notes"])
+    assert est.runs_estimated == 8 and any("not readable" in n for n in est.notes)
 
 
 def test_cnn_ids_do_not_depend_on_radiomics_settings_or_on_the_baseline(tmp_path):

@@ -204,10 +204,10 @@ def test_dry_run_counts_and_estimate(tmp_path, capsys):
 
     plan = plan_study(spec)
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
-    assert est["runs_estimated"] == 13  # the N=all source's size comes from the demo bundle's nih14-mini
+    assert est.runs_estimated == 13  # the N=all source's size comes from the demo bundle's nih14-mini
     spec.write_text(spec.read_text().replace("nih14-mini", "nih14-elsewhere"))
     est = estimate_time(plan_study(spec), tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
-    assert est["runs_estimated"] == 12  # a source with no data anywhere: its N=all run is left out
+    assert est.runs_estimated == 12  # a source with no data anywhere: its N=all run is left out
     assert "estimated compute" in describe_plan(plan, None, est, parallel=2)
 
 

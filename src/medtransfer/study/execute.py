@@ -17,23 +17,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from ..config import hashed_view, load_yaml, config_from_dict, resolve_data_root
+from ..config import config_from_dict, hashed_view, load_yaml, resolve_data_root
+from ..durations import format_duration
 from ..errors import DiskFull, MedtransferError
 from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
-from .executors import (ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor, pack_jobs,
-                        thread_share)
-from .grid import Plan, PlannedRun, expand
-from .lock import study_lock
+from ..tracking import require_mlflow
 from .disjoint import check_sources_disjoint
-from .opened import OpenedSources
+from .dryrun import describe_plan, estimate_time, runs_above_pool, study_device
 from .eta import EtaColumn, StudyEta
+from .executors import (Executor, ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor,
+                        pack_jobs, thread_share)
+from .grid import Plan, PlannedRun, canonical_json, expand
+from .lock import LOCK_FILE, study_lock
+from .opened import OpenedSources
 from .schema import SPEC_FILE, STORE_FILE
-from .spec import load_spec, spec_text_with_overrides
+from .spec import get_dotted, load_spec, spec_text_with_overrides
 from .store import Store
-
+from .tracked import StudyTracker
 
 
 @dataclass
@@ -113,8 +116,6 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
     if out is None:
         raise MedtransferError("study run: --out STUDY_DIR is required (except with --dry-run)")
     if opts.mlflow:
-        from ..tracking import require_mlflow
-
         require_mlflow()   # before the lock, the data check and any run
     study_dir = Path(out).expanduser().resolve()
     check_data = opts.run_fn is None if opts.check_data is None else opts.check_data
@@ -135,8 +136,6 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
 
 def _remove_empty_study_dir(study_dir: Path) -> None:
     """Undo the folder the lock created, when nothing else was written into it."""
-    from .lock import LOCK_FILE
-
     if {p.name for p in study_dir.iterdir()} <= {LOCK_FILE}:
         (study_dir / LOCK_FILE).unlink(missing_ok=True)
         study_dir.rmdir()
@@ -148,8 +147,6 @@ def _with_thread_share(plan: Plan, spec_path, opts: StudyOptions) -> Plan:
     CPU results depend on the thread count, so it must be part of the config (and so of the run id):
     a study resumed with another --workers then runs new ids instead of mixing two kinds of result.
     """
-    from .spec import get_dotted
-
     share = thread_share(opts.executor, opts.executor_options(plan))
     if share is None or get_dotted(plan.spec.base, "train.threads") is not None:
         return plan
@@ -176,26 +173,19 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSour
             eta = _probe_eta(plan, _todo(plan.all_runs, statuses, retry_failed, study_dir), opened, opts, console)
             opened.clear()
             bar = progress.add_task("study", total=len(plan.all_runs), completed=settled, eta=eta)
-            ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), plan, study_dir, root,
-                            store, progress, bar, eta, tracker)
+            recorder = _Recorder(plan, store, progress, bar, eta, tracker)
+            ran += _execute(ex, _todo(plan.sources, statuses, retry_failed, study_dir), study_dir, root, recorder)
             statuses = store.statuses()
             grid_todo = []
             for run in _todo(plan.runs, statuses, retry_failed, study_dir):
                 blocked = _blocked_by_source(run, plan, store, statuses)
                 if blocked:
-                    store.record_skipped(run, blocked)
-                    if eta is not None:
-                        eta.finished(run.run_id, 0.0)
-                    if tracker:
-                        tracker.record(run, RunStatus.SKIPPED, blocked)
-                    progress.advance(bar)
-                    _print_line(progress.console, run, Outcome(RunStatus.SKIPPED, None, blocked, "", "", 0.0), plan)
+                    recorder.blocked(run, blocked)
                 else:
                     grid_todo.append(run)
             first, rest = _feature_warmups(grid_todo)
-            ran += _execute(ex, first, plan, study_dir, root, store, progress, bar, eta, tracker)
-            ran += _execute(ex, rest, plan, study_dir, root, store, progress, bar, eta, tracker,
-                            pack=_pack_size(plan, opts))
+            ran += _execute(ex, first, study_dir, root, recorder)
+            ran += _execute(ex, rest, study_dir, root, recorder, pack=_pack_size(plan, opts))
     finally:
         ex.close()
     if tracker:   # runs finished by earlier calls (resume, adopted, a first call without --mlflow)
@@ -204,8 +194,6 @@ def _run_locked(plan: Plan, spec_path: Path, study_dir: Path, opened: OpenedSour
 
 
 def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bool) -> StudySummary:
-    from .dryrun import describe_plan, estimate_time, runs_above_pool
-
     statuses = None
     if out is not None and (Path(out) / STORE_FILE).is_file():
         statuses = Store(Path(out) / STORE_FILE, read_only=True).statuses()   # a dry run writes nothing
@@ -258,15 +246,12 @@ def _probe_eta(plan: Plan, todo: list[PlannedRun], opened: OpenedSources, opts: 
     """Price the pending runs with the dry-run probe (about 10 s), so the ETA shows from the start."""
     if not todo or not opts.probe or opts.run_fn is not None:
         return None
-    from .dryrun import estimate_time
-    from ..durations import format_duration
-
     estimate = estimate_time(plan, opened.data_root, budget_s=PROBE_BUDGET_LIVE_S, opened=opened, runs=todo)
-    eta = StudyEta(estimate["per_run"], [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
+    eta = StudyEta(estimate.per_run, [r.run_id for r in todo], _parallel_runs(plan, opts.executor, opts.workers))
     left = eta.seconds_left()
     if left is not None:
         console.print(f"{len(todo)} run(s) to do; the timing probe estimates {format_duration(left)} "
-                      f"({estimate['device']}; refined as runs finish)", markup=False, highlight=False)
+                      f"({estimate.device}; refined as runs finish)", markup=False, highlight=False)
     return eta
 
 
@@ -322,8 +307,6 @@ def _folder_matches(run: PlannedRun, folder: RunFolder) -> bool:
 def _feature_warmups(runs: list[PlannedRun]) -> tuple[list[PlannedRun], list[PlannedRun]]:
     """One baseline run per feature set goes first, on its own: the others then reuse its cached
     features instead of several workers extracting the same features at once."""
-    from .grid import canonical_json
-
     first: dict[str, PlannedRun] = {}
     for run in runs:
         if run.is_baseline:
@@ -361,8 +344,6 @@ def _open_tracker(target: str | None, plan: Plan, study_dir: Path, plan_hash: st
     """The study's MLflow experiment (None without --mlflow); a bad URI stops the call before any run."""
     if not target:
         return None
-    from .tracked import StudyTracker
-
     return StudyTracker(target, plan, study_dir, plan_hash, console)
 
 
@@ -382,8 +363,6 @@ def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
     """Packing pays where a small batch leaves the device idle (a GPU); on CPU cores a fused pack is slower."""
     if _pack_size(plan, opts) <= 1 or opts.executor != "local":   # Ray workers may have GPUs this head lacks
         return
-    from .dryrun import study_device
-
     try:
         on_cpu = study_device(plan).type == "cpu"
     except MedtransferError:   # train.device names a device this machine lacks: the runs will say so
@@ -394,34 +373,63 @@ def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
                       "benchmarks/README.md): packing is for GPUs", markup=False, highlight=False)
 
 
-def _execute(ex, runs: list[PlannedRun], plan: Plan, study_dir: Path, data_root: Path, store: Store,
-             progress: Progress, bar, eta: StudyEta | None = None, tracker=None, pack: int = 1) -> int:
-    """Hand the runs to the executor (CNN grid runs in packs of up to ``pack``); record each outcome as it
-    comes back (the driver alone writes, to the store and then to the MLflow tracker, if any)."""
-    if not runs:
-        return 0
-    by_id = {r.run_id: r for r in runs}
-    sources = plan.source_by_id()
-    jobs = pack_jobs([_job(r, study_dir, data_root, sources, plan.spec.keep_weights) for r in runs], pack)
-    count = 0
-    for run_id, outcome in ex.map(jobs):
-        run = by_id[run_id]
-        if outcome.halt:   # a full disk: stop now, record nothing for the run, resume once space is freed
-            raise DiskFull(outcome.reason)
+@dataclass
+class _Recorder:
+    """Where each run's outcome goes as it comes back (the driver alone writes): the store, then the MLflow
+    tracker (if any), the ETA, the progress bar and one console line."""
+    plan: Plan
+    store: Store
+    progress: Progress
+    bar: TaskID
+    eta: StudyEta | None = None
+    tracker: StudyTracker | None = None
+
+    def outcome(self, run: PlannedRun, outcome: Outcome) -> None:
+        """Record what the executor returned for ``run``."""
+        store = self.store
         if outcome.status is RunStatus.DONE:
             store.record_done(run, outcome.metrics, outcome.started_at, outcome.finished_at, outcome.seconds)
         elif outcome.status is RunStatus.SKIPPED:
             store.record_skipped(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
         else:
             store.record_failed(run, outcome.reason, outcome.started_at, outcome.finished_at, outcome.seconds)
-        if tracker:
-            tracker.record(run, outcome.status, outcome.reason, outcome.metrics, outcome.started_at,
-                           outcome.finished_at)
+        if self.tracker:
+            self.tracker.record(run, outcome.status, outcome.reason, outcome.metrics, outcome.started_at,
+                                outcome.finished_at)
+        if self.eta is not None:
+            self.eta.finished(run.run_id, outcome.seconds if outcome.status is RunStatus.DONE else 0.0)
+        self._shown(run, outcome)
+
+    def blocked(self, run: PlannedRun, reason: str) -> None:
+        """Record a grid run skipped without running: the source it starts from is not done."""
+        self.store.record_skipped(run, reason)
+        if self.eta is not None:
+            self.eta.finished(run.run_id, 0.0)
+        if self.tracker:
+            self.tracker.record(run, RunStatus.SKIPPED, reason)
+        self._shown(run, Outcome(RunStatus.SKIPPED, None, reason, "", "", 0.0))
+
+    def _shown(self, run: PlannedRun, outcome: Outcome) -> None:
+        self.progress.advance(self.bar)
+        _print_line(self.progress.console, run, outcome, self.plan)
+
+
+def _execute(ex: Executor, runs: list[PlannedRun], study_dir: Path, data_root: Path, recorder: _Recorder,
+             pack: int = 1) -> int:
+    """Hand the runs to the executor (CNN grid runs in packs of up to ``pack``); record each outcome as it
+    comes back. A full disk stops the study at once, with nothing recorded for the run it hit."""
+    if not runs:
+        return 0
+    plan = recorder.plan
+    by_id = {r.run_id: r for r in runs}
+    sources = plan.source_by_id()
+    jobs = pack_jobs([_job(r, study_dir, data_root, sources, plan.spec.keep_weights) for r in runs], pack)
+    count = 0
+    for run_id, outcome in ex.map(jobs):
+        if outcome.halt:   # a full disk: stop now, record nothing for the run, resume once space is freed
+            raise DiskFull(outcome.reason)
+        recorder.outcome(by_id[run_id], outcome)
         count += 1
-        if eta is not None:
-            eta.finished(run_id, outcome.seconds if outcome.status is RunStatus.DONE else 0.0)
-        progress.advance(bar)
-        _print_line(progress.console, run, outcome, plan)
     return count
 
 

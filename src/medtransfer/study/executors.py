@@ -14,6 +14,8 @@ Executors register themselves by name (``@register_executor("local")``); the CLI
 """
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,6 +40,9 @@ def default_run_fn() -> RunFn:
 def run_by_method(cfg: RunConfig, out: Path, data_root: Path, *, method: RunMethod = RunMethod.CNN,
                   **kw) -> RunMetrics:
     """The real run of a study job: train a CNN, or fit the radiomics baseline."""
+    # The run modules are imported when a job runs: they pull in torch, scikit-learn and pyradiomics
+    # (measured: 6.9 s against 0.35 s for `medtransfer --help`, which imports this module for its
+    # --executor choices). run_pack does the same.
     match RunMethod(method):
         case RunMethod.RADIOMICS:
             from ..radiomics.baseline_run import radiomics_run
@@ -132,8 +137,6 @@ PACK_KEYS = ("task", "data", "image_size", ("model", "arch"), ("train", "n_train
 
 def job_pack_key(job: Job) -> str | None:
     """Jobs with the same key may share a pack; None: this job always runs alone (not a CNN run)."""
-    import json
-
     if job.method is not RunMethod.CNN:
         return None
     dumped = job.config.model_dump(mode="json")
@@ -280,8 +283,6 @@ class LocalExecutor:
             for job in jobs:
                 yield from run_job(job, self.run_fn)
             return
-        import multiprocessing
-
         if self._pool is None:  # spawn: a forked torch (OpenMP) can deadlock; workers die with the driver
             self._pool = orphan_proof_pool(self.workers, mp_context=multiprocessing.get_context("spawn"))
         futures = {self._pool.submit(run_job, job, self.run_fn): job for job in jobs}
