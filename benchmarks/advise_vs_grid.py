@@ -77,8 +77,7 @@ def run_grid(args, extra: list[str]) -> Path:
     path = args.out / "grid-spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     started = time.monotonic()
-    print(run_study(path, args.out / "grid", StudyOptions(data_root=args.data_root, overrides=tuple(extra),
-                                                           report=False)))
+    print(run_study(path, args.out / "grid", StudyOptions(data_root=args.data_root, overrides=tuple(extra))))
     print(f"grid wall time {time.monotonic() - started:.0f} s")
     return args.out / "grid"
 

@@ -197,7 +197,7 @@ def study_times(args) -> tuple[float, float]:
         out = args.out / f"study-pack{pack}"
         started = time.perf_counter()
         run_study(args.study, out, StudyOptions(data_root=args.data_root, overrides=tuple(args.study_set),
-                                                report=False, probe=False, pack=pack))
+                                                probe=False, pack=pack))
         times.append(time.perf_counter() - started)
     return times[0], times[1]
 

@@ -26,7 +26,8 @@ from medtransfer.errors import DataError, MedtransferError
 from medtransfer.kinds import IMAGENET, SCRATCH, Init
 from medtransfer.models import Backbone, register_family
 from medtransfer.errors import WeightsUnavailable
-from medtransfer.runs import prepare_run_data, train_run
+from medtransfer.runs.cnn import train_run
+from medtransfer.runs.data_split import prepare_run_data
 from synthetic import write_labelled_pngs
 
 TINY_ARCH = "advise-test-cnn"

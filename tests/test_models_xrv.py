@@ -206,6 +206,7 @@ def test_folding_reproduces_xrv_activations_on_our_inputs():
 # ---------------------------------------------------------------- a study records the run as skipped
 
 def test_study_with_xrv_init_offline_records_skipped_with_the_file_to_place(tmp_path, xrv_dir, monkeypatch):
+    from medtransfer.report import write_report
     from medtransfer.study import StudyOptions, run_study
 
     monkeypatch.setenv("MEDTRANSFER_OFFLINE", "1")
@@ -219,7 +220,8 @@ def test_study_with_xrv_init_offline_records_skipped_with_the_file_to_place(tmp_
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "S"
     start = time.monotonic()
-    summary = run_study(path, out, StudyOptions(data_root=tmp_path / "no-data", report=True, probe=False))
+    summary = run_study(path, out, StudyOptions(data_root=tmp_path / "no-data", probe=False))
+    write_report(out)   # what `medtransfer study run` does after run_study
     assert summary.counts.get("skipped") == 1 and not summary.counts.get("failed")
     with sqlite3.connect(out / "results.sqlite") as db:
         (status, reason, init), = db.execute("SELECT status, reason, init FROM runs").fetchall()
@@ -232,7 +234,7 @@ def test_study_with_xrv_init_offline_records_skipped_with_the_file_to_place(tmp_
 # ---------------------------------------------------------------- the run and the report say it may leak
 
 def test_run_on_nih_images_warns_and_is_marked(xrv_dir, tmp_path):
-    from medtransfer.runs import pretraining_overlap
+    from medtransfer.runs.cnn import pretraining_overlap
 
     lines = []
     nih = _cfg(arch="densenet121", init=f"xrv:{ALL}")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtransfer.runs import write_predictions
+from medtransfer.runs.scoring import write_predictions
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

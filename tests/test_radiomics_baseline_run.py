@@ -14,8 +14,8 @@ from medtransfer.config import config_from_dict, load_config
 from synthetic import write_labelled_pngs
 from medtransfer.data import prepare_data
 from medtransfer.errors import MedtransferError
-from medtransfer.radiomics.run import radiomics_run
-from medtransfer.runs import train_run
+from medtransfer.radiomics.baseline_run import radiomics_run
+from medtransfer.runs.cnn import train_run
 
 CNN_METRIC_KEYS = {"task_kind", "label_names", "val", "test", "n_train_images", "n_train_patients", "n_val_images",
                    "n_test_images", "epochs_run", "best_epoch", "stopped_reason", "seconds", "device", "history"}

@@ -10,7 +10,7 @@ from medtransfer.evaluate.crossover import crossover
 from medtransfer.evaluate.delong import delong_paired, delong_paired_macro
 from medtransfer.report import write_report
 from medtransfer.report.paired import paired_delong, read_predictions
-from medtransfer.runs import write_predictions
+from medtransfer.runs.scoring import write_predictions
 from test_report_study import _row, make_study, tables_under
 
 TASK = "pneumoniamnist:binary"

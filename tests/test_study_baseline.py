@@ -48,7 +48,7 @@ def rows(out):
 def test_one_radiomics_run_per_n_and_seed_stored_and_resumed(tmp_path):
     spec, out = write(tmp_path), tmp_path / "S"
     CALLS.clear()
-    summary = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, report=False, probe=False))
+    summary = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, probe=False))
     assert summary.total == 13 and summary.counts["done"] == 13   # 8 CNN + 4 radiomics + 1 source
     assert sorted(CALLS) == ["cnn"] * 9 + ["radiomics"] * 4
     radiomics = [r for r in rows(out) if r["method"] == "radiomics"]
@@ -61,7 +61,7 @@ def test_one_radiomics_run_per_n_and_seed_stored_and_resumed(tmp_path):
     assert {r["method"] for r in rows(out) if r["role"] == "grid"} == {"cnn", "radiomics"}
 
     CALLS.clear()
-    again = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, report=False, probe=False))
+    again = run_study(spec, out, StudyOptions(data_root=tmp_path, run_fn=fake_run, probe=False))
     assert again.ran == 0 and CALLS == [] and len(rows(out)) == 13
     status = study_status(out)
     assert "13 runs: 13 done" in status and "baseline radiomics (done / planned): N=50 2/2, N=200 2/2" in status
@@ -84,7 +84,7 @@ def test_dry_run_estimate_includes_extraction(tmp_path):
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01,
                         extraction_timer=lambda size, rcfg: 0.05)
     # no data under tmp_path: the split sizes are unknown, so CNN runs at fixed N count, baselines do not
-    assert est["runs_estimated"] == 8 and any("not readable" in n for n in est["notes"])
+    assert est.runs_estimated == 8 and any("not readable" in n for n in est.notes)
 
 
 def test_cnn_ids_do_not_depend_on_radiomics_settings_or_on_the_baseline(tmp_path):
@@ -123,7 +123,7 @@ def test_baseline_follows_excludes_and_radiomics_axes(tmp_path):
 def test_real_study_pairs_radiomics_and_cnn_on_the_same_test_images(tmp_path, monkeypatch):
     """Real run functions (1-epoch CNNs; stand-in features so it stays fast) through the default dispatcher."""
     import test_radiomics_baseline_run as rb
-    from medtransfer.radiomics import run as radiomics_run_module
+    from medtransfer.radiomics import baseline_run as radiomics_run_module
 
     root, config = rb.make_tiny_csv(tmp_path)
     monkeypatch.setattr(radiomics_run_module, "default_feature_fn", lambda: rb.histogram_features)
@@ -133,7 +133,7 @@ def test_real_study_pairs_radiomics_and_cnn_on_the_same_test_images(tmp_path, mo
     spec.write_text(yaml.safe_dump({"name": "real", "base": base, "baselines": ["radiomics"],
                                     "grid": {"train.n_train": [20], "train.seed": [0]}}))
     out = tmp_path / "S"
-    summary = run_study(spec, out, StudyOptions(data_root=root, report=False, probe=False))
+    summary = run_study(spec, out, StudyOptions(data_root=root, probe=False))
     assert summary.counts == {"done": 2, "failed": 0, "skipped": 0, "pending": 0}
     by_method = {}
     for r in rows(out):

@@ -52,7 +52,7 @@ def _spec(tmp_path, base_data, source_data, **source_extra):
 
 
 def _options(tmp_path):
-    return StudyOptions(data_root=tmp_path, run_fn=fake_run, report=False, probe=False, check_data=True)
+    return StudyOptions(data_root=tmp_path, run_fn=fake_run, probe=False, check_data=True)
 
 
 def test_a_source_on_the_target_dataset_fails_before_any_run_naming_patients(tmp_path):

@@ -65,7 +65,7 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     root, spec = tiny_study
     monkeypatch.setenv("MEDTRANSFER_OFFLINE", "1")
     # Ray gives each run cpus_per_run (1) threads, recorded as train.threads; the local runs say so too
-    local = run_study(spec, root / "local", StudyOptions(data_root=root, report=False, probe=False,
+    local = run_study(spec, root / "local", StudyOptions(data_root=root, probe=False,
                                                          overrides=("train.threads=1",)))
     assert local.counts == {"done": 3, "failed": 0, "skipped": 1, "pending": 0}, study_status(root / "local")
     rows = results(root / "local")
@@ -99,7 +99,7 @@ def test_real_tiny_study_local_then_ray(tiny_study, monkeypatch, one_thread):
     assert answer["skipped"][0]["init"] == "ImageNet"      # offline: the ImageNet run is skipped, named first
 
     pytest.importorskip("ray")
-    on_ray = run_study(spec, root / "ray", StudyOptions(data_root=root, executor="ray", report=False, probe=False))
+    on_ray = run_study(spec, root / "ray", StudyOptions(data_root=root, executor="ray", probe=False))
     assert on_ray.counts == local.counts
     ray_rows = results(root / "ray")
     assert set(ray_rows) == set(rows)

@@ -42,11 +42,11 @@ def test_estimate_prices_every_run_it_counts(tmp_path):
     from test_study_runner import write_spec
     plan = plan_study(write_spec(tmp_path))
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
-    assert len(est["per_run"]) == est["runs_estimated"]
-    assert sum(est["per_run"].values()) == pytest.approx(est["seconds"])
+    assert len(est.per_run) == est.runs_estimated
+    assert sum(est.per_run.values()) == pytest.approx(est.seconds)
     by_n = {}
     for run in plan.runs:
-        by_n.setdefault(run.config.train.n_train, set()).add(est["per_run"][run.run_id])
+        by_n.setdefault(run.config.train.n_train, set()).add(est.per_run[run.run_id])
     assert max(by_n[50]) < min(by_n[200])   # a bigger N is priced higher
 
 
@@ -76,7 +76,7 @@ def test_estimate_times_each_runs_batch_and_prices_only_the_validation_images_it
     prop = estimate_time(prop_plan, tmp_path, step_timer=timer)
 
     def n50(plan, est):
-        return {est["per_run"][r.run_id] for r in plan.runs if r.config.train.n_train == 50}
+        return {est.per_run[r.run_id] for r in plan.runs if r.config.train.n_train == 50}
 
     rounds = budget_of(50, fixed_plan.runs[0].config.train).rounds
     # pneumoniamnist's validation split has 524 images; N = 50 validates on ceil(50 x 0.1 / 0.7) = 8 of them

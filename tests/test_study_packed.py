@@ -53,10 +53,10 @@ def test_packed_runs_have_their_own_ids_results_to_rounding_and_are_never_pooled
 
     spec = _spec(tmp_path)
     study = tmp_path / "study"
-    plain = run_study(spec, study, StudyOptions(data_root=DEMO, report=False, probe=False))
+    plain = run_study(spec, study, StudyOptions(data_root=DEMO, probe=False))
     a = _rows(study)
     began = time.perf_counter()
-    packed = run_study(spec, study, StudyOptions(data_root=DEMO, report=False, probe=False, pack=4))
+    packed = run_study(spec, study, StudyOptions(data_root=DEMO, probe=False, pack=4))
     packed_wall = time.perf_counter() - began
     said = " ".join(capsys.readouterr().err.split())   # the study's console writes to stderr, wrapped
     assert "packing is for GPUs" in said   # on a CPU the study says packs are slower there
@@ -114,7 +114,7 @@ def test_pack_jobs_groups_runs_whose_steps_line_up(tmp_path):
 
 KILL_SCRIPT = """
 from medtransfer.study import StudyOptions, run_study
-run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, report=False, probe=False, pack=2))
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, probe=False, pack=2))
 """
 
 
@@ -159,7 +159,7 @@ def test_sigkill_mid_pack_then_resume_loses_only_the_runs_in_flight(tmp_path):
     folders = [p for p in (out / "runs").iterdir() if p.is_dir()]
     assert set(before) <= {p.name for p in folders if (p / "metrics.json").is_file()}
     assert len({p.name for p in folders} - set(before)) <= 2   # what the kill can lose: the one pack in flight
-    resumed = run_study(spec, out, StudyOptions(data_root=DEMO, report=False, probe=False, pack=2))
+    resumed = run_study(spec, out, StudyOptions(data_root=DEMO, probe=False, pack=2))
     # nothing recorded is trained again (fewer when a run finished its folder just before the kill and the
     # resume adopted it)
     assert resumed.ran <= 8 - len(before)

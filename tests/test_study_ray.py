@@ -29,7 +29,7 @@ def results(out):
 def test_ray_matches_local_on_a_tiny_grid(tmp_path, local_ray):
     spec = fakes.write_spec(tmp_path, grid={"model.init": ["scratch", "source:chest", "imagenet"],
                                             "train.n_train": [50, 200], "train.seed": [0, 1]})
-    kw = dict(data_root=tmp_path, run_fn=fakes.fake_run, report=False, probe=False)
+    kw = dict(data_root=tmp_path, run_fn=fakes.fake_run, probe=False)
     local = run_study(spec, tmp_path / "local", StudyOptions(overrides=("train.threads=1",), **kw))  # Ray's share
     on_ray = run_study(spec, tmp_path / "ray", StudyOptions(executor="ray", **kw))
     assert local.counts == on_ray.counts == {"done": 9, "failed": 0, "skipped": 4, "pending": 0}

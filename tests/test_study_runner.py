@@ -86,7 +86,7 @@ def write_spec(tmp_path, **changes) -> Path:
 
 
 def run(spec, out, fn=fake_run, **kw):
-    return run_study(spec, out, StudyOptions(data_root=out.parent, run_fn=fn, report=False, probe=False, **kw))
+    return run_study(spec, out, StudyOptions(data_root=out.parent, run_fn=fn, probe=False, **kw))
 
 
 def db_rows(out) -> list[dict]:
@@ -204,10 +204,10 @@ def test_dry_run_counts_and_estimate(tmp_path, capsys):
 
     plan = plan_study(spec)
     est = estimate_time(plan, tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
-    assert est["runs_estimated"] == 13  # the N=all source's size comes from the demo bundle's nih14-mini
+    assert est.runs_estimated == 13  # the N=all source's size comes from the demo bundle's nih14-mini
     spec.write_text(spec.read_text().replace("nih14-mini", "nih14-elsewhere"))
     est = estimate_time(plan_study(spec), tmp_path, step_timer=lambda arch, size, device, batch: 0.01)
-    assert est["runs_estimated"] == 12  # a source with no data anywhere: its N=all run is left out
+    assert est.runs_estimated == 12  # a source with no data anywhere: its N=all run is left out
     assert "estimated compute" in describe_plan(plan, None, est, parallel=2)
 
 
@@ -216,7 +216,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_study_runner import fake_run
 from medtransfer.study import StudyOptions, run_study
-run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, report=False, probe=False))
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, probe=False))
 """
 
 

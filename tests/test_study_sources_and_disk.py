@@ -49,7 +49,7 @@ def test_a_source_of_the_same_name_from_another_spec_is_never_reused(tmp_path):
     A's source weights, untouched by B, and every grid run records the source run it started from."""
     write_labelled_pngs(tmp_path)
     out = tmp_path / "study"
-    opts = StudyOptions(data_root=tmp_path, report=False, probe=False)
+    opts = StudyOptions(data_root=tmp_path, probe=False)
     run_study(_spec(tmp_path, "a", 1e-3, [0]), out, opts)
     (a_source,) = [r for r in _rows(out) if r["role"] == "source"]
     a_weights = out / a_source["run_dir"] / "model.safetensors"

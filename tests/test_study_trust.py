@@ -82,7 +82,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_study_runner import fake_run
 from medtransfer.study import StudyOptions, run_study
-run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, report=False, probe=False, workers=2))
+run_study({spec!r}, {out!r}, StudyOptions(data_root={root!r}, run_fn=fake_run, probe=False, workers=2))
 """
 
 

@@ -42,7 +42,7 @@ def test_study_logs_one_run_per_study_run_and_resume_adds_none(tmp_path, monkeyp
     spec = tmp_path / "study.yaml"
     spec.write_text("name: tiny-mlflow\n" + SPEC)
     out, store = tmp_path / "study", tmp_path / "study" / "mlruns"
-    opts = dict(data_root=tmp_path, report=False, probe=False, mlflow=str(store))
+    opts = dict(data_root=tmp_path, probe=False, mlflow=str(store))
     first = run_study(spec, out, StudyOptions(**opts))
     assert first.counts == {"done": 3, "failed": 0, "skipped": 1, "pending": 0}
 

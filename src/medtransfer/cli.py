@@ -1,16 +1,22 @@
 """The command line: the only place that parses arguments.
 
 Every user-facing failure (a MedtransferError) ends as one line on stderr and exit
-status 2; a bug still shows its traceback.
+status 2; a bug still shows its traceback. ``study run`` writes the study's report once
+``run_study`` has recorded the runs (the study package never writes it).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
 from .config import load_config, resolve_data_root
 from .errors import MedtransferError, write_error
+from .study import StudyOptions, run_study, study_status
+from .study.best import BestChoice, export_best, parse_n
 from .study.executors import executor_names
 from .tracking import DEFAULT_FOLDER
 
@@ -154,116 +160,149 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command in ("train", "pretrain"):
-        from .runs import train_run
+    handler = COMMANDS.get(args.command)
+    if handler is None:
+        raise AssertionError(args.command)
+    return handler(args)
 
-        cfg = load_config(args.config, args.overrides)
-        metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                            echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)))
-        auc = metrics.auroc("test")
-        print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
+
+# Each command below imports the modules it runs when it runs, not at the top: they pull in torch,
+# pandas, scikit-learn, pyradiomics or matplotlib, which `medtransfer --help` and `study status` never
+# need. Measured on this project's 2-core machine: `medtransfer --help` takes 0.35 s; importing the
+# training modules too (runs.cnn, inference) would make it 5 to 7 s, the report 2.6 s, scikit-learn's
+# metrics (evaluate.threshold) 1.4 s, radiomics 1.6 s, medtransfer.data 0.6 s.
+
+
+def _train(args) -> int:
+    from .runs.cnn import train_run
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
+                        echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)))
+    auc = metrics.auroc("test")
+    print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
+    return 0
+
+
+def _lr_find(args) -> int:
+    from .runs.lr_find import lr_find_run
+
+    cfg = load_config(args.config, args.overrides)
+    suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
+    print(f"suggested lr: {suggestion.suggested:.3g} (valley {suggestion.valley[0]:.1e} to {suggestion.valley[1]:.1e}; "
+          f"steepest {suggestion.steepest:.1e}, minimum/10 {suggestion.minimum_tenth:.1e}; "
+          f"plot: {args.out / 'lr_find.png'})")
+    for warning in suggestion.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _data(args) -> int:
+    from .data import prepare_data
+    from .data.info import describe, describe_dict
+
+    cfg = load_config(args.config, args.overrides)
+    prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
+                            cfg.train.n_train, cfg.train.seed, progress=not args.json)
+    print(json.dumps(describe_dict(prepared), indent=2) if args.json else describe(prepared))
+    return 0
+
+
+def _radiomics(args) -> int:
+    from .radiomics import extract_to_parquet, radiomics_run
+
+    cfg = load_config(args.config, args.overrides)
+    if args.radiomics_command == "extract":
+        print(extract_to_parquet(cfg, args.out, resolve_data_root(args.data_root)))
         return 0
-    if args.command == "lr-find":
-        from .runs import lr_find_run
+    metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
+                            echo=not args.quiet, progress=not args.quiet)
+    auc = metrics.auroc("test")
+    print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics.details['chosen_C']:g})"
+          if auc is not None else f"{args.out}: test AUROC undefined")
+    return 0
 
-        cfg = load_config(args.config, args.overrides)
-        suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
-        print(f"suggested lr: {suggestion.suggested:.3g} (valley {suggestion.valley[0]:.1e} to {suggestion.valley[1]:.1e}; "
-              f"steepest {suggestion.steepest:.1e}, minimum/10 {suggestion.minimum_tenth:.1e}; "
-              f"plot: {args.out / 'lr_find.png'})")
-        for warning in suggestion.warnings:
-            print(f"warning: {warning}")
+
+def _study(args) -> int:
+    if args.study_command == "status":
+        print(study_status(args.study_dir))
         return 0
-    if args.command == "data":
-        from .data import prepare_data
-        from .data.info import describe, describe_dict
-
-        cfg = load_config(args.config, args.overrides)
-        prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
-                                cfg.train.n_train, cfg.train.seed, progress=not args.json)
-        if args.json:
-            import json
-
-            print(json.dumps(describe_dict(prepared), indent=2))
-        else:
-            print(describe(prepared))
+    if args.study_command == "best":
+        print(export_best(args.study_dir, args.out, BestChoice(parse_n(args.n), args.task), retrain=args.retrain,
+                          data_root=resolve_data_root(args.data_root), overwrite=args.overwrite, echo=not args.quiet))
         return 0
-    if args.command == "radiomics":
-        from .radiomics import extract_to_parquet
+    console = Console(stderr=True)
+    summary = run_study(args.spec, args.out, StudyOptions(
+        data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+        retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
+        mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack,
+        console=console))
+    if not args.dry_run:
+        summary.report = _write_study_report(summary.study_dir, console)
+    print(summary)
+    return 0
 
-        cfg = load_config(args.config, args.overrides)
-        if args.radiomics_command == "extract":
-            print(extract_to_parquet(cfg, args.out, resolve_data_root(args.data_root)))
-            return 0
-        from .radiomics import radiomics_run
 
-        metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                                echo=not args.quiet, progress=not args.quiet)
-        auc = metrics.auroc("test")
-        print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics.details['chosen_C']:g})"
-              if auc is not None else f"{args.out}: test AUROC undefined")
-        return 0
-    if args.command == "study":
-        from .study import StudyOptions, run_study, study_status
+def _write_study_report(study_dir: Path, console: Console) -> Path | None:
+    """report.html for the runs just recorded. A report error is one line: the results are safe in the
+    store (and ``medtransfer report`` writes it later), so the command still succeeds."""
+    from .report import write_report
 
-        if args.study_command == "status":
-            print(study_status(args.study_dir))
-            return 0
-        if args.study_command == "best":
-            from .study.best import export_best, parse_n
+    try:
+        return Path(write_report(study_dir))
+    except MedtransferError as err:
+        console.print(f"report: not written: {err}", markup=False, highlight=False)
+        return None
 
-            print(export_best(args.study_dir, args.out, n=parse_n(args.n), task=args.task, retrain=args.retrain,
-                              data_root=resolve_data_root(args.data_root), overwrite=args.overwrite,
-                              echo=not args.quiet))
-            return 0
-        summary = run_study(args.spec, args.out, StudyOptions(
-            data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-            retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
-            mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack))
-        print(summary)
-        return 0
-    if args.command == "report":
-        from .report import write_report
 
-        print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
-        return 0
-    if args.command == "advise":
-        from .advise.candidates import parse_sources
-        from .advise.command import advice_summary, advise
-        from .advise.search import parse_budget
+def _report(args) -> int:
+    from .report import write_report
 
-        path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),
-                      args.study, parse_budget(args.budget), args.overrides, echo=not args.quiet)
-        print(advice_summary(path))
-        return 0
-    if args.command == "predict":
-        from .evaluate.threshold import Criterion
-        from .inference import predict_files
+    print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
+    return 0
 
-        criterion = (Criterion("given", args.threshold) if args.threshold is not None
-                     else Criterion("sensitivity", args.sensitivity) if args.sensitivity is not None else None)
-        result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
-        for note in result.notes:
-            print(f"note: threshold {note}", file=sys.stderr)
-        for small in result.warnings:
-            print(f"predict: warning: {small.path}: {small.reason}", file=sys.stderr)
-        if args.cam is not None:
-            print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}",
-                  file=sys.stderr)
-        frame = result.frame
-        if args.out:
-            frame.to_csv(args.out, index=False, float_format="%.6f")
-            print(f"wrote {len(frame)} rows to {args.out}")
-        else:
-            frame.to_csv(sys.stdout, index=False, float_format="%.6f")
-        if result.failures:   # after writing: the readable images' scores are kept, the exit status still says 2
-            for failed in result.failures:
-                print(f"predict: skipped {failed.path}: {failed.reason}", file=sys.stderr)
-            where = args.out if args.out else "the CSV on stdout"
-            raise MedtransferError(f"{len(result.failures)} of {result.n_images} images could not be read; "
-                                   f"predictions for the other {len(frame)} are in {where}")
-        return 0
-    raise AssertionError(args.command)
+
+def _advise(args) -> int:
+    from .advise.candidates import parse_sources
+    from .advise.command import advice_summary, advise
+    from .advise.search import parse_budget
+
+    path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),
+                  args.study, parse_budget(args.budget), args.overrides, echo=not args.quiet)
+    print(advice_summary(path))
+    return 0
+
+
+def _predict(args) -> int:
+    from .evaluate.threshold import Criterion
+    from .inference import predict_files
+
+    criterion = (Criterion("given", args.threshold) if args.threshold is not None
+                 else Criterion("sensitivity", args.sensitivity) if args.sensitivity is not None else None)
+    result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
+    for note in result.notes:
+        print(f"note: threshold {note}", file=sys.stderr)
+    for small in result.warnings:
+        print(f"predict: warning: {small.path}: {small.reason}", file=sys.stderr)
+    if args.cam is not None:
+        print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}", file=sys.stderr)
+    frame = result.frame
+    if args.out:
+        frame.to_csv(args.out, index=False, float_format="%.6f")
+        print(f"wrote {len(frame)} rows to {args.out}")
+    else:
+        frame.to_csv(sys.stdout, index=False, float_format="%.6f")
+    if result.failures:   # after writing: the readable images' scores are kept, the exit status still says 2
+        for failed in result.failures:
+            print(f"predict: skipped {failed.path}: {failed.reason}", file=sys.stderr)
+        where = args.out if args.out else "the CSV on stdout"
+        raise MedtransferError(f"{len(result.failures)} of {result.n_images} images could not be read; "
+                               f"predictions for the other {len(frame)} are in {where}")
+    return 0
+
+
+COMMANDS = {"train": _train, "pretrain": _train, "lr-find": _lr_find, "data": _data, "radiomics": _radiomics,
+            "study": _study, "report": _report, "advise": _advise, "predict": _predict}
 
 
 if __name__ == "__main__":

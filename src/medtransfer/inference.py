@@ -18,16 +18,28 @@ evaluate layers below it take and return arrays.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
 
 from .config import config_from_dict, load_yaml
+from .data import decode_image
+from .data.images import is_dicom, read_dicom, read_pil, square_resize
 from .errors import DataError, MedtransferError, reason_of
 from .evaluate.threshold import Criterion, RunThresholds, choose_thresholds, given_thresholds
 from .kinds import SCRATCH, RunMethod
+from .models import create_model, load_weights
+from .models.cam import cam_target_layer, grad_cam_maps, import_grad_cam, overlay_heatmap, view_side
 from .run_folder import RunFolder, write_bytes_atomic
+from .study.schema import STORE_FILE
+from .train import predict, resolve_device
+from .train.augment import normalise
+from .train.inputs import to_device
 
 
 # An image is flagged when the model's input is more than this many times its short side.
@@ -91,8 +103,6 @@ class Prediction:
 
 def _study_of(run_dir: Path) -> Path | None:
     """The study folder a grid run folder sits in (STUDY/runs/RUN_ID), if it is one."""
-    from .study.schema import STORE_FILE
-
     study = run_dir.resolve().parent.parent
     return study if (study / STORE_FILE).is_file() else None
 
@@ -103,8 +113,6 @@ def check_run_folder(run_dir: Path) -> RunFolder:
     if not folder.path.is_dir():
         raise MedtransferError(f"--run {run_dir}: no such folder")
     if not folder.config_path.is_file():
-        from .study.schema import STORE_FILE
-
         if (folder.path / STORE_FILE).is_file():
             raise MedtransferError(f"{run_dir} is a study folder, not a run folder: use `medtransfer study best "
                                    f"{run_dir} --out DIR` to get its best recipe as a run folder, then --run DIR")
@@ -133,9 +141,6 @@ def check_run_folder(run_dir: Path) -> RunFolder:
 
 def load_run(run_dir: Path, device: str = "auto"):
     """Rebuild a run's model from its folder: (config, model, label names, torch device)."""
-    from .models import create_model, load_weights
-    from .train import resolve_device
-
     folder = check_run_folder(Path(run_dir))
     cfg = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
     label_names = folder.read_metrics().label_names
@@ -148,8 +153,6 @@ def load_run(run_dir: Path, device: str = "auto"):
 def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The run's validation (0/1 targets (N,K), scores (N,K)) from predictions_val.csv (binary / multilabel:
     a multiclass run is labelled by its top class and never reads them)."""
-    import pandas as pd
-
     path = folder.val_predictions_path
     if not path.is_file():
         raise MedtransferError(f"{path} not found: this run was trained before validation predictions were "
@@ -184,8 +187,6 @@ def run_thresholds(folder: RunFolder, kind: str, label_names: list[str], criteri
 def labelled_frame(paths: list[Path], scores: np.ndarray, kind: str, label_names: list[str],
                    thresholds: RunThresholds):
     """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion."""
-    import pandas as pd
-
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
     frame[[f"score_{n}" for n in label_names]] = scores
     if kind == "multiclass":
@@ -206,11 +207,8 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
     Unreadable images are skipped and returned in ``failures`` rather than raised, so one bad file does not
     cost the batch; the caller decides what a partial batch means (the CLI writes it, then exits 2).
     Raises ``NoReadableImages`` when none could be read."""
-    from .train import predict
-
     run_dir = Path(run_dir)
     if cam_dir is not None:
-        from .models.cam import import_grad_cam
         import_grad_cam()   # fail before any work when the extra is missing
     cfg, model, label_names, dev = load_run(run_dir, device)
     kind = cfg.task.kind
@@ -229,7 +227,7 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
     result = Prediction(frame, thresholds, notes=thresholds.notes(), failures=failures, warnings=warnings,
                         n_images=len(paths) + len(failures))
     if cam_dir is not None:   # readable images only: the unreadable ones have no pixels to explain
-        result.cam_layer, result.cam_files = write_cams(model, images, scores, paths, kind, label_names,
+        result.cam_layer, result.cam_files = write_cams(model, ScoredImages(paths, images, scores), kind, label_names,
                                                         cfg.image_size, Path(cam_dir), dev)
         frame["cam"] = [str(p) for p in result.cam_files]
     return result
@@ -239,8 +237,6 @@ def read_images(paths: list[Path], size: int) -> tuple[list[tuple[Path, np.ndarr
                                                        list[SmallImage]]:
     """Decode each image for the model on its own: ([(path, pixels)] of the readable ones, the unreadable ones
     with their reasons, the readable ones upsampled more than ``MAX_UPSAMPLING`` x), all in input order."""
-    from .data import decode_image
-
     decoded, failures, warnings = [], [], []
     for path in paths:
         try:
@@ -258,18 +254,14 @@ def read_images(paths: list[Path], size: int) -> tuple[list[tuple[Path, np.ndarr
 def source_size(path: Path) -> tuple[int, int]:
     """(width, height) of the stored image, from its header only: ``decode_image`` returns the model's square,
     so the size the warning is about has to be read beside it."""
-    from .data.images import is_dicom
-
     if is_dicom(path):
-        import pydicom
+        import pydicom  # imported here, as data.images does: only DICOM inputs pay for it
 
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(ds.Columns), int(ds.Rows)
         except Exception as err:   # decode_image just read it, so this is a header pydicom reads only one way
             raise DataError(f"cannot read the size of DICOM {path}: {type(err).__name__}: {err}") from None
-    from PIL import Image
-
     with Image.open(path) as img:
         return img.size
 
@@ -294,17 +286,18 @@ def cam_outputs(scores: np.ndarray, kind: str) -> list[int]:
     return [int(k) for k in np.asarray(scores).argmax(axis=1)]
 
 
-def write_cams(model, images: np.ndarray, scores: np.ndarray, paths: list[Path], kind: str,
-               label_names: list[str], image_size: int, out: Path, device) -> tuple[str, list[Path]]:
+@dataclass(frozen=True)
+class ScoredImages:
+    """The readable images of a batch as the model saw them, with their files and scores: what heat maps explain."""
+    paths: list[Path]
+    images: np.ndarray
+    scores: np.ndarray
+
+
+def write_cams(model, batch: ScoredImages, kind: str, label_names: list[str], image_size: int, out: Path,
+               device) -> tuple[str, list[Path]]:
     """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png); returns (layer, files)."""
-    from PIL import Image
-
-    import torch
-
-    from .models.cam import cam_target_layer, grad_cam_maps, overlay_heatmap
-    from .train.augment import normalise
-    from .train.inputs import to_device
-
+    images, scores, paths = batch.images, batch.scores, batch.paths
     model.to(device)
     layer_name, layer = cam_target_layer(model, image_size)
     outputs = cam_outputs(scores, kind)
@@ -330,16 +323,11 @@ def write_cams(model, images: np.ndarray, scores: np.ndarray, paths: list[Path],
 
 def view_image(path: Path) -> np.ndarray:
     """The model's square crop of the image at the image's own resolution (at least 224 px a side)."""
-    from .data.images import is_dicom, read_dicom, read_pil, square_resize
-    from .models.cam import view_side
-
     gray = read_dicom(path) if is_dicom(path) else read_pil(path)
     return square_resize(gray, view_side(min(gray.shape[:2])))
 
 
 def _png_bytes(img) -> bytes:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -9,6 +9,8 @@ over chunks of items in worker processes. Here is the one way they do it:
 - an interrupt or error cancels what has not started and waits for the rest;
 - each worker watches its parent and exits when the parent is gone (``kill -9`` of the driver
   leaves no decoding or training process behind).
+
+``torch_threads`` is the other half of sharing the cores: the CPU threads one training run uses.
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 PARENT_POLL_S = 0.5
 
@@ -53,48 +59,76 @@ def orphan_proof_pool(workers: int, mp_context=None, initializer: Callable[[], N
                                initializer=_init_worker, initargs=(os.getpid(), initializer))
 
 
-def map_chunks(fn: Callable, items: Sequence, *, label: str, workers: int, progress: bool, in_process_max: int,
-               max_chunk: int, min_chunk: int = 1, initializer: Callable[[], None] | None = None,
-               on_error: Callable[[Sequence, BaseException], object] | None = None
-               ) -> Iterator[tuple[int, Sequence, object]]:
+@dataclass(frozen=True)
+class Chunking:
+    """How ``map_chunks`` runs: its bar's label, the worker processes (0: every core), whether to show the
+    bar, up to how many items stay in this process, the chunk sizes, and the workers' two hooks."""
+    label: str
+    workers: int
+    progress: bool
+    in_process_max: int
+    max_chunk: int
+    min_chunk: int = 1
+    initializer: Callable[[], None] | None = None                        # run once in each worker
+    on_error: Callable[[Sequence, BaseException], object] | None = None  # (chunk, err) -> the chunk's result
+
+
+def map_chunks(fn: Callable, items: Sequence, **chunking) -> Iterator[tuple[int, Sequence, object]]:
     """Yield ``(start, chunk, fn(chunk))`` for consecutive chunks of ``items``, as each finishes.
 
-    In this process when ``workers == 1`` or there are few items; else in ``workers`` processes,
-    with at least 8 chunks per worker (a balanced tail) of ``min_chunk``..``max_chunk`` items.
-    ``on_error(chunk, err)``, when given, turns a chunk whose worker failed into a result;
-    otherwise the error propagates (a worker's DataError names its file).
+    ``chunking``: the fields of ``Chunking``, as keywords. In this process when ``workers == 1`` or there
+    are at most ``in_process_max`` items; else in ``workers`` processes, with at least 8 chunks per worker
+    (a balanced tail) of ``min_chunk``..``max_chunk`` items. ``on_error(chunk, err)``, when given, turns a
+    chunk whose worker failed into a result; otherwise the error propagates (a worker's DataError names its file).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    how = Chunking(**chunking)
     n = len(items)
-    workers = workers or os.cpu_count() or 1
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    if workers == 1 or n <= in_process_max:
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task(label, total=n)
+    workers = how.workers or os.cpu_count() or 1
+    columns = (TextColumn(how.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    if workers == 1 or n <= how.in_process_max:
+        with Progress(*columns, disable=not how.progress, transient=True) as bar:
+            task = bar.add_task(how.label, total=n)
             for start in range(n):
                 chunk = items[start:start + 1]
                 yield start, chunk, fn(chunk)
                 bar.advance(task)
         return
-    size = max(min_chunk, min(max_chunk, math.ceil(n / (workers * 8))))
+    size = max(how.min_chunk, min(how.max_chunk, math.ceil(n / (workers * 8))))
     starts = list(range(0, n, size))
-    with orphan_proof_pool(min(workers, len(starts)), initializer=initializer) as pool:
+    with orphan_proof_pool(min(workers, len(starts)), initializer=how.initializer) as pool:
         futures = {pool.submit(fn, items[s:s + size]): s for s in starts}
         try:
-            with Progress(*columns, disable=not progress, transient=True) as bar:
-                task = bar.add_task(label, total=n)
+            with Progress(*columns, disable=not how.progress, transient=True) as bar:
+                task = bar.add_task(how.label, total=n)
                 for fut in as_completed(futures):
                     start = futures[fut]
                     chunk = items[start:start + size]
                     try:
                         result = fut.result()
                     except Exception as err:
-                        if on_error is None:
+                        if how.on_error is None:
                             raise
-                        result = on_error(chunk, err)
+                        result = how.on_error(chunk, err)
                     yield start, chunk, result
                     bar.advance(task, len(chunk))
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run the block on ``threads`` CPU threads (the run's config fixes them), then restore the caller's count."""
+    if not threads:
+        yield
+        return
+    # torch is imported here, not at the top: this module is loaded by `medtransfer --help` (through
+    # study.executors) and by the decoding workers, which never use torch; importing it costs seconds
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

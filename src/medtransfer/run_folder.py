@@ -2,14 +2,16 @@
 
 A run folder is the unit of truth of the project: ``config.yaml`` first, ``train.log`` throughout,
 ``metrics.json`` last and atomically (its presence means the run finished), ``failed.json``
-instead when it failed. CNN runs, radiomics runs, the study executors and runner, ``predict``
-and the report all go through ``RunFolder``; what a run measured travels as ``RunMetrics``.
+instead when it failed. CNN runs, radiomics runs, the study (``study.execute`` and its executors),
+``predict`` and the report all go through ``RunFolder``; what a run measured travels as ``RunMetrics``.
+The protocol a run follows to fill its folder is ``runs.folder_protocol``.
 
 Writes are atomic (a temp file renamed into place), and a full disk is a one-line error naming
 the path and the free space, with the temp file removed: a reader never sees half a file.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -155,18 +157,12 @@ class RunFolder:
     bootstrap_path = property(lambda self: self.path / self.BOOTSTRAP)
 
     def write_bootstrap(self, draws, test_set: str) -> None:
-        import io
-
-        import numpy as np
-
         buf = io.BytesIO()
         np.savez(buf, draws=np.asarray(draws, dtype=np.float32), test_set=np.array(test_set))
         write_bytes_atomic(self.bootstrap_path, buf.getvalue())
 
     def read_bootstrap(self):
         """(draws, test-set fingerprint) of the run's test bootstrap, or None (an older run, or AUROC undefined)."""
-        import numpy as np
-
         try:
             with np.load(self.bootstrap_path, allow_pickle=False) as saved:
                 draws, test_set = saved["draws"], str(saved["test_set"])
@@ -212,6 +208,8 @@ class RunFolder:
 
     def read_thresholds(self):
         """The run's ``RunThresholds``; a MedtransferError naming the file when it is missing or unreadable."""
+        # imported here: scikit-learn (about 1.1 s measured), which every importer of this module (the CLI's
+        # `--help` among them, 0.35 s in all) would pay; only predict reads thresholds
         from .evaluate.threshold import RunThresholds
 
         try:

@@ -173,6 +173,25 @@ class Tracker:
         return mlflow_id
 
 
+def train_tracker(target: str) -> Tracker:
+    """The experiment ``medtransfer train --mlflow TARGET`` logs its runs to."""
+    return Tracker(TrackingStore.parse(target), TRAIN_EXPERIMENT)
+
+
+def log_train_run(tracker: Tracker, cfg, folder: RunFolder) -> None:
+    """Log a `train` run folder (no study: no run-id tag, so training again logs a second run, as it should).
+
+    ``cfg``: the run's ``RunConfig``. A tracker error is one line saying the run itself is safe in its folder."""
+    params = cfg.model_dump(mode="json")
+    params.pop("radiomics", None)   # a CNN run does not read these keys
+    run = folder_run(folder, params, name=folder.path.name, tags={TAG + "method": "cnn", TAG + "role": "train"})
+    try:
+        tracker.log(run)
+    except Exception as err:   # the run itself is safe in its folder; say so in one line
+        raise MedtransferError(f"{folder.path}: the run is saved but was not logged to MLflow "
+                               f"({tracker.store.uri}): {type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+
+
 def folder_run(folder: RunFolder, params: dict[str, Any], *, name: str, tags: dict[str, str] | None = None,
                key: str | None = None) -> TrackedRun:
     """A run folder as it stands on disk: done with its metrics.json, else failed with failed.json's reason."""

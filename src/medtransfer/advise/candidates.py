@@ -93,7 +93,7 @@ def source_candidate(name: str, run_dir: Path, cfg: RunConfig, origin: str) -> C
                                "`medtransfer train` or `medtransfer pretrain`)")
     source_cfg = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
     arch = source_cfg.model.arch
-    init = Init.checkpoint(run_dir)   # a run folder; runs.resolve_init maps it to its weights file
+    init = Init.checkpoint(run_dir)   # a run folder; models.init_resolve.resolve_init maps it to its weights file
     if not folder.is_finished:
         why = folder.failure_reason() or "it has no metrics.json (not finished)"
         return Candidate(name, init, arch, origin, reason=f"the source run did not finish: {why}", run_dir=run_dir)

@@ -16,7 +16,8 @@ from typing_extensions import TypedDict, Unpack
 from ..config import load_config, resolve_data_root
 from ..errors import MedtransferError
 from ..run_folder import write_json_atomic, write_text_atomic
-from ..runs import RunLog, torch_threads
+from ..parallel import torch_threads
+from ..runs.folder_protocol import RunLog
 from .candidates import list_candidates
 from .search import SearchSpace
 

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import MedtransferError, reason_of
 from ..models import create_model
-from ..runs import resolve_init
+from ..models.init_resolve import resolve_init
 from ..train.augment import normalise
 from ..train.inputs import check_images, to_device
 from ..train.device import seed_everything

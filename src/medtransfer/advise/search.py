@@ -323,7 +323,7 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
     trial with its one-line error and a NaN AUROC, so the search goes on."""
     from ..evaluate.metrics import macro_auroc      # lazy (torch, scikit-learn): see the module docstring
     from ..models import create_model
-    from ..runs import resolve_init
+    from ..models.init_resolve import resolve_init
     from ..train import fit, predict
     from ..train.device import seed_everything
 

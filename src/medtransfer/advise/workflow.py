@@ -42,7 +42,8 @@ from ..evaluate.learning_curve import fit_curve
 from ..evaluate.metrics import one_vs_rest_targets
 from ..inference import load_run
 from ..run_folder import RunMetrics
-from ..runs import prepare_run_data, train_run
+from ..runs.cnn import train_run
+from ..runs.data_split import prepare_run_data
 from ..train import predict, resolve_device
 from .advice import Advice, Gain, Recommendation
 from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate

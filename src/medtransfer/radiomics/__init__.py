@@ -2,7 +2,7 @@
 from .extract import FeatureTable, extract_features, extract_to_parquet, write_feature_table
 from .features import extract_one, extractor_settings, settings_hash
 from .baseline import RadiomicsBaseline, fit_radiomics_baseline
-from .run import radiomics_run
+from .baseline_run import radiomics_run
 
 __all__ = [
     "FeatureTable", "extract_features", "extract_to_parquet", "write_feature_table",

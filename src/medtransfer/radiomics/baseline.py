@@ -71,57 +71,85 @@ class RadiomicsBaseline:
         return pd.DataFrame(cols, index=pd.Index(self.kept_features, name="feature"))
 
 
-def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: str, rcfg, groups_train=None,
-                           groups_val=None, seed: int = 0, n_outputs: int | None = None,
-                           label_names: list[str] | None = None):
+@dataclass(frozen=True)
+class BaselineOptions:
+    """What ``fit_radiomics_baseline`` takes besides the tables, task and settings (all optional)."""
+    groups_train: object = None              # patient id per training row (None: each row its own patient)
+    groups_val: object = None                # patient id per validation row
+    seed: int = 0
+    n_outputs: int | None = None             # multiclass: the class count (None: the largest index seen + 1)
+    label_names: list[str] | None = None     # name the outputs in notes
+
+
+def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: str, rcfg, **options):
     """Choose C (see the module docstring), fit on the training rows -> (model, chosen_C, selection_note).
 
     ``X_*``: (N, F) features (DataFrame or array; NaN/inf are imputed with training medians).
     ``y_*``: labels as the data layer gives them ((N, K) 0/1, or (N,) class indices for multiclass).
-    ``groups_*``: patient ids (None = each row is its own patient). ``n_outputs``: the number of
-    classes for multiclass (default: the largest class index seen + 1); ``label_names`` name them in notes.
+    ``options``: the fields of ``BaselineOptions``, as keywords (``groups_train``, ``groups_val``, ``seed``,
+    ``n_outputs``, ``label_names``).
     """
+    opts = BaselineOptions(**options)
     with _quiet():
-        return _fit(X_train, y_train, X_val, y_val, task_kind, rcfg, groups_train, groups_val, seed, n_outputs,
-                    label_names)
+        return _fit(_inputs(X_train, y_train, X_val, y_val, task_kind, opts), task_kind, rcfg, opts.seed)
 
 
-def _fit(X_train, y_train, X_val, y_val, task_kind, rcfg, groups_train, groups_val, seed, n_outputs, label_names):
+@dataclass(frozen=True)
+class _Inputs:
+    """The tables as matrices, the labels as one-vs-rest 0/1 columns, and a patient id per row."""
+    names: list[str]            # feature names (the columns of X as given)
+    Xtr: np.ndarray
+    Xva: np.ndarray
+    Ytr: np.ndarray
+    Yva: np.ndarray
+    y_val: object               # the validation labels as given: what the validation AUROC scores
+    gtr: np.ndarray
+    gva: np.ndarray
+    labels: list[str]
+
+
+def _inputs(X_train, y_train, X_val, y_val, task_kind: str, opts: BaselineOptions) -> _Inputs:
     names = list(X_train.columns) if isinstance(X_train, pd.DataFrame) else [f"f{i}" for i in range(np.shape(X_train)[1])]
     Xtr, Xva = _matrix(X_train), _matrix(X_val)
     if Xtr.shape[1] != Xva.shape[1]:
         raise DataError(f"radiomics baseline: train has {Xtr.shape[1]} features but val has {Xva.shape[1]}")
+    n_outputs = opts.n_outputs
     if n_outputs is None:
         n_outputs = (int(max(np.max(y_train), np.max(y_val))) + 1 if task_kind == "multiclass"
                      else np.asarray(y_train).reshape(len(Xtr), -1).shape[1])
     Ytr = one_vs_rest_targets(y_train, task_kind, n_outputs)
     Yva = one_vs_rest_targets(y_val, task_kind, n_outputs)
-    labels = list(label_names) if label_names else [str(k) for k in range(n_outputs)]
-    gtr = _groups(groups_train, len(Xtr), "train")
-    gva = _groups(groups_val, len(Xva), "val")
-    grid = sorted(float(c) for c in rcfg.c_grid)
+    labels = list(opts.label_names) if opts.label_names else [str(k) for k in range(n_outputs)]
+    gtr = _groups(opts.groups_train, len(Xtr), "train")
+    gva = _groups(opts.groups_val, len(Xva), "val")
+    return _Inputs(names, Xtr, Xva, Ytr, Yva, y_val, gtr, gva, labels)
 
-    selection, why = _selection(rcfg.selection, Ytr, Yva, len(np.unique(np.concatenate([gtr, gva]))), labels)
+
+def _fit(data: _Inputs, task_kind: str, rcfg, seed: int):
+    grid = sorted(float(c) for c in rcfg.c_grid)
+    selection, why = _selection(rcfg.selection, data.Ytr, data.Yva, len(np.unique(np.concatenate([data.gtr, data.gva]))),
+                                data.labels)
     notes: list[str] = []
-    prep = _fit_preprocess(Xtr)
+    prep = _fit_preprocess(data.Xtr)
     if selection == "grouped_cv":
-        X_pool, Y_pool, g_pool = np.vstack([Xtr, Xva]), np.vstack([Ytr, Yva]), np.concatenate([gtr, gva])
-        folds = grouped_folds(g_pool, _strata(Y_pool), seed)
+        X_pool, Y_pool = np.vstack([data.Xtr, data.Xva]), np.vstack([data.Ytr, data.Yva])
+        folds = grouped_folds(np.concatenate([data.gtr, data.gva]), _strata(Y_pool), seed)
         scores = {c: _cv_score(X_pool, Y_pool, folds, c, task_kind, rcfg, seed) for c in grid}
         where = f"{len(folds)}-fold patient-grouped CV on train+val ({len(X_pool)} images)"
     else:
-        Ztr, Zva = prep.transform(Xtr), prep.transform(Xva)
+        Ztr, Zva = prep.transform(data.Xtr), prep.transform(data.Xva)
         scores = {}
         for c in grid:
-            models, _ = _fit_columns(Ztr, Ytr, c, rcfg, seed)
-            scores[c] = _auroc(y_val, _predict(None, models, Zva, task_kind), task_kind)
-        where = f"validation macro AUROC ({len(Xva)} images)"
+            models, _ = _fit_columns(Ztr, data.Ytr, c, rcfg, seed)
+            scores[c] = _auroc(data.y_val, _predict(None, models, Zva, task_kind), task_kind)
+        where = f"validation macro AUROC ({len(data.Xva)} images)"
     chosen = _best_c(scores)
     if all(v is None for v in scores.values()):
         notes.append(f"macro AUROC undefined for every C ({where}): C={chosen:g} taken by default")
 
-    models, fit_notes = _fit_columns(prep.transform(Xtr), Ytr, chosen, rcfg, seed, labels)
+    models, fit_notes = _fit_columns(prep.transform(data.Xtr), data.Ytr, chosen, rcfg, seed, data.labels)
     notes.extend(fit_notes)
+    names = data.names
     kept = list(prep.get_feature_names_out(names))
     if len(kept) < len(names):
         notes.append(f"{len(names) - len(kept)} of {len(names)} features dropped (empty or constant in training)")

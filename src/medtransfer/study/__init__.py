@@ -3,7 +3,7 @@
 ``run_study`` is what ``medtransfer study run`` calls; ``study_status`` is ``study status``.
 """
 from .grid import Plan, PlannedRun, expand
-from .runner import StudyOptions, StudySummary, plan_study, run_study
+from .execute import StudyOptions, StudySummary, plan_study, run_study
 from .spec import StudySpec, load_spec
 from .status import study_status
 from .store import Store

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import config_from_dict
 from ..errors import MedtransferError
 from ..kinds import Init, RunMethod, RunRole, RunStatus
-from ..run_folder import RunFolder, write_bytes_atomic
+from ..run_folder import RunFolder, disk_error, write_bytes_atomic
+from .schema import STORE_FILE
+from .store import Store
 
 ALL = "all"
 
@@ -143,14 +146,19 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: str | None = None,
-                retrain: bool = False, data_root: Path | None = None, overwrite: bool = False,
-                echo: bool = True, train: Callable | None = None) -> ExportResult:
-    """Choose the best recipe of ``study_dir`` and leave its best seed as a run folder in ``out``:
-    copied when its weights were kept (and not ``retrain``), else trained again (``train``: runs.train_run)."""
-    from .schema import STORE_FILE
-    from .store import Store
+@dataclass(frozen=True)
+class BestChoice:
+    """Where to choose the best recipe: at training-set size ``n`` (None: the largest the study ran), within
+    ``task`` (None: the study's only task)."""
+    n: int | str | None = None
+    task: str | None = None
 
+
+def export_best(study_dir: Path, out: Path, choice: BestChoice = BestChoice(), retrain: bool = False,
+                data_root: Path | None = None, overwrite: bool = False, echo: bool = True,
+                train: Callable | None = None) -> ExportResult:
+    """Choose the best recipe of ``study_dir`` and leave its best seed as a run folder in ``out``:
+    copied when its weights were kept (and not ``retrain``), else trained again (``train``: runs.cnn.train_run)."""
     study_dir, out = Path(study_dir), Path(out)
     store_path = study_dir / STORE_FILE
     if not store_path.is_file():
@@ -159,7 +167,7 @@ def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: st
     store = Store(store_path, read_only=True)   # choosing a recipe never writes the study's store
     plan = store.current_plan()
     rows = store.rows()
-    best = select_best(rows, None if plan is None else plan[1], n, task, where=str(study_dir))
+    best = select_best(rows, None if plan is None else plan[1], choice.n, choice.task, where=str(study_dir))
     seed = best.best_seed
     source = RunFolder(study_dir / seed.run_dir)
     if out.resolve() == source.path.resolve():
@@ -168,8 +176,8 @@ def export_best(study_dir: Path, out: Path, n: int | str | None = None, task: st
         copy_run_folder(source, RunFolder(out), overwrite)
         return ExportResult(best, seed, "copied", out, seed.val_auroc)
     cfg = retrain_config(seed, rows, None if plan is None else plan[1], study_dir)
-    if train is None:
-        from ..runs import train_run as train
+    if train is None:   # imported here: torch (seconds), which choosing and copying never need
+        from ..runs.cnn import train_run as train
     metrics = train(cfg, out, data_root, overwrite=overwrite, echo=echo)
     return ExportResult(best, seed, "retrained", out, metrics.auroc("val"))
 
@@ -182,15 +190,11 @@ def copy_run_folder(source: RunFolder, target: RunFolder, overwrite: bool) -> No
         for path in files:   # the run folder's own atomic write: a failed copy leaves no temp file behind
             write_bytes_atomic(target / path.name, path.read_bytes())
     except OSError as err:
-        from ..run_folder import disk_error
-
         raise disk_error(target.path, err) from None
 
 
 def retrain_config(seed: SeedRun, rows: list[dict[str, Any]], plan_ids: set[str] | None, study_dir: Path):
     """The run's config as the study planned it, with a ``source:NAME`` init pointed at the study's source weights."""
-    from ..config import config_from_dict
-
     cfg = config_from_dict(json.loads(seed.config_json), origin=f"{study_dir} run {seed.run_id}")
     init = cfg.model.init
     if not init.is_source:

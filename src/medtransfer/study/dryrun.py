@@ -13,15 +13,25 @@ runs reuse the cached features) plus a few seconds of fitting per run.
 """
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+from PIL import Image
+
 from ..budget import budget_of
+from ..config import TrainConfig
 from ..durations import format_duration
 from ..kinds import SCRATCH, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 from .opened import OpenedSources
+
+# The timing probes import what they time when they run: torch, the models and training loop (torch: about
+# 1.6 s, the training modules 4 s), pyradiomics (1.3 s) and medtransfer.data (0.25 s). This module is imported
+# with the study package, so by `medtransfer --help` (0.35 s in all, measured), which never probes.
 
 PROBE_BUDGET_S = 20.0
 RUN_OVERHEAD_S = 2.0   # data loading, model creation, evaluation, writing the run folder
@@ -47,7 +57,7 @@ def runs_above_pool(plan: Plan, opened: OpenedSources) -> list[str]:
             "fail (lower it, or use all)" for (task, n, pool), k in sorted(counts.items(), key=lambda kv: kv[0][:2])]
 
 
-def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: dict | None = None,
+def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: TimeEstimate | None = None,
                   parallel: int = 1, warnings: list[str] | None = None) -> str:
     """The dry-run text: sources, per-axis counts, the total, what is already done, the estimate."""
     spec = plan.spec
@@ -80,44 +90,86 @@ def _fmt(value: Any) -> str:
     return canonical_json(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def _estimate_lines(estimate: dict, parallel: int) -> list[str]:
-    lines = [f"timing probe ({estimate['device']}): " + "; ".join(
+def _estimate_lines(estimate: TimeEstimate, parallel: int) -> list[str]:
+    lines = [f"timing probe ({estimate.device}): " + "; ".join(
         f"{arch} @ {size}px, batch {batch}: {ms:.1f} ms/image"
-        for (arch, size, batch), ms in estimate["ms_per_image"].items())]
-    if estimate.get("radiomics_ms_per_image"):
+        for (arch, size, batch), ms in estimate.ms_per_image.items())]
+    if estimate.radiomics_ms_per_image:
         lines.append("radiomics extraction probe (cpu, one process): " + "; ".join(
-            f"{size}px {ms:.1f} ms/image" for size, ms in estimate["radiomics_ms_per_image"].items()))
-    total = estimate["seconds"]
-    lines.append(f"estimated compute: {format_duration(total)} ({estimate['runs_estimated']} runs; "
+            f"{size}px {ms:.1f} ms/image" for size, ms in estimate.radiomics_ms_per_image.items()))
+    total = estimate.seconds
+    lines.append(f"estimated compute: {format_duration(total)} ({estimate.runs_estimated} runs; "
                  "every epoch run to the end, +/- 2x)")
     if parallel > 1:
         lines.append(f"estimated wall time with {parallel} runs in parallel: {format_duration(total / parallel)}")
-    lines.extend(f"note: {n}" for n in estimate["notes"])
+    lines.extend(f"note: {n}" for n in estimate.notes)
     return lines
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """What the timing probe priced (``estimate_time``): what the dry run prints and the live ETA starts from."""
+    device: str                                          # the device the steps were timed on
+    ms_per_image: dict[tuple[str, int, int], float]      # (arch, image size, batch) -> ms per image trained
+    radiomics_ms_per_image: dict[int, float]             # extraction size -> ms per image, one process
+    seconds: float                                       # the priced runs' compute in all
+    runs_estimated: int                                  # how many runs were priced
+    notes: list[str]                                     # what the estimate lacks, and why
+    per_run: dict[str, float]                            # run id -> its priced seconds
+
+
+@dataclass
+class _Probe:
+    """What one estimate has read so far: the opened datasets, their split sizes, and notes on what it lacks."""
+    opened: OpenedSources
+    sizes: dict[str, tuple[int, int, int] | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def split_sizes(self, run: PlannedRun) -> tuple[int, int, int] | None:
+        return _split_sizes(run, self.opened, self.sizes, self.notes)
+
+
+Priced = tuple[PlannedRun, int, tuple[int, int, int] | None]   # a CNN run, its N, its dataset's split sizes
 
 
 def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
                   step_timer: Callable[..., float] | None = None,
                   extraction_timer: Callable[..., float] | None = None, opened: OpenedSources | None = None,
-                  runs: list[PlannedRun] | None = None) -> dict:
+                  runs: list[PlannedRun] | None = None) -> TimeEstimate:
     """Probe ms/image per (arch, image size, batch), then sum the images each run's step budget trains on
     (baselines apart).
 
     ``runs`` (default: the whole plan) limits the pricing, and so the probe's budget, to those runs:
     a resumed study's ETA times only the architectures it still has to train.
     """
-    opened = opened or OpenedSources(data_root)
+    probe = _Probe(opened or OpenedSources(data_root))
     runs = plan.all_runs if runs is None else runs
     device = study_device(plan)
-    timer = step_timer or _time_training_step
-    notes: list[str] = []
+    priced, ms = _time_cnn_steps([r for r in runs if not r.is_baseline], probe, device,
+                                 step_timer or _time_training_step, budget_s)
+    per_run: dict[str, float] = {}
+    total, counted = _cnn_seconds(priced, ms, per_run)
+    radiomics_ms: dict[int, float] = {}
+    base_seconds, base_counted = _baseline_seconds([r for r in runs if r.is_baseline], probe, radiomics_ms,
+                                                   extraction_timer or _time_extraction, per_run)
+    total += base_seconds
+    counted += base_counted
+    if counted < len(runs):
+        probe.notes.append(f"{len(runs) - counted} runs left out of the estimate (see above)")
+    return TimeEstimate(device=str(device), ms_per_image={k: v for k, v in ms.items() if v == v},
+                        radiomics_ms_per_image={k: v for k, v in radiomics_ms.items() if v == v},
+                        seconds=total, runs_estimated=counted, notes=probe.notes, per_run=per_run)
+
+
+def _time_cnn_steps(cnn_runs: list[PlannedRun], probe: _Probe, device, timer: Callable[..., float],
+                    budget_s: float) -> tuple[list[Priced], dict[tuple[str, int, int], float]]:
+    """The CNN runs that can be priced (an N of 'all' needs its dataset's size), and ms per image trained for
+    each (arch, image size, batch) they use, NaN where it could not be timed within the budget."""
     ms: dict[tuple[str, int, int], float] = {}   # (arch, image size, batch) -> ms per image trained
     started = None   # the probe's budget counts from its first timing, not from reading the datasets
-    cnn_runs = [r for r in runs if not r.is_baseline]
-    sizes: dict[str, tuple[int, int, int] | None] = {}
-    priced: list[tuple[PlannedRun, int, tuple[int, int, int] | None]] = []
+    priced: list[Priced] = []
     for run in cnn_runs:
-        split = _split_sizes(run, opened, sizes, notes)
+        split = probe.split_sizes(run)
         n = run.config.train.n_train
         if n == "all":
             if split is None:
@@ -130,17 +182,23 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
             continue
         started = started or time.time()
         if time.time() - started > budget_s:
-            notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px, batch {key[2]} "
-                         "not timed")
+            probe.notes.append(f"timing probe over its {budget_s:.0f} s budget: {key[0]} @ {key[1]}px, "
+                               f"batch {key[2]} not timed")
             ms[key] = float("nan")
             continue
         try:
             ms[key] = 1000 * timer(*key[:2], device, key[2])
         except Exception as err:  # the estimate is a courtesy; never block a dry run on it
-            notes.append(f"could not time {key[0]} @ {key[1]}px: {type(err).__name__}: {err}")
+            probe.notes.append(f"could not time {key[0]} @ {key[1]}px: {type(err).__name__}: {err}")
             ms[key] = float("nan")
+    return priced, ms
+
+
+def _cnn_seconds(priced: list[Priced], ms: dict[tuple[str, int, int], float],
+                 per_run: dict[str, float]) -> tuple[float, int]:
+    """Each timed run's seconds into ``per_run``: its training steps, plus validation every round and the test
+    set once (forward only, about a third of a step), plus a fixed overhead; returns (total, runs counted)."""
     total, counted = 0.0, 0
-    per_run: dict[str, float] = {}
     for run, n, split in priced:
         train = run.config.train
         per_image = ms[(run.config.model.arch, run.config.image_size, min(n, train.batch_size))] / 1000
@@ -153,47 +211,33 @@ def estimate_time(plan: Plan, data_root: Path, budget_s: float = PROBE_BUDGET_S,
         per_run[run.run_id] = seconds
         total += seconds
         counted += 1
-    radiomics_ms: dict[int, float] = {}
-    base_seconds, base_counted = _baseline_seconds([r for r in runs if r.is_baseline], opened, sizes,
-                                                   notes, radiomics_ms, extraction_timer or _time_extraction,
-                                                   per_run)
-    total += base_seconds
-    counted += base_counted
-    if counted < len(runs):
-        notes.append(f"{len(runs) - counted} runs left out of the estimate (see above)")
-    return {"device": str(device), "ms_per_image": {k: v for k, v in ms.items() if v == v},
-            "radiomics_ms_per_image": {k: v for k, v in radiomics_ms.items() if v == v},
-            "seconds": total, "runs_estimated": counted, "notes": notes, "per_run": per_run}
+    return total, counted
 
 
-def _baseline_seconds(runs: list[PlannedRun], opened: OpenedSources, sizes: dict, notes: list[str],
-                      ms: dict[int, float], timer: Callable[..., float],
-                      per_run: dict[str, float] | None = None) -> tuple[float, int]:
+def _baseline_seconds(runs: list[PlannedRun], probe: _Probe, ms: dict[int, float], timer: Callable[..., float],
+                      per_run: dict[str, float]) -> tuple[float, int]:
     """Extraction once per (dataset, settings) + a fit per run; runs whose dataset is unreadable are left out.
 
     ``per_run`` receives each run's share: the first run of a dataset pays its extraction (the
-    runner runs it first and the others reuse the feature cache), the others a fit only.
+    study runs it first and the others reuse the feature cache), the others a fit only.
     """
-    import os
-
     total, counted, extracted = 0.0, 0, set()
-    per_run = {} if per_run is None else per_run
     for run in runs:
         before = total
         cfg = run.config
-        split = _split_sizes(run, opened, sizes, notes)
+        split = probe.split_sizes(run)
         if split is None:
             continue
         key = canonical_json([cfg.data.model_dump(mode="json"), cfg.task.model_dump(mode="json"),
                               cfg.radiomics.model_dump(mode="json")])
         if key not in extracted:
             extracted.add(key)
-            size = _extraction_size(run, opened)
+            size = _extraction_size(run, probe.opened)
             if size not in ms:
                 try:
                     ms[size] = 1000 * timer(size, cfg.radiomics)
                 except Exception as err:  # a courtesy estimate: say why, never block the dry run
-                    notes.append(f"could not time radiomics extraction @ {size}px: {type(err).__name__}: {err}")
+                    probe.notes.append(f"could not time radiomics extraction @ {size}px: {type(err).__name__}: {err}")
                     ms[size] = float("nan")
             if ms[size] == ms[size]:
                 workers = cfg.radiomics.workers or os.cpu_count() or 1
@@ -212,8 +256,6 @@ def _extraction_size(run: PlannedRun, opened: OpenedSources) -> int:
     native = (data.size or 28) if data.source == "medmnist" else None
     if native is None:
         try:
-            from PIL import Image
-
             src = opened.get(run.config)
             with Image.open(src.paths[0]) as im:
                 native = max(im.size)
@@ -224,8 +266,6 @@ def _extraction_size(run: PlannedRun, opened: OpenedSources) -> int:
 
 def _time_extraction(size: int, rcfg) -> float:
     """Seconds per image of the project's extraction on a smooth synthetic image (fastest of two, after a warm-up)."""
-    import numpy as np
-
     from ..radiomics.features import extract_one, extractor_settings
 
     yy, xx = np.mgrid[:size, :size] / size
@@ -292,7 +332,6 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     """
     import torch
 
-    from ..config import TrainConfig
     from ..models import create_model
     from ..train.strategies import N_GROUPS, build_optimizer
 

@@ -25,7 +25,7 @@ from ..errors import MedtransferError, write_error
 
 LOCK_FILE = ".lock"
 
-_held: dict[Path, int] = {}   # study folders this process holds -> re-entry depth (run_study writes the report)
+_held: dict[Path, int] = {}   # study folders this process holds -> re-entry depth (a holder may call another writer)
 
 
 class StudyInUse(MedtransferError):
@@ -44,7 +44,7 @@ def _holder(path: Path) -> str:
 @contextmanager
 def study_lock(study_dir: Path, log: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold STUDY_DIR exclusively for the block; raise StudyInUse at once if someone else does."""
-    import fcntl
+    import fcntl  # POSIX only, like an optional dependency: imported when a lock is taken, not with the package
 
     study_dir = Path(study_dir).resolve()
     if study_dir in _held:

@@ -31,6 +31,7 @@ Not part of any run id: switching it never reruns a finished run.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,6 @@ def matches(rule: dict[str, Any], combo: dict[str, Any]) -> bool:
 
 
 def _canonical(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True)
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from ..errors import ConfigError, MedtransferError
 from ..kinds import RunStatus
 from .grid import canonical_json, expand, runs_on_axis
-from .runner import SPEC_FILE
+from .schema import SPEC_FILE, STORE_FILE
 from .spec import load_spec, overrides_from_text
-from .schema import STORE_FILE
 from .store import Store
 
 MAX_REASONS = 10

@@ -6,6 +6,7 @@ Only the driver process writes; executors hand their results back to it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import closing, contextmanager
@@ -153,8 +154,6 @@ def read_current_plan(path: Path) -> tuple[str, set[str]] | None:
 
 
 def plan_hash_of(run_ids) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:16]
 
 

@@ -1,8 +1,9 @@
-"""One radiomics-baseline run, with the same run folder as a CNN run (``medtransfer.runs.train_run``).
+"""One radiomics-baseline run, with the same run folder as a CNN run (``medtransfer.runs.cnn.train_run``).
 
-The splits and the N-subset come from the same ``prepare_data`` call a CNN run makes (same
+The splits and the N-subset come from the same ``prepare_run_data`` call a CNN run makes (same
 data config, ``train.n_train``, ``train.seed``), so the baseline is scored on exactly the
-CNN runs' test images and the comparison is paired.
+CNN runs' test images and the comparison is paired; it ends in the same scoring tail
+(``runs.scoring.score_run``).
 
 Images whose feature extraction failed: left out of training (they carry no features to
 learn from), kept in val and test with the training medians imputed for every feature
@@ -17,19 +18,23 @@ failed.json instead when the run fails.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, resolve_data_root
+from ..data import PreparedData
 from ..errors import DataError
 from ..kinds import RunMethod
 from ..run_folder import RunFolder, RunMetrics
-from ..runs import (add_operating_points, add_test_interval, prepare_run_data, recorded_run, run_thresholds,
-                    write_predictions)
-from .baseline import fit_radiomics_baseline
+from ..runs.data_split import prepare_run_data
+from ..runs.folder_protocol import Log, recorded_run
+from ..runs.scoring import SplitScores, score_run
+from .baseline import RadiomicsBaseline, fit_radiomics_baseline
+from .extract import extract_features
 
 MAX_NAMED = 5   # failed images named in the log; the rest are counted
 
@@ -37,8 +42,6 @@ FeatureFn = Callable[..., object]   # (data, task, rcfg, data_root, progress=, l
 
 
 def default_feature_fn() -> FeatureFn:
-    from .extract import extract_features
-
     return extract_features
 
 
@@ -55,30 +58,61 @@ def radiomics_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *, o
                                                                        feature_fn or default_feature_fn()))
 
 
-def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, progress: bool, started: float,
-                      feature_fn: FeatureFn) -> RunMetrics:
-    from ..evaluate import score_metrics
+@dataclass(frozen=True)
+class _Fitted:
+    """The baseline fitted on the training rows that have features, and how C was chosen."""
+    model: RadiomicsBaseline
+    chosen_c: float
+    note: str
+    train_rows: np.ndarray
+    n_patients: int
 
+
+def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Log, progress: bool, started: float,
+                      feature_fn: FeatureFn) -> RunMetrics:
     log(f"medtransfer radiomics baseline -> {folder.path}")
     data, idx = prepare_run_data(cfg, data_root, log, progress)
-
     table = feature_fn(cfg.data, cfg.task, cfg.radiomics, data_root, progress=progress, log=log)
     features: pd.DataFrame = table.features
     if features.shape[1] == 0:
         raise DataError(f"radiomics: no features were extracted for {cfg.data.source} "
                         f"({len(table.failed)} images failed)")
     log(f"features: {features.shape[1]} per image for {len(features)} images")
+    frames, missing = _frames_by_split(features, table.failed, data, idx, log)
+    fitted = _fit(cfg, data, idx, frames, log)
+    model = fitted.model
+    scored = score_run(folder, data, cfg.task.kind,
+                       SplitScores(idx["val"], model.predict_scores(frames["val"])),
+                       SplitScores(idx["test"], model.predict_scores(frames["test"]), folder.predictions_path), log)
+    model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
+    return RunMetrics(
+        task_kind=cfg.task.kind, label_names=data.label_names, val=scored.val, test=scored.test,
+        n_train_images=int(len(fitted.train_rows)), n_train_patients=fitted.n_patients,
+        n_val_images=int(len(idx["val"])), n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
+        stopped_reason="radiomics baseline: no epochs", seconds=round(time.time() - started, 2), device="cpu",
+        method=RunMethod.RADIOMICS, details=_details(cfg, fitted, features, missing, getattr(table, "settings", None)))
 
+
+def _frames_by_split(features: pd.DataFrame, failed: dict[str, str], data: PreparedData, idx: dict[str, np.ndarray],
+                     log: Log) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """Each split's feature rows in the split's order (an image without features: a row of NaN), and
+    the ids of those images per split, which the log names."""
     frames, missing = {}, {}
     for split, rows in idx.items():
         ids = [data.image_ids[i] for i in rows]
         frames[split] = features.reindex(ids)          # an image without features: a row of NaN
         missing[split] = [i for i, ok in zip(ids, frames[split].notna().any(axis=1)) if not ok]
         if missing[split]:
-            shown = ", ".join(f"{i} ({table.failed.get(i, 'not in the feature table')})" for i in missing[split][:MAX_NAMED])
+            shown = ", ".join(f"{i} ({failed.get(i, 'not in the feature table')})" for i in missing[split][:MAX_NAMED])
             more = f" and {len(missing[split]) - MAX_NAMED} more" if len(missing[split]) > MAX_NAMED else ""
             what = "left out of training" if split == "train" else "scored with median-imputed features"
             log(f"{split}: {len(missing[split])} images without features, {what}: {shown}{more}")
+    return frames, missing
+
+
+def _fit(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], frames: dict[str, pd.DataFrame],
+         log: Log) -> _Fitted:
+    """The baseline on the training images that have features; C chosen as ``radiomics.selection`` says."""
     keep = frames["train"].notna().any(axis=1).to_numpy()
     train_rows = idx["train"][keep]
     if len(train_rows) == 0:
@@ -86,7 +120,6 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, p
     n_patients = int(len(np.unique(data.patient_ids[train_rows])))
     log(f"training on {len(train_rows)} images from {n_patients} patients; "
         f"val {len(idx['val'])}, test {len(idx['test'])} images")
-
     model, chosen_c, note = fit_radiomics_baseline(
         frames["train"][keep], data.labels[train_rows], frames["val"], data.labels[idx["val"]], cfg.task.kind,
         cfg.radiomics, groups_train=data.patient_ids[train_rows], groups_val=data.patient_ids[idx["val"]],
@@ -94,37 +127,22 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log, p
     log(note)
     for line in model.notes:
         log(line)
+    return _Fitted(model, chosen_c, note, train_rows, n_patients)
 
-    scored, raw = {}, {}
-    for split in ("val", "test"):
-        rows = idx[split]
-        scores = model.predict_scores(frames[split])
-        scored[split] = score_metrics(data.labels[rows], scores, cfg.task.kind, data.label_names)
-        raw[split] = (data.labels[rows], scores)
-        if split == "test":
-            write_predictions(folder.predictions_path, [data.image_ids[i] for i in rows],
-                              data.labels[rows], scores, data.label_names, cfg.task.kind,
-                              data.patient_ids[rows] if data.has_patient_ids else None)
-    add_test_interval(scored, folder, cfg.task.kind, *raw["test"], data, idx["test"], log)
-    thresholds = run_thresholds(cfg.task.kind, data.label_names, raw["val"], raw["test"])
-    folder.write_thresholds(thresholds)
-    add_operating_points(scored, thresholds)
-    model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
-    details = {
-        "chosen_C": float(chosen_c),
+
+def _details(cfg: RunConfig, fitted: _Fitted, features: pd.DataFrame, missing: dict[str, list[str]],
+             settings) -> dict[str, Any]:
+    """metrics.json's radiomics keys: the chosen C and how, the penalty, the feature counts and settings."""
+    model = fitted.model
+    return {
+        "chosen_C": float(fitted.chosen_c),
         "selection": model.selection,
-        "selection_note": note,
+        "selection_note": fitted.note,
         "selection_scores": {f"{c:g}": s for c, s in model.selection_scores.items()},
         "penalty": cfg.radiomics.penalty,
         "n_features": int(features.shape[1]),
         "n_features_used": len(model.kept_features),
         "images_without_features": {split: len(ids) for split, ids in missing.items()},
-        "feature_settings": getattr(table, "settings", None),
+        "feature_settings": settings,
         "notes": model.notes,
     }
-    return RunMetrics(
-        task_kind=cfg.task.kind, label_names=data.label_names, val=scored["val"], test=scored["test"],
-        n_train_images=int(len(train_rows)), n_train_patients=n_patients, n_val_images=int(len(idx["val"])),
-        n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
-        stopped_reason="radiomics baseline: no epochs", seconds=round(time.time() - started, 2), device="cpu",
-        method=RunMethod.RADIOMICS, details=details)

@@ -1,0 +1,111 @@
+"""The scoring tail every method's run ends with, so CNN and radiomics run folders are written alike.
+
+``score_run`` takes a fitted model's validation and test scores and writes the predictions files,
+scores each split (``evaluate.score_metrics``), adds the test AUROC interval (and its draws in the
+run folder), chooses the operating thresholds on validation (threshold.json) and adds their
+operating points. CNN runs (``runs.cnn``) and radiomics runs (``radiomics.baseline_run``) both end
+here; metrics.json itself is written last by the folder protocol (``folder_protocol.write_finished``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data import PreparedData
+from ..evaluate import score_metrics
+from ..evaluate.per_run import run_interval
+from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
+from ..run_folder import RunFolder, write_text_atomic
+from .folder_protocol import Log
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """One evaluated split: its rows (indices into the run's data) and the model's scores for them."""
+    rows: np.ndarray
+    scores: np.ndarray
+    predictions: Path | None = None   # where its predictions CSV goes (None: not written)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What ``score_run`` measured: metrics.json's ``val`` / ``test`` blocks and the thresholds it wrote."""
+    val: dict[str, Any]
+    test: dict[str, Any]
+    thresholds: RunThresholds
+
+
+def score_run(folder: RunFolder, data: PreparedData, kind: str, val: SplitScores, test: SplitScores,
+              log: Log) -> Scored:
+    """Predictions, per-split metrics, the test interval, threshold.json and the operating points."""
+    scored, raw = {}, {}
+    for split, part in (("val", val), ("test", test)):
+        labels = data.labels[part.rows]
+        scored[split] = score_metrics(labels, part.scores, kind, data.label_names)
+        raw[split] = (labels, part.scores)
+        if part.predictions is not None:
+            write_predictions(part.predictions, [data.image_ids[i] for i in part.rows], labels, part.scores,
+                              data.label_names, kind, data.patient_ids[part.rows] if data.has_patient_ids else None)
+    _add_test_interval(scored, folder, kind, raw["test"], data, test.rows, log)
+    (y_val, s_val), (y_test, s_test) = raw["val"], raw["test"]
+    # Youden thresholds chosen on validation, scored on test too (for the record). Binary / multilabel
+    # labels are already the 0/1 matrices; a multiclass run gets no threshold.
+    thresholds = choose_thresholds(kind, data.label_names, y_val, s_val, y_test=y_test, s_test=s_test)
+    folder.write_thresholds(thresholds)
+    _add_operating_points(scored, thresholds)
+    return Scored(scored["val"], scored["test"], thresholds)
+
+
+def _label_columns(prefix: str, names: list[str]) -> list[str]:
+    return [f"{prefix}{n}" for n in names]
+
+
+def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scores: np.ndarray,
+                      label_names: list[str], kind: str, patient_ids=None) -> None:
+    frame = pd.DataFrame({"image_id": image_ids})
+    if patient_ids is not None:   # what a patient-level bootstrap or clustered test groups by
+        frame["patient_id"] = [str(p) for p in patient_ids]
+    if kind == "multiclass":
+        frame["true"] = [label_names[int(i)] for i in labels]
+    else:
+        frame[_label_columns("true_", label_names)] = labels.reshape(len(labels), -1).astype(int)
+    frame[_label_columns("score_", label_names)] = scores
+    # every digit the dtype holds: rounded scores tie (a confident model's 1e-7s all become
+    # 0.000000) and the AUROC / DeLong read back from this file would differ from metrics.json
+    digits = 9 if np.asarray(scores).dtype == np.float32 else 17
+    write_text_atomic(path, frame.to_csv(index=False, float_format=f"%.{digits}g"))
+
+
+def _add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: str, test: tuple[np.ndarray, np.ndarray],
+                       data: PreparedData, test_idx: np.ndarray, log: Log) -> None:
+    """The run's test AUROC interval (patient bootstrap; images where the data has no patient ids) in
+    metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
+    labels, scores = test
+    image_ids = np.asarray(data.image_ids)[test_idx]
+    clusters = data.patient_ids[test_idx] if data.has_patient_ids else image_ids
+    interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids), image_ids=image_ids)
+    if interval is None:
+        log("test AUROC undefined: no bootstrap interval")
+        return
+    scored["test"]["auroc_ci"] = interval.to_json()
+    folder.write_bootstrap(interval.draws, interval.test_set)
+    log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
+        f"({len(interval.draws)} resamples of the test {interval.unit})")
+
+
+def _add_operating_points(scored: dict[str, dict], thresholds: RunThresholds) -> None:
+    """Binary tasks: accuracy, sensitivity and specificity at the threshold chosen on validation, in each
+    split's metrics block (``operating_point``): a clinician acts on a yes / no, not on an AUROC.
+    The test numbers use the validation threshold unchanged, so they are what a user would see."""
+    if thresholds.task_kind != "binary" or len(thresholds.labels) != 1:
+        return
+    (chosen,) = thresholds.labels.values()
+    for split, point in (("val", chosen.val), ("test", chosen.test)):
+        if point is not None and split in scored:
+            scored[split]["operating_point"] = {
+                "threshold": chosen.threshold, "criterion": f"{chosen.criterion} on val",
+                **{key: getattr(point, key) for key in OPERATING_KEYS}}
