@@ -333,6 +333,7 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     import torch
 
     from ..models import create_model
+    from ..train.driver import apply_update
     from ..train.strategies import N_GROUPS, build_optimizer
 
     on_gpu = device.type == "cuda"
@@ -344,10 +345,7 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     seconds = []
     for _ in range(3):  # one warm-up step, then the fastest of two (a busy machine only adds noise)
         t0 = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        apply_update([optimiser], [None], [torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)])
         if on_gpu:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)

@@ -56,19 +56,26 @@ class Step(ABC):
     def update(self, tracks: list[Track], losses: list[torch.Tensor]) -> None:
         """One backward through the sum of the losses (each track's gradient is its own loss's, so a fused
         pack needs one backward and a single model is untouched), then every optimiser and scheduler steps."""
-        for t in tracks:
-            t.optimizer.zero_grad(set_to_none=True)
-        total = losses[0]
-        for loss in losses[1:]:
-            total = total + loss
-        total.backward()
-        for t in tracks:
-            t.optimizer.step()
-            if t.scheduler is not None:
-                t.scheduler.step()
+        apply_update([t.optimizer for t in tracks], [t.scheduler for t in tracks], losses)
 
     def close(self) -> None:
         """Called once when the drive ends, however it ends."""
+
+
+def apply_update(optimizers: list, schedulers: list, losses: list[torch.Tensor]) -> None:
+    """The one place the package updates weights: zero the gradients, one backward through the sum of the
+    losses, then each optimiser steps and its scheduler (None: none) after it. The training drive and the
+    study's timing probe both call it, so the probe times the very update the runs make."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    total = losses[0]
+    for loss in losses[1:]:
+        total = total + loss
+    total.backward()
+    for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
 
 
 def _diverged(value: float, epoch: int, step: int, lr: float) -> TrainingDiverged:
