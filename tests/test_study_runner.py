@@ -305,3 +305,31 @@ def test_missing_datasets_fail_fast_naming_every_file(tmp_path):
     with pytest.raises(DataError, match="source chest data .*nih14-big.*; grid data .*breastmnist.npz"):
         run(spec, tmp_path / "S", check_data=True)
     assert not (tmp_path / "S").exists()
+
+
+def test_a_new_executor_is_one_registered_class(tmp_path):
+    """docs/architecture.md: an executor is one ExecutorKind subclass in study/executors.py; the study asks it
+    for its flags, threads and parallelism instead of comparing names (here a test-only one, removed after)."""
+    from medtransfer.errors import MedtransferError
+    from medtransfer.study import executors
+
+    @executors.register_executor("in-order")
+    class InOrder(executors.ExecutorKind):
+        @classmethod
+        def from_options(cls, options):
+            return executors.LocalExecutor(options.run_fn, 1)
+
+        @classmethod
+        def parallel_runs(cls, options):
+            return 3
+
+    try:
+        assert "in-order" in executors.executor_names()
+        assert executors.parallel_runs("in-order", executors.ExecutorOptions()) == 3
+        with pytest.raises(MedtransferError, match="--workers applies to --executor local; in-order"):
+            executors.check_executor_options("in-order", executors.ExecutorOptions(workers=2))
+        spec = write_spec(tmp_path)
+        summary = run(spec, tmp_path / "study", executor="in-order")
+        assert summary.counts["done"] == summary.total > 0
+    finally:
+        executors.EXECUTORS.pop("in-order", None)

@@ -29,7 +29,7 @@ from .disjoint import check_sources_disjoint
 from .dryrun import describe_plan, estimate_time, runs_above_pool, study_device
 from .eta import EtaColumn, StudyEta
 from .executors import (Executor, ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor,
-                        pack_jobs, thread_share)
+                        pack_jobs, packs_on_this_host, parallel_runs, thread_share)
 from .grid import Plan, PlannedRun, canonical_json, expand
 from .lock import LOCK_FILE, study_lock
 from .opened import OpenedSources
@@ -238,7 +238,10 @@ def _study_progress(console: Console) -> Progress:
 
 
 def _parallel_runs(plan: Plan, executor: str, workers: int) -> int:
-    return workers if executor == "local" else max(1, int((os.cpu_count() or 1) // plan.spec.resources.cpus_per_run))
+    """How many runs the executor trains at once, as the executor itself says (``ExecutorKind.parallel_runs``)."""
+    res = plan.spec.resources
+    return parallel_runs(executor, ExecutorOptions(workers=workers, cpus_per_run=res.cpus_per_run,
+                                                   gpus_per_run=res.gpus_per_run))
 
 
 def _probe_eta(plan: Plan, todo: list[PlannedRun], opened: OpenedSources, opts: StudyOptions,
@@ -361,7 +364,7 @@ def _pack_size(plan: Plan, opts: StudyOptions) -> int:
 
 def _warn_cpu_pack(plan: Plan, opts: StudyOptions, console: Console) -> None:
     """Packing pays where a small batch leaves the device idle (a GPU); on CPU cores a fused pack is slower."""
-    if _pack_size(plan, opts) <= 1 or opts.executor != "local":   # Ray workers may have GPUs this head lacks
+    if _pack_size(plan, opts) <= 1 or not packs_on_this_host(opts.executor):   # e.g. Ray workers may have GPUs this head lacks
         return
     try:
         on_cpu = study_device(plan).type == "cpu"

@@ -218,14 +218,48 @@ class ExecutorOptions:
     gpus_per_run: float = 0.0
 
 
-ExecutorFactory = Callable[[ExecutorOptions], Executor]
-EXECUTORS: dict[str, ExecutorFactory] = {}
+class ExecutorKind:
+    """What the study asks of an executor class besides running jobs, so a new executor is one class here:
+    which flags it takes, the threads each run gets, how many runs it runs at once (for the dry run and the
+    ETA), and whether this host's device tells where its runs train (where packing is priced). The
+    defaults are a sequential executor on this host that takes neither --workers nor --ray-address;
+    subclasses override what differs."""
+
+    name = ""
+    packs_on_this_host = True     # False: runs train elsewhere (a cluster), so this host's device says nothing
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> Executor:
+        raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, options: ExecutorOptions) -> None:
+        """Refuse a flag this executor would silently ignore (the flags of the others, by default)."""
+        if options.workers != 1:
+            raise MedtransferError(f"--workers applies to --executor local; {cls.name} sizes runs by "
+                                   "resources.cpus_per_run")
+        if options.ray_address:
+            raise MedtransferError("--ray-address needs --executor ray")
+
+    @classmethod
+    def thread_share(cls, options: ExecutorOptions) -> int | None:
+        """CPU threads of each run when runs share a machine; None: torch's default (one run at a time)."""
+        return None
+
+    @classmethod
+    def parallel_runs(cls, options: ExecutorOptions) -> int:
+        """How many runs train at once (what the dry run and the ETA divide the work by)."""
+        return 1
+
+
+EXECUTORS: dict[str, type[ExecutorKind]] = {}
 
 
 def register_executor(name: str):
-    """Class decorator: the class's ``from_options`` becomes the factory registered under ``name``."""
+    """Class decorator: registers an ``ExecutorKind`` subclass under ``name`` (a ``--executor`` choice)."""
     def decorator(cls):
-        EXECUTORS[name] = cls.from_options
+        cls.name = name
+        EXECUTORS[name] = cls
         return cls
     return decorator
 
@@ -234,37 +268,59 @@ def executor_names() -> list[str]:
     return list(EXECUTORS)
 
 
-def check_executor_options(kind: str, options: ExecutorOptions) -> None:
-    """Refuse a combination of flags that one executor would silently ignore (before anything runs)."""
+def executor_kind(kind: str) -> type[ExecutorKind]:
+    """The registered executor class named ``kind``; a one-line error listing the choices otherwise."""
     if kind not in EXECUTORS:
         names = list(EXECUTORS)
         raise MedtransferError(f"--executor must be {', '.join(names[:-1])} or {names[-1]}, got {kind!r}")
+    return EXECUTORS[kind]
+
+
+def check_executor_options(kind: str, options: ExecutorOptions) -> None:
+    """Refuse a combination of flags that one executor would silently ignore (before anything runs)."""
+    cls = executor_kind(kind)
     if options.workers < 1:
         raise MedtransferError(f"--workers must be at least 1, got {options.workers}")
-    if kind != "local" and options.workers != 1:
-        raise MedtransferError(f"--workers applies to --executor local; {kind} sizes runs by resources.cpus_per_run")
-    if kind != "ray" and options.ray_address:
-        raise MedtransferError("--ray-address needs --executor ray")
+    cls.check_options(options)
 
 
 def thread_share(kind: str, options: ExecutorOptions) -> int | None:
     """The CPU threads each run gets when runs share the machine (None: one run at a time, torch's default)."""
-    if kind == "ray":
-        return max(1, int(options.cpus_per_run))
-    if options.workers > 1:
-        return max(1, (os.cpu_count() or 1) // options.workers)
-    return None
+    return executor_kind(kind).thread_share(options)
+
+
+def parallel_runs(kind: str, options: ExecutorOptions) -> int:
+    """How many runs the executor trains at once (the dry run and the ETA divide the work by it)."""
+    return executor_kind(kind).parallel_runs(options)
+
+
+def packs_on_this_host(kind: str) -> bool:
+    """Whether this host's device is where the executor's runs train (what the CPU-pack note is about)."""
+    return executor_kind(kind).packs_on_this_host
 
 
 def make_executor(kind: str, options: ExecutorOptions) -> Executor:
     check_executor_options(kind, options)
-    return EXECUTORS[kind](options)
+    return EXECUTORS[kind].from_options(options)
 
 
 @register_executor("local")
-class LocalExecutor:
+class LocalExecutor(ExecutorKind):
     """Sequential in this process, or ``workers`` processes sharing the cores (each run's config fixes its
     threads: ``study.execute`` sets ``train.threads`` to the share, so the share is part of the run id)."""
+
+    @classmethod
+    def check_options(cls, options: ExecutorOptions) -> None:
+        if options.ray_address:
+            raise MedtransferError("--ray-address needs --executor ray")
+
+    @classmethod
+    def thread_share(cls, options: ExecutorOptions) -> int | None:
+        return max(1, (os.cpu_count() or 1) // options.workers) if options.workers > 1 else None
+
+    @classmethod
+    def parallel_runs(cls, options: ExecutorOptions) -> int:
+        return options.workers
 
     @classmethod
     def from_options(cls, options: ExecutorOptions) -> "LocalExecutor":
@@ -303,12 +359,27 @@ class LocalExecutor:
 
 
 @register_executor("ray")
-class RayExecutor:
+class RayExecutor(ExecutorKind):
     """Each run is a Ray task asking for ``cpus_per_run`` CPUs and ``gpus_per_run`` (fractional) GPUs.
 
     ``address`` (or $RAY_ADDRESS) joins an existing cluster, whose nodes must see STUDY_DIR and
     the data root at the same paths; otherwise a local instance uses every core of this machine.
     """
+
+    packs_on_this_host = False   # Ray workers may have GPUs this head lacks
+
+    @classmethod
+    def check_options(cls, options: ExecutorOptions) -> None:
+        if options.workers != 1:
+            raise MedtransferError("--workers applies to --executor local; ray sizes runs by resources.cpus_per_run")
+
+    @classmethod
+    def thread_share(cls, options: ExecutorOptions) -> int | None:
+        return max(1, int(options.cpus_per_run))
+
+    @classmethod
+    def parallel_runs(cls, options: ExecutorOptions) -> int:
+        return max(1, int((os.cpu_count() or 1) // options.cpus_per_run))
 
     @classmethod
     def from_options(cls, options: ExecutorOptions) -> "RayExecutor":
