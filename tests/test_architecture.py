@@ -148,3 +148,14 @@ def test_one_step_loop(needle):
     """Ordinary, packed and LR-range-test training step through one loop: one file calls backward / step."""
     files = sorted({p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if needle in p.read_text()})
     assert len(files) <= 1, files
+
+
+def test_a_backbone_family_is_one_file():
+    """docs/architecture.md: every models/*_family.py registers itself when the package is imported; nothing
+    lists the families by name, so a new family is one new file."""
+    import medtransfer.models as models
+
+    on_disk = sorted(p.stem for p in (PACKAGE / "models").glob("*_family.py"))
+    assert models.FAMILY_MODULES == on_disk and len(on_disk) >= 2
+    init = (PACKAGE / "models" / "__init__.py").read_text()
+    assert not [name for name in on_disk if name in init]
