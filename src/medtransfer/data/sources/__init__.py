@@ -1,6 +1,7 @@
 """Registry of data sources: ``data.source`` name -> loader ``(DataConfig, TaskConfig, data_root) -> LabelledImages``.
 
-A new source is one file here exporting a loader, plus one line in ``SOURCES``.
+A new source is one file here exporting a loader, one line in ``SOURCES``, and its name in
+``config.DataConfig.source`` (which validates ``data.source`` before any data is read).
 """
 from __future__ import annotations
 
