@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtransfer.config import config_from_dict, hashed_view, written_config
-from medtransfer.data import nested_subset, partition_patients, patient_split, strata_matrix, subset_order
+from medtransfer.config import DataConfig, TaskConfig, config_from_dict, hashed_view, written_config
+from medtransfer.data import (nested_subset, partition_patients, patient_split, prepare_data, strata_matrix,
+                              subset_order)
 from medtransfer.data.sources.nih14 import NIH14_FINDINGS, finding_matrix
 from medtransfer.errors import DataError
 
@@ -74,6 +75,19 @@ def test_without_patient_ids_images_are_patients_and_both_draws_agree(shared_dat
                                       subset_order(pool, image_ids, strata, seed, "images"))
         s50 = nested_subset(pool, image_ids, strata, 50, seed)
         assert len(set(image_ids[s50])) == 50 and strata[s50].any(axis=0).all()
+
+
+@pytest.mark.parametrize("data, task, patients_at_50", [
+    ({"source": "nih14", "path": "nih14-mini"}, "multilabel", 50),                      # 1,000 images, 264 patients
+    ({"source": "medmnist", "name": "pneumoniamnist", "split": "given"}, "binary", 50),  # images = patients
+])
+def test_a_prepared_run_trains_on_n_images_of_as_many_patients(shared_data, tmp_path, data, task, patients_at_50):
+    """What a run records as n_train_patients (runs/cnn.py: the subset's distinct patient ids)."""
+    cfg = DataConfig(**data, cache_dir=str(tmp_path / "cache"))
+    prepared = prepare_data(cfg, TaskConfig(kind=task), 16, shared_data, 50, 0, progress=False)
+    subset = prepared.train_subset
+    assert len(subset) == 50 and len(set(prepared.patient_ids[subset])) == patients_at_50
+    assert any(f"from {patients_at_50} patients" in n and "subset_by=patients" in n for n in prepared.notes)
 
 
 def test_an_unknown_subset_by_is_one_line():
