@@ -100,16 +100,16 @@ def test_nested_subsets_on_real_metadata_always_hold_pneumonia(nih_metadata):
         assert multilabel[ml].any(axis=0).all(), f"seed {seed}: a finding has no positive in the first 14 images"
 
 
-def test_nested_subset_draws_whole_patients_and_varies_by_seed():
+def test_subset_by_images_draws_whole_patients_and_varies_by_seed():
     pids, labels = synthetic()
     strata = strata_matrix(labels[:, [1]], "binary")
     pool = np.arange(len(pids))
-    sub = nested_subset(pool, pids, strata, 120, seed=1)
+    sub = nested_subset(pool, pids, strata, 120, seed=1, by="images")
     drawn = patients_of(pids, sub)
     cut = [p for p in drawn if (pids[sub] == p).sum() != (pids == p).sum()]
     assert len(cut) <= 3  # only the (at most two) seed patients and the last patient drawn
-    assert not np.array_equal(sub, nested_subset(pool, pids, strata, 120, seed=2))
-    np.testing.assert_array_equal(sub, nested_subset(pool, pids, strata, 120, seed=1))
+    assert not np.array_equal(sub, nested_subset(pool, pids, strata, 120, seed=2, by="images"))
+    np.testing.assert_array_equal(sub, nested_subset(pool, pids, strata, 120, seed=1, by="images"))
 
 
 def test_nested_subset_all_and_too_many():

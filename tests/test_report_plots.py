@@ -130,6 +130,18 @@ def test_x_is_log_with_the_studied_n_as_plain_ticks():
     assert len(ax.xaxis.get_minorticklocs()) == 0
 
 
+def test_n_ticks_give_the_patients_where_fewer_than_the_images():
+    """Issue 23: data with patient ids shows both counts; data without (images = patients) just N."""
+    rows = grid(task=MULTILABEL)
+    for r in rows:
+        r["n_patients"] = {"50": 50.0, "200": 180.0, "1000": 700.0}[r["n_train"]]
+    (ax,) = learning_curve_figure(frame(rows), SITES).axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "200\n180 pts", "1,000\n700 pts"]
+    assert "pts: the patients they came from" in ax.get_xlabel()
+    (plain,) = learning_curve_figure(frame(grid()), SITES).axes
+    assert "pts" not in plain.get_xlabel()
+
+
 def test_colours_are_fixed_per_init_and_shared_by_both_figures():
     summary = frame(grid(inits=("scratch", "imagenet", "source:chest", "source:pedchest", "source:knee"),
                          strategies=("full", "frozen")) + radiomics())

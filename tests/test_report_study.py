@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
 import re
@@ -450,10 +451,26 @@ def test_report_says_where_the_radiomics_features_came_from(tmp_path, section, n
         config["radiomics"] = section
         row["config_json"] = json.dumps(config)
         rows.append(row)
-    import html
-
     text = html.unescape(write_report(make_study(tmp_path / "S", rows=rows)).read_text())
     assert "radiomics baseline: pyradiomics features" in text and needle in text
+
+
+def test_n_and_its_patients_reach_the_summary_the_best_table_and_answer_json(tmp_path):
+    """Issue 23: where the N images came from fewer patients (NIH follow-ups) the report says how many."""
+    rows, per_class = _nih_rows()
+    for r in rows:
+        if r["n_train_images"] is not None:
+            r["n_train_patients"] = r["n_train_images"] - (1 if r["n_train"] == 50 else 20)
+    path = make_study(tmp_path / "S", rows=rows, per_class=per_class)
+    summary = study_table(read_study(path).runs)
+    at50 = summary[(summary["n_train"] == "50") & (summary["recipe"] == "scratch / full / one_cycle")].iloc[0]
+    assert (at50["N"], at50["n_patients"]) == (51.0, 50.0)          # medians over the seeds that finished
+    html_text = html.unescape(write_report(path).read_text())
+    (table_rows,) = tables_under(html_text, "Best recipe", f"{NIH} — densenet121")
+    assert [r[0] for r in table_rows[1:]] == ["51 · 50 patients", "199 · 179 patients"]
+    (panel,) = json.loads((path / "answer.json").read_text())["panels"]
+    assert [(r["N"], r["n_patients"]) for r in panel["best_recipe_per_n"]] == [(51, 50), (199, 179)]
+    assert "N = 51 (50 patients)" in html_text
 
 
 def test_key_results_name_what_was_skipped_first_and_answer_json_matches(study):

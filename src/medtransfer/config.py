@@ -26,6 +26,10 @@ DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 # default it is left out of ``hashed_view``, so adding a key never changes an existing run id.
 ADDED_LATER = {"added_later": True}
 
+# The value data.subset_by stood for before it existed: how every subset was drawn then (see
+# RunConfig.unhashed_keys), and what a run folder's config.yaml without the key means.
+SUBSET_BY_BEFORE = "images"
+
 # train.min_steps default: about 3 passes at N = 800 and batch 32 (25 steps a pass), 50 passes at N = 50.
 DEFAULT_MIN_STEPS = 100
 
@@ -78,6 +82,14 @@ class DataConfig(_Strict):
                     "subset of it sized like the training subset (N x val/train of data.split_fractions, N/7 for "
                     "70/10/20), as a user with N labelled images would have. Early stopping, the best epoch, the "
                     "threshold and the radiomics C all use these labels")
+    # Hashed (not ADDED_LATER) where it changes what a run trains: see ``RunConfig.unhashed_keys``.
+    subset_by: Literal["patients", "images"] = Field(
+        "patients",
+        description="how the nested N-subsets (training, and a proportional validation set) are drawn where the "
+                    "data has patient ids: patients = from as many distinct patients as possible (one image per "
+                    "patient while unused patients remain); images = whole patients one after another (the draw "
+                    "before this key existed). Without patient ids (medmnist, csv without data.patient_column) each "
+                    "image is its own patient and both are the same")
 
     @field_validator("split_fractions")
     @classmethod
@@ -102,6 +114,11 @@ class DataConfig(_Strict):
         if self.partition is not None and self.pool not in self.partition:
             raise ValueError(f"data.pool={self.pool!r} is not a pool of data.partition ({', '.join(self.partition)})")
         return self
+
+    @property
+    def gives_patient_ids(self) -> bool:
+        """Whether the source gives patient ids: nih14 always, csv with data.patient_column, medmnist never."""
+        return self.source == "nih14" or (self.source == "csv" and bool(self.patient_column))
 
     @model_validator(mode="after")
     def _source_needs(self):
@@ -249,6 +266,16 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     radiomics: RadiomicsConfig = RadiomicsConfig()
+
+    def unhashed_keys(self) -> set[str]:
+        """Dotted keys ``hashed_view`` leaves out although they may differ from their default: data.subset_by
+        where the run trains on the data it trained on before the key existed (``images``; data without patient
+        ids, where both draws are the same; or every training image with a fixed validation split). So a
+        MedMNIST run or a source trained on all its images keeps its id, and a run whose subset the new draw
+        changes gets a new one: an id never stands for two different subsets."""
+        same = (self.data.subset_by == SUBSET_BY_BEFORE or not self.data.gives_patient_ids
+                or (self.train.n_train == "all" and self.data.val_size == "fixed"))
+        return {"data.subset_by"} if same else set()
 
     @model_validator(mode="after")
     def _task_fits_source(self):
@@ -435,19 +462,36 @@ def canonical_json(payload: Any) -> str:
 
 
 def hashed_view(model: BaseModel) -> dict:
-    """``model_dump(mode="json")`` less the ADDED_LATER keys that are at their default (recursively)."""
+    """``model_dump(mode="json")`` less the ADDED_LATER keys that are at their default and a section's
+    ``unhashed_keys()`` (recursively)."""
     tree = model.model_dump(mode="json")
     _drop_added_defaults(model, tree)
     return tree
 
 
 def _drop_added_defaults(model: BaseModel, tree: dict) -> None:
+    for dotted in getattr(model, "unhashed_keys", set)():
+        *sections, name = dotted.split(".")
+        node = tree
+        for section in sections:
+            node = node.get(section, {})
+        node.pop(name, None)
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             _drop_added_defaults(value, tree[name])
         elif (info.json_schema_extra or {}).get("added_later") and value == info.get_default(call_default_factory=True):
             tree.pop(name, None)
+
+
+def written_config(tree: dict, origin: str) -> RunConfig:
+    """A run folder's config.yaml (``dump_config`` writes every key) as a RunConfig. One written before
+    ``data.subset_by`` existed has no such key: its subsets were drawn the old way, so it reads as
+    ``SUBSET_BY_BEFORE``, not as today's default."""
+    tree = copy.deepcopy(tree or {})
+    if isinstance(tree.get("data"), dict):
+        tree["data"].setdefault("subset_by", SUBSET_BY_BEFORE)
+    return config_from_dict(tree, origin=origin)
 
 
 def dump_config(cfg: RunConfig) -> str:

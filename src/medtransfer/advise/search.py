@@ -92,9 +92,10 @@ def curve_sizes(n_train: int, minimum: int = 8) -> tuple[int, ...]:
 
 
 def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool: np.ndarray,
-                   sizes: tuple[int, ...], seed: int, task_kind: str) -> SearchData:
+                   sizes: tuple[int, ...], seed: int, task_kind: str, by: str = "patients") -> SearchData:
     """The search's arrays from a PreparedData: rows of ``train_idx`` (the N-subset), ``val_idx`` and, for
-    the nested sizes, the training pool ``train_pool``. No other row of ``data`` is read."""
+    the nested sizes (drawn ``by`` data.subset_by, as the N-subset was), the training pool ``train_pool``.
+    No other row of ``data`` is read."""
     from ..data.splits import nested_subset, strata_matrix   # lazy (pandas): see the module docstring
 
     def rows(idx: np.ndarray) -> SplitArrays:
@@ -106,7 +107,7 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
     strata = strata_matrix(np.asarray(data.labels[pool]), task_kind)
     nested = {}
     for n in sizes:
-        chosen = pool[nested_subset(np.arange(len(pool)), np.asarray(data.patient_ids)[pool], strata, n, seed)]
+        chosen = pool[nested_subset(np.arange(len(pool)), np.asarray(data.patient_ids)[pool], strata, n, seed, by)]
         positions = np.searchsorted(train_idx, chosen)
         if np.any(positions >= len(train_idx)) or np.any(train_idx[np.minimum(positions, len(train_idx) - 1)] != chosen):
             raise MedtransferError(f"the nested {n}-image subset is not inside the {len(train_idx)}-image training "

@@ -298,7 +298,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     final_steps = budget_of(prepared.n_train, cfg.train).total_steps
     sizes = curve_sizes(prepared.n_train)
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], sizes, cfg.train.seed,
-                                 cfg.task.kind)
+                                 cfg.task.kind, cfg.data.subset_by)
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
     timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
     timed_arm = next((a for a in timed if a.strategy == "full"), timed[0])

@@ -87,10 +87,11 @@ def proportional_val_count(n_train: int, fractions: tuple[float, float, float]) 
 
 
 def proportional_val(val: np.ndarray, n_train: int, patient_ids, strata: np.ndarray,
-                     fractions: tuple[float, float, float], seed: int, notes: list[str]) -> np.ndarray:
+                     fractions: tuple[float, float, float], seed: int, notes: list[str],
+                     by: str = "patients") -> np.ndarray:
     """The validation images a user with ``n_train`` labelled training images would have: ``n_train x
-    f_val / f_train`` of them (N/7 for 70/10/20), drawn like the training subset (whole patients, every
-    class with a positive first, nested in N for a seed); at least one image per class present."""
+    f_val / f_train`` of them (N/7 for 70/10/20), drawn like the training subset (``by`` as data.subset_by,
+    every class with a positive first, nested in N for a seed); at least one image per class present."""
     wanted = proportional_val_count(n_train, fractions)
     classes = int(np.asarray(strata)[val].any(axis=0).sum())
     n_val = min(len(val), max(wanted, classes))
@@ -98,7 +99,7 @@ def proportional_val(val: np.ndarray, n_train: int, patient_ids, strata: np.ndar
         notes.append(f"data.val_size=proportional: all {len(val)} validation images kept (N x {fractions[1]:g}/"
                      f"{fractions[0]:g} = {wanted})")
         return val
-    chosen = nested_subset(val, patient_ids, strata, n_val, seed)
+    chosen = nested_subset(val, patient_ids, strata, n_val, seed, by)
     notes.append(f"data.val_size=proportional: validating on {len(chosen)} of {len(val)} validation images "
                  f"(N x {fractions[1]:g}/{fractions[0]:g}; the rest unused)")
     return chosen
@@ -120,14 +121,16 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
 
     strata = strata_matrix(src.labels, task.kind)
     splits = make_splits(src, data, strata, notes)
-    subset = nested_subset(splits["train"], src.patient_ids, strata, n_train, seed)
+    subset = nested_subset(splits["train"], src.patient_ids, strata, n_train, seed, data.subset_by)
     if data.val_size == "proportional":
         splits["val"] = proportional_val(splits["val"], len(subset), src.patient_ids, strata, data.split_fractions,
-                                         seed, notes)
+                                         seed, notes, data.subset_by)
     for name in SPLIT_NAMES:
         idx = splits[name]
         notes.append(f"{name}: {len(idx)} images, {len(np.unique(src.patient_ids[idx]))} patients")
-    notes.append(f"training subset: {len(subset)} of {len(splits['train'])} train images (n_train={n_train}, seed={seed})")
+    notes.append(f"training subset: {len(subset)} of {len(splits['train'])} train images from "
+                 f"{len(np.unique(src.patient_ids[subset]))} patients (n_train={n_train}, seed={seed}, "
+                 f"data.subset_by={data.subset_by})")
     names = src.label_names if task.kind != "binary" else [f"not {src.label_names[0]}", src.label_names[0]]
     absent = [names[c] for c in range(strata.shape[1]) if not strata[subset, c].any()]
     if absent:

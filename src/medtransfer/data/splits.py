@@ -7,6 +7,9 @@ Two rules drive everything here:
 * Small-N results must be comparable across N. The N=50 subset is contained in the N=100
   subset of the same seed, and every label present in the pool has a positive in every
   subset (once N reaches the number of labels), so "more data" is the only difference.
+* N images should be N patients where the data allows it. A patient's follow-up images add
+  little; drawing whole patients gave N = 50 subsets of the real NIH rows with 3 to 16
+  patients. By default a subset takes one image per patient while unused patients remain.
 """
 from __future__ import annotations
 
@@ -132,53 +135,104 @@ def carve_val(train: np.ndarray, patient_ids, strata: np.ndarray, val_fraction: 
     return train[parts["train"]], train[parts["val"]]
 
 
-def subset_order(pool: np.ndarray, patient_ids, strata: np.ndarray, seed: int) -> np.ndarray:
-    """The one deterministic ordering of ``pool`` whose prefixes are the nested N-subsets.
+SUBSET_BY = ("patients", "images")   # data.subset_by: how the nested N-subsets are drawn (see subset_order)
 
-    1. Seed images: for each stratum column with a positive in the pool, rarest first,
-       that is not yet covered by an earlier seed image, one positive image of the first
-       patient (in a seeded patient permutation) that has one.
-    2. The seed patients' remaining images, then every other patient's images, patient by
-       patient in the permuted order.
 
-    So a prefix of length n draws whole patients, except the seed patients (whose seed image
-    comes first) and the last patient drawn, which may be cut at n.
+def _patient_ranks(pool: np.ndarray, patient_ids, seed: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(per-image patient index, each patient's rank in a seeded permutation, the generator after it).
+
+    The permutation is the generator's first draw in both subset orders, so on data without patient ids (one
+    image per patient) both orders are the same and a MedMNIST subset does not depend on ``data.subset_by``.
     """
-    pool = np.asarray(pool, dtype=np.int64)
-    strata = np.asarray(strata, dtype=bool).reshape(len(strata), -1)[pool]
     patients, pat_of = _group_by_patient(np.asarray(patient_ids)[pool])
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(patients))
     rank = np.empty_like(perm)
     rank[perm] = np.arange(len(perm))
-    # pool positions sorted by (patient rank, position): each patient's images contiguous
-    by_patient = np.lexsort((np.arange(len(pool)), rank[pat_of]))
+    return pat_of, rank, rng
 
+
+def _class_seeds(strata: np.ndarray, pat_of: np.ndarray, by_patient: np.ndarray, fresh: bool) -> list[int]:
+    """Pool positions of one positive image per stratum column, rarest column first, skipping columns an earlier
+    seed image covers: the first positive in ``by_patient`` order, from a patient not yet seeded when ``fresh``
+    and another patient has one (so every class is present in the smallest subsets)."""
     seeds: list[int] = []
     covered = np.zeros(strata.shape[1], dtype=bool)
+    seeded = np.zeros(int(pat_of.max()) + 1 if len(pat_of) else 0, dtype=bool)
     positives = strata.sum(axis=0)
     for col in np.argsort(positives, kind="stable"):
         if positives[col] == 0 or covered[col]:
             continue
-        first = by_patient[strata[by_patient, col]][0]  # first positive in permuted-patient order
-        seeds.append(int(first))
+        candidates = by_patient[strata[by_patient, col]]
+        if fresh and (~seeded[pat_of[candidates]]).any():
+            candidates = candidates[~seeded[pat_of[candidates]]]
+        first = int(candidates[0])
+        seeds.append(first)
         covered |= strata[first]
+        seeded[pat_of[first]] = True
+    return seeds
 
+
+def _whole_patient_order(strata: np.ndarray, pat_of: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """``data.subset_by: images`` (the order before issue 23): the seed images, the seed patients' other images,
+    then every other patient's images, patient by patient in the permuted order."""
+    by_patient = np.lexsort((np.arange(len(pat_of)), rank[pat_of]))   # each patient's images contiguous
+    seeds = _class_seeds(strata, pat_of, by_patient, fresh=False)
     seed_pats = list(dict.fromkeys(int(pat_of[s]) for s in seeds))
-    is_seed_pat = np.zeros(len(patients), dtype=bool)
+    is_seed_pat = np.zeros(len(rank), dtype=bool)
     is_seed_pat[seed_pats] = True
-    taken = np.zeros(len(pool), dtype=bool)
+    taken = np.zeros(len(pat_of), dtype=bool)
     taken[seeds] = True
     seed_pat_rank = {p: i for i, p in enumerate(seed_pats)}
     seed_rest = [i for i in by_patient if is_seed_pat[pat_of[i]] and not taken[i]]
     seed_rest.sort(key=lambda i: seed_pat_rank[int(pat_of[i])])  # stable: keeps in-patient order
     others = by_patient[~is_seed_pat[pat_of[by_patient]]]
-    order = np.concatenate([np.asarray(seeds, dtype=np.int64), np.asarray(seed_rest, dtype=np.int64), others])
-    return pool[order]
+    return np.concatenate([np.asarray(seeds, dtype=np.int64), np.asarray(seed_rest, dtype=np.int64), others])
 
 
-def nested_subset(pool: np.ndarray, patient_ids, strata: np.ndarray, n: int | str, seed: int) -> np.ndarray:
-    """The first ``n`` images of ``subset_order`` (sorted indices): nested in n for a fixed seed.
+def _patient_first_order(strata: np.ndarray, pat_of: np.ndarray, rank: np.ndarray,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``data.subset_by: patients``: the seed images (from distinct patients where possible), then round robin:
+    round j holds the j-th image of every patient that has one (seed images count first), patients in the
+    permuted order, each patient's images in a seeded order. So no patient gives a second image while one
+    gives none."""
+    within = rng.random(len(pat_of))                            # a seeded order of each patient's images
+    by_patient = np.lexsort((within, rank[pat_of]))
+    seeds = np.asarray(_class_seeds(strata, pat_of, by_patient, fresh=True), dtype=np.int64)
+    taken = np.zeros(len(pat_of), dtype=bool)
+    taken[seeds] = True
+    sequence = np.concatenate([seeds, by_patient[~taken[by_patient]]])   # per patient: seed images first
+    grouped = np.argsort(pat_of[sequence], kind="stable")
+    starts = np.searchsorted(pat_of[sequence][grouped], pat_of[sequence][grouped])
+    image_round = np.empty(len(sequence), dtype=np.int64)
+    image_round[sequence[grouped]] = np.arange(len(sequence)) - starts   # j: the image's place in its patient
+    rest = sequence[len(seeds):]
+    return np.concatenate([seeds, rest[np.lexsort((rank[pat_of[rest]], image_round[rest]))]])
+
+
+def subset_order(pool: np.ndarray, patient_ids, strata: np.ndarray, seed: int, by: str = "patients") -> np.ndarray:
+    """The one deterministic ordering of ``pool`` whose prefixes are the nested N-subsets.
+
+    First, for each stratum column with a positive in the pool (rarest first) that no earlier seed image covers,
+    one positive image of the first patient in a seeded patient permutation that has one: every class is in
+    the subset once N reaches the number of columns. Then ``by="patients"`` (the default) spreads N over as
+    many patients as it can, one image per patient per round, because follow-up images of one patient add
+    little; ``by="images"`` draws whole patients one after another (the order before issue 23, kept so
+    runs recorded with it keep their subsets). Without patient ids (one image per patient) both are the same.
+    """
+    if by not in SUBSET_BY:
+        raise DataError(f"data.subset_by must be one of {list(SUBSET_BY)}, got {by!r}")
+    pool = np.asarray(pool, dtype=np.int64)
+    strata = np.asarray(strata, dtype=bool).reshape(len(strata), -1)[pool]
+    pat_of, rank, rng = _patient_ranks(pool, patient_ids, seed)
+    if by == "images":
+        return pool[_whole_patient_order(strata, pat_of, rank)]
+    return pool[_patient_first_order(strata, pat_of, rank, rng)]
+
+
+def nested_subset(pool: np.ndarray, patient_ids, strata: np.ndarray, n: int | str, seed: int,
+                  by: str = "patients") -> np.ndarray:
+    """The first ``n`` images of ``subset_order`` (sorted indices): nested in n for a fixed seed and ``by``.
 
     ``n='all'`` returns the whole pool. ``n`` larger than the pool is an error rather than a
     silent cap, so a learning curve never reports two points that trained on the same data.
@@ -193,4 +247,4 @@ def nested_subset(pool: np.ndarray, patient_ids, strata: np.ndarray, n: int | st
         raise DataError(f"train.n_train must be a positive integer or 'all', got {n}")
     if n > len(pool):
         raise DataError(f"train.n_train={n} is larger than the training pool ({len(pool)} images)")
-    return np.sort(subset_order(pool, patient_ids, strata, seed)[:n])
+    return np.sort(subset_order(pool, patient_ids, strata, seed, by)[:n])

@@ -131,7 +131,8 @@ def _best_rows(panel: pd.DataFrame) -> list[dict]:
         if ranked.empty:
             continue
         r = ranked.iloc[0]
-        out.append({"n_train": nk, "N": _count(r["N"]), "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
+        out.append({"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
+                    "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
                     "ci_method": r.get("ci_method")})

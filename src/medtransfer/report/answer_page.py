@@ -31,6 +31,13 @@ def _n(value) -> str:
     return NOT_SHOWN if value is None else f"{value:,}"
 
 
+def _patients(row: dict) -> str:
+    """`` (41 patients)`` where a best recipe's N images came from fewer patients; nothing where they are as many
+    (data without patient ids) or none were recorded."""
+    p = row.get("n_patients")
+    return "" if p is None or p == row["N"] else f" ({p:,} patients)"
+
+
 def _skipped(answer: dict) -> list[str]:
     items = []
     for s in answer["skipped"]:
@@ -53,7 +60,7 @@ def _skipped(answer: dict) -> list[str]:
 def _best(panel: dict, where: str) -> list[str]:
     rows = panel["best_recipe_per_n"]
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
-    return [f"<li><b>{where}, N = {_n(r['N'])}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
+    return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
             f"seed{'s' if r['n_seeds'] != 1 else ''}).</li>" for r in ends]
 

@@ -60,9 +60,14 @@ def fmt_signed(x, digits=3, unit="") -> SignedCell:
     return SignedCell(f"{x:+.{digits}f}{unit}", (shown > 0) - (shown < 0))
 
 
-def fmt_n(nk, n) -> str:
+def fmt_n(nk, n, patients=None) -> str:
+    """The N cell; with ``patients`` (the median recorded), ``50 · 41 patients`` where the images came from fewer
+    patients (data with patient ids), so a reader sees how many independent people N stands for."""
     count = "?" if pd.isna(n) else f"{int(round(n)):,}"
-    return f"all ({count})" if nk == "all" else count
+    shown = f"all ({count})" if nk == "all" else count
+    if patients is None or pd.isna(patients) or pd.isna(n) or round(patients) == round(n):
+        return shown
+    return f"{shown} · {int(round(patients)):,} patients"
 
 
 def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
@@ -164,7 +169,7 @@ def best_section(best: pd.DataFrame) -> str:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
         operating = g["sensitivity"].notna().any()   # binary tasks: what the yes / no does at the val threshold
-        rows = [[fmt_n(r.n_train, r.N), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc),
+        rows = [[fmt_n(r.n_train, r.N, r.n_patients), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc),
                  fmt_ci(r.ci_low, r.ci_high)]
                 + ([fmt_auroc(r.sensitivity), fmt_auroc(r.specificity), fmt_auroc(r.accuracy)] if operating else [])
                 + [str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—",
@@ -255,9 +260,11 @@ DEFINITIONS = """<footer><h2>Definitions</h2><dl>
 positive image scores higher than a randomly chosen negative one (0.5 = chance, 1 = perfect). <i>Macro</i> AUROC is
 the mean over findings (multi-label) or classes (one-vs-rest), skipping any finding with no positive or no negative
 test case.</dd>
-<dt>N</dt><dd>The number of training images the model actually saw: a subset of the training split, drawn by
-patient where the data has patient IDs (median over seeds when whole patients make it vary slightly). The
-validation and test splits stay the same at every N. “all (n)” = the whole training split.</dd>
+<dt>N</dt><dd>The number of training images the model actually saw (median over seeds): a subset of the
+training split, nested in N for a seed. Where the data has patient IDs it is drawn from as many distinct patients
+as possible (<code>data.subset_by: patients</code>), and the patients it came from are given beside N where fewer
+(“pts” on the plots' N axis, <code>n_patients</code> in summary.csv and answer.json); without IDs each image is its
+own patient. The validation and test splits stay the same at every N. “all (n)” = the whole training split.</dd>
 <dt>Seeds</dt><dd>Repeats of a recipe with a different random training subset and initialisation of the new
 layers.</dd>
 <dt>95% CI</dt><dd>A two-level bootstrap: seeds are resampled, and every run of a draw is scored on the

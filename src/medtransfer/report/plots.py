@@ -148,14 +148,34 @@ def recipe_curves(rows: pd.DataFrame, sites: dict[str, str]) -> list[Curve]:
     return sorted(curves, key=_order)
 
 
-def _n_ticks(rows: pd.DataFrame) -> list[float]:
-    """One tick per requested N (the median images trained on), dropping one that would touch the last."""
-    medians = sorted(_drawable(rows).groupby("n_train")["N"].median())
-    ticks: list[float] = []
-    for n in medians:
-        if not ticks or n / ticks[-1] >= 1.15:
-            ticks.append(float(n))
+def _n_ticks(rows: pd.DataFrame) -> list[tuple[float, float]]:
+    """One tick per requested N: (the median images trained on, the median patients they came from; NaN where
+    not recorded), dropping one that would touch the last."""
+    drawable = _drawable(rows)
+    patients = drawable["n_patients"] if "n_patients" in drawable else pd.Series(np.nan, index=drawable.index)
+    medians = drawable.assign(_p=pd.to_numeric(patients, errors="coerce")).groupby("n_train")[["N", "_p"]].median()
+    ticks: list[tuple[float, float]] = []
+    for n, p in sorted(medians.itertuples(index=False)):
+        if not ticks or n / ticks[-1][0] >= 1.15:
+            ticks.append((float(n), float(p)))
     return ticks
+
+
+def _fewer_patients(n: float, patients: float) -> bool:
+    return bool(np.isfinite(patients)) and round(patients) != round(n)
+
+
+def _x_label(text: str, ticks: list[tuple[float, float]]) -> str:
+    """The N axis title, saying what the second tick line is where a tick has one."""
+    return text + ("; pts: the patients they came from" if any(_fewer_patients(n, p) for n, p in ticks) else "")
+
+
+def _tick_label(n: float, patients: float) -> str:
+    """``800`` where the images are as many patients (or none were recorded), else ``800`` over ``412 pts``:
+    the patients a subset of follow-up images came from."""
+    if not _fewer_patients(n, patients):
+        return f"{int(round(n)):,}"
+    return f"{int(round(n)):,}\n{int(round(patients)):,} pts"
 
 
 def _y_limits(values: list[np.ndarray]) -> tuple[float, float]:
@@ -202,12 +222,14 @@ def _panel_title(task, arch) -> str:
     return f"{task} — {arch}" if arch else str(task)
 
 
-def _format_axes(ax: Axes, ticks: list[float], ylim: tuple[float, float], *, fontsize: float = 9.5) -> None:
-    """Log x with the studied N as plain-number ticks and no minor ticks; zoomed y; a light grid."""
+def _format_axes(ax: Axes, ticks: list[tuple[float, float]], ylim: tuple[float, float], *,
+                 fontsize: float = 9.5) -> None:
+    """Log x with the studied N as plain-number ticks (their patients below where fewer) and no minor ticks;
+    zoomed y; a light grid."""
     if ticks:
         ax.set_xscale("log")
-        ax.set_xlim(ticks[0] / 1.35, ticks[-1] * 1.35)
-        ax.set_xticks(ticks, [f"{int(round(n)):,}" for n in ticks])
+        ax.set_xlim(ticks[0][0] / 1.35, ticks[-1][0] * 1.35)
+        ax.set_xticks([n for n, _ in ticks], [_tick_label(n, p) for n, p in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(*ylim)
@@ -300,9 +322,10 @@ def learning_curve_figure(summary: pd.DataFrame, sites: dict[str, str]) -> Figur
         for curve in curves:
             style = RADIOMICS_STYLE if curve.site == RADIOMICS else INIT_STYLE
             _draw(ax, curve, colours[curve.label], style, curve.label, 0.10 if curve.site == RADIOMICS else 0.12)
-        _format_axes(ax, _n_ticks(rows), _y_limits(_curve_values(curves)))
+        ticks = _n_ticks(rows)
+        _format_axes(ax, ticks, _y_limits(_curve_values(curves)))
         ax.set_title(_panel_title(task, arch), fontsize=11)
-        ax.set_xlabel("N training images (log scale)", fontsize=10)
+        ax.set_xlabel(_x_label("N training images (log scale)", ticks), fontsize=10)
         ax.set_ylabel(_y_label(rows), fontsize=10)
     for ax in list(axes.flat)[len(keys):]:
         fig.delaxes(ax)
@@ -395,7 +418,7 @@ def _recipe_block(sub: FigureBase, task, arch, rows: pd.DataFrame, combo_list: l
         else:
             ax.tick_params(labelleft=False)
         if i >= len(combo_list) - ncols:
-            ax.set_xlabel("N training images", fontsize=9.5)
+            ax.set_xlabel(_x_label("N training images", ticks), fontsize=9.5)
     for ax in list(axes.flat)[len(combo_list):]:
         sub.delaxes(ax)
     sub.suptitle(_panel_title(task, arch), fontsize=11, fontweight="bold")

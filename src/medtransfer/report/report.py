@@ -33,7 +33,8 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per (task, arch, method, recipe, requested N) of the grid runs.
 
     ``n_train`` is the requested N ('all' for the whole split); ``N`` the median
-    number of images actually trained on (the x of the learning curves); the
+    number of images actually trained on (the x of the learning curves), ``n_patients`` the median
+    number of patients they came from (= N for data without patient ids); the
     test AUROC columns are over the seeds that finished; the CI is the two-level bootstrap
     (seeds x test patients, ``ci_method``), or a t-interval over seeds where runs have no draws.
     """

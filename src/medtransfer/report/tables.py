@@ -98,7 +98,7 @@ def init_display_label(init, method: str, sites: dict[str, str]) -> str:
 
 
 SUMMARY_COLUMNS = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "dropout",
-                   "n_train", "N", "n_seeds", "test_auroc_mean", "test_auroc_sd", "test_auroc_ci_low",
+                   "n_train", "N", "n_patients", "n_seeds", "test_auroc_mean", "test_auroc_sd", "test_auroc_ci_low",
                    "test_auroc_ci_high", "val_auroc_mean", "seconds_mean", "n_runs", "n_done", "n_failed",
                    "n_skipped", "test_accuracy_mean", "test_sensitivity_mean", "test_specificity_mean"]
 
@@ -114,13 +114,15 @@ def study_table(runs: pd.DataFrame) -> pd.DataFrame:
         _seed=grid["seed"].where(done & grid["test_auroc"].notna()),   # seeds are distinct train.seed values, never rows
         _auroc=grid["test_auroc"].where(done), _val=grid["val_auroc"].where(done),
         _seconds=grid["seconds"].where(done), _images=grid["n_train_images"].where(done),
+        _patients=(grid["n_train_patients"] if "n_train_patients" in grid else pd.Series(np.nan, index=grid.index)
+                   ).where(done),
         _done=done, _failed=grid["status"] == RunStatus.FAILED, _skipped=grid["status"] == RunStatus.SKIPPED,
         **{f"_{k}": (grid[f"test_{k}"] if f"test_{k}" in grid else pd.Series(np.nan, index=grid.index)).where(done)
            for k in OPERATING_KEYS})
     g = frame.groupby(GROUP, dropna=False, sort=True)
     out = g.agg(task_kind=("task_kind", "first"), init=("init", "first"), strategy=("strategy", "first"),
                 lr_policy=("lr_policy", "first"), dropout=("dropout", "first"), n_requested=("n_train", "first"),
-                N=("_images", "median"), n_seeds=("_seed", "nunique"), test_auroc_mean=("_auroc", "mean"),
+                N=("_images", "median"), n_patients=("_patients", "median"), n_seeds=("_seed", "nunique"), test_auroc_mean=("_auroc", "mean"),
                 test_auroc_sd=("_auroc", "std"), val_auroc_mean=("_val", "mean"), seconds_mean=("_seconds", "mean"),
                 n_runs=("status", "size"), n_done=("_done", "sum"), n_failed=("_failed", "sum"),
                 n_skipped=("_skipped", "sum"),
@@ -222,7 +224,8 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
             best = ranked.iloc[0]
             second = ranked.iloc[1] if len(ranked) > 1 else None
             rows.append({
-                "task": task, "arch": arch, "n_train": nk, "N": best["N"], "recipe": display_recipe(best),
+                "task": task, "arch": arch, "n_train": nk, "N": best["N"], "n_patients": best["n_patients"],
+                "recipe": display_recipe(best),
                 "shown": marked_recipe(best),
                 "n_seeds": best["n_seeds"], "auroc": best["test_auroc_mean"], "val_auroc": best["val_auroc_mean"],
                 "sensitivity": best["test_sensitivity_mean"], "specificity": best["test_specificity_mean"],
@@ -233,7 +236,7 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
                 "runner_up_auroc": math.nan if second is None else second["test_auroc_mean"],
                 "n_recipes": len(ranked),
             })
-    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "recipe", "shown", "n_seeds", "auroc",
+    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "n_patients", "recipe", "shown", "n_seeds", "auroc",
                                        "val_auroc", "sensitivity", "specificity", "accuracy", "ci_low", "ci_high", "runner_up", "runner_up_shown", "runner_up_auroc",
                                        "n_recipes"])
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from ..config import config_from_dict, hashed_view, load_yaml, resolve_data_root
+from ..config import hashed_view, load_yaml, resolve_data_root, written_config
 from ..durations import format_duration
 from ..errors import DiskFull, MedtransferError
 from ..kinds import Init, RunRole, RunStatus
@@ -297,11 +297,12 @@ def _adopt_finished(plan: Plan, study_dir: Path, store: Store) -> None:
 
 def _folder_matches(run: PlannedRun, folder: RunFolder) -> bool:
     """Grid folders are named by run id; a source folder is by name, so check its config is this one
-    (as hashed: a config.yaml written before a key was added still matches)."""
+    (as hashed: a config.yaml written before a key was added still matches, unless its runs trained on other
+    data, as a source drawn before data.subset_by existed)."""
     if run.role is RunRole.GRID:
         return True
     try:
-        written = config_from_dict(load_yaml(folder.config_path), origin=str(folder.config_path))
+        written = written_config(load_yaml(folder.config_path), origin=str(folder.config_path))
     except MedtransferError:
         return False
     return hashed_view(written) == hashed_view(run.config)
