@@ -157,6 +157,7 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
         for comp in block["comparisons"]:
             res = comp["result"]
             out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
+                        "delong_tests": block.get("delong_tests") or None,
                         "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
                         "comparable_note": res["comparable_reason"],
                         "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
