@@ -23,7 +23,18 @@ with the seed level then widened for few seeds (below); the estimate is the
 mean of the S full-test AUROCs and the interval the percentile interval of the
 draws. With S = 1 there is no seed level: the
 draws are that run's bootstrap and the interval is exactly its test-set
-percentile interval.
+percentile interval, unless a seed variance is lent (below).
+
+One seed. A single run cannot measure its seed spread, and its test-set
+interval alone undercovers badly whenever seeds matter (normal model: 87%
+when the seed SD equals the test SE, 46% at three times). A caller that knows
+a neighbouring cell of the same recipe (``report.intervals``: the nearest N
+with 2 or more seeds, else other recipes at this N, pooled) passes its seed
+variance as a ``SeedSpread``: the draws get normal seed noise of that variance
+and the few-seed widening below, with the lender's degrees of freedom. This
+assumes the seed spread changes slowly with N; the interval's
+``seed_variance`` names the lender. With nothing to borrow it says
+``NOT_COVERED``.
 
 Why Gaussian seed multipliers instead of drawing S seeds with replacement: the
 two have the same mean and variance given the points, and the same pairing
@@ -88,15 +99,36 @@ _SEED_VARIANCE_QUANTILE = 0.25   # seed variance used for the t degrees of freed
 _MIN_DOF = 2.0                   # never a wider t than 2 df, even with 2 seeds (see the module docstring)
 
 
+NOT_COVERED = "test set only; seed variation not covered"
+
+
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its interval, and a one-line account of how the interval was made."""
+    """A point estimate with its interval, and a one-line account of how the interval was made.
+
+    ``seed_variance`` says where the seed level came from, because a reader cannot tell from the numbers
+    whether seed luck is in the interval: "from 3 seeds", "borrowed from ...", or ``NOT_COVERED``.
+    """
     estimate: float
     low: float
     high: float
     level: float
     method: str
     n_seeds: int
+    seed_variance: str = ""
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """A seed variance lent to a one-seed cell, which cannot measure its own (see "One seed" above).
+
+    ``variance``: the run-to-run variance of one run's AUROC (sd^2 of the lender's seeds, ddof 1);
+    ``dof``: its degrees of freedom (seeds - 1, summed when pooled); ``source``: where it came from,
+    in words for the page ("N=800 of this recipe (3 seeds)").
+    """
+    variance: float
+    dof: int
+    source: str
 
 
 class _SeedGroup(NamedTuple):
@@ -104,6 +136,7 @@ class _SeedGroup(NamedTuple):
     rows: np.ndarray        # (S, n_boot): column b of row s = run s on patient resample b
     points: np.ndarray      # (S,): full-test AUROC of each run
     weights: np.ndarray     # (n_boot, S): the seed multipliers of each draw
+    borrowed: SeedSpread | None = None    # with S = 1 only: the seed variance lent by another cell
 
 
 def within_noise(interval: Interval) -> bool:
@@ -147,27 +180,43 @@ def _seed_weights(n_seeds: int, n_draws: int, rng: np.random.Generator) -> np.nd
     return rng.standard_normal(size=(n_draws, n_seeds))
 
 
+def _seed_part(sign: float, g: _SeedGroup) -> tuple[np.ndarray, float, float] | None:
+    """(seed-level deviations of the draws, variance of the seed mean, its dof) of one group; None without one.
+
+    S >= 2: the multipliers on the centred points. One seed with a lent variance: normal noise with that
+    variance (the multipliers of seed 0 times its sd), so the few-seed widening below treats it like S - 1
+    = ``dof`` seeds of its own.
+    """
+    n_seeds = len(g.points)
+    if n_seeds > 1:
+        deviation = sign * (g.weights @ (g.points - g.points.mean())) / n_seeds
+        return deviation, float(g.points.var(ddof=1)) / n_seeds, float(n_seeds - 1)
+    lent = g.borrowed
+    if lent is None or lent.dof < 1 or not lent.variance > 0:
+        return None
+    return sign * g.weights[:, 0] * math.sqrt(lent.variance), float(lent.variance), float(lent.dof)
+
+
 def _draws(groups: list[tuple[float, _SeedGroup]], level: float, clip: tuple[float, float]
            ) -> tuple[float, np.ndarray, str]:
     """(estimate, calibrated draws, how) for sum(sign * mean over seeds) of the groups; see the module docstring."""
     estimate, draws, seed_parts = 0.0, 0.0, []
     seed_var = seed_var_upper = df_terms = 0.0
     for sign, g in groups:
-        n_seeds = len(g.points)
         draws = draws + sign * g.rows.mean(axis=0)             # test level: the seed mean on each patient resample
         estimate += sign * float(g.points.mean())
-        if n_seeds > 1:
-            deviation = sign * (g.weights @ (g.points - g.points.mean())) / n_seeds
-            var_of_mean = float(g.points.var(ddof=1)) / n_seeds
+        part = _seed_part(sign, g)
+        if part is not None:
+            deviation, var_of_mean, dof = part
             seed_parts.append((deviation, var_of_mean))
             seed_var += var_of_mean
-            # for the degrees of freedom only: its upper quartile given S - 1 df (see the module docstring)
-            upper = var_of_mean * (n_seeds - 1) / special.chdtri(n_seeds - 1, 1 - _SEED_VARIANCE_QUANTILE)
+            # for the degrees of freedom only: its upper quartile given its dof (see the module docstring)
+            upper = var_of_mean * dof / special.chdtri(dof, 1 - _SEED_VARIANCE_QUANTILE)
             seed_var_upper += upper
-            df_terms += upper ** 2 / (n_seeds - 1)
+            df_terms += upper ** 2 / dof
     draws = np.asarray(draws, dtype=np.float64)
     if seed_var == 0:
-        how = "one seed: test set only" if all(len(g.points) == 1 for _, g in groups) else "all seeds equal"
+        how = f"one seed: {NOT_COVERED}" if all(len(g.points) == 1 for _, g in groups) else "all seeds equal"
         return estimate, np.clip(draws, *clip), how
     test_var = float(draws.var(ddof=1)) if len(draws) > 1 else 0.0
     dof = max((test_var + seed_var_upper) ** 2 / df_terms, _MIN_DOF)
@@ -179,26 +228,42 @@ def _draws(groups: list[tuple[float, _SeedGroup]], level: float, clip: tuple[flo
         if spread > 0:
             draws = draws + math.sqrt(seed_scale * var_of_mean / spread) * deviation
     how = f"seed level widened for few seeds to a t with {dof:.1f} df"
+    lent = [g.borrowed.source for _, g in groups if len(g.points) == 1 and g.borrowed is not None]
+    if lent:
+        how = f"one seed: seed variance borrowed from {'; '.join(lent)}; {how}"
     return estimate, np.clip(draws, *clip), how
 
 
-def _interval(estimate: float, draws: np.ndarray, level: float, what: str, how: str, n_seeds: int) -> Interval:
+def seed_account(n_seeds: int, borrowed: SeedSpread | None) -> str:
+    """Where a cell's seed level comes from, in words for the page: its own seeds, a lender, or nowhere."""
+    if n_seeds > 1:
+        return f"from {n_seeds} seeds"
+    if borrowed is not None and borrowed.dof >= 1 and borrowed.variance > 0:
+        return f"borrowed from {borrowed.source}"
+    return NOT_COVERED
+
+
+def _interval(estimate: float, draws: np.ndarray, level: float, what: str, how: str, n_seeds: int,
+              seed_variance: str = "") -> Interval:
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     method = (f"{what}: {level:.0%} percentile interval of {len(draws)} two-level bootstrap draws over "
               f"{n_seeds} seed{'s' if n_seeds != 1 else ''} and the test patients ({how})")
-    return Interval(float(estimate), float(low), float(high), level, method, n_seeds)
+    return Interval(float(estimate), float(low), float(high), level, method, n_seeds, seed_variance)
 
 
-def _combined(draws, points, n_boot, seed: int, level: float) -> tuple[float, np.ndarray, str, int]:
+def _combined(draws, points, n_boot, seed: int, level: float, borrowed: SeedSpread | None = None
+              ) -> tuple[float, np.ndarray, str, int]:
     rows, point = _runs(draws, points, "draws")
     level = _check_level(level)
     columns = _columns(rows.shape[1], n_boot)
-    group = _SeedGroup(rows[:, columns], point, _seed_weights(len(point), len(columns), np.random.default_rng(seed)))
+    group = _SeedGroup(rows[:, columns], point, _seed_weights(len(point), len(columns), np.random.default_rng(seed)),
+                       borrowed if len(point) == 1 else None)
     estimate, values, how = _draws([(1.0, group)], level, (0.0, 1.0))
     return estimate, values, how, len(point)
 
 
-def combined_draws(draws, points, *, n_boot: int | None = None, seed: int = 0, level: float = 0.95) -> np.ndarray:
+def combined_draws(draws, points, *, n_boot: int | None = None, seed: int = 0, level: float = 0.95,
+                   borrowed: SeedSpread | None = None) -> np.ndarray:
     """The (n_boot,) two-level bootstrap draws of a recipe's mean AUROC over seeds (see the module docstring).
 
     ``draws`` (S, B): row s = ``bootstrap_auroc_samples`` of seed s's run, all
@@ -207,19 +272,22 @@ def combined_draws(draws, points, *, n_boot: int | None = None, seed: int = 0, l
     through the B resamples) and seed multipliers from ``default_rng(seed)``,
     so calls with the same S and ``seed`` (two recipes, or one recipe at each
     N) share them. Kept so that a later fit (a learning curve) can be refitted
-    on the very same draws.
+    on the very same draws. ``borrowed``: with one seed, the seed variance lent
+    by another cell (ignored with 2 or more seeds, which measure their own).
     """
-    return _combined(draws, points, n_boot, seed, level)[1]
+    return _combined(draws, points, n_boot, seed, level, borrowed)[1]
 
 
-def combined_interval(draws, points, *, n_boot: int | None = None, seed: int = 0, level: float = 0.95) -> Interval:
+def combined_interval(draws, points, *, n_boot: int | None = None, seed: int = 0, level: float = 0.95,
+                      borrowed: SeedSpread | None = None) -> Interval:
     """Mean full-test AUROC over seeds with a two-level (seeds x patients) bootstrap interval.
 
-    With one seed it is exactly the test-set percentile interval of that run's
-    patient bootstrap.
+    With one seed and nothing ``borrowed`` it is exactly the test-set percentile
+    interval of that run's patient bootstrap, and ``seed_variance`` says so.
     """
-    estimate, values, how, n_seeds = _combined(draws, points, n_boot, seed, level)
-    return _interval(estimate, values, level, "mean AUROC over seeds", how, n_seeds)
+    estimate, values, how, n_seeds = _combined(draws, points, n_boot, seed, level, borrowed)
+    return _interval(estimate, values, level, "mean AUROC over seeds", how, n_seeds,
+                     seed_account(n_seeds, borrowed))
 
 
 def paired_difference_draws(draws_a, points_a, draws_b, points_b, *, paired_seeds: bool = True,

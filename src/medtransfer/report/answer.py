@@ -135,7 +135,7 @@ def _best_rows(panel: pd.DataFrame) -> list[dict]:
                     "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
-                    "ci_method": r.get("ci_method")})
+                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance")})
     return out
 
 
@@ -158,6 +158,7 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
         for comp in block["comparisons"]:
             res = comp["result"]
             out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
+                        "delong_tests": block.get("delong_tests") or None,
                         "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
                         "comparable_note": res["comparable_reason"],
                         "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
@@ -166,9 +167,13 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
 
 
 def few_seed_items(summary: pd.DataFrame) -> list[dict]:
+    """Cells with fewer than FEW_SEEDS seeds, each with where its interval's seed level came from (a one-seed
+    cell borrows it or has none: the page must say which, not call every thin interval wide)."""
     thin = summary[(summary["n_seeds"] > 0) & (summary["n_seeds"] < FEW_SEEDS)]
+    accounts = thin["seed_variance"] if "seed_variance" in thin else pd.Series(None, index=thin.index)
     return [{"task": r.task, "arch": None if pd.isna(r.arch) else r.arch, "recipe": r.recipe, "n_train": r.n_train,
-             "n_seeds": int(r.n_seeds)} for r in thin.itertuples()]
+             "n_seeds": int(r.n_seeds), "seed_variance": None if pd.isna(account) else str(account)}
+            for r, account in zip(thin.itertuples(), accounts, strict=True)]
 
 
 def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str],
@@ -187,7 +192,8 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
             inits.append({"init": label, "per_n": [
                 {"n_train": r["n_train"], "N": _count(r["N"]), "recipe": str(r["recipe"]), "n_seeds": int(r["n_seeds"]),
                  "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
-                 "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"])} for r in rows],
+                 "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
+                 "seed_variance": r.get("seed_variance")} for r in rows],
                 "learning_curve": curve})
         fitted_crossover = []
         if RADIOMICS_LABEL in models:

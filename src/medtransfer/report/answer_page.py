@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 
 from ..evaluate import learning_curve as lc
+from ..evaluate.uncertainty import NOT_COVERED
 from .page import esc, panel_title
 from .intervals import BOOTSTRAP
 
@@ -49,12 +50,31 @@ def _skipped(answer: dict) -> list[str]:
             items.append(f"<li class='missing'><b>Not in this answer: {esc(s['init'])}</b> — {s['runs']} run(s) "
                          f"{verb}: {esc(s['reason'])}. Every best recipe and gain below is chosen among what ran.</li>")
     if answer["few_seeds"]:
-        thin = answer["few_seeds"]
-        seeds = sorted({t["n_seeds"] for t in thin})
-        items.append(f"<li class='missing'><b>Few seeds</b>: {len(thin)} recipe/N cell(s) finished with only "
-                     f"{' or '.join(map(str, seeds))} seed(s) (3 or more advised): their intervals lean on the "
-                     "small-seed correction and are wide.</li>")
+        items.append(_few_seeds(answer["few_seeds"]))
     return items
+
+
+def _few_seeds(thin: list[dict]) -> str:
+    """The thin-seed warning, honest per kind: two seeds are widened, one seed borrows a spread or has none."""
+    two = sum(t["n_seeds"] >= 2 for t in thin)
+    lent = sum(t["n_seeds"] == 1 and str(t.get("seed_variance") or "").startswith("borrowed") for t in thin)
+    bare = len(thin) - two - lent
+    parts = []
+    if two:
+        parts.append(f"{two} with 2 seeds: their intervals lean on the small-seed correction and are wide")
+    if lent:
+        parts.append(f"{lent} with 1 seed: the seed variance is borrowed from a neighbouring cell (named with "
+                     "each result)")
+    if bare:
+        parts.append(f"{bare} with 1 seed and nothing to borrow from: {NOT_COVERED}")
+    return (f"<li class='missing'><b>Few seeds</b>: {len(thin)} recipe/N cell(s) finished with fewer than 3 seeds "
+            f"(3 or more advised); " + "; ".join(parts) + ".</li>")
+
+
+def _seed_note(row: dict) -> str:
+    """', seed variance borrowed from ...' or ', test set only; ...' for a one-seed cell; '' otherwise."""
+    account = row.get("seed_variance")
+    return "" if row["n_seeds"] != 1 or not account else f"; {esc(account)}"
 
 
 def _best(panel: dict, where: str) -> list[str]:
@@ -62,7 +82,7 @@ def _best(panel: dict, where: str) -> list[str]:
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
     return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
-            f"seed{'s' if r['n_seeds'] != 1 else ''}).</li>" for r in ends]
+            f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}).</li>" for r in ends]
 
 
 def _gains(panel: dict, where: str) -> list[str]:

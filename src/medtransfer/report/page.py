@@ -269,8 +269,10 @@ own patient. The validation and test splits stay the same at every N. “all (n)
 layers.</dd>
 <dt>95% CI</dt><dd>A two-level bootstrap: seeds are resampled, and every run of a draw is scored on the
 same resample of test patients, so the interval holds both seed-to-seed variation and the uncertainty of a
-test set of this size (with few seeds it is widened by Student's t; with one seed it is that run's test-set
-interval). Where runs have no bootstrap draws: mean ± t<sub>0.975, n−1</sub> × SD / √n over the n seeds (seed
+test set of this size (with few seeds it is widened by Student's t). One seed cannot measure seed variation:
+such a cell borrows the seed variance of the nearest N of the same recipe with 2 or more seeds (else of the
+other recipes at its N, pooled), as the result says; with nothing to borrow it is that run's test-set interval,
+labelled “test set only; seed variation not covered”. Where runs have no bootstrap draws: mean ± t<sub>0.975, n−1</sub> × SD / √n over the n seeds (seed
 variation only; none with one seed). Cut to the 0–1 range of AUROC.</dd>
 <dt>Recipe</dt><dd>Initialisation (scratch, ImageNet, or a source pretrained by this study) / fine-tuning strategy
 (frozen = head only, full, gradual unfreezing) / learning-rate policy [/ dropout].</dd>

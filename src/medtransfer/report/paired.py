@@ -8,6 +8,12 @@ Every task kind is tested on its macro AUROC (the study's headline number):
 binary = the one label; multi-label = mean over findings; multiclass = mean of the
 one-vs-rest AUROCs; labels without both classes in the test split are left out,
 as in ``score_metrics``. See ``delong_paired_macro`` for the variance.
+
+Where the predictions carry patient ids (the data has them), images of one patient are one cluster for
+every task kind (``delong_paired_macro_clustered``, Obuchowski 1997), as the bootstrap resamples patients;
+a DeLong that ignored the clusters would give optimistic p-values. Each result names its ``test``: one of
+``CLUSTERED``, ``UNCLUSTERED``, or, where the clustered DeLong cannot be computed, ``BOOTSTRAP_ONLY``
+(the page then rests on the patient-clustered bootstrap interval alone).
 """
 from __future__ import annotations
 
@@ -17,10 +23,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MedtransferError
-from ..evaluate.delong import delong_paired_clustered, delong_paired_macro
+from ..evaluate.delong import delong_paired_macro, delong_paired_macro_clustered
 from ..run_folder import RunFolder
 
 PREDICTIONS = RunFolder.PREDICTIONS
+CLUSTERED = "DeLong, clustered by patient (Obuchowski)"
+UNCLUSTERED = "DeLong (one image per patient)"
+BOOTSTRAP_ONLY = "clustered bootstrap only"
 
 
 class UnusablePredictions(Exception):
@@ -80,38 +89,53 @@ def _load(study_dir: Path, run_dir, task_kind, cache: dict) -> tuple[pd.DataFram
     return cache[key]
 
 
+def _shared(ta: pd.DataFrame, sa: pd.DataFrame, tb: pd.DataFrame, sb: pd.DataFrame) -> tuple[pd.Index, str | None]:
+    """(the images both runs scored, a note when that is not all of them); UnusablePredictions if they disagree."""
+    if list(sa.columns) != list(sb.columns):
+        raise UnusablePredictions("the two runs scored different labels")
+    shared = ta.index.intersection(tb.index)
+    if len(shared) == 0:
+        raise UnusablePredictions("no test image scored by both runs")
+    if not np.array_equal(ta.loc[shared].to_numpy(), tb.loc[shared].to_numpy()):
+        raise UnusablePredictions("the two runs disagree on the test labels")
+    note = None if len(shared) == len(ta) == len(tb) else (
+        f"only {len(shared)} of {max(len(ta), len(tb))} test images scored by both runs")
+    return shared, note
+
+
+def _test(targets: np.ndarray, a: np.ndarray, b: np.ndarray, patients: pd.Series | None, shared: pd.Index
+          ) -> tuple[dict, str]:
+    """(DeLong result, which test): clustered by patient where the predictions carry patient ids."""
+    if patients is None:
+        return delong_paired_macro(targets, a, b), UNCLUSTERED
+    ids = patients.reindex(shared)
+    if ids.isna().any():
+        raise UnusablePredictions(f"patient ids missing for some test images: {BOOTSTRAP_ONLY}")
+    try:
+        return delong_paired_macro_clustered(targets, a, b, ids.to_numpy()), CLUSTERED
+    except MedtransferError as err:      # e.g. under 2 patients with a positive: the message names no patient
+        raise UnusablePredictions(f"{str(err).split(': ', 1)[-1]}; {BOOTSTRAP_ONLY}") from None
+
+
 def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: str | None, cache: dict | None = None) -> dict:
     """DeLong test of macro AUROC(a) - AUROC(b) on the test images both runs scored.
 
-    Returns diff, se, p_value, ci_low, ci_high, n_images, n_labels and ``note``
-    (None when the two runs scored exactly the same images), or p_value None
-    and ``note`` saying why no test was possible. ``cache`` (a dict) lets a
-    caller read each run's file once.
+    Returns diff, se, p_value, ci_low, ci_high, n_images, n_labels, ``test`` (which DeLong: clustered by
+    patient where the predictions carry patient ids, see the module docstring) and ``note`` (None when the
+    two runs scored exactly the same images), or p_value None and ``note`` saying why no test was possible.
+    ``cache`` (a dict) lets a caller read each run's file once.
     """
     cache = {} if cache is None else cache
     try:
         ta, sa = _load(study_dir, run_dir_a, task_kind, cache)
         tb, sb = _load(study_dir, run_dir_b, task_kind, cache)
-        if list(sa.columns) != list(sb.columns):
-            raise UnusablePredictions("the two runs scored different labels")
-        shared = ta.index.intersection(tb.index)
-        if len(shared) == 0:
-            raise UnusablePredictions("no test image scored by both runs")
-        if not np.array_equal(ta.loc[shared].to_numpy(), tb.loc[shared].to_numpy()):
-            raise UnusablePredictions("the two runs disagree on the test labels")
-        note = None if len(shared) == len(ta) == len(tb) else (
-            f"only {len(shared)} of {max(len(ta), len(tb))} test images scored by both runs")
-        patients = read_patient_ids(study_dir / str(run_dir_a) / PREDICTIONS) if sa.shape[1] == 1 else None
-        if patients is not None and shared.isin(patients.index).all():
-            # one label and patient ids: images of a patient are one cluster (Obuchowski 1997)
-            got = delong_paired_clustered(ta.loc[shared].to_numpy()[:, 0], sa.loc[shared].to_numpy()[:, 0],
-                                          sb.loc[shared].to_numpy()[:, 0], patients.loc[shared].to_numpy())
-            got["n_labels"] = 1
-        else:
-            got = delong_paired_macro(ta.loc[shared].to_numpy(), sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy())
+        shared, note = _shared(ta, sa, tb, sb)
+        patients = read_patient_ids(study_dir / str(run_dir_a) / PREDICTIONS)
+        got, test = _test(ta.loc[shared].to_numpy(), sa.loc[shared].to_numpy(), sb.loc[shared].to_numpy(),
+                          patients, shared)
     except UnusablePredictions as err:
-        return {"p_value": None, "note": str(err)}
+        return {"p_value": None, "note": str(err), **({"test": BOOTSTRAP_ONLY} if BOOTSTRAP_ONLY in str(err) else {})}
     except MedtransferError as err:      # e.g. fewer than 2 positives: the message names no image
         return {"p_value": None, "note": str(err).split(": ", 1)[-1]}
     return {**{k: got[k] for k in ("diff", "se", "p_value", "ci_low", "ci_high", "n_labels")},
-            "n_images": int(len(shared)), "note": note}
+            "n_images": int(len(shared)), "note": note, "test": test}

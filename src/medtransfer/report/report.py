@@ -26,7 +26,7 @@ from .tables import (SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, 
 from .versus import radiomics_comparisons
 from .versus_page import versus_section
 
-CSV_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "task_kind"] + ["ci_method"]
+CSV_COLUMNS = [c for c in SUMMARY_COLUMNS if c != "task_kind"] + ["ci_method", "seed_variance"]
 
 
 def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:

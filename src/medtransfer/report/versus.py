@@ -107,8 +107,8 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
 
     Each block: task, arch, task_kind, radiomics_recipe, comparisons (list of
     dicts: init, recipe, best_overall, result (``crossover``'s dict), per_n,
-    tests (DeLong per N and seed), n_seeds), and notes (why a DeLong test is
-    missing, counted per reason).
+    tests (DeLong per N and seed), n_seeds), notes (why a DeLong test is
+    missing, counted per reason) and delong_tests (which DeLong: clustered by patient or not).
     """
     blocks, cache = [], {}
     index_of = {(r.task, None if r.method == RADIOMICS else r.arch, str(r.method), r.recipe, r.n_train): i
@@ -143,8 +143,16 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
                                     "best_overall": r["recipe"] == cnn_rank.iloc[0]["recipe"], **got})
         if comparisons:
             blocks.append({"task": task, "arch": arch, "task_kind": task_kind, "radiomics_recipe": base_recipe,
-                           "comparisons": comparisons, "notes": _missing_notes(comparisons)})
+                           "comparisons": comparisons, "notes": _missing_notes(comparisons),
+                           "delong_tests": delong_tests(comparisons)})
     return blocks
+
+
+def delong_tests(comparisons: list[dict]) -> list[str]:
+    """Which DeLong tests the per-seed p-values come from (``paired``'s names), so the page can say whether
+    images of one patient were one cluster; normally one."""
+    return sorted({t["test"] for comp in comparisons for tests in comp["tests"].values() for t in tests
+                   if t.get("test")})
 
 
 def _missing_notes(comparisons: list[dict]) -> list[str]:

@@ -19,9 +19,11 @@ HOW = (
     "bootstrap 95% CI (the same test-patient resamples and seeds on both sides; a Student-t CI of the per-seed "
     "differences where runs have no bootstrap draws). <i>DeLong p</i>: paired DeLong test (DeLong et al. 1988) of the two runs' "
     "macro AUROC on the test images both scored, one per seed (multi-label: mean over findings; multiclass: mean "
-    "of the one-vs-rest AUROCs; the variance of the mean keeps the correlation between findings). It treats test "
-    "images as independent unless the task has one label and the predictions carry patient IDs: then images of one "
-    "patient are one cluster (Obuchowski 1997), as the bootstrap resamples patients.</p>")
+    "of the one-vs-rest AUROCs; the variance of the mean keeps the correlation between findings). Where the "
+    "predictions carry patient IDs, images of one patient are one cluster, for every finding (Obuchowski 1997: "
+    "per-patient structural components, averaged over findings), as the bootstrap resamples patients; without "
+    "patient IDs each image counts as its own patient. Where the clustered DeLong cannot be computed, only the "
+    "clustered bootstrap interval is shown. Each table says which test it used.</p>")
 
 
 def fmt_p(p) -> str:
@@ -108,6 +110,7 @@ def versus_section(blocks: list[dict]) -> str:
         parts.append(f"<h3>{title}: paired comparison at each N</h3>" + table(
             ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI", "seeds",
              "DeLong p (per seed)", "verdict"], _per_n_rows(block), numeric={2, 3, 4, 6}))
+        parts.append(f'<p class="note">{esc(_tests_line(block))}</p>')
         if block["notes"]:
             parts.append('<p class="note">' + "<br>".join(esc(n) for n in block["notes"])
                          + "<br><small>— = no DeLong test (reason above); * = on the test images both runs scored "
@@ -118,6 +121,14 @@ def versus_section(blocks: list[dict]) -> str:
     parts.append("<p><b>How the crossover N is defined.</b></p>"
                  + "".join(f"<p>{esc(d)}</p>" for d in definitions))
     return "\n".join(parts)
+
+
+def _tests_line(block: dict) -> str:
+    """Which paired test the DeLong p column used, in words (clustered by patient or not)."""
+    tests = block.get("delong_tests") or []
+    if not tests:
+        return "DeLong p: no DeLong test was possible (reasons below); the bootstrap interval stands alone."
+    return "DeLong p: " + "; ".join(tests) + "."
 
 
 def baseline_label(block: dict) -> str:
