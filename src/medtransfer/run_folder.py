@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MedtransferError, write_error
-from .kinds import RunMethod
+from .kinds import RunMethod, TaskKind
 
 
 def _json_safe(value):
@@ -70,7 +70,7 @@ class RunMetrics:
     ``details`` holds what only one method reports (radiomics: the chosen C and the feature
     counts), written as top-level keys so older readers keep working.
     """
-    task_kind: str
+    task_kind: TaskKind
     label_names: list[str]
     val: dict[str, Any]
     test: dict[str, Any]

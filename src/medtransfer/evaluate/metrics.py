@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ..kinds import TaskKind
 
-def one_vs_rest_targets(labels: np.ndarray, kind: str, n_outputs: int) -> np.ndarray:
+
+def one_vs_rest_targets(labels: np.ndarray, kind: TaskKind, n_outputs: int) -> np.ndarray:
     """(N,K) 0/1 targets aligned with the score columns, whatever the task kind."""
     labels = np.asarray(labels)
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         return np.eye(n_outputs, dtype=np.float32)[labels.astype(np.int64)]
     return labels.reshape(len(labels), -1).astype(np.float32)
 
@@ -28,7 +30,7 @@ def _undefined_reason(y: np.ndarray) -> str | None:
     return None
 
 
-def score_metrics(labels: np.ndarray, scores: np.ndarray, kind: str, label_names: list[str]) -> dict:
+def score_metrics(labels: np.ndarray, scores: np.ndarray, kind: TaskKind, label_names: list[str]) -> dict:
     """AUROC and AUPRC per label (one-vs-rest for multiclass) plus their macro means."""
     scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     targets = one_vs_rest_targets(labels, kind, scores.shape[1])
@@ -53,12 +55,12 @@ def score_metrics(labels: np.ndarray, scores: np.ndarray, kind: str, label_names
     }
     if undefined:
         out["undefined"] = undefined
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         out["accuracy"] = float(np.mean(scores.argmax(1) == np.asarray(labels).astype(np.int64)))
     return out
 
 
-def macro_auroc(labels: np.ndarray, scores: np.ndarray, kind: str) -> float:
+def macro_auroc(labels: np.ndarray, scores: np.ndarray, kind: TaskKind) -> float:
     """Macro AUROC over the labels where it is defined; NaN when none is (for early stopping)."""
     names = [str(i) for i in range(np.asarray(scores).reshape(len(scores), -1).shape[1])]
     value = score_metrics(labels, scores, kind, names)["auroc_macro"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
+from ..kinds import TaskKind
 from .bootstrap import bootstrap_auroc_samples
 from .metrics import one_vs_rest_targets, score_metrics
 
@@ -45,7 +46,7 @@ def test_set_fingerprint(image_ids, clusters) -> str:
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
 
-def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by_patient: bool, image_ids,
+def run_interval(labels: np.ndarray, scores: np.ndarray, kind: TaskKind, clusters, by_patient: bool, image_ids,
                  n_boot: int = RUN_BOOTSTRAP_N, seed: int = RUN_BOOTSTRAP_SEED) -> RunInterval | None:
     """The test interval of one run; None when its macro AUROC is undefined (no label has both classes).
 
