@@ -252,8 +252,8 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     recommendation = Recommendation(
         pick=halving.pick, steps=searched.final_steps, search_val_auroc=halving.pick_trial.val_auroc,
         search_steps=halving.pick_trial.steps, val_auroc=metrics.auroc("val"), test_auroc=metrics.auroc("test"),
-        test_auroc_ci=(metrics.test or {}).get("auroc_ci") or None,
-        test_operating_point=(metrics.test or {}).get("operating_point"), run=best_dir,
+        test_auroc_ci=(metrics.test.auroc_ci if metrics.test else None) or None,
+        test_operating_point=metrics.test.operating_point if metrics.test else None, run=best_dir,
         config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note)
     return Advice(
         config=req.config_path, data_root=req.root, overrides=req.overrides, study=req.study_dir,
@@ -325,7 +325,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
 def _log_final(metrics: RunMetrics, log: Log) -> None:
     """Step 3's one line: the final run's test AUROC with its interval."""
     test_auroc = metrics.auroc("test")
-    ci = (metrics.test or {}).get("auroc_ci") or {}
+    ci = (metrics.test.auroc_ci if metrics.test else None) or {}
     shown = "undefined" if test_auroc is None else f"{test_auroc:.4f}"
     if ci:
         shown += f" (95% CI {ci['low']:.4f} to {ci['high']:.4f}, {ci.get('resampled', 'patients')} bootstrap)"

@@ -54,7 +54,7 @@ def run_interval(labels: np.ndarray, scores: np.ndarray, kind: TaskKind, cluster
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     targets = one_vs_rest_targets(labels, kind, scores.shape[1])
-    point = score_metrics(labels, scores, kind, [str(k) for k in range(scores.shape[1])])["auroc_macro"]
+    point = score_metrics(labels, scores, kind, [str(k) for k in range(scores.shape[1])]).auroc_macro
     if point is None:
         return None
     try:

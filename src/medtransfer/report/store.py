@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import DataError
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus, TaskKind
+from ..run_folder import RunMetrics
 from ..study.schema import ADDED_RUN_COLUMNS, PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
@@ -223,9 +224,10 @@ def _test_operating_point(metrics_json: str | None) -> dict:
     if not metrics_json:
         return {}
     try:
-        point = (json.loads(metrics_json).get("test") or {}).get("operating_point") or {}
-    except (ValueError, AttributeError):
+        test = RunMetrics.from_json(json.loads(metrics_json)).test
+    except (ValueError, AttributeError, TypeError):
         return {}
+    point = test.operating_point if test is not None else None
     return point if isinstance(point, dict) else {}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from ..evaluate import score_metrics
 from ..evaluate.per_run import run_interval
 from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
 from ..kinds import TaskKind
-from ..run_folder import RunFolder, write_text_atomic
+from ..run_folder import MetricBlock, RunFolder, write_text_atomic
 from .folder_protocol import Log
 
 
@@ -35,8 +34,8 @@ class SplitScores:
 @dataclass(frozen=True)
 class Scored:
     """What ``score_run`` measured: metrics.json's ``val`` / ``test`` blocks and the thresholds it wrote."""
-    val: dict[str, Any]
-    test: dict[str, Any]
+    val: MetricBlock
+    test: MetricBlock
     thresholds: RunThresholds
 
 
@@ -81,7 +80,7 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     write_text_atomic(path, frame.to_csv(index=False, float_format=f"%.{digits}g"))
 
 
-def _add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: TaskKind, test: tuple[np.ndarray, np.ndarray],
+def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: TaskKind, test: tuple[np.ndarray, np.ndarray],
                        data: PreparedData, test_idx: np.ndarray, log: Log) -> None:
     """The run's test AUROC interval (patient bootstrap; images where the data has no patient ids) in
     metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
@@ -92,13 +91,13 @@ def _add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: TaskKin
     if interval is None:
         log("test AUROC undefined: no bootstrap interval")
         return
-    scored["test"]["auroc_ci"] = interval.to_json()
+    scored["test"].auroc_ci = interval.to_json()
     folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
 
 
-def _add_operating_points(scored: dict[str, dict], thresholds: RunThresholds) -> None:
+def _add_operating_points(scored: dict[str, MetricBlock], thresholds: RunThresholds) -> None:
     """Binary tasks: accuracy, sensitivity and specificity at the threshold chosen on validation, in each
     split's metrics block (``operating_point``): a clinician acts on a yes / no, not on an AUROC.
     The test numbers use the validation threshold unchanged, so they are what a user would see."""
@@ -107,6 +106,6 @@ def _add_operating_points(scored: dict[str, dict], thresholds: RunThresholds) ->
     (chosen,) = thresholds.labels.values()
     for split, point in (("val", chosen.val), ("test", chosen.test)):
         if point is not None and split in scored:
-            scored[split]["operating_point"] = {
+            scored[split].operating_point = {
                 "threshold": chosen.threshold, "criterion": f"{chosen.criterion} on val",
                 **{key: getattr(point, key) for key in OPERATING_KEYS}}
