@@ -7,7 +7,10 @@ import pytest
 from scipy import stats
 
 from medtransfer.errors import DataError
-from medtransfer.evaluate.crossover import ALREADY, NEVER, crossing, crossover, seed_summary
+from medtransfer.evaluate.crossover import crossing, crossover, outcome_text, seed_summary
+from medtransfer.kinds import CrossoverOutcome
+
+ALREADY, NEVER = CrossoverOutcome.ALREADY, CrossoverOutcome.NEVER
 
 NS = [50, 100, 200, 400, 800, 1600, 3200]
 
@@ -84,7 +87,8 @@ def test_crossing_helper_strictness_and_nan():
     assert crossing([100, 200], [-0.01, 0.0], strict=False) == (pytest.approx(200.0), None)
     assert crossing([100, 200], [-0.01, 0.0], strict=True) == (None, NEVER)
     assert crossing([100, 200, 400], [-0.01, np.nan, 0.01], strict=True)[0] == pytest.approx(200.0)
-    assert crossing([100], [np.nan], strict=True) == (None, "no interval at any N")
+    assert crossing([100], [np.nan], strict=True) == (None, CrossoverOutcome.NO_INTERVAL)
+    assert outcome_text(CrossoverOutcome.NO_INTERVAL) == "no interval at any N"
 
 
 def test_open_ended_range_when_resamples_cross_outside_the_studied_n():
@@ -101,7 +105,8 @@ def test_two_seeds_give_no_range_and_one_seed_uses_delong():
     assert two["comparable_n"] is not None and two["comparable_n_ci"] is None and "2 seeds" in two["ci_note"]
     cnn, ref = _curves(lambda n: 0.02 * math.log(n / 500), offsets=(0.0,))
     none = crossover(cnn, ref)
-    assert none["method"] is None and none["comparable_n"] is None and "no test" in none["comparable_reason"]
+    assert none["method"] is None and none["comparable_n"] is None and none["comparable_reason"] is CrossoverOutcome.NO_TEST
+    assert "no test" in outcome_text(none["comparable_reason"])
     d = pd.DataFrame({"N": NS, "ci_low": [0.02 * math.log(n / 500) - 0.02 for n in NS],
                       "ci_high": [0.02 * math.log(n / 500) + 0.02 for n in NS]})
     got = crossover(cnn, ref, delong=d)
@@ -117,7 +122,8 @@ def test_pairing_uses_only_seeds_run_by_both():
     per_n = crossover(cnn, ref, n_boot=50)["per_n"].set_index("N")
     assert per_n.loc[50, "n_pairs"] == 2 and per_n.loc[100, "n_pairs"] == 2 and per_n.loc[200, "n_pairs"] == 3
     empty = crossover(cnn[cnn["N"] == 50], ref[ref["N"] == 100])
-    assert empty["comparable_n"] is None and "no (N, seed)" in empty["comparable_reason"]
+    assert empty["comparable_n"] is None and empty["comparable_reason"] is CrossoverOutcome.NO_PAIRS
+    assert "no (N, seed)" in outcome_text(empty["comparable_reason"])
 
 
 @pytest.mark.parametrize("mutate, message", [

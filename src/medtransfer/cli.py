@@ -15,6 +15,7 @@ from rich.console import Console
 
 from .config import load_config, resolve_data_root
 from .errors import MedtransferError, write_error
+from .kinds import ThresholdCriterion
 from .study import StudyOptions, run_study, study_status
 from .study.best import BestChoice, export_best, parse_n
 from .study.executors import executor_names
@@ -277,8 +278,9 @@ def _predict(args) -> int:
     from .evaluate.threshold import Criterion
     from .inference import predict_files
 
-    criterion = (Criterion("given", args.threshold) if args.threshold is not None
-                 else Criterion("sensitivity", args.sensitivity) if args.sensitivity is not None else None)
+    criterion = (Criterion(ThresholdCriterion.GIVEN, args.threshold) if args.threshold is not None
+                 else Criterion(ThresholdCriterion.SENSITIVITY, args.sensitivity) if args.sensitivity is not None
+                 else None)
     result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
     for note in result.notes:
         print(f"note: threshold {note}", file=sys.stderr)

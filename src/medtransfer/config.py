@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
                       field_validator, model_validator)
 
 from .errors import ConfigError
-from .kinds import IMAGENET, Init, InitKind
+from .kinds import IMAGENET, Init, InitKind, Strategy, TaskKind
 from .schedules import get_policy, policy_names
 from .xrv_weights import arch_problem
 
@@ -130,7 +130,7 @@ class DataConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    kind: Literal["multilabel", "binary", "multiclass"]
+    kind: TaskKind
     labels: list[str] | None = Field(None, description="multilabel: which findings; None = all (nih14: the 14 findings)")
     positive: str | None = Field(None, description="binary from a multi-label source: the positive finding, e.g. Pneumonia")
     label_column: Union[str, list[str], None] = Field(None, description="csv source: label column (binary/multiclass) or columns (multilabel)")
@@ -158,7 +158,7 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     n_train: Union[int, Literal["all"]] = "all"
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    strategy: Literal["frozen", "full", "gradual"] = "full"
+    strategy: Strategy = Strategy.FULL
     lr_policy: str = Field("one_cycle", description="a registered LR policy (medtransfer.schedules): "
                                                     + ", ".join(policy_names()))
     # lr and weight_decay: finite, but no upper bound. Their size costs no time, and a huge lr is how a
@@ -281,7 +281,7 @@ class RunConfig(_Strict):
     def _task_fits_source(self):
         if self.data.source == "csv" and not self.task.label_column:
             raise ValueError("task.label_column is required for data.source=csv")
-        if self.task.positive and self.task.kind != "binary":
+        if self.task.positive and self.task.kind != TaskKind.BINARY:
             raise ValueError("task.positive is only meaningful with task.kind=binary")
         return self
 

@@ -31,8 +31,8 @@ from .config import config_from_dict, load_yaml
 from .data import decode_image
 from .data.images import is_dicom, read_dicom, read_pil, square_resize
 from .errors import DataError, MedtransferError, reason_of
-from .evaluate.threshold import Criterion, RunThresholds, choose_thresholds, given_thresholds
-from .kinds import SCRATCH, RunMethod
+from .evaluate.threshold import YOUDEN, Criterion, RunThresholds, choose_thresholds, given_thresholds
+from .kinds import SCRATCH, RunMethod, TaskKind, ThresholdCriterion
 from .models import create_model, load_weights
 from .models.cam import cam_target_layer, grad_cam_maps, import_grad_cam, overlay_heatmap, view_side
 from .run_folder import RunFolder, write_bytes_atomic
@@ -150,7 +150,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     return cfg, model, label_names, resolve_device(device)
 
 
-def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def read_val_predictions(folder: RunFolder, kind: TaskKind, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The run's validation (0/1 targets (N,K), scores (N,K)) from predictions_val.csv (binary / multilabel:
     a multiclass run is labelled by its top class and never reads them)."""
     path = folder.val_predictions_path
@@ -166,14 +166,14 @@ def read_val_predictions(folder: RunFolder, kind: str, label_names: list[str]) -
     return frame[truth].to_numpy(dtype=np.float32), frame[scores].to_numpy(dtype=np.float64)
 
 
-def run_thresholds(folder: RunFolder, kind: str, label_names: list[str], criterion: Criterion | None) -> RunThresholds:
+def run_thresholds(folder: RunFolder, kind: TaskKind, label_names: list[str], criterion: Criterion | None) -> RunThresholds:
     """The thresholds to label with: the run's stored ones (None), a given value, or re-chosen on validation."""
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         if criterion is not None:
             raise MedtransferError(f"--threshold / --sensitivity apply to binary and multilabel runs; {folder.path} is "
                                    "a multiclass run, labelled with its highest-scoring class")
         return choose_thresholds(kind, label_names, None, None)
-    if criterion is not None and criterion.kind == "given":
+    if criterion is not None and criterion.kind is ThresholdCriterion.GIVEN:
         return given_thresholds(kind, label_names, float(criterion.value))
     if criterion is None and folder.threshold_path.is_file():
         return folder.read_thresholds()
@@ -181,15 +181,15 @@ def run_thresholds(folder: RunFolder, kind: str, label_names: list[str], criteri
         raise MedtransferError(f"{folder.threshold_path} not found: this run was trained before operating "
                                "thresholds were stored; pass --threshold T, or train it again")
     y_val, s_val = read_val_predictions(folder, kind, label_names)
-    return choose_thresholds(kind, label_names, y_val, s_val, criterion or Criterion("youden"))
+    return choose_thresholds(kind, label_names, y_val, s_val, criterion or YOUDEN)
 
 
-def labelled_frame(paths: list[Path], scores: np.ndarray, kind: str, label_names: list[str],
+def labelled_frame(paths: list[Path], scores: np.ndarray, kind: TaskKind, label_names: list[str],
                    thresholds: RunThresholds):
     """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion."""
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
     frame[[f"score_{n}" for n in label_names]] = scores
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         frame["predicted"] = [label_names[i] for i in np.asarray(scores).argmax(axis=1)]
     else:
         for k, name in enumerate(label_names):
@@ -279,9 +279,9 @@ def _reason(err: BaseException, path: Path) -> str:
     return text.replace(f" '{path}'", "") or text
 
 
-def cam_outputs(scores: np.ndarray, kind: str) -> list[int]:
+def cam_outputs(scores: np.ndarray, kind: TaskKind) -> list[int]:
     """Which output each image's map explains: binary the one output; multilabel / multiclass the top score."""
-    if kind == "binary":
+    if kind == TaskKind.BINARY:
         return [0] * len(scores)
     return [int(k) for k in np.asarray(scores).argmax(axis=1)]
 
@@ -294,7 +294,7 @@ class ScoredImages:
     scores: np.ndarray
 
 
-def write_cams(model, batch: ScoredImages, kind: str, label_names: list[str], image_size: int, out: Path,
+def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str], image_size: int, out: Path,
                device) -> tuple[str, list[Path]]:
     """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png); returns (layer, files)."""
     images, scores, paths = batch.images, batch.scores, batch.paths

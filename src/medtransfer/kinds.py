@@ -40,6 +40,44 @@ class RunRole(StrEnum):
     GRID = "grid"
 
 
+class TaskKind(StrEnum):
+    """``task.kind``: what a label is (one finding, one of C classes, or several findings at once)."""
+    MULTILABEL = "multilabel"
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+
+
+class Strategy(StrEnum):
+    """``train.strategy``: which layer groups train (the head only, all, or thawed in stages)."""
+    FROZEN = "frozen"
+    FULL = "full"
+    GRADUAL = "gradual"
+
+
+class Site(StrEnum):
+    """Where a study's pretraining source was acquired, relative to the target data."""
+    SAME = "same"
+    OTHER = "other"
+
+
+class ThresholdCriterion(StrEnum):
+    """How an operating threshold is chosen. The kind only: the text stored in threshold.json and
+    metrics.json is ``evaluate.threshold.Criterion``'s (``sensitivity>=0.95`` for a target sensitivity)."""
+    YOUDEN = "youden"
+    SENSITIVITY = "sensitivity"
+    GIVEN = "given"
+
+
+class CrossoverOutcome(StrEnum):
+    """Why a crossing N (``evaluate.crossover``) is None: codes, never shown; the report (and answer.json)
+    show ``evaluate.crossover.outcome_text`` of them."""
+    ALREADY = "already"          # at or above the bound from the smallest studied N on
+    NEVER = "never"              # not past the bound at the largest studied N
+    NO_INTERVAL = "no_interval"  # no finite bound at any N
+    NO_PAIRS = "no_pairs"        # no (N, seed) run of both methods
+    NO_TEST = "no_test"          # one seed per N and no DeLong interval
+
+
 class InitKind(StrEnum):
     SCRATCH = "scratch"
     IMAGENET = "imagenet"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MedtransferError, write_error
-from .kinds import RunMethod
+from .kinds import RunMethod, TaskKind
 
 
 def _json_safe(value):
@@ -62,15 +62,69 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 disk_error = write_error   # the name the run folder's callers use
 
 
+_CORE_BLOCK = ("auroc_macro", "auprc_macro", "auroc", "auprc", "n_images", "n_labels_scored")
+_OPTIONAL_BLOCK = ("undefined", "accuracy", "auroc_ci", "operating_point")   # written only when they hold something
+
+
+@dataclass
+class MetricBlock:
+    """One split's scores: metrics.json's ``val`` / ``test`` block, made by ``evaluate.score_metrics``.
+
+    ``to_json`` writes the keys in the order every run has written them; a block read by ``from_json``
+    writes back exactly the keys it held, in their order (``read``), so a metrics.json of any version
+    (and the store's copy of it) keeps its bytes. ``auroc_ci`` (test: the bootstrap interval) and
+    ``operating_point`` (binary: at the validation threshold) are added after scoring.
+    """
+    auroc_macro: float | None = None
+    auprc_macro: float | None = None
+    auroc: dict[str, float | None] = field(default_factory=dict)   # per label (one-vs-rest per class)
+    auprc: dict[str, float | None] = field(default_factory=dict)
+    n_images: int | None = None
+    n_labels_scored: int | None = None
+    undefined: dict[str, str] = field(default_factory=dict)         # label -> why it has no value
+    accuracy: float | None = None                                   # multiclass: the arg-max accuracy
+    auroc_ci: dict[str, Any] | None = None                          # ``evaluate.per_run`` interval's JSON
+    operating_point: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)             # keys this version does not know, as read
+    read: tuple[str, ...] | None = None                             # the keys a read block held, in order
+
+    def ci_bounds(self) -> tuple[float | None, float | None]:
+        """The test AUROC interval's (low, high); (None, None) without one."""
+        interval = self.auroc_ci or {}
+        return interval.get("low"), interval.get("high")
+
+    def _holds(self, key: str) -> bool:
+        if key in _CORE_BLOCK:
+            return self.read is None
+        value = getattr(self, key)
+        return value is not None and value != {}
+
+    def to_json(self) -> dict[str, Any]:
+        keys = list(self.read or ()) + [k for k in _CORE_BLOCK + _OPTIONAL_BLOCK
+                                        if k not in (self.read or ()) and self._holds(k)]
+        keys += [k for k in self.extra if k not in keys]
+        return {k: self.extra[k] if k in self.extra else getattr(self, k) for k in keys}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> "MetricBlock":
+        if not isinstance(payload, dict):
+            raise TypeError(f"a metrics block must be a JSON object, got {type(payload).__name__}")
+        known = {k: payload[k] for k in _CORE_BLOCK + _OPTIONAL_BLOCK if k in payload}
+        for key in ("auroc", "auprc", "undefined"):   # null where a dict belongs: kept as read (extra)
+            if key in known and not isinstance(known[key], dict):
+                del known[key]
+        return cls(**known, extra={k: v for k, v in payload.items() if k not in known}, read=tuple(payload))
+
+
 @dataclass
 class RunMetrics:
     """What one finished run measured; ``to_json`` is exactly the layout of ``metrics.json``.
 
-    ``val`` / ``test`` are ``evaluate.score_metrics`` blocks (macro and per-label AUROC / AUPRC).
+    ``val`` / ``test`` are ``MetricBlock``s (``evaluate.score_metrics``: macro and per-label AUROC / AUPRC).
     ``details`` holds what only one method reports (radiomics: the chosen C and the feature
     counts), written as top-level keys so older readers keep working.
     """
-    task_kind: str
+    task_kind: TaskKind
     label_names: list[str]
     val: dict[str, Any]
     test: dict[str, Any]
@@ -93,14 +147,22 @@ class RunMetrics:
 
     def auroc(self, split: str) -> float | None:
         """The split's macro AUROC (None when undefined)."""
-        value = (getattr(self, split) or {}).get("auroc_macro")
-        return None if value is None else float(value)
+        block = self.block(split)
+        return None if block is None or block.auroc_macro is None else float(block.auroc_macro)
+
+    def block(self, split: str) -> MetricBlock | None:
+        """The ``val`` or ``test`` block (None when the run recorded none)."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be val or test, got {split!r}")
+        return self.val if split == "val" else self.test
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task_kind": self.task_kind, "label_names": self.label_names}
         if self.method is not RunMethod.CNN:
             out["method"] = self.method.value
         out.update({k: getattr(self, k) for k in self._CORE[2:]})
+        out.update({split: None if block is None else block.to_json()
+                    for split, block in (("val", self.val), ("test", self.test))})
         if self.torch_threads is not None:
             out["torch_threads"] = self.torch_threads
         out["history"] = self.history
@@ -112,6 +174,10 @@ class RunMetrics:
         """Read a metrics.json of any version (missing keys take their defaults; unknown ones go to details)."""
         known = set(cls._CORE) | {"method", "torch_threads", "history"}
         core = {k: payload.get(k) for k in cls._CORE}
+        core.update({split: None if core[split] is None else MetricBlock.from_json(core[split])
+                     for split in ("val", "test")})
+        if core["task_kind"] is not None:
+            core["task_kind"] = TaskKind(core["task_kind"])
         return cls(**core, history=list(payload.get("history") or []),
                    method=RunMethod(payload.get("method") or RunMethod.CNN),
                    torch_threads=payload.get("torch_threads"),

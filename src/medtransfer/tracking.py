@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from .errors import MedtransferError, MissingExtra
 from .kinds import RunStatus
-from .run_folder import RunFolder, RunMetrics
+from .run_folder import MetricBlock, RunFolder, RunMetrics
 
 DEFAULT_FOLDER = "mlruns"          # bare --mlflow: STUDY_DIR/mlruns for a study, ./mlruns for train
 TRAIN_EXPERIMENT = "medtransfer"   # the experiment of runs made by `medtransfer train`
@@ -228,12 +228,13 @@ def run_metrics(metrics: RunMetrics) -> Iterator[tuple[str, float, int]]:
         for part, lr in zip(("early", "late", "head"), record.get("lrs") or []):
             yield from _number(f"lr_{part}", lr, epoch)
     for split in ("val", "test"):
-        block = getattr(metrics, split) or {}
-        for kind in ("auroc", "auprc"):
-            yield from _number(f"{split}_{kind}", block.get(f"{kind}_macro"), 0)
-            for label, value in (block.get(kind) or {}).items():
+        block = metrics.block(split) or MetricBlock()
+        for kind, macro, per_label in (("auroc", block.auroc_macro, block.auroc),
+                                       ("auprc", block.auprc_macro, block.auprc)):
+            yield from _number(f"{split}_{kind}", macro, 0)
+            for label, value in per_label.items():
                 yield from _number(f"{split}_{kind}.{_metric_name(label)}", value, 0)
-        yield from _number(f"{split}_accuracy", block.get("accuracy"), 0)
+        yield from _number(f"{split}_accuracy", block.accuracy, 0)
     best = next((r for r in metrics.history if r.get("epoch") == metrics.best_epoch), None)
     if best is not None:
         yield from _number("best_val_loss", best.get("val_loss"), 0)

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..kinds import TaskKind
 from .candidates import Candidate
 from .rank import CandidateScore
 from .search import Arm, HalvingResult, SearchPlan
@@ -77,7 +78,7 @@ class Advice:
     data_root: Path
     overrides: list[str]
     study: str | Path | None          # --study as given (None: not given)
-    task_kind: str
+    task_kind: TaskKind
     labels: list[str]
     n_train: int
     n_train_patients: int

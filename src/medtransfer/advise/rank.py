@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..evaluate.transferability import logme_score, probe_auroc, unusable_reason
+from ..kinds import TaskKind
 from .features import CandidateFeatures
 
 METHOD = ("LogME (You et al., ICML 2021): log evidence per image of a Bayesian linear model of each label on the "
@@ -40,7 +41,7 @@ class CandidateScore:
                 "feature_seconds": round(self.seconds, 3)}
 
 
-def score_one(feats: CandidateFeatures, labels: np.ndarray, kind: str, n_outputs: int,
+def score_one(feats: CandidateFeatures, labels: np.ndarray, kind: TaskKind, n_outputs: int,
               groups: np.ndarray) -> CandidateScore:
     """LogME and probe of one candidate, or the reason it cannot be scored."""
     if feats.features is None:
@@ -67,7 +68,7 @@ def score_one(feats: CandidateFeatures, labels: np.ndarray, kind: str, n_outputs
                           seconds=feats.seconds)
 
 
-def rank_candidates(features: dict[str, CandidateFeatures], labels: np.ndarray, kind: str, n_outputs: int,
+def rank_candidates(features: dict[str, CandidateFeatures], labels: np.ndarray, kind: TaskKind, n_outputs: int,
                     groups: np.ndarray) -> list[CandidateScore]:
     """Usable candidates by LogME (best first; ties by probe AUROC, then name), then the unusable ones."""
     scored = [score_one(f, labels, kind, n_outputs, groups) for f in features.values()]

@@ -32,13 +32,13 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import MedtransferError, reason_of
-from ..kinds import Init, InitKind
+from ..kinds import Init, InitKind, Strategy, TaskKind
 from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
-DEFAULT_STRATEGIES = ("frozen", "full", "gradual")
+DEFAULT_STRATEGIES = tuple(Strategy)
 DEFAULT_LR_POLICIES = ("constant", "one_cycle")
-STRATEGY_COST = {"frozen": 0.35, "gradual": 0.7, "full": 1.0}   # step cost relative to full fine-tuning
+STRATEGY_COST = {Strategy.FROZEN: 0.35, Strategy.GRADUAL: 0.7, Strategy.FULL: 1.0}   # step cost relative to full fine-tuning
 CHOICE = "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"
 GRACE = 1.15                  # a rung may start when the projected end is within this multiple of the budget
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
@@ -77,7 +77,7 @@ class SearchData:
     """
     train: SplitArrays
     val: SplitArrays
-    task_kind: str
+    task_kind: TaskKind
     label_names: list[str]
     nested: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -92,7 +92,7 @@ def curve_sizes(n_train: int, minimum: int = 8) -> tuple[int, ...]:
 
 
 def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool: np.ndarray,
-                   sizes: tuple[int, ...], seed: int, task_kind: str, by: str = "patients") -> SearchData:
+                   sizes: tuple[int, ...], seed: int, task_kind: TaskKind, by: str = "patients") -> SearchData:
     """The search's arrays from a PreparedData: rows of ``train_idx`` (the N-subset), ``val_idx`` and, for
     the nested sizes (drawn ``by`` data.subset_by, as the N-subset was), the training pool ``train_pool``.
     No other row of ``data`` is read."""
@@ -124,7 +124,7 @@ class Arm:
     init_name: str
     init: Init
     arch: str
-    strategy: str
+    strategy: Strategy
     lr_policy: str
 
     @property
@@ -138,14 +138,14 @@ class Arm:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    strategies: tuple[Strategy, ...] = DEFAULT_STRATEGIES
     lr_policies: tuple[str, ...] = DEFAULT_LR_POLICIES
 
     def arms(self, inits: list[tuple[str, Init, str]]) -> list[Arm]:
         """Arms of ``inits`` ((name, init, arch), in ranking order); scratch is never frozen (a random backbone)."""
         return [Arm(name, init, arch, strategy, policy)
                 for name, init, arch in inits for strategy in self.strategies for policy in self.lr_policies
-                if not (strategy == "frozen" and init.kind is InitKind.SCRATCH)]
+                if not (strategy == Strategy.FROZEN and init.kind is InitKind.SCRATCH)]
 
 
 def recipe_config(base: RunConfig, arm: Arm, steps: int) -> RunConfig:

@@ -41,6 +41,7 @@ from ..evaluate.learning_curve import METHOD as CURVE_METHOD
 from ..evaluate.learning_curve import fit_curve
 from ..evaluate.metrics import one_vs_rest_targets
 from ..inference import load_run
+from ..kinds import Strategy, TaskKind
 from ..run_folder import RunMetrics
 from ..runs.cnn import train_run
 from ..runs.data_split import prepare_run_data
@@ -61,7 +62,7 @@ N_BOOT = 1000
 LEVEL = 0.95
 
 
-def check_training_set(labels: np.ndarray, kind: str, label_names: list[str], n_train_setting) -> None:
+def check_training_set(labels: np.ndarray, kind: TaskKind, label_names: list[str], n_train_setting) -> None:
     """At least MIN_TRAIN_IMAGES training images and, for every label, a positive and a negative among them."""
     n = len(labels)
     if n < MIN_TRAIN_IMAGES:
@@ -78,14 +79,14 @@ def check_training_set(labels: np.ndarray, kind: str, label_names: list[str], n_
                             "advise needs both classes of every label in the training split")
 
 
-def _check_validation(labels: np.ndarray, kind: str, label_names: list[str]) -> None:
+def _check_validation(labels: np.ndarray, kind: TaskKind, label_names: list[str]) -> None:
     targets = one_vs_rest_targets(labels, kind, len(label_names))
     if not any(0 < targets[:, k].sum() < len(targets) for k in range(targets.shape[1])):
         raise DataError(f"the validation split ({len(labels)} images) has no label with both classes: the search "
                         "chooses by validation AUROC, which is undefined here (use more data or data.val_size: fixed)")
 
 
-def _paired_val_interval(val, kind: str, n_outputs: int, scores_a, scores_b) -> tuple[float | None, float | None]:
+def _paired_val_interval(val, kind: TaskKind, n_outputs: int, scores_a, scores_b) -> tuple[float | None, float | None]:
     """Percentile interval of AUROC(a) - AUROC(b) over the same validation-patient resamples."""
     if scores_a is None or scores_b is None:
         return None, None
@@ -251,8 +252,8 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     recommendation = Recommendation(
         pick=halving.pick, steps=searched.final_steps, search_val_auroc=halving.pick_trial.val_auroc,
         search_steps=halving.pick_trial.steps, val_auroc=metrics.auroc("val"), test_auroc=metrics.auroc("test"),
-        test_auroc_ci=(metrics.test or {}).get("auroc_ci") or None,
-        test_operating_point=(metrics.test or {}).get("operating_point"), run=best_dir,
+        test_auroc_ci=(metrics.test.auroc_ci if metrics.test else None) or None,
+        test_operating_point=metrics.test.operating_point if metrics.test else None, run=best_dir,
         config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note)
     return Advice(
         config=req.config_path, data_root=req.root, overrides=req.overrides, study=req.study_dir,
@@ -301,7 +302,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
                                  cfg.task.kind, cfg.data.subset_by)
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
     timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
-    timed_arm = next((a for a in timed if a.strategy == "full"), timed[0])
+    timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])
     cost = measure_cost(search_data, timed_arm, cfg, device, final_extra_seconds=forward * len(idx["test"]) + 1.0)
     log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning) + {cost.fixed_seconds:.2f} s per run, "
         f"measured on {timed_arm.label}")
@@ -324,7 +325,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
 def _log_final(metrics: RunMetrics, log: Log) -> None:
     """Step 3's one line: the final run's test AUROC with its interval."""
     test_auroc = metrics.auroc("test")
-    ci = (metrics.test or {}).get("auroc_ci") or {}
+    ci = (metrics.test.auroc_ci if metrics.test else None) or {}
     shown = "undefined" if test_auroc is None else f"{test_auroc:.4f}"
     if ci:
         shown += f" (95% CI {ci['low']:.4f} to {ci['high']:.4f}, {ci.get('resampled', 'patients')} bootstrap)"

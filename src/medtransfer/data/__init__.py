@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import DataConfig, TaskConfig
 from ..errors import ConfigError, DataError
+from ..kinds import TaskKind
 from .cache import cached_images, resolve_cache_dir
 from .images import decode_image
 from .partition import partition_patients, take_pool
@@ -44,7 +45,7 @@ def load_source(data: DataConfig, task: TaskConfig, data_root: Path) -> Labelled
     if len(set(src.image_ids)) != n:
         dup = next(i for i, c in _counts(src.image_ids).items() if c > 1)
         raise DataError(f"data source {src.dataset_key}: image {dup!r} is listed more than once")
-    expected_ndim = 1 if task.kind == "multiclass" else 2
+    expected_ndim = 1 if task.kind == TaskKind.MULTICLASS else 2
     if len(src.labels) != n or len(src.patient_ids) != n or np.ndim(src.labels) != expected_ndim:
         raise DataError(f"data source {src.dataset_key}: labels/patients do not match its {n} images")
     if data.partition is not None:
@@ -131,7 +132,7 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
     notes.append(f"training subset: {len(subset)} of {len(splits['train'])} train images from "
                  f"{len(np.unique(src.patient_ids[subset]))} patients (n_train={n_train}, seed={seed}, "
                  f"data.subset_by={data.subset_by})")
-    names = src.label_names if task.kind != "binary" else [f"not {src.label_names[0]}", src.label_names[0]]
+    names = src.label_names if task.kind != TaskKind.BINARY else [f"not {src.label_names[0]}", src.label_names[0]]
     absent = [names[c] for c in range(strata.shape[1]) if not strata[subset, c].any()]
     if absent:
         notes.append(f"no positive in the training subset for: {', '.join(absent)}")

@@ -18,22 +18,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..kinds import TaskKind
 from .records import SPLIT_NAMES
 
 
-def strata_matrix(labels: np.ndarray, kind: str) -> np.ndarray:
+def strata_matrix(labels: np.ndarray, kind: TaskKind) -> np.ndarray:
     """``(N, C)`` bool indicator columns to stratify on.
 
     multilabel: one column per label; binary: [negative, positive] (so negatives are
     stratified too); multiclass: one-hot of the class index.
     """
     labels = np.asarray(labels)
-    if kind == "multilabel":
+    if kind == TaskKind.MULTILABEL:
         return labels.reshape(len(labels), -1) > 0.5
-    if kind == "binary":
+    if kind == TaskKind.BINARY:
         pos = labels.reshape(len(labels), -1)[:, 0] > 0.5
         return np.stack([~pos, pos], axis=1)
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         cls = labels.astype(np.int64).ravel()
         n_classes = int(cls.max()) + 1 if len(cls) else 0
         return np.eye(n_classes, dtype=bool)[cls]

@@ -14,10 +14,17 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..kinds import CrossoverOutcome
 from .summary import mean_ci, t_interval
 
-NEVER = "never within the studied N"
-ALREADY = "already at the smallest N"
+# What a reader sees for each outcome (the report pages and answer.json's *_note); no code compares these.
+OUTCOME_TEXT = {
+    CrossoverOutcome.ALREADY: "already at the smallest N",
+    CrossoverOutcome.NEVER: "never within the studied N",
+    CrossoverOutcome.NO_INTERVAL: "no interval at any N",
+    CrossoverOutcome.NO_PAIRS: "no (N, seed) run of both methods",
+    CrossoverOutcome.NO_TEST: "one seed per N and no DeLong interval: no test",
+}
 
 DEFINITION_SEEDS = (
     "d(N) = CNN test AUROC minus baseline test AUROC, paired by seed (same training subset, same test images). "
@@ -82,8 +89,13 @@ def per_n_differences(pairs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return out
 
 
-def crossing(n_values, bound, strict: bool) -> tuple[float | None, str | None]:
-    """(N*, None) where ``bound`` last rises to >= 0 (> 0 if ``strict``) for good, or (None, reason).
+def outcome_text(outcome: CrossoverOutcome | None) -> str | None:
+    """The sentence shown for an outcome (None for None: a crossing was found)."""
+    return None if outcome is None else OUTCOME_TEXT[CrossoverOutcome(outcome)]
+
+
+def crossing(n_values, bound, strict: bool) -> tuple[float | None, CrossoverOutcome | None]:
+    """(N*, None) where ``bound`` last rises to >= 0 (> 0 if ``strict``) for good, or (None, why not).
 
     Linear interpolation in log N between the last studied N that fails and the
     next one; N with a NaN bound are left out.
@@ -92,13 +104,13 @@ def crossing(n_values, bound, strict: bool) -> tuple[float | None, str | None]:
     ok = np.isfinite(f)
     x, f = x[ok], f[ok]
     if len(x) == 0:
-        return None, "no interval at any N"
+        return None, CrossoverOutcome.NO_INTERVAL
     past = f > 0 if strict else f >= 0
     if past.all():
-        return None, ALREADY
+        return None, CrossoverOutcome.ALREADY
     i = int(np.flatnonzero(~past)[-1])
     if i == len(x) - 1:
-        return None, NEVER
+        return None, CrossoverOutcome.NEVER
     t = -f[i] / (f[i + 1] - f[i])
     return float(math.exp(x[i] + t * (x[i + 1] - x[i]))), None
 
@@ -129,7 +141,7 @@ def _seed_bootstrap(pairs: pd.DataFrame, n_values: np.ndarray, level: float, n_b
         found = []
         for b in range(n_boot):
             n_star, reason = crossing(n_values, bounds[:, b], strict)
-            found.append(n_star if n_star is not None else (-math.inf if reason == ALREADY else math.inf))
+            found.append(n_star if n_star is not None else (-math.inf if reason is CrossoverOutcome.ALREADY else math.inf))
         lo, hi = np.quantile(np.asarray(found), [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
         ranges[key] = (None if math.isinf(lo) else float(lo), None if math.isinf(hi) else float(hi))
     return ranges
@@ -187,8 +199,8 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
     two seeds. Returns comparable_n, comparable_n_ci, comparable_reason,
     outperform_n, outperform_n_ci, outperform_reason, method ('seeds' |
     'delong' | None), per_n (DataFrame), definition and ci_note. A crossing N is
-    None when there is no crossing (reason: "never within the studied N" or
-    "already at the smallest N"); a range end is None when it lies outside the
+    None when there is no crossing (reason: a ``CrossoverOutcome``, e.g. NEVER within the studied N or
+    ALREADY at the smallest N; ``outcome_text`` gives its sentence); a range end is None when it lies outside the
     studied N (below the smallest / beyond the largest), the whole range None
     when it cannot be estimated (ci_note says why).
     """
@@ -200,7 +212,7 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
            "outperform_n_ci": None, "outperform_reason": None, "method": None, "per_n": per_n,
            "definition": DEFINITION_SEEDS.format(level=level, n_boot=n_boot), "ci_note": None}
     if per_n.empty:
-        out["comparable_reason"] = out["outperform_reason"] = "no (N, seed) run of both methods"
+        out["comparable_reason"] = out["outperform_reason"] = CrossoverOutcome.NO_PAIRS
         return out
     n_values = per_n["N"].to_numpy(float)
     if intervals is not None and not intervals.empty:
@@ -212,7 +224,7 @@ def crossover(curve_cnn: pd.DataFrame, curve_base: pd.DataFrame, *, level: float
     out["comparable_n"], out["comparable_reason"] = crossing(n_values, upper, strict=False)
     out["outperform_n"], out["outperform_reason"] = crossing(n_values, lower, strict=True)
     if method is None:
-        out["comparable_reason"] = out["outperform_reason"] = "one seed per N and no DeLong interval: no test"
+        out["comparable_reason"] = out["outperform_reason"] = CrossoverOutcome.NO_TEST
         return out
     n_seeds = pairs["seed"].nunique()
     if method == "delong":

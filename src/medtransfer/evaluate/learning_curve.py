@@ -47,7 +47,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..errors import DataError
-from .crossover import ALREADY, NEVER, crossing
+from ..kinds import CrossoverOutcome
+from .crossover import crossing, outcome_text
 
 C_MIN, C_MAX = 0.01, 2.0      # exponent bounds: c -> 0 is a straight line in ln N, c > 2 a step
 MIN_R2 = 0.8                  # a fit explaining less of the spread of 4+ points is refused as poor
@@ -418,7 +419,7 @@ def _match_range(d_draws: np.ndarray, grid: np.ndarray, level: float) -> tuple[f
     found = []
     for row in d_draws:
         n_star, why = crossing(grid, row, strict=False)
-        found.append(n_star if n_star is not None else (-math.inf if why == ALREADY else math.inf))
+        found.append(n_star if n_star is not None else (-math.inf if why is CrossoverOutcome.ALREADY else math.inf))
     r_lo, r_hi = _interval(np.asarray(found), level)
     return (None if math.isinf(r_lo) else r_lo, None if math.isinf(r_hi) else r_hi)
 
@@ -454,9 +455,9 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     def located(n_star, reason):
         if n_star is not None:
             return n_star, not (inside[0] <= n_star <= inside[1]), None
-        text = {ALREADY: "already at the smallest studied N",
-                NEVER: f"not within {horizon:g}x the largest studied N"}.get(reason, reason)
-        return None, None, text
+        text = {CrossoverOutcome.ALREADY: "already at the smallest studied N",
+                CrossoverOutcome.NEVER: f"not within {horizon:g}x the largest studied N"}.get(reason)
+        return None, None, text or outcome_text(reason)
 
     match_n, match_extra, match_reason = located(*crossing(grid, diff, strict=False))
 

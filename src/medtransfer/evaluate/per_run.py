@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
+from ..kinds import TaskKind
 from .bootstrap import bootstrap_auroc_samples
 from .metrics import one_vs_rest_targets, score_metrics
 
@@ -45,7 +46,7 @@ def test_set_fingerprint(image_ids, clusters) -> str:
     return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
 
-def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by_patient: bool, image_ids,
+def run_interval(labels: np.ndarray, scores: np.ndarray, kind: TaskKind, clusters, by_patient: bool, image_ids,
                  n_boot: int = RUN_BOOTSTRAP_N, seed: int = RUN_BOOTSTRAP_SEED) -> RunInterval | None:
     """The test interval of one run; None when its macro AUROC is undefined (no label has both classes).
 
@@ -53,7 +54,7 @@ def run_interval(labels: np.ndarray, scores: np.ndarray, kind: str, clusters, by
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     targets = one_vs_rest_targets(labels, kind, scores.shape[1])
-    point = score_metrics(labels, scores, kind, [str(k) for k in range(scores.shape[1])])["auroc_macro"]
+    point = score_metrics(labels, scores, kind, [str(k) for k in range(scores.shape[1])]).auroc_macro
     if point is None:
         return None
     try:

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from ..errors import DataError
+from ..kinds import TaskKind, ThresholdCriterion
 
 
 OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")   # what a yes / no at a threshold is judged by
@@ -21,7 +22,7 @@ OPERATING_KEYS = ("accuracy", "sensitivity", "specificity")   # what a yes / no 
 @dataclass(frozen=True)
 class OperatingPoint:
     threshold: float          # predict positive when score >= threshold
-    criterion: str            # 'youden' | 'sensitivity>=0.95' | 'given'
+    criterion: str            # the stored text: 'youden' | 'sensitivity>=0.95' | 'given' (``str(Criterion)``)
     accuracy: float
     sensitivity: float
     specificity: float
@@ -77,6 +78,7 @@ def operating_point(y_true, scores, threshold: float, criterion: str) -> Operati
 
 # ---------------------------------------------------------------- a run's thresholds, one per label
 
+_CRITERIA = tuple(ThresholdCriterion)
 DEFAULT_THRESHOLD = 0.5   # only for a label whose validation split holds one class (no operating point exists)
 
 
@@ -84,22 +86,23 @@ DEFAULT_THRESHOLD = 0.5   # only for a label whose validation split holds one cl
 class Criterion:
     """How a threshold is chosen: Youden's J on validation (the default), a target validation
     sensitivity, or a value the user gives. ``str`` is the name written to threshold.json and the CSV."""
-    kind: str                   # 'youden' | 'sensitivity' | 'given'
+    kind: ThresholdCriterion    # a plain string is taken and turned into the member
     value: float | None = None  # the target sensitivity, or the given threshold
 
     def __post_init__(self):
-        if self.kind not in ("youden", "sensitivity", "given"):
+        if self.kind not in _CRITERIA:
             raise DataError(f"unknown threshold criterion {self.kind!r} (known: youden, sensitivity, given)")
-        if self.kind == "sensitivity" and not (self.value is not None and 0.0 < self.value <= 1.0):
+        object.__setattr__(self, "kind", ThresholdCriterion(self.kind))
+        if self.kind is ThresholdCriterion.SENSITIVITY and not (self.value is not None and 0.0 < self.value <= 1.0):
             raise DataError(f"a target sensitivity must be in (0, 1], got {self.value}")
-        if self.kind == "given" and not (self.value is not None and 0.0 <= self.value <= 1.0):
+        if self.kind is ThresholdCriterion.GIVEN and not (self.value is not None and 0.0 <= self.value <= 1.0):
             raise DataError(f"a given threshold applies to probabilities, so it must be in [0, 1], got {self.value}")
 
     def __str__(self) -> str:
-        return f"sensitivity>={self.value:g}" if self.kind == "sensitivity" else self.kind
+        return f"sensitivity>={self.value:g}" if self.kind is ThresholdCriterion.SENSITIVITY else self.kind.value
 
 
-YOUDEN = Criterion("youden")
+YOUDEN = Criterion(ThresholdCriterion.YOUDEN)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class LabelThreshold:
 class RunThresholds:
     """The operating thresholds of one run (``threshold.json``): one per label for binary and
     multilabel tasks; none for multiclass, whose label is the arg-max class."""
-    task_kind: str
+    task_kind: TaskKind
     criterion: str
     labels: dict[str, LabelThreshold]
     chosen_on: str = "val"
@@ -161,11 +164,11 @@ def choose_label_threshold(y_val, s_val, criterion: Criterion, y_test=None, s_te
     """The threshold of one label by ``criterion`` on validation; 0.5 with a note when validation has one class."""
     y, s = np.asarray(y_val).reshape(-1), np.asarray(s_val, dtype=np.float64).reshape(-1)
     note = _one_class_note(y)
-    if criterion.kind == "given":
+    if criterion.kind is ThresholdCriterion.GIVEN:
         threshold, name = float(criterion.value), str(criterion)
     elif note:
         threshold, name, note = DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}", f"{note}: {criterion} undefined, 0.5 used"
-    elif criterion.kind == "youden":
+    elif criterion.kind is ThresholdCriterion.YOUDEN:
         threshold, name = youden_threshold(y, s), str(criterion)
     else:
         threshold, name = sensitivity_threshold(y, s, float(criterion.value)), str(criterion)
@@ -173,17 +176,17 @@ def choose_label_threshold(y_val, s_val, criterion: Criterion, y_test=None, s_te
     test = None
     if y_test is not None and _one_class_note(np.asarray(y_test).reshape(-1)) is None:
         test = operating_point(y_test, s_test, threshold, name)
-    return LabelThreshold(threshold, name, val, test, note if criterion.kind != "given" else None)
+    return LabelThreshold(threshold, name, val, test, note if criterion.kind is not ThresholdCriterion.GIVEN else None)
 
 
-def choose_thresholds(task_kind: str, label_names: list[str], y_val, s_val, criterion: Criterion = YOUDEN,
+def choose_thresholds(task_kind: TaskKind, label_names: list[str], y_val, s_val, criterion: Criterion = YOUDEN,
                       y_test=None, s_test=None) -> RunThresholds:
     """One threshold per score column (binary: the one label; multilabel: each label), chosen on validation.
 
     ``y_*`` are the 0/1 label matrices (N, K) aligned with the score columns; test, when given, is only
     scored with the validation threshold (so threshold.json says what the threshold gives on unseen data).
     """
-    if task_kind == "multiclass":
+    if task_kind == TaskKind.MULTICLASS:
         return RunThresholds(task_kind, "argmax", {})
     y_val = np.asarray(y_val).reshape(len(y_val), -1)
     s_val = np.asarray(s_val, dtype=np.float64).reshape(len(s_val), -1)
@@ -198,8 +201,8 @@ def choose_thresholds(task_kind: str, label_names: list[str], y_val, s_val, crit
     return RunThresholds(task_kind, str(criterion), labels)
 
 
-def given_thresholds(task_kind: str, label_names: list[str], value: float) -> RunThresholds:
+def given_thresholds(task_kind: TaskKind, label_names: list[str], value: float) -> RunThresholds:
     """The same user-given threshold for every label (no data: nothing is chosen)."""
-    criterion = Criterion("given", value)
+    criterion = Criterion(ThresholdCriterion.GIVEN, value)
     return RunThresholds(task_kind, str(criterion),
                          {name: LabelThreshold(float(value), str(criterion)) for name in label_names})

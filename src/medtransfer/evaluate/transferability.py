@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..errors import DataError
+from ..kinds import TaskKind
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,10 @@ def logme_single(features: np.ndarray, y: np.ndarray, tol: float = 1e-3, max_ite
     return LogMEFit(float(evidence / n), float(alpha), float(beta), it)
 
 
-def target_columns(labels: np.ndarray, kind: str, n_outputs: int) -> list[np.ndarray]:
+def target_columns(labels: np.ndarray, kind: TaskKind, n_outputs: int) -> list[np.ndarray]:
     """0/1 target columns with both classes: one per label (multi-label), one-vs-rest (multiclass), one (binary)."""
     labels = np.asarray(labels)
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         cols = [(labels == c).astype(np.float64) for c in range(n_outputs)]
     else:
         cols = [np.asarray(c, dtype=np.float64) for c in labels.reshape(len(labels), -1).T]
@@ -83,7 +84,7 @@ def unusable_reason(features: np.ndarray) -> str | None:
     return None
 
 
-def logme_score(features: np.ndarray, labels: np.ndarray, kind: str, n_outputs: int) -> float:
+def logme_score(features: np.ndarray, labels: np.ndarray, kind: TaskKind, n_outputs: int) -> float:
     """Mean LogME over the target columns that hold both classes (see ``target_columns``)."""
     reason = unusable_reason(features)
     if reason:
@@ -95,7 +96,7 @@ def logme_score(features: np.ndarray, labels: np.ndarray, kind: str, n_outputs: 
     return float(np.mean([logme_single(f, c).evidence for c in cols]))
 
 
-def probe_auroc(features: np.ndarray, labels: np.ndarray, kind: str, n_outputs: int, groups: np.ndarray,
+def probe_auroc(features: np.ndarray, labels: np.ndarray, kind: TaskKind, n_outputs: int, groups: np.ndarray,
                 folds: int = 5, seed: int = 0) -> float:
     """Cross-validated AUROC of a logistic-regression probe, folds grouped by patient; mean over target columns."""
     reason = unusable_reason(features)

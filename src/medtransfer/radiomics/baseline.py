@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import DataError
 from ..evaluate import macro_auroc, one_vs_rest_targets
+from ..kinds import TaskKind
 
 AUTO_CV_MIN_CASES = 20
 CV_FOLDS = 5
@@ -52,7 +53,7 @@ class RadiomicsBaseline:
     """A fitted baseline: ``predict_scores(X)`` gives (N, K) scores like a CNN's sigmoid / softmax."""
     preprocess: Pipeline                     # median imputer -> VarianceThreshold(0) -> StandardScaler
     models: list                             # per output column: a LogisticRegression, or a constant score
-    task_kind: str
+    task_kind: TaskKind
     C: float
     selection: str                           # 'val' | 'grouped_cv'
     selection_scores: dict[float, float | None]   # C -> val (or mean CV) macro AUROC
@@ -81,7 +82,7 @@ class BaselineOptions:
     label_names: list[str] | None = None     # name the outputs in notes
 
 
-def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: str, rcfg, **options):
+def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: TaskKind, rcfg, **options):
     """Choose C (see the module docstring), fit on the training rows -> (model, chosen_C, selection_note).
 
     ``X_*``: (N, F) features (DataFrame or array; NaN/inf are imputed with training medians).
@@ -108,14 +109,14 @@ class _Inputs:
     labels: list[str]
 
 
-def _inputs(X_train, y_train, X_val, y_val, task_kind: str, opts: BaselineOptions) -> _Inputs:
+def _inputs(X_train, y_train, X_val, y_val, task_kind: TaskKind, opts: BaselineOptions) -> _Inputs:
     names = list(X_train.columns) if isinstance(X_train, pd.DataFrame) else [f"f{i}" for i in range(np.shape(X_train)[1])]
     Xtr, Xva = _matrix(X_train), _matrix(X_val)
     if Xtr.shape[1] != Xva.shape[1]:
         raise DataError(f"radiomics baseline: train has {Xtr.shape[1]} features but val has {Xva.shape[1]}")
     n_outputs = opts.n_outputs
     if n_outputs is None:
-        n_outputs = (int(max(np.max(y_train), np.max(y_val))) + 1 if task_kind == "multiclass"
+        n_outputs = (int(max(np.max(y_train), np.max(y_val))) + 1 if task_kind == TaskKind.MULTICLASS
                      else np.asarray(y_train).reshape(len(Xtr), -1).shape[1])
     Ytr = one_vs_rest_targets(y_train, task_kind, n_outputs)
     Yva = one_vs_rest_targets(y_val, task_kind, n_outputs)
@@ -125,7 +126,7 @@ def _inputs(X_train, y_train, X_val, y_val, task_kind: str, opts: BaselineOption
     return _Inputs(names, Xtr, Xva, Ytr, Yva, y_val, gtr, gva, labels)
 
 
-def _fit(data: _Inputs, task_kind: str, rcfg, seed: int):
+def _fit(data: _Inputs, task_kind: TaskKind, rcfg, seed: int):
     grid = sorted(float(c) for c in rcfg.c_grid)
     selection, why = _selection(rcfg.selection, data.Ytr, data.Yva, len(np.unique(np.concatenate([data.gtr, data.gva]))),
                                 data.labels)
@@ -222,8 +223,8 @@ def _cv_score(X, Y, folds, c, task_kind, rcfg, seed) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _as_labels(Y: np.ndarray, task_kind: str) -> np.ndarray:
-    return Y.argmax(1) if task_kind == "multiclass" else Y
+def _as_labels(Y: np.ndarray, task_kind: TaskKind) -> np.ndarray:
+    return Y.argmax(1) if task_kind == TaskKind.MULTICLASS else Y
 
 
 def _auroc(y, scores, task_kind) -> float | None:
@@ -282,11 +283,11 @@ def _penalty_kwargs(rcfg) -> dict:
     return kw | {"penalty": rcfg.penalty} | ({"l1_ratio": ratio} if rcfg.penalty == "elasticnet" else {})
 
 
-def _predict(prep: Pipeline | None, models: list, X: np.ndarray, task_kind: str) -> np.ndarray:
+def _predict(prep: Pipeline | None, models: list, X: np.ndarray, task_kind: TaskKind) -> np.ndarray:
     Z = prep.transform(X) if prep is not None else X
     cols = [m.predict_proba(Z)[:, 1] if isinstance(m, LogisticRegression) else np.full(len(Z), m) for m in models]
     scores = np.column_stack(cols) if cols else np.zeros((len(Z), 0))
-    if task_kind == "multiclass":   # one-vs-rest probabilities normalised per row, like sklearn's OvR
+    if task_kind == TaskKind.MULTICLASS:   # one-vs-rest probabilities normalised per row, like sklearn's OvR
         total = scores.sum(1, keepdims=True)
         scores = np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / scores.shape[1])
     return scores

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import learning_curve as lc
-from ..kinds import RunRole, RunStatus
+from ..evaluate.crossover import outcome_text
+from ..kinds import RunRole, RunStatus, TaskKind
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
@@ -160,9 +161,9 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
             out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
                         "delong_tests": block.get("delong_tests") or None,
                         "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
-                        "comparable_note": res["comparable_reason"],
+                        "comparable_note": outcome_text(res["comparable_reason"]),
                         "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
-                        "outperforms_note": res["outperform_reason"]})
+                        "outperforms_note": outcome_text(res["outperform_reason"])})
     return out
 
 
@@ -202,7 +203,7 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
                     fitted_crossover.append({"init": label, **_crossing(model, models[RADIOMICS_LABEL])})
         panels_out.append({
             "task": task, "arch": arch, "task_kind": kind,
-            "metric": "test AUROC" if kind == "binary" else "test macro AUROC",
+            "metric": "test AUROC" if kind == TaskKind.BINARY else "test macro AUROC",
             "best_recipe_per_n": _best_rows(panel),
             "inits": inits,
             "gains": _gain_rows(gain, task, arch),

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from ..durations import format_duration
+from ..kinds import Site
 from .redact import redact
 from .tables import InitName
 
@@ -95,13 +96,13 @@ def panel_title(task, arch) -> str:
 
 def _question(tasks: str, inits: list[InitName]) -> str:
     """The study's question, naming only the comparisons its grid can answer."""
-    same = [i for i in inits if i.site == "same"]
-    others = [i for i in inits if i.site in ("scratch", "imagenet", "xrv", "other")]
+    same = [i for i in inits if i.site == Site.SAME]
+    others = [i for i in inits if i.site in ("scratch", "imagenet", "xrv", Site.OTHER)]
     unsited = [i for i in inits if i.site == "unlabelled"]
     text = (f"On <b>{tasks}</b>: which way of starting and fine-tuning a CNN gives the best test AUROC as the "
             "number of training images grows")
     refs = same or unsited
-    comps = others if same else [i for i in others if i.site != "other"]
+    comps = others if same else [i for i in others if i.site != Site.OTHER]
     if refs and comps:
         what = ("pretraining on images from the same site (" + ", ".join(esc(r.name) for r in refs)
                 + ")") if same else "pretraining on " + ", ".join(esc(r.name) for r in refs)
@@ -128,7 +129,7 @@ def header_section(name, n_runs: int, status_counts: dict, total_seconds: float,
         _question(tasks, axes.get("initialisation", [])),
     ]
     if sources:
-        rows = [[esc(s), esc({"same": "same-site", "other": "other-site"}.get(sites.get(s), "not given")),
+        rows = [[esc(s), esc({Site.SAME: "same-site", Site.OTHER: "other-site"}.get(sites.get(s), "not given")),
                  esc(desc)] for s, desc in sources.items()]
         parts.append("<h3>Pretraining sources</h3>" + table(["source", "site", "data"], rows))
     items = "".join(f"<dt>{esc(k)}</dt><dd>{', '.join(esc(v) for v in vals)}</dd>"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import MedtransferError
 from ..evaluate.delong import delong_paired_macro, delong_paired_macro_clustered
+from ..kinds import TaskKind
 from ..run_folder import RunFolder
 
 PREDICTIONS = RunFolder.PREDICTIONS
@@ -36,7 +37,7 @@ class UnusablePredictions(Exception):
     """Why a run's test predictions cannot be paired or resampled (a short reason, no paths or ids)."""
 
 
-def read_predictions(path: Path, task_kind: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_predictions(path: Path, task_kind: TaskKind | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(targets, scores): two DataFrames indexed by image id, one 0/1 / score column per label."""
     if not path.is_file():
         raise UnusablePredictions(f"{PREDICTIONS} not found")
@@ -51,7 +52,7 @@ def read_predictions(path: Path, task_kind: str | None) -> tuple[pd.DataFrame, p
         raise UnusablePredictions(f"{PREDICTIONS} lists an image twice")
     frame = frame.set_index("image_id")
     scores = frame[[f"score_{n}" for n in labels]].set_axis(labels, axis=1)
-    if task_kind == "multiclass" or ("true" in frame.columns and f"true_{labels[0]}" not in frame.columns):
+    if task_kind == TaskKind.MULTICLASS or ("true" in frame.columns and f"true_{labels[0]}" not in frame.columns):
         if "true" not in frame.columns:
             raise UnusablePredictions(f"{PREDICTIONS} lacks the 'true' column")
         truth = frame["true"].astype(str)
@@ -117,7 +118,7 @@ def _test(targets: np.ndarray, a: np.ndarray, b: np.ndarray, patients: pd.Series
         raise UnusablePredictions(f"{str(err).split(': ', 1)[-1]}; {BOOTSTRAP_ONLY}") from None
 
 
-def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: str | None, cache: dict | None = None) -> dict:
+def paired_delong(study_dir: Path, run_dir_a, run_dir_b, task_kind: TaskKind | None, cache: dict | None = None) -> dict:
     """DeLong test of macro AUROC(a) - AUROC(b) on the test images both runs scored.
 
     Returns diff, se, p_value, ci_low, ci_high, n_images, n_labels, ``test`` (which DeLong: clustered by

@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, NullLocator
 
 from ..errors import DataError
+from ..kinds import Site, TaskKind
 from .tables import RADIOMICS, SITE_ORDER, best_per_init, init_display_label, init_site, panel_rows, panels
 
 WIDTH_IN = 11.0
@@ -42,8 +43,8 @@ FAMILIES: dict[str, tuple[list[str], str | None]] = {
     "scratch": (["#b8860b"], None),
     "imagenet": (["#1f77b4"], None),
     "xrv": (["#6a3d9a", "#9467bd", "#c5b0d5"], "Purples"),
-    "same": (["#d62728", "#e7298a", "#a50f15", "#fc8d59"], "Reds"),
-    "other": (["#2ca02c", "#17becf", "#006d2c", "#74c476"], "Greens"),
+    Site.SAME: (["#d62728", "#e7298a", "#a50f15", "#fc8d59"], "Reds"),
+    Site.OTHER: (["#2ca02c", "#17becf", "#006d2c", "#74c476"], "Greens"),
     RADIOMICS: (["#000000"], None),
 }
 EXTRA_COLOURS = ["#7f7f7f", "#bcbd22", "#8c564b", "#aec7e8", "#ff9896", "#9edae5"]
@@ -215,7 +216,7 @@ def _curve_values(curves: list[Curve]) -> list[np.ndarray]:
 
 def _y_label(rows: pd.DataFrame) -> str:
     kinds = set(rows["task_kind"].dropna().astype(str))
-    return "test AUROC" if kinds == {"binary"} else "test macro AUROC"
+    return "test AUROC" if kinds == {TaskKind.BINARY} else "test macro AUROC"
 
 
 def _panel_title(task, arch) -> str:

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..errors import DataError, MedtransferError
+from ..kinds import Site
 from ..run_folder import write_bytes_atomic, write_json_atomic
 from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
@@ -83,7 +84,7 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
         key_results_html(answer),
         page.curves_section(pngs["learning_curves.png"], pngs["recipes.png"]),
         page.best_section(best),
-        page.gains_section(gain, has_same_site="same" in sites.values()),
+        page.gains_section(gain, has_same_site=Site.SAME in sites.values()),
         versus_section(versus),
         page.per_class_section(per_class_at_largest_n(summary, runs, records.per_class, sites)),
         page.failures_section(_status_table(runs), failures(runs)),

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..errors import DataError
 from ..evaluate.threshold import OPERATING_KEYS
-from ..kinds import RunStatus
+from ..kinds import RunStatus, TaskKind
+from ..run_folder import RunMetrics
 from ..study.schema import ADDED_RUN_COLUMNS, PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
@@ -66,7 +67,7 @@ def _check_columns(con: sqlite3.Connection, db: Path, table: str, needed: list[s
 
 class ConfigFacts(NamedTuple):
     """What the report reads from a run's resolved config (parsed once per row)."""
-    task_kind: str | None             # read, never guessed from a label
+    task_kind: TaskKind | None        # read, never guessed from a label
     images: str | None                # the image collection: what a pretraining may have seen
     radiomics: dict | None            # where the baseline's features came from
     budget: str | None                # the training budget, as the report states it
@@ -223,9 +224,10 @@ def _test_operating_point(metrics_json: str | None) -> dict:
     if not metrics_json:
         return {}
     try:
-        point = (json.loads(metrics_json).get("test") or {}).get("operating_point") or {}
-    except (ValueError, AttributeError):
+        test = RunMetrics.from_json(json.loads(metrics_json)).test
+    except (ValueError, AttributeError, TypeError):
         return {}
+    point = test.operating_point if test is not None else None
     return point if isinstance(point, dict) else {}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..evaluate.summary import diff_ci, t_interval
 from ..evaluate.threshold import OPERATING_KEYS
-from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus
+from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus, Site, TaskKind
 from ..xrv_weights import XRV_WEIGHTS, leak_note
 from .redact import short_reason
 
@@ -63,7 +63,7 @@ class InitName:
 
     @property
     def label(self) -> str:
-        suffix = {"same": " (same-site)", "other": " (other-site)", "unlabelled": " (site not given)",
+        suffix = {Site.SAME: " (same-site)", Site.OTHER: " (other-site)", "unlabelled": " (site not given)",
                   "xrv": f" {PRETRAINED_MARK}"}.get(self.site, "")
         return ("checkpoint " if self.site == "checkpoint" else "") + self.name + suffix
 
@@ -241,7 +241,7 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
                                        "n_recipes"])
 
 
-SITE_ORDER = ("scratch", "imagenet", "xrv", "same", "other", "unlabelled", "checkpoint", "other-init", RADIOMICS)
+SITE_ORDER = ("scratch", "imagenet", "xrv", Site.SAME, Site.OTHER, "unlabelled", "checkpoint", "other-init", RADIOMICS)
 
 
 def best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
@@ -286,13 +286,13 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], inte
             best = best_per_init(panel[panel["n_train"] == nk], sites)
             kinds = {label: init_site(r["init"], r["method"], sites) for label, r in best.items()}
             for ref, ref_kind in kinds.items():
-                if ref_kind in ("same", "unlabelled"):
-                    allowed = ("scratch", "imagenet", "xrv", RADIOMICS) + (("other",) if ref_kind == "same" else ())
-                elif every_init and ref_kind in ("imagenet", "xrv", "other"):
+                if ref_kind in (Site.SAME, "unlabelled"):
+                    allowed = ("scratch", "imagenet", "xrv", RADIOMICS) + ((Site.OTHER,) if ref_kind == Site.SAME else ())
+                elif every_init and ref_kind in ("imagenet", "xrv", Site.OTHER):
                     allowed = ("scratch",) if ref_kind == "imagenet" else ("scratch", "imagenet")
                 else:
                     continue
-                order = {k: i for i, k in enumerate(("scratch", "imagenet", "xrv", "other", RADIOMICS))}
+                order = {k: i for i, k in enumerate(("scratch", "imagenet", "xrv", Site.OTHER, RADIOMICS))}
                 comps = sorted((c for c, k in kinds.items() if k in allowed), key=lambda c: (order[kinds[c]], c))
                 r = best[ref]
                 for comp in comps:
@@ -324,7 +324,7 @@ def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class:
     out = []
     for task, arch in panels(summary):
         panel = panel_rows(summary, task, arch)
-        if not (panel["task_kind"] == "multilabel").any():
+        if not (panel["task_kind"] == TaskKind.MULTILABEL).any():
             continue
         done = panel[panel["n_seeds"] > 0]
         if done.empty:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..evaluate.crossover import ALREADY, NEVER
+from ..evaluate.crossover import outcome_text
+from ..kinds import CrossoverOutcome
 from .page import esc, fmt_auroc, fmt_n, fmt_signed, panel_title, table
 from .tables import RADIOMICS_LABEL
 
@@ -39,11 +40,11 @@ def _fmt_count(n) -> str:
 def fmt_crossing(value, reason, n_min: float, n_max: float) -> str:
     if value is not None:
         return f"≈ {_fmt_count(value)}"
-    if reason == ALREADY:
+    if reason == CrossoverOutcome.ALREADY:
         return f"already at N = {_fmt_count(n_min)} (smallest studied)"
-    if reason == NEVER:
+    if reason == CrossoverOutcome.NEVER:
         return f"not within the studied N (up to {_fmt_count(n_max)})"
-    return esc(reason or "—")
+    return esc(outcome_text(reason) or "—")
 
 
 def fmt_range(ci, note, n_min: float, n_max: float) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import RunConfig, resolve_data_root
 from ..errors import reason_of
+from ..kinds import TaskKind
 from ..parallel import torch_threads
 from ..run_folder import RunFolder, RunMetrics
 from ..train.packed import PackMember, fit_packed, pack_key, unfusable_reason
@@ -27,7 +28,7 @@ from .folder_protocol import RunLog, open_run_folder, record_failure, write_fini
 class FusedKey:
     """Runs with equal keys train as one fused model: their steps line up on one device."""
     steps: tuple        # train.packed.pack_key: structure, training images, image shape, batch, budget, strategy
-    task_kind: str
+    task_kind: TaskKind
     device: str
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,8 @@ from ..data import PreparedData
 from ..evaluate import score_metrics
 from ..evaluate.per_run import run_interval
 from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
-from ..run_folder import RunFolder, write_text_atomic
+from ..kinds import TaskKind
+from ..run_folder import MetricBlock, RunFolder, write_text_atomic
 from .folder_protocol import Log
 
 
@@ -34,12 +34,12 @@ class SplitScores:
 @dataclass(frozen=True)
 class Scored:
     """What ``score_run`` measured: metrics.json's ``val`` / ``test`` blocks and the thresholds it wrote."""
-    val: dict[str, Any]
-    test: dict[str, Any]
+    val: MetricBlock
+    test: MetricBlock
     thresholds: RunThresholds
 
 
-def score_run(folder: RunFolder, data: PreparedData, kind: str, val: SplitScores, test: SplitScores,
+def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitScores, test: SplitScores,
               log: Log) -> Scored:
     """Predictions, per-split metrics, the test interval, threshold.json and the operating points."""
     scored, raw = {}, {}
@@ -65,11 +65,11 @@ def _label_columns(prefix: str, names: list[str]) -> list[str]:
 
 
 def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scores: np.ndarray,
-                      label_names: list[str], kind: str, patient_ids=None) -> None:
+                      label_names: list[str], kind: TaskKind, patient_ids=None) -> None:
     frame = pd.DataFrame({"image_id": image_ids})
     if patient_ids is not None:   # what a patient-level bootstrap or clustered test groups by
         frame["patient_id"] = [str(p) for p in patient_ids]
-    if kind == "multiclass":
+    if kind == TaskKind.MULTICLASS:
         frame["true"] = [label_names[int(i)] for i in labels]
     else:
         frame[_label_columns("true_", label_names)] = labels.reshape(len(labels), -1).astype(int)
@@ -80,7 +80,7 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
     write_text_atomic(path, frame.to_csv(index=False, float_format=f"%.{digits}g"))
 
 
-def _add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: str, test: tuple[np.ndarray, np.ndarray],
+def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: TaskKind, test: tuple[np.ndarray, np.ndarray],
                        data: PreparedData, test_idx: np.ndarray, log: Log) -> None:
     """The run's test AUROC interval (patient bootstrap; images where the data has no patient ids) in
     metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
@@ -91,21 +91,21 @@ def _add_test_interval(scored: dict[str, dict], folder: RunFolder, kind: str, te
     if interval is None:
         log("test AUROC undefined: no bootstrap interval")
         return
-    scored["test"]["auroc_ci"] = interval.to_json()
+    scored["test"].auroc_ci = interval.to_json()
     folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
 
 
-def _add_operating_points(scored: dict[str, dict], thresholds: RunThresholds) -> None:
+def _add_operating_points(scored: dict[str, MetricBlock], thresholds: RunThresholds) -> None:
     """Binary tasks: accuracy, sensitivity and specificity at the threshold chosen on validation, in each
     split's metrics block (``operating_point``): a clinician acts on a yes / no, not on an AUROC.
     The test numbers use the validation threshold unchanged, so they are what a user would see."""
-    if thresholds.task_kind != "binary" or len(thresholds.labels) != 1:
+    if thresholds.task_kind != TaskKind.BINARY or len(thresholds.labels) != 1:
         return
     (chosen,) = thresholds.labels.values()
     for split, point in (("val", chosen.val), ("test", chosen.test)):
         if point is not None and split in scored:
-            scored[split]["operating_point"] = {
+            scored[split].operating_point = {
                 "threshold": chosen.threshold, "criterion": f"{chosen.criterion} on val",
                 **{key: getattr(point, key) for key in OPERATING_KEYS}}

@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..config import RunConfig, did_you_mean, load_yaml, override_text, parse_overrides, set_dotted
 from ..errors import ConfigError
-from ..kinds import Init
+from ..kinds import Init, Site
 
 KNOWN_BASELINES = ("radiomics",)
-SITES = ("same", "other")
+SITES = tuple(Site)
 SOURCE_ONLY_KEYS = ("site", "allow_overlap")   # source keys that are not train config keys
 OVERRIDE_PREFIX = "# --set "
 

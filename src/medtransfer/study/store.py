@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from ..errors import MedtransferError, as_disk_full
 from ..kinds import RunRole, RunStatus
-from ..run_folder import RunMetrics
+from ..run_folder import MetricBlock, RunMetrics
 from .grid import PlannedRun
 from .schema import ADDED_RUN_COLUMNS, RUN_COLUMNS, SCHEMA, UPSERT_RUN
 
@@ -110,13 +110,13 @@ class Store:
         row.update(metrics_json=json.dumps(payload), n_train_images=metrics.n_train_images,
                    n_train_patients=metrics.n_train_patients,
                    test_auroc=metrics.auroc("test"), val_auroc=metrics.auroc("val"))
-        interval = (metrics.test or {}).get("auroc_ci") or {}
-        row.update(test_auroc_low=interval.get("low"), test_auroc_high=interval.get("high"))
+        low, high = metrics.test.ci_bounds() if metrics.test else (None, None)
+        row.update(test_auroc_low=low, test_auroc_high=high)
         with self._transaction() as db:
             db.execute(UPSERT_RUN, [row[c] for c in RUN_COLUMNS])
             db.execute("DELETE FROM per_class WHERE run_id = ?", (run.run_id,))
             db.executemany("INSERT INTO per_class (run_id, split, label, auroc, auprc) VALUES (?, ?, ?, ?, ?)",
-                           list(_per_class_rows(run.run_id, payload)))
+                           list(_per_class_rows(run.run_id, RunMetrics.from_json(payload))))
 
     def record_failed(self, run: PlannedRun, reason: str, started_at: str | None = None,
                       finished_at: str | None = None, seconds: float | None = None) -> None:
@@ -218,9 +218,10 @@ def _row(run: PlannedRun, status: str, reason: str | None, started_at: str, fini
     }
 
 
-def _per_class_rows(run_id: str, metrics: dict):
+def _per_class_rows(run_id: str, metrics: RunMetrics):
+    """``metrics`` as stored (read back from its JSON: NaN is null, numbers are plain)."""
     for split in ("val", "test"):
-        block = metrics.get(split) or {}
-        aurocs, auprcs = block.get("auroc") or {}, block.get("auprc") or {}
+        block = metrics.block(split) or MetricBlock()
+        aurocs, auprcs = block.auroc, block.auprc
         for label in dict.fromkeys(list(aurocs) + list(auprcs)):
             yield run_id, split, label, aurocs.get(label), auprcs.get(label)

@@ -24,6 +24,7 @@ import torch
 from ..budget import Budget, budget_of
 from ..config import TrainConfig
 from ..errors import TrainingDiverged
+from ..kinds import TaskKind
 from .augment import normalise
 from .device import batch_layout, device_autocast, release_model
 from .inputs import scores_from_logits
@@ -164,7 +165,7 @@ class DrivePlan:
 
     ``note`` ends each round's log line and ``budget_note`` the budget's (a pack says so).
     """
-    task_kind: str
+    task_kind: TaskKind
     budget: Budget
     stages: list[Stage]
     deferred_check: bool
@@ -173,7 +174,7 @@ class DrivePlan:
     budget_note: str = ""
 
     @classmethod
-    def of(cls, cfg: TrainConfig, n_train: int, task_kind: str, deferred_check: bool, **extra) -> "DrivePlan":
+    def of(cls, cfg: TrainConfig, n_train: int, task_kind: TaskKind, deferred_check: bool, **extra) -> "DrivePlan":
         """The plan of ``cfg`` for ``n_train`` training images (``extra``: on_step, note, budget_note)."""
         return cls(task_kind, budget_of(n_train, cfg), stages(cfg), deferred_check, **extra)
 
@@ -300,7 +301,7 @@ def _result(t: Track, plan: DrivePlan) -> FitResult | Exception:
                      best_epoch=t.best.epoch, stopped_reason=reason, notes=t.notes, budget=plan.budget)
 
 
-def validate(t: Track, task_kind: str, lr: float) -> tuple[float, float]:
+def validate(t: Track, task_kind: TaskKind, lr: float) -> tuple[float, float]:
     """(val loss, val AUROC) after a round, NaN for both without validation images; TrainingDiverged
     when the round's last updates broke the weights."""
     data = t.data
@@ -313,7 +314,7 @@ def validate(t: Track, task_kind: str, lr: float) -> tuple[float, float]:
     return val_loss, float(data.metric(data.y_val, val_scores))
 
 
-def _evaluate(t: Track, task_kind: str) -> tuple[float, np.ndarray]:
+def _evaluate(t: Track, task_kind: TaskKind) -> tuple[float, np.ndarray]:
     """Mean loss and scores (probabilities) over the validation images, no augmentation."""
     model, data, device, batch_size = t.model, t.data, t.device, t.cfg.batch_size
     model.eval()

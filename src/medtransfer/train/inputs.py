@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from ..errors import DataError
+from ..kinds import TaskKind
 
-TASK_KINDS = ("multilabel", "binary", "multiclass")
+TASK_KINDS = tuple(TaskKind)
 POS_WEIGHT_RANGE = (0.01, 100.0)   # keeps a nearly-empty label from dominating the loss
 
 
-def check_task_kind(task_kind: str) -> None:
+def check_task_kind(task_kind: TaskKind) -> None:
     if task_kind not in TASK_KINDS:
         raise DataError(f"task kind must be one of {', '.join(TASK_KINDS)}, got {task_kind!r}")
 
@@ -31,18 +32,18 @@ def check_images(images: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: expected a (N,S,S) uint8 array, got shape {shape} dtype {dtype}")
 
 
-def check_labels(labels: np.ndarray, n: int, task_kind: str, what: str) -> np.ndarray:
+def check_labels(labels: np.ndarray, n: int, task_kind: TaskKind, what: str) -> np.ndarray:
     """Labels as the loss wants them: float (N,K) for multilabel/binary, int64 (N,) for multiclass."""
     labels = np.asarray(labels)
     if len(labels) != n:
         raise DataError(f"{what}: {len(labels)} labels for {n} images")
-    if task_kind == "multiclass":
+    if task_kind == TaskKind.MULTICLASS:
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{what}: multiclass labels must be (N,) integers, got shape {labels.shape} dtype {labels.dtype}")
         if n and labels.min() < 0:
             raise DataError(f"{what}: multiclass labels must be >= 0, got {labels.min()}")
         return labels.astype(np.int64)
-    if task_kind == "binary" and labels.ndim == 1:
+    if task_kind == TaskKind.BINARY and labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2:
         raise DataError(f"{what}: {task_kind} labels must be (N,K) 0/1, got shape {labels.shape}")
@@ -66,16 +67,16 @@ def pos_weight(labels: np.ndarray) -> np.ndarray:
     return np.clip(w, *POS_WEIGHT_RANGE).astype(np.float32)
 
 
-def make_criterion(task_kind: str, train_labels: np.ndarray, device: torch.device) -> nn.Module:
+def make_criterion(task_kind: TaskKind, train_labels: np.ndarray, device: torch.device) -> nn.Module:
     """BCE-with-logits weighted by ``pos_weight`` (multilabel/binary) or cross-entropy (multiclass)."""
-    if task_kind == "multiclass":
+    if task_kind == TaskKind.MULTICLASS:
         return nn.CrossEntropyLoss()
     return nn.BCEWithLogitsLoss(pos_weight=torch.from_numpy(pos_weight(train_labels)).to(device))
 
 
-def scores_from_logits(logits: torch.Tensor, task_kind: str) -> torch.Tensor:
+def scores_from_logits(logits: torch.Tensor, task_kind: TaskKind) -> torch.Tensor:
     """Sigmoid per label (multilabel/binary) or softmax over classes (multiclass)."""
-    return logits.softmax(dim=1) if task_kind == "multiclass" else logits.sigmoid()
+    return logits.softmax(dim=1) if task_kind == TaskKind.MULTICLASS else logits.sigmoid()
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..kinds import TaskKind
 from .augment import normalise, prepare_batch
 from .device import batch_layout, defers_loss_check, device_autocast, reproducible, seed_everything
 from .driver import DrivePlan, Step, drive
@@ -42,7 +43,7 @@ class OneModel(Step):
 @dataclass(frozen=True, kw_only=True)
 class FitOptions:
     """``fit``'s keyword arguments."""
-    task_kind: str
+    task_kind: TaskKind
     cfg: TrainConfig
     device: torch.device
     log: Callable[[str], None] = print
@@ -83,7 +84,7 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     return result
 
 
-def predict(model: nn.Module, images: np.ndarray, task_kind: str, batch_size: int,
+def predict(model: nn.Module, images: np.ndarray, task_kind: TaskKind, batch_size: int,
             device: torch.device) -> np.ndarray:
     """Probabilities: sigmoid (N,K) for multilabel/binary, softmax (N,C) for multiclass.
 

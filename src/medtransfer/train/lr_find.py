@@ -24,6 +24,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..kinds import TaskKind
 from .device import cpu_state, release_model, reproducible, seed_everything
 from .driver import LossCheck, run_steps
 from .loop import OneModel
@@ -42,7 +43,7 @@ def _default_steps(steps_per_epoch: int, max_steps: int = 100) -> int:
 @dataclass(frozen=True, kw_only=True)
 class RangeTestOptions:
     """``lr_find``'s keyword arguments."""
-    task_kind: str
+    task_kind: TaskKind
     cfg: TrainConfig
     device: torch.device
     start_lr: float = 1e-7

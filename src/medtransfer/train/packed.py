@@ -39,6 +39,7 @@ from torch.func import functional_call, vmap
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..kinds import TaskKind
 from .augment import prepare_batch
 from .device import defers_loss_check, device_autocast, reproducible
 from .driver import DrivePlan, Step, drive
@@ -88,7 +89,7 @@ class _MaskDropout(nn.Module):
         return x * self.mask if self.training else x
 
 
-def fit_packed(members: list[PackMember], *, task_kind: str, device: torch.device,
+def fit_packed(members: list[PackMember], *, task_kind: TaskKind, device: torch.device,
                log: Callable[[str], None] = print) -> list[FitResult | Exception]:
     """Train ``members`` as one fused model; per member its FitResult, or the exception that ended it."""
     check_task_kind(task_kind)
@@ -103,7 +104,7 @@ def fit_packed(members: list[PackMember], *, task_kind: str, device: torch.devic
         return drive(tracks, FusedStep(tracks), plan)
 
 
-def _check_member(i: int, m: PackMember, first: PackMember, task_kind: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_member(i: int, m: PackMember, first: PackMember, task_kind: TaskKind) -> tuple[np.ndarray, np.ndarray]:
     """``fit``'s input checks (its checked labels), then whether ``m``'s steps line up with member 0's
     and it can be fused."""
     labels = check_inputs(m, task_kind, f"pack member {i}: ")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..kinds import Strategy
 from .lr_policies import group_lrs
 
 N_GROUPS = 3
@@ -86,11 +87,11 @@ def split_epochs(epochs: int, n: int = N_GROUPS) -> list[int]:
 
 def stages(cfg: TrainConfig) -> list[Stage]:
     """The training stages of ``cfg.strategy``; gradual stages with 0 epochs are skipped."""
-    if cfg.strategy == "frozen":
-        return [Stage("frozen", 1, cfg.epochs)]
-    if cfg.strategy == "full":
-        return [Stage("full", N_GROUPS, cfg.epochs)]
-    if cfg.strategy == "gradual":
+    if cfg.strategy == Strategy.FROZEN:
+        return [Stage(Strategy.FROZEN.value, 1, cfg.epochs)]
+    if cfg.strategy == Strategy.FULL:
+        return [Stage(Strategy.FULL.value, N_GROUPS, cfg.epochs)]
+    if cfg.strategy == Strategy.GRADUAL:
         per_stage = list(cfg.gradual_epochs) if cfg.gradual_epochs is not None else split_epochs(cfg.epochs)
         names = ("head", "head+late", "all")
         out = [Stage(name, i + 1, e) for i, (name, e) in enumerate(zip(names, per_stage)) if e > 0]

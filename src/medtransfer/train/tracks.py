@@ -19,6 +19,7 @@ from ..budget import Budget
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..evaluate.metrics import macro_auroc
+from ..kinds import TaskKind
 from .augment import normalise
 from .device import cpu_state, place_model
 from .inputs import BatchStream, check_images, check_labels, check_task_kind, make_criterion, to_device
@@ -155,7 +156,7 @@ class Track:
         return [] if self.best.has_val else [NO_VAL_NOTE]
 
 
-def check_inputs(spec: FitSpec, task_kind: str, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(spec: FitSpec, task_kind: TaskKind, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Fail before anything trains on images or labels that cannot be used; the labels as the loss wants them.
 
     ``prefix`` names the run in the messages (a pack member, the range test).
@@ -172,14 +173,14 @@ def check_inputs(spec: FitSpec, task_kind: str, prefix: str = "") -> tuple[np.nd
             check_labels(spec.val_labels, len(spec.val_images), task_kind, f"{prefix}val labels"))
 
 
-def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: str) -> None:
+def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: TaskKind) -> None:
     """Fail before training when the head does not fit the labels."""
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         n_out = model(normalise(sample)).shape[1]
     model.train(was_training)
-    if task_kind == "multiclass":
+    if task_kind == TaskKind.MULTICLASS:
         needed = int(labels.max()) + 1 if len(labels) else 0
         if n_out < needed:
             raise ConfigError(f"model has {n_out} outputs but the labels hold class index {needed - 1}")
@@ -187,7 +188,7 @@ def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, ta
         raise ConfigError(f"model has {n_out} outputs but the task has {labels.shape[1]} label(s)")
 
 
-def open_track(spec: FitSpec, labels: tuple[np.ndarray, np.ndarray], task_kind: str,
+def open_track(spec: FitSpec, labels: tuple[np.ndarray, np.ndarray], task_kind: TaskKind,
                device: torch.device) -> Track:
     """The model on the device in its training layout, the images there as one uint8 tensor each, the loss,
     the seeded generator (its draws stay on the device) and the best-round tracker: a track ready to train.

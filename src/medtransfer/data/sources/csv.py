@@ -13,6 +13,7 @@ import pandas as pd
 
 from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
+from ...kinds import TaskKind
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
 
@@ -151,7 +152,7 @@ def _label_columns(data: DataConfig, task: TaskConfig) -> list[str]:
     label_cols = [task.label_column] if isinstance(task.label_column, str) else list(task.label_column or [])
     if not label_cols:
         raise ConfigError("task.label_column is required for data.source=csv")
-    if task.kind != "multilabel" and len(label_cols) != 1:
+    if task.kind != TaskKind.MULTILABEL and len(label_cols) != 1:
         raise ConfigError(f"task.label_column: a {task.kind} task takes one column, got {label_cols}")
     if data.split == "given" and not data.split_column:
         raise ConfigError("data.split=given needs data.split_column (the column with train/val/test) for data.source=csv")
@@ -162,9 +163,9 @@ def _label_columns(data: DataConfig, task: TaskConfig) -> list[str]:
 
 def _labels(df: pd.DataFrame, task: TaskConfig, label_cols: list[str], csv: Path) -> tuple[np.ndarray, list[str]]:
     """(labels, label names) of the task's kind from the label column(s)."""
-    if task.kind == "multilabel":
+    if task.kind == TaskKind.MULTILABEL:
         return multilabel_labels(df, label_cols, csv)
-    if task.kind == "binary":
+    if task.kind == TaskKind.BINARY:
         return binary_labels(df[label_cols[0]], label_cols[0], task.positive, csv)
     return multiclass_labels(df[label_cols[0]], label_cols[0])
 

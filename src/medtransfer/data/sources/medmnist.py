@@ -16,6 +16,7 @@ import numpy as np
 
 from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note
 from ...errors import ConfigError, DataError
+from ...kinds import TaskKind
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
 
@@ -100,20 +101,20 @@ def task_labels(raw: np.ndarray, info: dict, flag: str, task: TaskConfig) -> tup
     names = [info["label"][str(i)] for i in range(len(info["label"]))]
     kind = info["task"]
     if kind.startswith("multi-label"):
-        if task.kind == "multilabel":
+        if task.kind == TaskKind.MULTILABEL:
             chosen = list(task.labels) if task.labels else names
             _check_names(chosen, names, "task.labels", flag)
             return raw[:, [names.index(n) for n in chosen]].astype(np.float32), chosen
-        if task.kind == "binary":
+        if task.kind == TaskKind.BINARY:
             if not task.positive:
                 raise ConfigError(f"task.positive is required for a binary task on {flag}; valid: {', '.join(names)}")
             _check_names([task.positive], names, "task.positive", flag)
             return raw[:, [names.index(task.positive)]].astype(np.float32), [task.positive]
         raise ConfigError(f"task.kind=multiclass does not fit {flag} (multi-label); use multilabel or binary")
     y = raw.reshape(len(raw), -1)[:, 0].astype(np.int64)
-    if kind == "binary-class" and task.kind == "binary":
+    if kind == "binary-class" and task.kind == TaskKind.BINARY:
         return y[:, None].astype(np.float32), [names[1]]
-    if task.kind == "multiclass":
+    if task.kind == TaskKind.MULTICLASS:
         return y, names
     raise ConfigError(f"task.kind={task.kind} does not fit {flag} ({kind}, classes: {', '.join(names)}); use "
                       + ("binary or multiclass" if kind == "binary-class" else "multiclass"))

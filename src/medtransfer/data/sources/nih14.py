@@ -16,6 +16,7 @@ import pandas as pd
 
 from ...config import DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
+from ...kinds import TaskKind
 from ..images import one_line
 from ..records import LabelledImages
 
@@ -78,12 +79,12 @@ def check_findings(names, key: str) -> None:
 
 def select_task(findings: np.ndarray, task: TaskConfig) -> tuple[np.ndarray, list[str]]:
     """The 14-column finding matrix -> the labels and names the task asks for."""
-    if task.kind == "multilabel":
+    if task.kind == TaskKind.MULTILABEL:
         names = list(task.labels) if task.labels else list(NIH14_FINDINGS)
         check_findings(names, "task.labels")
         cols = [NIH14_FINDINGS.index(n) for n in names]
         return findings[:, cols], names
-    if task.kind == "binary":
+    if task.kind == TaskKind.BINARY:
         if not task.positive:
             raise ConfigError(f"task.positive is required for a binary task on nih14 (one finding vs the rest); valid: {', '.join(NIH14_FINDINGS)}")
         check_findings([task.positive], "task.positive")
