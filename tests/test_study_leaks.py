@@ -150,7 +150,8 @@ def test_a_bare_weights_file_is_noted_as_unchecked(tmp_path):
 
     target, source = _source_with_a_renamed_copy(tmp_path)
     (tmp_path / "weights.safetensors").write_bytes(b"")
-    cfg = config_from_dict({"data": target, "task": TASK, "model": {"init": f"checkpoint:{tmp_path / 'weights.safetensors'}"}})
+    bare = tmp_path / "weights.safetensors"
+    cfg = config_from_dict({"data": target, "task": TASK, "model": {"init": f"checkpoint:{bare}"}})
     notes = checkpoint_leak_notes(cfg, tmp_path)
     assert notes and notes[0].startswith("leak check: not possible: checkpoint") and "no config.yaml" in notes[0]
     other = _checkpoint_run(tmp_path, {**source, "path": "source/labels.csv"})

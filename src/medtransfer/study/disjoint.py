@@ -50,7 +50,7 @@ def check_sources_disjoint(plan: Plan, opened: OpenedSources) -> list[str]:
         if found:
             raise SharedDataError(
                 f"source {name} ({dataset_label(source.config.data)}) shares {found.counts()} with the target "
-                f"{run.task}: {found.examples()}; a source that has seen the target's patients or images measures memory, not transfer: give both the same data.partition "
+        notes.extend(line for line in (f"source {name}: {note}" for note in found.notes) if line not in notes)
                 f"(e.g. {{source: 0.5, target: 0.5}}) with data.pool: source / target, or set "
                 f"sources.{name}.allow_overlap: true to allow it (the report marks it)")
     return notes
