@@ -46,11 +46,12 @@ def check_sources_disjoint(plan: Plan, opened: OpenedSources) -> list[str]:
             continue
         checked.add(pair)
         found = overlap(source.config, run.config, opened)
-        notes.extend(f"source {name}: {note}" for note in found.notes if f"source {name}: {note}" not in notes)
+        notes.extend(line for line in (f"source {name}: {note}" for note in found.notes) if line not in notes)
         if found:
             raise SharedDataError(
                 f"source {name} ({dataset_label(source.config.data)}) shares {found.counts()} with the target "
-        notes.extend(line for line in (f"source {name}: {note}" for note in found.notes) if line not in notes)
+                f"{run.task}: {found.examples()}; a source that has seen the target's patients or images measures "
+                f"memory, not transfer: give both the same data.partition "
                 f"(e.g. {{source: 0.5, target: 0.5}}) with data.pool: source / target, or set "
                 f"sources.{name}.allow_overlap: true to allow it (the report marks it)")
     return notes
