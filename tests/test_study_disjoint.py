@@ -60,7 +60,8 @@ def test_a_source_on_the_target_dataset_fails_before_any_run_naming_patients(tmp
     with pytest.raises(ConfigError) as err:
         run_study(spec, tmp_path / "S", _options(tmp_path))
     message = str(err.value)
-    assert "sources.chest shares 264 patient(s) and 1000 image(s)" in message and "e.g. patients" in message
+    assert ("source chest (nih14-mini) shares 264 patient(s) (nih14 Patient ID) and 1000 image(s) (by pixels)"
+            in message and "; images 00000001_000.png = 00000001_000.png," in message)   # each image only itself
     assert "data.partition" in message and "\n" not in message
     assert not (tmp_path / "S").exists()          # nothing ran, nothing left behind
 

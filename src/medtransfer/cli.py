@@ -179,7 +179,8 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                        echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)))
+                        echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)),
+                        check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
     auc = metrics.auroc("test")
     print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
     return 0

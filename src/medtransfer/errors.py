@@ -9,6 +9,10 @@ class ConfigError(MedtransferError):
     """The config names an unknown key or holds an invalid value."""
 
 
+class SharedDataError(ConfigError):
+    """A pretraining source (or checkpoint) shares patients or images with the data it initialises a model for."""
+
+
 class DataError(MedtransferError):
     """A data file, column or label is missing or unreadable."""
 

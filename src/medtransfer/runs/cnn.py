@@ -30,6 +30,7 @@ from ..tracking import log_train_run, train_tracker
 from ..train import fit, predict, resolve_device
 from ..train.device import seed_everything
 from ..xrv_weights import leak_note, target_images, xrv_weights
+from .checkpoint_leaks import checkpoint_leak_notes
 from .data_split import prepare_run_data
 from .folder_protocol import Log, recorded_run
 from .scoring import SplitScores, score_run
@@ -37,19 +38,24 @@ from .scoring import SplitScores, score_run
 
 def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
               overwrite: bool = False, echo: bool = True, progress: bool = True,
-              mlflow: str | None = None) -> RunMetrics:
+              mlflow: str | None = None, check_leaks: bool = False) -> RunMetrics:
     """Train and evaluate one recipe; returns the metrics written to ``out/metrics.json``.
+
+    ``check_leaks`` (``medtransfer train``): refuse, before the run folder is created, a ``checkpoint:`` init
+    whose run was trained on this run's patients or images (``runs.checkpoint_leaks``); a study checks its
+    sources itself (``study.disjoint``, which honours ``allow_overlap``), so its runs leave it off.
 
     ``mlflow`` (a tracking URI or folder) logs the finished or failed run folder to the experiment
     ``medtransfer``; the store is opened first, so a missing package or a bad URI costs no training.
     """
     root = data_root or resolve_data_root(None)
     tracker = train_tracker(mlflow) if mlflow else None
+    checked = checkpoint_leak_notes(cfg, root) if check_leaks else []
     try:
         with torch_threads(cfg.train.threads):
             metrics = recorded_run(cfg, out, overwrite, echo,
                                    lambda folder, log, started: _train_and_evaluate(cfg, folder, root, log, progress,
-                                                                                    started))
+                                                                                    started, checked))
     except Exception:
         if tracker is not None and RunFolder(out).failed_path.is_file():   # the run failed (not a refused --out)
             try:
@@ -63,8 +69,10 @@ def train_run(cfg: RunConfig, out: Path, data_root: Path | None = None, *,
 
 
 def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Log, progress: bool,
-                        started: float) -> RunMetrics:
+                        started: float, leak_notes: list[str]) -> RunMetrics:
     log(f"medtransfer train -> {folder.path}")
+    for note in leak_notes:
+        log(note)
     run = prepare_cnn_run(cfg, data_root, log, progress)
     with step_bar(progress and sys.stderr.isatty()) as on_step:
         result = fit_prepared(cfg, run, log, on_step)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from ..config import hashed_view, load_yaml, resolve_data_root, written_config
 from ..durations import format_duration
-from ..errors import DiskFull, MedtransferError
+from ..errors import DiskFull, MedtransferError, SharedDataError
 from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
 from ..tracking import require_mlflow
@@ -126,7 +126,8 @@ def run_study(spec_path: str | os.PathLike, out: str | os.PathLike | None = None
             try:
                 known = Store(study_dir / STORE_FILE).statuses() if (study_dir / STORE_FILE).is_file() else {}
                 _check_data(_todo(plan.all_runs, known, opts.retry_failed, study_dir), opened)
-                check_sources_disjoint(plan, opened)
+                for note in check_sources_disjoint(plan, opened):
+                    console.print(f"note: {note}", markup=False, highlight=False)
             except MedtransferError:
                 if fresh:   # a missing dataset leaves nothing behind
                     _remove_empty_study_dir(study_dir)
@@ -199,9 +200,25 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
         statuses = Store(Path(out) / STORE_FILE, read_only=True).statuses()   # a dry run writes nothing
     parallel = _parallel_runs(plan, executor, workers)
     opened = OpenedSources(root)
+    leaks = _dry_run_leak_check(plan, opened)
     estimate = estimate_time(plan, root, opened=opened) if probe else None
-    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, opened))
+    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, opened) + leaks)
     return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
+
+
+def _dry_run_leak_check(plan: Plan, opened: OpenedSources) -> list[str]:
+    """The real run's source/target leak check, so a dry run refuses what the run would refuse; when the data
+    cannot be read here (a dry run must work without it) the text says the check was not done."""
+    if not plan.sources:
+        return []
+    try:
+        notes = check_sources_disjoint(plan, opened)
+    except SharedDataError:
+        raise
+    except MedtransferError as err:
+        return [f"warning: sources not checked for shared patients / images: data not readable here ({err})"]
+    return [f"note: {n}" for n in notes] + ["sources checked: no shared patients or images with their targets "
+                                            "(allow_overlap sources apart)"]
 
 
 def _check_data(runs: list[PlannedRun], opened: OpenedSources) -> None:
