@@ -141,4 +141,5 @@ def test_pneumoniamnist_n50_same_test_images_as_the_cnn(shared_data, tmp_path):
     rad, cnn = (pd.read_csv(tmp_path / d / "predictions_test.csv") for d in ("rad", "cnn"))
     assert len(rad) == 624 and list(rad["image_id"]) == list(cnn["image_id"])
     assert metrics["n_train_images"] == 50 and metrics["test"]["n_images"] == 624
-    assert metrics["selection"] == "grouped_cv"   # fewer than 20 normal images among 50: auto -> grouped CV
+    assert metrics["selection"] == "pool_cv"      # issue 23: C chosen inside the N-pool, not on 524 val images
+    assert metrics["c_chosen_on"]["train_images"] == 50 and metrics["c_chosen_on"]["val_images"] == 8   # 50 x 1/7
