@@ -5,8 +5,10 @@ the largest N must predict the value measured there (inside its prediction inter
 extrapolated; and the fit weights each per-N AUROC by 1 / its variance.
 """
 import math
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from medtransfer.evaluate.learning_curve import (
@@ -95,3 +97,34 @@ def test_unknown_variances_fall_back_to_unweighted_and_say_so():
     assert weights is None and how == UNWEIGHTED
     model = gated_curve(NS, law(NS))
     assert model.weighting == UNWEIGHTED
+
+
+# ---------------------------------------------------------------------------------------------- the backtest
+def _backtest_module():
+    """benchmarks/ is not a package: load the script by its path."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve_backtest.py"
+    spec = importlib.util.spec_from_file_location("learning_curve_backtest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses resolve the script's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backtest_on_a_synthetic_study_predicts_n_max_and_says_why_short_curves_are_left_out():
+    bt = _backtest_module()
+    ns = np.array([50, 100, 200, 400, 800, 3200], dtype=float)      # N <= 800 = N_max / 4: 5 sizes to fit
+    y = law(ns) + np.random.default_rng(11).normal(0, 0.002, len(ns))
+    long = bt.Curve("synthetic / long", ns, y, y - 0.01, y + 0.01, draws_around(y, [0.004] * len(ns), seed=12))
+    short = bt.Curve("synthetic / 3 N", ns[:3], y[:3], y[:3] - 0.01, y[:3] + 0.01, None)
+    no_span = bt.Curve("synthetic / 4 N", ns[[0, 2, 3, 4]], y[[0, 2, 3, 4]], y[[0, 2, 3, 4]] - 0.01,
+                       y[[0, 2, 3, 4]] + 0.01, None)     # N <= 200: 2 sizes, nothing to fit
+    table = bt.backtest([long, short, no_span])
+    first = table.iloc[0]
+    assert pd.isna(first["reason"]) and first["abs_error"] < 0.02 and first["covered"] in (True, False)
+    assert first["predicted"] == pytest.approx(law(3200), abs=0.02)
+    assert "needs at least 4" in table.iloc[1]["reason"] and "needs 3 to fit" in table.iloc[2]["reason"]
+    assert bt.summary_line(table).startswith("1 of 3 curves backtested")
+    assert bt.summary_line(table.iloc[1:]).startswith("no curve of the 2 has enough N")
+    assert "not backtested" in bt.markdown(table)

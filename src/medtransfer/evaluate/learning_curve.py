@@ -581,8 +581,12 @@ def _search_range(cnn: CurveModel, baseline: CurveModel, horizon: float) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------- checking
-def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> HoldoutCheck:
+def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95,
+                  fit_up_to: float | None = None) -> HoldoutCheck:
     """Fit without the largest N and compare the prediction there with what was measured.
+
+    ``fit_up_to``: fit only the sizes at or below it (default: every size but the
+    largest); ``benchmarks/learning_curve_backtest.py`` fits N <= N_max / 4.
 
     The one honest test of extrapolation the data allow; needs 4 distinct N (3
     left to fit: an exact fit there is still a fair test, since the held-out
@@ -596,10 +600,14 @@ def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> 
     n, y, w = _as_curve(ns, aurocs, weights)
     d = _as_draws(draws, len(n))
     top = float(n.max())
-    keep = n < top
-    measured = float(y[~keep].mean())
-    if np.unique(n).size < 4:
-        reason = f"{np.unique(n).size} distinct training-set sizes: a hold-out check needs 4 (3 left to fit)"
+    keep = n < top if fit_up_to is None else n <= fit_up_to
+    held = n == top
+    measured = float(y[held].mean())
+    left = np.unique(n[keep]).size
+    if left < N_PARAMS or (fit_up_to is None and np.unique(n).size < N_PARAMS + 1):
+        reason = (f"{np.unique(n).size} distinct training-set sizes: a hold-out check needs 4 (3 left to fit)"
+                  if fit_up_to is None else f"{left} distinct training-set size(s) at or below N = {fit_up_to:g}: "
+                  "a hold-out check needs 3 to fit")
         fit = _refused(int(keep.sum()), reason)
         return HoldoutCheck(top, measured, Estimate(math.nan, math.nan, math.nan, True, reason), math.nan, fit,
                             False, reason)
@@ -611,7 +619,7 @@ def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> 
     predicted = Estimate(float(model.fit(top)), *_interval(at_top, level), True)
     interval, covered = (math.nan, math.nan), None
     if d is not None and model.n_draws:
-        e_lo, e_hi = _interval(at_top - d[~keep].mean(axis=0), level)
+        e_lo, e_hi = _interval(at_top - d[held].mean(axis=0), level)
         if math.isfinite(e_lo):
             interval, covered = (measured + e_lo, measured + e_hi), bool(e_lo <= 0 <= e_hi)
     return HoldoutCheck(top, measured, predicted, predicted.estimate - measured, model.fit, True, None,
