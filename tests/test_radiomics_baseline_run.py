@@ -46,12 +46,12 @@ def tiny_csv(tmp_path):
     return make_tiny_csv(tmp_path)
 
 
-def make_tiny_csv(tmp_path):
-    """60 synthetic 24-px PNGs from 30 patients (2 images each); label 1 images are brighter."""
-    write_labelled_pngs(tmp_path, n_images=60, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
+def make_tiny_csv(tmp_path, n_images: int = 60, fractions: str = "[0.5, 0.2, 0.3]"):
+    """``n_images`` synthetic 24-px PNGs from half as many patients (2 images each); label 1 images are brighter."""
+    write_labelled_pngs(tmp_path, n_images=n_images, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "data: {source: csv, path: labels.csv, image_column: path, patient_column: patient, split_fractions: [0.5, 0.2, 0.3]}\n"
+        f"data: {{source: csv, path: labels.csv, image_column: path, patient_column: patient, split_fractions: {fractions}}}\n"
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"

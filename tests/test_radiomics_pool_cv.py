@@ -9,23 +9,14 @@ from medtransfer.kinds import RunMethod
 from medtransfer.radiomics import baseline
 from medtransfer.radiomics.baseline_run import radiomics_run
 from medtransfer.study.grid import hashed_config, radiomics_config, run_id_of
-from synthetic import write_labelled_pngs
-from test_radiomics_baseline_run import histogram_features
+from test_radiomics_baseline_run import histogram_features, make_tiny_csv
 
 
 @pytest.fixture
 def pool_csv(tmp_path):
     """200 synthetic PNGs from 100 patients (2 images each); val is 30% of the patients, N = 20."""
-    write_labelled_pngs(tmp_path, n_images=200, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
-    config = tmp_path / "pool.yaml"
-    config.write_text(
-        "data: {source: csv, path: labels.csv, image_column: path, patient_column: patient, "
-        "split_fractions: [0.5, 0.3, 0.2]}\n"
-        "task: {kind: binary, label_column: finding}\n"
-        "image_size: 24\n"
-        "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 1, min_steps: 0, batch_size: 8, n_train: 20, seed: 1}\n")
-    return tmp_path, load_config(config)
+    root, config = make_tiny_csv(tmp_path, n_images=200, fractions="[0.5, 0.3, 0.2]")
+    return root, load_config(config)
 
 
 def test_c_is_chosen_inside_the_n_pool_and_metrics_json_records_it(pool_csv, monkeypatch):
