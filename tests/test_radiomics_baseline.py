@@ -76,7 +76,7 @@ def test_grouped_cv_on_train_plus_val_with_patients():
 
 
 def test_auto_uses_grouped_cv_only_when_a_label_is_rare():
-    rcfg = RadiomicsConfig()   # selection: auto
+    rcfg = RadiomicsConfig(selection="auto")   # the rule before issue 23 (pool_cv is the default now)
     Xva, yva = binary_table(300, seed=7)
     small, y_small = binary_table(30, seed=8)           # ~12 positives < 20
     large, y_large = binary_table(400, seed=9)

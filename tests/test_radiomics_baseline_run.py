@@ -46,12 +46,12 @@ def tiny_csv(tmp_path):
     return make_tiny_csv(tmp_path)
 
 
-def make_tiny_csv(tmp_path):
-    """60 synthetic 24-px PNGs from 30 patients (2 images each); label 1 images are brighter."""
-    write_labelled_pngs(tmp_path, n_images=60, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
+def make_tiny_csv(tmp_path, n_images: int = 60, fractions: str = "[0.5, 0.2, 0.3]"):
+    """``n_images`` synthetic 24-px PNGs from half as many patients (2 images each); label 1 images are brighter."""
+    write_labelled_pngs(tmp_path, n_images=n_images, noise=150, signal=60, label_of=lambda i: (i // 2) % 2)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "data: {source: csv, path: labels.csv, image_column: path, patient_column: patient, split_fractions: [0.5, 0.2, 0.3]}\n"
+        f"data: {{source: csv, path: labels.csv, image_column: path, patient_column: patient, split_fractions: {fractions}}}\n"
         "task: {kind: binary, label_column: finding}\n"
         "image_size: 24\n"
         "model: {arch: resnet18, init: scratch}\n"
@@ -141,4 +141,5 @@ def test_pneumoniamnist_n50_same_test_images_as_the_cnn(shared_data, tmp_path):
     rad, cnn = (pd.read_csv(tmp_path / d / "predictions_test.csv") for d in ("rad", "cnn"))
     assert len(rad) == 624 and list(rad["image_id"]) == list(cnn["image_id"])
     assert metrics["n_train_images"] == 50 and metrics["test"]["n_images"] == 624
-    assert metrics["selection"] == "grouped_cv"   # fewer than 20 normal images among 50: auto -> grouped CV
+    assert metrics["selection"] == "pool_cv"      # issue 23: C chosen inside the N-pool, not on 524 val images
+    assert metrics["c_chosen_on"]["train_images"] == 50 and metrics["c_chosen_on"]["val_images"] == 8   # 50 x 1/7

@@ -241,8 +241,14 @@ class RadiomicsConfig(_Strict):
     penalty: Literal["l2", "l1", "elasticnet"] = "l2"
     l1_ratio: float = Field(0.5, ge=0, le=1)
     c_grid: list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
-    selection: Literal["auto", "val", "grouped_cv"] = Field(
-        "auto", description="how C is chosen: val split, grouped CV on train+val, or auto (grouped CV when the N-subset is small)")
+    # Not ADDED_LATER on purpose: the new default (pool_cv) changes the baseline's C and so its results; being
+    # hashed, it gives those runs new ids, while a config that says ``auto`` keeps the old rule and the old ids.
+    selection: Literal["pool_cv", "auto", "val", "grouped_cv"] = Field(
+        "pool_cv", description="how C is chosen: pool_cv = patient-grouped, stratified CV inside the N-pool (the "
+                               "training subset and its proportional validation share, as a user with N images "
+                               "would have); val = the validation split; grouped_cv = grouped CV on train + the "
+                               "validation split; auto = the rule before issue 23 (grouped CV when the N-subset is "
+                               "small, else the validation split)")
 
     @field_validator("feature_classes")
     @classmethod

@@ -154,7 +154,9 @@ def learning_curve(data, trials: list[Trial], n_train: int, final_val_scores: np
     fit = model.fit
     result["fit"] = {"ok": fit.ok, "reason": fit.reason, "a": fit.a, "b": fit.b, "c": fit.c,
                      "exact_fit": fit.exact_fit, "n_draws": model.n_draws, "failed_refits": model.n_failed}
-    if not fit.ok:
+    if fit.ok and model.blocked:   # N/4, N/2, N: the curve passes through them; its 2x / 4x would be guesses
+        result["fit"] |= {"ok": False, "reason": model.blocked}
+    if not result["fit"]["ok"]:
         return result
     at_n = fit(float(n_train))
     for factor, est in model.predict_beyond((2.0, 4.0)).items():

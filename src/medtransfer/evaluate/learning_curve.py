@@ -33,14 +33,28 @@ A fit is refused (``ok`` False, ``reason`` one line) when
     means the points are not concave in ln N or need a > 1 or c > C_MAX);
   * 4 or more distinct N and the fit is *poor*: R^2 < MIN_R2, i.e. the curve
     explains less than that share of the (weighted) spread of the points.
-With exactly 3 distinct N an admissible fit is accepted but flagged
-``exact_fit``: its rmse is 0 by construction and tests nothing, so the model's
-form is taken on trust there and only the bootstrap refits say how far it moves.
+
+Weighting. A per-N mean AUROC measured on a few seeds and a small test set is
+noisier at small N than at large N; an unweighted fit lets the noisiest point
+pull the curve as hard as the most precise one. ``inverse_variance_weights``
+gives each per-N AUROC the weight 1 / its variance, read from its bootstrap
+draws (the row of the joint draw matrix) or, without draws, from its interval;
+when neither is known the fit is unweighted and says so (``CurveModel.weighting``).
+
+Extrapolation (any value outside the studied N) is refused, the reason given
+instead of a number (``CurveModel.blocked``), when
+  * the fit has as many parameters as points (3 distinct N: ``exact_fit``): the
+    curve passes through them, so nothing tested its form (EXACT_REASON);
+  * ``gate=True`` (the report) and the held-out check fails: the curve refitted
+    without the largest N does not predict it (the measured value lies outside
+    the prediction interval, see ``holdout_check``), or the check could not be
+    made (no interval, refused refit). Values inside the studied N stay.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
@@ -55,12 +69,18 @@ MIN_R2 = 0.8                  # a fit explaining less of the spread of 4+ points
 MIN_DRAWS = 20                # fewer successful refits than this give no interval
 HORIZON = 10.0                # crossover_n looks up to this multiple of the largest studied N
 EXACT_TOL = 1e-6              # AUROC units: a 3-size fit this close to every per-N mean passes through them
+N_PARAMS = 3                  # a, b, c: a fit to this many distinct N passes through them and predicts nothing
+VAR_FLOOR = 1e-6              # AUROC^2 (SD 0.001): a per-N variance below this is taken as this, no infinite weight
+EXACT_REASON = "as many parameters as points: the curve passes through them, it predicts nothing"
+UNWEIGHTED = "unweighted: the variance of the per-N AUROCs is unknown (no bootstrap draws or interval)"
 _C_GRID = np.geomspace(C_MIN, C_MAX, 160)
 
 METHOD = ("Learning curve: inverse power law AUROC(N) = a - b*N^-c (a <= 1, b > 0, 0 < c <= 2) fitted by bounded "
-          "least squares in ln N to the per-N AUROCs; intervals are percentile intervals over refits on each joint "
-          "bootstrap draw of the per-N AUROCs (failed refits dropped and counted); values beyond the studied N are "
-          "extrapolations of the model.")
+          "least squares in ln N to the per-N AUROCs, each weighted by 1/its variance (from its bootstrap draws); "
+          "intervals are percentile intervals over refits on each joint bootstrap draw of the per-N AUROCs (failed "
+          "refits dropped and counted). Nothing is extrapolated beyond the studied N from a curve fitted through as "
+          "many sizes as it has parameters (3), nor from one whose refit without the largest N misses the value "
+          "measured there (outside its 95% prediction interval); the reason is given instead.")
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,8 @@ class HoldoutCheck(NamedTuple):
     fit: PowerLawFit
     ok: bool
     reason: str | None = None
+    interval: tuple[float, float] = (math.nan, math.nan)   # prediction interval for the measured value
+    covered: bool | None = None   # measured inside ``interval``; None: no interval (no usable bootstrap draws)
 
 
 class CrossoverN(NamedTuple):
@@ -133,6 +155,7 @@ class CrossoverN(NamedTuple):
     baseline: str                 # "curve" (its power law) or "per-N values" (its fit was refused)
     paired: bool
     n_draws: int                  # columns used for the intervals (both sides succeeded)
+    blocked: str | None = None    # why the search stopped at the studied N (a curve's extrapolation refused)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -161,6 +184,33 @@ def _as_draws(draws, n_rows: int) -> np.ndarray | None:
     if d.ndim != 2 or d.shape[0] != n_rows:
         raise DataError(f"draws: expected shape ({n_rows}, B) (one row per training-set size), got {d.shape}")
     return d
+
+
+def inverse_variance_weights(draws=None, ci_low=None, ci_high=None, level: float = 0.95
+                             ) -> tuple[np.ndarray | None, str]:
+    """(1 / variance of each per-N AUROC, how it was found), or (None, UNWEIGHTED) when it is unknown.
+
+    Why: the per-N means are not equally precise (few seeds and small test sets at
+    one N, more at another), and least squares is only efficient when each point
+    counts by its precision. The variance comes from the point's bootstrap draws
+    (a row of the joint draw matrix: seed and test-set luck together), else from
+    its interval (half-width / z, a normal reading of a percentile interval).
+    Variances are floored at VAR_FLOOR so a degenerate point cannot take all the weight.
+    """
+    var = None
+    if draws is not None:
+        d = np.asarray(draws, dtype=float)
+        finite = np.isfinite(d).sum(axis=1)
+        if d.ndim == 2 and (finite >= MIN_DRAWS).all():
+            var, source = np.nanvar(d, axis=1, ddof=1), "its bootstrap draws"
+    if var is None and ci_low is not None and ci_high is not None:
+        lo, hi = np.asarray(ci_low, dtype=float), np.asarray(ci_high, dtype=float)
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            z = float(NormalDist().inv_cdf(0.5 + level / 2))
+            var, source = ((hi - lo) / (2 * z)) ** 2, f"its {level:.0%} interval"
+    if var is None:
+        return None, UNWEIGHTED
+    return 1.0 / np.maximum(var, VAR_FLOOR), f"weighted by 1/variance of each per-N AUROC (from {source})"
 
 
 # ---------------------------------------------------------------------------------------------- fitting
@@ -300,6 +350,9 @@ class CurveModel:
     draws: np.ndarray | None = None
     draw_params: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
     level: float = 0.95
+    weighting: str = "as given"           # how the points were weighted (``inverse_variance_weights``' note)
+    blocked: str | None = None            # why nothing outside the studied N is given (module text); None: allowed
+    holdout: HoldoutCheck | None = None   # the check that gated extrapolation (``fit_curve(gate=True)``)
 
     @property
     def n_draws(self) -> int:
@@ -313,11 +366,20 @@ class CurveModel:
     def _outside(self, n: float) -> bool:
         return bool(n < self.ns.min() or n > self.ns.max())
 
+    def refusal(self, n: float) -> str | None:
+        """Why no value is given at ``n``: outside the studied N while extrapolation is blocked; else None."""
+        if self.blocked and self._outside(n):
+            return f"not extrapolated beyond the studied N: {self.blocked}"
+        return None
+
     def predict(self, n: float) -> Estimate:
-        """Fitted AUROC at training-set size ``n`` with its bootstrap interval."""
+        """Fitted AUROC at training-set size ``n`` with its bootstrap interval (refused outside the studied N
+        when extrapolation is blocked)."""
         n = float(n)
         if not self.fit.ok:
             return Estimate(math.nan, math.nan, math.nan, self._outside(n), f"no curve: {self.fit.reason}")
+        if self.refusal(n):
+            return Estimate(math.nan, math.nan, math.nan, True, self.refusal(n))
         low, high = _interval(_curve_values(self.draw_params, np.array([n]))[:, 0], self.level)
         return Estimate(float(self.fit(n)), low, high, self._outside(n))
 
@@ -343,17 +405,30 @@ class CurveModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             per_draw = np.where(p[:, 0] > t, (p[:, 1] / (p[:, 0] - t)) ** (1 / p[:, 2]), np.inf)
         low, high = _interval(per_draw, self.level)
+        if self.blocked:   # an interval end or an asymptote outside the studied N would be an extrapolation
+            low = low if low >= self.ns.min() else math.nan
+            high = high if high <= self.ns.max() else math.nan
+            if t >= a:
+                return Estimate(math.nan, low, high, True, self.refusal(math.inf), reach)
         if t >= a:
             share = "" if reach is None else f"; reachable in {reach:.0%} of {len(p)} bootstrap refits"
             return Estimate(math.nan, low, high, True,
                             f"AUROC {t:.3f} is not reachable: the fitted asymptote is {a:.3f}{share}", reach)
         with np.errstate(over="ignore"):   # a flat curve (small c) just under its asymptote: N overflows to inf
             n_star = float(np.power(b / (a - t), 1 / c))
+        if self.refusal(n_star):
+            return Estimate(math.nan, low, high, True, self.refusal(n_star), reach)
         return Estimate(n_star, low, high, self._outside(n_star), None, reach)
 
 
-def fit_curve(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> CurveModel:
-    """Point fit of the learning curve plus a refit on every bootstrap column of ``draws`` ((len(ns), B))."""
+def fit_curve(ns, aurocs, draws=None, weights=None, level: float = 0.95, *, gate: bool = False,
+              weighting: str | None = None) -> CurveModel:
+    """Point fit of the learning curve plus a refit on every bootstrap column of ``draws`` ((len(ns), B)).
+
+    Extrapolation is blocked for a fit through as many sizes as parameters, and,
+    with ``gate``, unless the held-out-largest-N check passes (module text).
+    ``weighting`` says in words how ``weights`` were found.
+    """
     if not 0 < level < 1:
         raise DataError(f"level: must lie in (0, 1), got {level}")
     n, y, w = _as_curve(ns, aurocs, weights)
@@ -362,7 +437,22 @@ def fit_curve(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> Curv
     params = np.empty((0, 3))
     if d is not None:
         params = _refit_draws(n, w, d) if fit.ok else params      # no curve: nothing to refit
-    return CurveModel(fit, n, y, d, params, level)
+    how = weighting or ("unweighted" if weights is None else "weighted as given")
+    check, blocked = None, None
+    if fit.ok and np.unique(n).size <= N_PARAMS:
+        blocked = EXACT_REASON
+    elif fit.ok and gate:
+        check = holdout_check(n, y, d, w, level)
+        blocked = gate_reason(check)
+    return CurveModel(fit, n, y, d, params, level, how, blocked, check)
+
+
+def gated_curve(ns, aurocs, draws=None, ci=None, level: float = 0.95) -> CurveModel:
+    """The report's curve: inverse-variance weights (from ``draws``, else the per-N interval ``ci`` = (lows,
+    highs), else unweighted with a note) and extrapolation gated by the held-out check."""
+    lows, highs = ci if ci is not None else (None, None)
+    weights, how = inverse_variance_weights(draws, lows, highs, level)
+    return fit_curve(ns, aurocs, draws, weights, level, gate=True, weighting=how)
 
 
 # ---------------------------------------------------------------------------------------------- crossover
@@ -445,8 +535,7 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     if not cnn.fit.ok:
         reason = f"no CNN curve: {cnn.fit.reason}"
         return CrossoverN(None, None, None, reason, None, None, reason, base_kind, paired, 0)
-    lo = float(min(cnn.ns.min(), baseline.ns.min()))
-    hi = float(max(cnn.ns.max(), baseline.ns.max())) * horizon
+    lo, hi, blocked = _search_range(cnn, baseline, horizon)
     grid = np.geomspace(lo, hi, grid_size)
     inside = (max(cnn.ns.min(), baseline.ns.min()), min(cnn.ns.max(), baseline.ns.max()))
     base_point, base_draws = _baseline_on_grid(baseline, grid)
@@ -455,8 +544,9 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     def located(n_star, reason):
         if n_star is not None:
             return n_star, not (inside[0] <= n_star <= inside[1]), None
-        text = {CrossoverOutcome.ALREADY: "already at the smallest studied N",
-                CrossoverOutcome.NEVER: f"not within {horizon:g}x the largest studied N"}.get(reason)
+        never = (f"not within the studied N (up to {hi:g}); not extrapolated beyond it: {blocked}" if blocked
+                 else f"not within {horizon:g}x the largest studied N")
+        text = {CrossoverOutcome.ALREADY: "already at the smallest studied N", CrossoverOutcome.NEVER: never}.get(reason)
         return None, None, text or outcome_text(reason)
 
     match_n, match_extra, match_reason = located(*crossing(grid, diff, strict=False))
@@ -474,29 +564,78 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
         else:
             beat_reason = f"{n_used} usable bootstrap draws: at least {MIN_DRAWS} needed for an interval"
     return CrossoverN(match_n, match_range, match_extra, match_reason, beat_n, beat_extra, beat_reason,
-                      base_kind, paired, n_used)
+                      base_kind, paired, n_used, blocked)
+
+
+def _search_range(cnn: CurveModel, baseline: CurveModel, horizon: float) -> tuple[float, float, str | None]:
+    """(smallest, largest N searched, why the search stops at the studied N or None): a curve whose
+    extrapolation is blocked is only read inside its studied sizes (a refused baseline's held per-N
+    values are not a curve, so they do not limit the search)."""
+    lo = float(min(cnn.ns.min(), baseline.ns.min()))
+    hi = float(max(cnn.ns.max(), baseline.ns.max())) * horizon
+    limited = [m for m in (cnn, baseline) if m.fit.ok and m.blocked]
+    if not limited:
+        return lo, hi, None
+    lo = max(lo, *(float(m.ns.min()) for m in limited))
+    hi = min(hi, *(float(m.ns.max()) for m in limited))
+    return lo, max(hi, lo * (1 + 1e-9)), limited[0].blocked
 
 
 # ---------------------------------------------------------------------------------------------- checking
-def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95) -> HoldoutCheck:
+def holdout_check(ns, aurocs, draws=None, weights=None, level: float = 0.95,
+                  fit_up_to: float | None = None) -> HoldoutCheck:
     """Fit without the largest N and compare the prediction there with what was measured.
 
+    ``fit_up_to``: fit only the sizes at or below it (default: every size but the
+    largest); ``benchmarks/learning_curve_backtest.py`` fits N <= N_max / 4.
+
     The one honest test of extrapolation the data allow; needs 4 distinct N (3
-    left to fit). Repeated rows at the largest N are averaged into ``measured``.
+    left to fit: an exact fit there is still a fair test, since the held-out
+    point took no part in it). Repeated rows at the largest N are averaged into
+    ``measured``. ``interval`` is the prediction interval for the measured value:
+    measured + the percentile interval of (refit b's prediction - draw b's value
+    at the largest N) over the joint bootstrap columns, so it carries the curve's
+    uncertainty and the held-out point's own noise; ``covered`` is whether the
+    measured value lies inside it (the error interval holds 0).
     """
     n, y, w = _as_curve(ns, aurocs, weights)
     d = _as_draws(draws, len(n))
     top = float(n.max())
-    keep = n < top
-    measured = float(y[~keep].mean())
-    if np.unique(n).size < 4:
-        reason = f"{np.unique(n).size} distinct training-set sizes: a hold-out check needs 4 (3 left to fit)"
+    keep = n < top if fit_up_to is None else n <= fit_up_to
+    held = n == top
+    measured = float(y[held].mean())
+    left = np.unique(n[keep]).size
+    if left < N_PARAMS or (fit_up_to is None and np.unique(n).size < N_PARAMS + 1):
+        reason = (f"{np.unique(n).size} distinct training-set sizes: a hold-out check needs 4 (3 left to fit)"
+                  if fit_up_to is None else f"{left} distinct training-set size(s) at or below N = {fit_up_to:g}: "
+                  "a hold-out check needs 3 to fit")
         fit = _refused(int(keep.sum()), reason)
         return HoldoutCheck(top, measured, Estimate(math.nan, math.nan, math.nan, True, reason), math.nan, fit,
                             False, reason)
     model = fit_curve(n[keep], y[keep], None if d is None else d[keep], w[keep], level)
-    predicted = model.predict(top)
     if not model.fit.ok:
-        return HoldoutCheck(top, measured, predicted, math.nan, model.fit, False,
+        return HoldoutCheck(top, measured, model.predict(top), math.nan, model.fit, False,
                             f"fit without N={top:g} refused: {model.fit.reason}")
-    return HoldoutCheck(top, measured, predicted, predicted.estimate - measured, model.fit, True)
+    at_top = _curve_values(model.draw_params, np.array([top]))[:, 0]   # not model.predict: a check may extrapolate
+    predicted = Estimate(float(model.fit(top)), *_interval(at_top, level), True)
+    interval, covered = (math.nan, math.nan), None
+    if d is not None and model.n_draws:
+        e_lo, e_hi = _interval(at_top - d[held].mean(axis=0), level)
+        if math.isfinite(e_lo):
+            interval, covered = (measured + e_lo, measured + e_hi), bool(e_lo <= 0 <= e_hi)
+    return HoldoutCheck(top, measured, predicted, predicted.estimate - measured, model.fit, True, None,
+                        interval, covered)
+
+
+def gate_reason(check: HoldoutCheck) -> str | None:
+    """Why the held-out check stops extrapolation, or None when it passed (measured inside the interval)."""
+    if not check.ok:
+        return f"the held-out-largest-N check could not be made ({check.reason})"
+    if check.covered is None:
+        return "the held-out-largest-N check has no prediction interval (no usable bootstrap draws)"
+    if not check.covered:
+        low, high = check.interval
+        return (f"refitted without N = {check.held_out_n:g}, the curve predicts {check.predicted.estimate:.3f} there "
+                f"({check.predicted.estimate - check.measured:+.3f}; 95% prediction interval {low:.3f} to {high:.3f}) "
+                f"but {check.measured:.3f} was measured: the curve's form fails where it can be tested")
+    return None

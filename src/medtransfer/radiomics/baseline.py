@@ -11,9 +11,15 @@ How C is chosen (``radiomics.selection``):
   the highest validation macro AUROC (ties: the smaller C, i.e. the stronger penalty).
 * ``grouped_cv``: k-fold CV on train subset + val, folds grouped by patient and stratified
   by label, k = min(5, the rarer class count, the number of patients); mean fold macro AUROC.
-* ``auto`` (default): ``grouped_cv`` when some label that has both classes in the training
-  subset has fewer than ``AUTO_CV_MIN_CASES`` (20) cases of its rarer class in the training
-  subset or in val (a val AUROC on a dozen cases cannot rank six C values), else ``val``.
+* ``pool_cv`` (default): k-fold CV over the N-pool, the images a user with N labelled images
+  would hold: the training subset plus its proportional validation share (the caller passes
+  that share as the validation rows; ``baseline_run`` does). Folds grouped by patient and
+  stratified by label, k = min(5, the patients of the rarer class); fewer than 2 such patients:
+  no CV, C = the grid value nearest 1, with a note. Never the full validation split: a C tuned
+  on ~5,000 images and applied to a 50-image fit is not what a user with 50 images could do.
+* ``auto`` (the default before issue 23; kept so the runs that used it keep their ids):
+  ``grouped_cv`` when some label that has both classes in the training subset has fewer than
+  ``AUTO_CV_MIN_CASES`` (20) cases of its rarer class in the training subset or in val, else ``val``.
 
 Whatever the selection, the final model is fit on the training subset alone, so N means
 the same on the radiomics curve as on the CNN curves; val only informs C (the CNN uses
@@ -55,11 +61,12 @@ class RadiomicsBaseline:
     models: list                             # per output column: a LogisticRegression, or a constant score
     task_kind: TaskKind
     C: float
-    selection: str                           # 'val' | 'grouped_cv'
+    selection: str                           # 'pool_cv' | 'val' | 'grouped_cv'
     selection_scores: dict[float, float | None]   # C -> val (or mean CV) macro AUROC
     feature_names: list[str]                 # columns of X as given
     kept_features: list[str]                 # after dropping empty / constant ones
     notes: list[str] = field(default_factory=list)
+    chosen_on: dict = field(default_factory=dict)   # what C was chosen on: image / patient counts, folds
 
     def predict_scores(self, X) -> np.ndarray:
         with _quiet():
@@ -132,11 +139,17 @@ def _fit(data: _Inputs, task_kind: TaskKind, rcfg, seed: int):
                                 data.labels)
     notes: list[str] = []
     prep = _fit_preprocess(data.Xtr)
-    if selection == "grouped_cv":
+    chosen_on = {"train_images": len(data.Xtr), "val_images": len(data.Xva),
+                 "patients": int(len(np.unique(np.concatenate([data.gtr, data.gva])))), "folds": None}
+    if selection in ("grouped_cv", "pool_cv"):
         X_pool, Y_pool = np.vstack([data.Xtr, data.Xva]), np.vstack([data.Ytr, data.Yva])
-        folds = grouped_folds(np.concatenate([data.gtr, data.gva]), _strata(Y_pool), seed)
-        scores = {c: _cv_score(X_pool, Y_pool, folds, c, task_kind, rcfg, seed) for c in grid}
-        where = f"{len(folds)}-fold patient-grouped CV on train+val ({len(X_pool)} images)"
+        make_folds = pool_folds if selection == "pool_cv" else grouped_folds
+        folds = make_folds(np.concatenate([data.gtr, data.gva]), _strata(Y_pool), seed)
+        scores = {c: _cv_score(X_pool, Y_pool, folds, c, task_kind, rcfg, seed) if folds else None for c in grid}
+        pool = "the N-pool (training subset + its validation share)" if selection == "pool_cv" else "train+val"
+        where = (f"{len(folds)}-fold patient-grouped CV on {pool} ({len(X_pool)} images)" if folds else
+                 f"no CV on {pool} ({len(X_pool)} images): fewer than 2 patients of the rarer class")
+        chosen_on["folds"] = len(folds)
     else:
         Ztr, Zva = prep.transform(data.Xtr), prep.transform(data.Xva)
         scores = {}
@@ -156,7 +169,7 @@ def _fit(data: _Inputs, task_kind: TaskKind, rcfg, seed: int):
         notes.append(f"{len(names) - len(kept)} of {len(names)} features dropped (empty or constant in training)")
     shown = ", ".join(f"{c:g}: {'n/a' if s is None else f'{s:.3f}'}" for c, s in scores.items())
     note = f"C={chosen:g} chosen by {where}{why}; per C: {shown}"
-    model = RadiomicsBaseline(prep, models, task_kind, chosen, selection, scores, names, kept, notes)
+    model = RadiomicsBaseline(prep, models, task_kind, chosen, selection, scores, names, kept, notes, chosen_on)
     return model, chosen, note
 
 
@@ -176,6 +189,19 @@ def grouped_folds(groups: np.ndarray, strata: np.ndarray, seed: int) -> list[tup
     k = max(2, min(CV_FOLDS, n_groups, int(counts.min()) if len(counts) > 1 else CV_FOLDS))
     if n_groups < 2:
         raise DataError(f"radiomics baseline: grouped CV needs at least 2 patients in train+val, got {n_groups}")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "the least populated class has only N members": expected at small N
+        warnings.simplefilter("ignore", UserWarning)
+        return [(tr, te) for tr, te in cv.split(np.zeros(len(groups)), strata, groups)]
+
+
+def pool_folds(groups: np.ndarray, strata: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``pool_cv``'s folds: patient-grouped, stratified, k = min(CV_FOLDS, patients of the rarer stratum), so
+    every fold can hold a patient of each class; [] when that is under 2 (nothing to cross-validate)."""
+    patients = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
+    k = min(CV_FOLDS, min(patients)) if len(patients) > 1 else 0
+    if k < 2:
+        return []
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "the least populated class has only N members": expected at small N
         warnings.simplefilter("ignore", UserWarning)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, resolve_data_root
-from ..data import PreparedData
+from ..data import PreparedData, proportional_val, strata_matrix
 from ..errors import DataError
 from ..kinds import RunMethod
 from ..run_folder import RunFolder, RunMetrics
@@ -66,6 +66,7 @@ class _Fitted:
     note: str
     train_rows: np.ndarray
     n_patients: int
+    selection_val_ids: list[str]     # the validation images C was chosen on (pool_cv: the N-pool's share)
 
 
 def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Log, progress: bool, started: float,
@@ -120,14 +121,47 @@ def _fit(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], frames:
     n_patients = int(len(np.unique(data.patient_ids[train_rows])))
     log(f"training on {len(train_rows)} images from {n_patients} patients; "
         f"val {len(idx['val'])}, test {len(idx['test'])} images")
+    val_pos = _selection_val(cfg, data, idx, frames["val"], log)
+    val_rows = idx["val"][val_pos]
     model, chosen_c, note = fit_radiomics_baseline(
-        frames["train"][keep], data.labels[train_rows], frames["val"], data.labels[idx["val"]], cfg.task.kind,
-        cfg.radiomics, groups_train=data.patient_ids[train_rows], groups_val=data.patient_ids[idx["val"]],
+        frames["train"][keep], data.labels[train_rows], frames["val"].iloc[val_pos], data.labels[val_rows],
+        cfg.task.kind, cfg.radiomics, groups_train=data.patient_ids[train_rows], groups_val=data.patient_ids[val_rows],
         seed=cfg.train.seed, n_outputs=len(data.label_names), label_names=data.label_names)
     log(note)
     for line in model.notes:
         log(line)
-    return _Fitted(model, chosen_c, note, train_rows, n_patients)
+    return _Fitted(model, chosen_c, note, train_rows, n_patients, [str(data.image_ids[i]) for i in val_rows])
+
+
+def _selection_val(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], val_frame: pd.DataFrame,
+                   log: Log) -> np.ndarray:
+    """Positions in ``idx["val"]`` of the validation images C may be chosen on. pool_cv: the share a user with
+    N training images would hold out (the CNN runs' ``data.val_size=proportional`` draw, the same call), less
+    images without features (an imputed row says nothing about C), never the whole validation split. Other
+    selections: the validation split as the run has it."""
+    if cfg.radiomics.selection != "pool_cv":
+        return np.arange(len(idx["val"]))
+    share = idx["val"]
+    if cfg.data.val_size != "proportional":    # already the share when the run validates on it
+        notes: list[str] = []
+        share = proportional_val(idx["val"], len(idx["train"]), data.patient_ids,
+                                 strata_matrix(data.labels, cfg.task.kind), cfg.data.split_fractions,
+                                 cfg.train.seed, notes, cfg.data.subset_by)
+    in_share = np.isin(idx["val"], share) & val_frame.notna().any(axis=1).to_numpy()
+    log(f"radiomics C: chosen inside the N-pool: {len(idx['train'])} training + {int(in_share.sum())} of "
+        f"{len(idx['val'])} validation images (the proportional share with features)")
+    return np.flatnonzero(in_share)
+
+
+def _chosen_on(model: RadiomicsBaseline, fitted: _Fitted) -> dict[str, Any]:
+    """Which images C was chosen on (counts, folds; pool_cv: the validation share's ids, so a reader can check
+    that no image outside the N-pool informed C)."""
+    pool = model.selection == "pool_cv"
+    out = {"images": ("the N-pool: the training subset and its proportional validation share" if pool
+                      else "the training subset and the validation split"), **model.chosen_on}
+    if pool:
+        out["val_image_ids"] = fitted.selection_val_ids
+    return out
 
 
 def _details(cfg: RunConfig, fitted: _Fitted, features: pd.DataFrame, missing: dict[str, list[str]],
@@ -138,6 +172,7 @@ def _details(cfg: RunConfig, fitted: _Fitted, features: pd.DataFrame, missing: d
         "chosen_C": float(fitted.chosen_c),
         "selection": model.selection,
         "selection_note": fitted.note,
+        "c_chosen_on": _chosen_on(model, fitted),
         "selection_scores": {f"{c:g}": s for c, s in model.selection_scores.items()},
         "penalty": cfg.radiomics.penalty,
         "n_features": int(features.shape[1]),

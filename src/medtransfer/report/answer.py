@@ -85,21 +85,26 @@ def _curve_answer(rows: list[pd.Series], intervals: Intervals, targets: list[flo
     """(the curve's answer, its model); a refused fit's model is still returned: as a baseline, its per-N
     values (``lc.crossover_n``) still give a crossover N for a CNN curve that was fitted."""
     ns, points, matrix = _curve(rows, intervals)
-    model = lc.fit_curve(ns, points, matrix)     # fewer than 3 sizes: refused inside, its per-N values kept
+    ci = tuple(pd.to_numeric(pd.Series([r.get(k) for r in rows]), errors="coerce").to_numpy(float)
+               for k in ("test_auroc_ci_low", "test_auroc_ci_high"))
+    model = lc.gated_curve(ns, points, matrix, ci)   # fewer than 3 sizes: refused inside, its per-N values kept
     if len(np.unique(ns)) < 3:
         return {"fitted": False, "refused": f"{len(np.unique(ns))} training-set size(s): a curve needs 3 or more"}, model
     fit = model.fit
     if not fit.ok:
         return {"fitted": False, "refused": fit.reason}, model
     out = {"fitted": True, "a": _num(fit.a), "b": _num(fit.b), "c": _num(fit.c), "rmse": _num(fit.rmse, 5),
-           "exact_fit": bool(fit.exact_fit), "refits": model.n_draws, "failed_refits": model.n_failed}
+           "exact_fit": bool(fit.exact_fit), "refits": model.n_draws, "failed_refits": model.n_failed,
+           "weighting": model.weighting,
+           "extrapolation": {"allowed": model.blocked is None, "refused": model.blocked}}
     out["predicted"] = [{"factor": f, "N": _count(float(ns.max()) * f), **_estimate(e)}
                         for f, e in model.predict_beyond((2.0, 4.0)).items()]
     out["n_for_target"] = [{"auroc": t, **_estimate(model.n_for_target(t), count=True)} for t in targets]
-    check = lc.holdout_check(ns, points, matrix)
+    check = model.holdout or lc.holdout_check(ns, points, matrix)   # no gate run (3 sizes): the check says why
     out["holdout"] = ({"held_out_N": _count(check.held_out_n), "measured": _num(check.measured),
-                       "predicted": _estimate(check.predicted), "error": _num(check.error)} if check.ok
-                      else {"refused": check.reason})
+                       "predicted": _estimate(check.predicted), "error": _num(check.error),
+                       "prediction_interval": [_num(v) for v in check.interval], "covered": check.covered}
+                      if check.ok else {"refused": check.reason})
     return out, model
 
 
@@ -120,6 +125,7 @@ def _crossing(model_cnn: lc.CurveModel, model_base: lc.CurveModel) -> dict:
             "match_extrapolated": got.match_extrapolated, "match_note": got.match_reason,
             "beats_from_N": _count(got.beat_n) if got.beat_n is not None else None,
             "beat_extrapolated": got.beat_extrapolated, "beat_note": got.beat_reason,
+            "extrapolation_refused": got.blocked,
             "radiomics_side": ("its learning curve" if got.baseline == "curve" else
                                "its measured per-N values (no curve fitted; running maximum, held flat beyond "
                                "its largest N)")}

@@ -111,6 +111,7 @@ def _measured(c: dict, key: str) -> str:
 
 FAR = int(lc.HORIZON)   # N beyond this multiple of the largest N studied is not shown (nor searched for crossings)
 UNREACHED = "never (some bootstrap refits never reach it)"
+NOT_EXTRAPOLATED = "beyond the studied N (not extrapolated)"
 
 
 def _span(low, high, smallest=None, largest=None, open_end: str = f"beyond {FAR}x the largest N studied") -> str:
@@ -132,7 +133,8 @@ def _crossover(panel: dict, where: str) -> list[str]:
         if c["matches_from_N"] is not None:
             kind = "extrapolated" if c["match_extrapolated"] else "within the studied N"
             rng = c.get("match_range")
-            span = "" if not rng else f"; 95% range {_span(rng[0], rng[1])}"
+            ends = (NOT_EXTRAPOLATED,) if c.get("extrapolation_refused") else ()
+            span = "" if not rng else f"; 95% range {_span(rng[0], rng[1], None, None, *ends)}"
             match = f"matches radiomics from N ≈ {_n(c['matches_from_N'])} ({kind}{span})"
         else:
             match = f"match with radiomics: {esc(c['match_note'] or NOT_SHOWN)}"
@@ -155,14 +157,18 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
             items.append(f"<li>{where}: <b>{esc(init['init'])}</b>: no learning-curve extrapolation "
                          f"({esc(curve.get('refused', 'not fitted'))}).</li>")
             continue
-        parts = [f"AUROC at N = {_n(p['N'])} ({p['factor']:g}x the largest, extrapolated): {_auroc(p['estimate'])} "
-                 f"({_ci(p['ci_low'], p['ci_high'])})" for p in curve["predicted"]]
+        sizes = [r["N"] for r in init["per_n"]]
+        refused = (curve.get("extrapolation") or {}).get("refused")
+        parts = ([f"nothing extrapolated beyond N = {_n(max(sizes))}: {esc(refused)}"] if refused else
+                 [f"AUROC at N = {_n(p['N'])} ({p['factor']:g}x the largest, extrapolated): {_auroc(p['estimate'])} "
+                  f"({_ci(p['ci_low'], p['ci_high'])})" for p in curve["predicted"]])
         for t in curve["n_for_target"]:
-            if t.get("refused"):
+            if t.get("refused") and refused and t["refused"].startswith("not extrapolated"):
+                parts.append(f"N for AUROC {t['auroc']:g}: not within the studied N (not extrapolated)")
+            elif t.get("refused"):
                 parts.append(f"AUROC {t['auroc']:g}: {esc(t['refused'])}")
             else:
                 kind = "extrapolated" if t["extrapolated"] else "within the studied N"
-                sizes = [r["N"] for r in init["per_n"]]
                 if t["estimate"] is None or t["estimate"] > FAR * max(sizes):   # that far out a power law guesses
                     parts.append(f"N for AUROC {t['auroc']:g}: beyond {FAR}x the largest N studied "
                                  f"({_n(FAR * max(sizes))}); not estimated")
@@ -173,17 +179,21 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
                     span = "" if frac is None else f"; reached in only {frac:.0%} of the bootstrap refits"
                 else:
                     low = None if low is None or low < min(sizes) else low
-                    span = f"; 95% range {_span(low, t['ci_high'], min(sizes), max(sizes), UNREACHED)}"
+                    end = NOT_EXTRAPOLATED if refused else UNREACHED
+                    span = f"; 95% range {_span(low, t['ci_high'], min(sizes), max(sizes), end)}"
                 parts.append(f"N for AUROC {t['auroc']:g}: ≈ {_n(t['estimate'])} ({kind}{span})")
         hold = curve.get("holdout", {})
         if "error" in hold:
+            pi = hold.get("prediction_interval") or [None, None]
+            verdict = ("" if hold.get("covered") is None else
+                       f"; 95% prediction interval {_ci(pi[0], pi[1])}, "
+                       f"{'measured inside' if hold['covered'] else 'measured outside'}")
             parts.append(f"check: fitted without N = {_n(hold['held_out_N'])}, it predicts "
                          f"{_auroc(hold['predicted']['estimate'])} there against {_auroc(hold['measured'])} measured "
-                         f"(error {hold['error']:+.3f})")
+                         f"(error {hold['error']:+.3f}{verdict})")
         elif hold.get("refused"):
             parts.append(f"no held-out check ({esc(hold['refused'])})")
-        exact = " (3 sizes: the curve passes through them exactly, so its form is taken on trust)" if curve.get("exact_fit") else ""
-        items.append(f"<li>{where}: <b>{esc(init['init'])}</b>{exact}: " + "; ".join(parts) + ".</li>")
+        items.append(f"<li>{where}: <b>{esc(init['init'])}</b>: " + "; ".join(parts) + ".</li>")
     return items
 
 
