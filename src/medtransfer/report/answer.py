@@ -18,11 +18,15 @@ from ..evaluate import learning_curve as lc
 from ..kinds import RunRole, RunStatus
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
+from .selection import Choice, choose, noise_line
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes)
 
 SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
-             "reported.")
+             "reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
+             "1 SE of the best's mean validation AUROC: radiomics + LR < frozen < gradual < full, then fewer "
+             "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
+             "within_noise lists the recipes whose paired validation difference to the best contains 0.")
 FEW_SEEDS = 3
 
 
@@ -124,18 +128,42 @@ def _crossing(model_cnn: lc.CurveModel, model_base: lc.CurveModel) -> dict:
                                "its largest N)")}
 
 
-def _best_rows(panel: pd.DataFrame) -> list[dict]:
+def _difference(d) -> dict | None:
+    return None if d is None else {"estimate": _num(d.mean), "low": _num(d.low), "high": _num(d.high),
+                                   "method": d.method, "seeds": int(d.n_seeds)}
+
+
+def _selection_fields(choice: Choice | None, ranked: pd.DataFrame) -> dict:
+    """answer.json's account of the choice: within_noise, pick_rule, runner_up with the paired test difference."""
+    if choice is None:
+        return {"pick_rule": "highest mean validation AUROC (no validation AUROC to compare)", "within_noise": None,
+                "runner_up": None}
+    runner = None if choice.runner_up is None else ranked.loc[choice.runner_up]
+    return {"pick_rule": choice.rule, "tied": [display_recipe(ranked.loc[i]) for i in choice.tied],
+            "best_on_validation": display_recipe(ranked.loc[choice.best]),
+            "within_noise": [display_recipe(ranked.loc[i]) for i in choice.within_noise],
+            "within_noise_line": noise_line(choice), "within_noise_method": choice.methods,
+            "best_val_se": _num(choice.se), "best_val_se_method": choice.se_method,
+            "runner_up": None if runner is None else {
+                "recipe": display_recipe(runner), "val_auroc": _num(runner["val_auroc_mean"]),
+                "test_auroc": _num(runner["test_auroc_mean"]),
+                "test_difference": _difference(choice.test_difference)}}
+
+
+def _best_rows(panel: pd.DataFrame, intervals: Intervals) -> list[dict]:
     out = []
     for nk in n_keys_in_order(panel):
         ranked = ranked_recipes(panel[panel["n_train"] == nk])
         if ranked.empty:
             continue
-        r = ranked.iloc[0]
+        choice = choose(ranked, intervals)
+        r = ranked.loc[choice.pick] if choice is not None else ranked.iloc[0]
         out.append({"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
                     "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
-                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance")})
+                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"),
+                    **_selection_fields(choice, ranked)})
     return out
 
 
@@ -203,7 +231,7 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
         panels_out.append({
             "task": task, "arch": arch, "task_kind": kind,
             "metric": "test AUROC" if kind == "binary" else "test macro AUROC",
-            "best_recipe_per_n": _best_rows(panel),
+            "best_recipe_per_n": _best_rows(panel, intervals),
             "inits": inits,
             "gains": _gain_rows(gain, task, arch),
             "crossover_vs_radiomics": {"measured": _measured_crossover(versus, task, arch),

@@ -151,6 +151,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["outside_root"] = [f.outside_root for f in facts]
     runs["pack"] = [_pack_of(r[-1]) for r in rows]
     points = [_test_operating_point(r[-2]) for r in rows]
+    runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(r[-2]) for r in rows], dtype=object), errors="coerce")
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
@@ -227,6 +228,18 @@ def _test_operating_point(metrics_json: str | None) -> dict:
     except (ValueError, AttributeError):
         return {}
     return point if isinstance(point, dict) else {}
+
+
+def _optimiser_steps(metrics_json: str | None) -> float | None:
+    """A CNN run's optimiser steps (metrics ``budget.total_steps``): the report's cost order after the strategy
+    (None where not recorded, e.g. radiomics or an older run)."""
+    if not metrics_json:
+        return None
+    try:
+        steps = (json.loads(metrics_json).get("budget") or {}).get("total_steps")
+    except (ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, (int, float)) else None
 
 
 def radiomics_notes(runs: pd.DataFrame) -> list[str]:
