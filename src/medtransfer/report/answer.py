@@ -187,11 +187,25 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
             res = comp["result"]
             out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
                         "delong_tests": block.get("delong_tests") or None,
-                        "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
-                        "comparable_note": res["comparable_reason"],
-                        "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
-                        "outperforms_note": res["outperform_reason"]})
+                        "equivalence_margin": block.get("margin"), "holm_adjusted": bool(block.get("holm")),
+                        **_bracket_fields("comparable", res.get("comparable_bracket")),
+                        **_bracket_fields("outperforms", res.get("outperform_bracket")),
+                        "per_n": [{"n_train": r.n_train, "N": _count(r.N), "difference": _num(r.diff_mean),
+                                   "ci_low": _num(r.diff_ci_low), "ci_high": _num(r.diff_ci_high),
+                                   "ci90_low": _num(r.ci90_low), "ci90_high": _num(r.ci90_high),
+                                   "p": _num(r.p_value), "p_holm": _num(getattr(r, "p_holm", None)),
+                                   "claim": r.claim} for r in comp["per_n"].itertuples()]})
     return out
+
+
+def _bracket_fields(key: str, bracket) -> dict:
+    """'<key>_from_N': the studied N from which the claim holds at it and every larger studied N;
+    '<key>_not_at_N': the studied N below it where it did not (None: already at the smallest); no interpolation."""
+    first, before = bracket if bracket else (None, None)
+    note = ("not within the studied N" if first is None else
+            "already at the smallest N studied" if before is None else "between these two studied N: not studied")
+    return {f"{key}_from_N": _count(first) if first is not None else None,
+            f"{key}_not_at_N": _count(before) if before is not None else None, f"{key}_note": note}
 
 
 def few_seed_items(summary: pd.DataFrame) -> list[dict]:

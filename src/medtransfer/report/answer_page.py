@@ -104,9 +104,13 @@ def _gains(panel: dict, where: str) -> list[str]:
 
 
 def _measured(c: dict, key: str) -> str:
-    if c[f"{key}_from_N"] is not None:
-        return f"from N ≈ {_n(c[f'{key}_from_N'])}"
-    return esc(c[f"{key}_note"] or NOT_SHOWN)
+    """'from N = 800 (not at N = 200)': the bracketing studied N, never an interpolated one."""
+    first, before = c[f"{key}_from_N"], c.get(f"{key}_not_at_N")
+    if first is None:
+        return esc(c[f"{key}_note"] or NOT_SHOWN)
+    if before is None:
+        return f"already at the smallest N studied (N = {_n(first)})"
+    return f"from N = {_n(first)} (not at N = {_n(before)}; nothing studied between)"
 
 
 FAR = int(lc.HORIZON)   # N beyond this multiple of the largest N studied is not shown (nor searched for crossings)
@@ -124,8 +128,12 @@ def _span(low, high, smallest=None, largest=None, open_end: str = f"beyond {FAR}
 def _crossover(panel: dict, where: str) -> list[str]:
     items = []
     for c in panel["crossover_vs_radiomics"]["measured"]:
-        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}): "
-                     f"comparable {_measured(c, 'comparable')}; significantly better {_measured(c, 'outperforms')}.</li>")
+        margin = c.get("equivalence_margin")
+        within = "" if margin is None else f" (within ±{margin:g} AUROC, two one-sided tests)"
+        holm = "; Holm-adjusted over the initialisations at each N" if c.get("holm_adjusted") else ""
+        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}{holm}): "
+                     f"comparable or better{within} {_measured(c, 'comparable')}; significantly better "
+                     f"{_measured(c, 'outperforms')}.</li>")
     for c in panel["crossover_vs_radiomics"]["from_learning_curves"]:
         if c.get("refused"):
             continue

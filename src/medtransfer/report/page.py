@@ -195,17 +195,18 @@ def best_section(best: pd.DataFrame) -> str:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
         operating = g["sensitivity"].notna().any()   # binary tasks: what the yes / no does at the val threshold
-        rows = [[fmt_n(r.n_train, r.N, r.n_patients), f"{esc(r.shown)}<br><small>{esc(r.pick_rule)}</small>",
-                 fmt_auroc(r.val_auroc), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high)]
+        rows = [[fmt_n(r.n_train, r.N, r.n_patients), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high)]
                 + ([fmt_auroc(r.sensitivity), fmt_auroc(r.specificity), fmt_auroc(r.accuracy)] if operating else [])
                 + [str(int(r.n_seeds)), _noise_cell(r), esc(r.runner_up_shown) if r.runner_up else "—",
-                   fmt_auroc(r.runner_up_auroc), _difference_cell(r.test_difference), str(int(r.n_recipes))]
+                   fmt_auroc(r.runner_up_auroc), _difference_cell(r.test_difference), str(int(r.n_recipes)),
+                   f"<small>{esc(r.pick_rule)}</small>"]
                 for r in g.itertuples()]
-        headers = (["N", "recipe named (rule)", "val AUROC", "test AUROC", "95% CI"]
+        headers = (["N", "best recipe (on validation)", "val AUROC", "test AUROC", "95% CI"]
                    + (["sensitivity", "specificity", "accuracy"] if operating else [])
                    + ["seeds", "within noise of the best (validation)", "runner-up", "its test AUROC",
-                      "pick − runner-up (test, paired)", "recipes compared"])
-        numeric = {i for i, h in enumerate(headers) if h not in ("N", "recipe named (rule)", "95% CI", "runner-up",
+                      "pick − runner-up (test, paired)", "recipes compared", "why this one"])
+        numeric = {i for i, h in enumerate(headers) if h not in ("N", "best recipe (on validation)", "why this one",
+                                                                  "95% CI", "runner-up",
                                                                   "within noise of the best (validation)",
                                                                   "pick − runner-up (test, paired)")}
         parts.append(f"<h3>{panel_title(task, arch)}</h3>" + table(headers, rows, numeric=numeric))

@@ -75,7 +75,7 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
     runs, sites = records.runs, records.sites
     gain = gains(summary, runs, sites, intervals)
     best = best_recipes(summary, lambda rows: choose(rows, intervals))
-    versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals)
+    versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals, records.margin)
     answer = build_answer(records.name, summary, runs, sites, intervals,
                           gains(summary, runs, sites, intervals, every_init=True), versus, records.targets)
     sections = [
