@@ -82,7 +82,14 @@ def _best(panel: dict, where: str) -> list[str]:
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
     return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
-            f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}).</li>" for r in ends]
+            f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}){_noise(r)}.</li>" for r in ends]
+
+
+def _noise(row: dict) -> str:
+    """'; 7 of 7 recipes within noise of the best (named by the one-standard-error rule)' where the choice
+    was measured: a reader must not take the named recipe for a clear winner."""
+    line = row.get("within_noise_line")
+    return "" if not line else f"; {esc(line)} on validation (named by the one-standard-error rule)"
 
 
 def _gains(panel: dict, where: str) -> list[str]:
