@@ -15,15 +15,18 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import learning_curve as lc
-from ..evaluate.crossover import outcome_text
 from ..kinds import RunRole, RunStatus, TaskKind
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
+from .selection import Choice, choose, noise_line
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes)
 
 SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
-             "reported.")
+             "reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
+             "1 SE of the best's mean validation AUROC: radiomics + LR < frozen < gradual < full, then fewer "
+             "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
+             "within_noise lists the recipes whose paired validation difference to the best contains 0.")
 FEW_SEEDS = 3
 
 
@@ -131,18 +134,42 @@ def _crossing(model_cnn: lc.CurveModel, model_base: lc.CurveModel) -> dict:
                                "its largest N)")}
 
 
-def _best_rows(panel: pd.DataFrame) -> list[dict]:
+def _difference(d) -> dict | None:
+    return None if d is None else {"estimate": _num(d.mean), "low": _num(d.low), "high": _num(d.high),
+                                   "method": d.method, "seeds": int(d.n_seeds)}
+
+
+def _selection_fields(choice: Choice | None, ranked: pd.DataFrame) -> dict:
+    """answer.json's account of the choice: within_noise, pick_rule, runner_up with the paired test difference."""
+    if choice is None:
+        return {"pick_rule": "highest mean validation AUROC (no validation AUROC to compare)", "within_noise": None,
+                "runner_up": None}
+    runner = None if choice.runner_up is None else ranked.loc[choice.runner_up]
+    return {"pick_rule": choice.rule, "tied": [display_recipe(ranked.loc[i]) for i in choice.tied],
+            "best_on_validation": display_recipe(ranked.loc[choice.best]),
+            "within_noise": [display_recipe(ranked.loc[i]) for i in choice.within_noise],
+            "within_noise_line": noise_line(choice), "within_noise_method": choice.methods,
+            "best_val_se": _num(choice.se), "best_val_se_method": choice.se_method,
+            "runner_up": None if runner is None else {
+                "recipe": display_recipe(runner), "val_auroc": _num(runner["val_auroc_mean"]),
+                "test_auroc": _num(runner["test_auroc_mean"]),
+                "test_difference": _difference(choice.test_difference)}}
+
+
+def _best_rows(panel: pd.DataFrame, intervals: Intervals) -> list[dict]:
     out = []
     for nk in n_keys_in_order(panel):
         ranked = ranked_recipes(panel[panel["n_train"] == nk])
         if ranked.empty:
             continue
-        r = ranked.iloc[0]
+        choice = choose(ranked, intervals)
+        r = ranked.loc[choice.pick] if choice is not None else ranked.iloc[0]
         out.append({"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
                     "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
-                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance")})
+                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"),
+                    **_selection_fields(choice, ranked)})
     return out
 
 
@@ -166,11 +193,25 @@ def _measured_crossover(versus: list[dict], task, arch) -> list[dict]:
             res = comp["result"]
             out.append({"init": comp["init"], "recipe": comp["recipe"], "method": res["method"],
                         "delong_tests": block.get("delong_tests") or None,
-                        "comparable_from_N": _count(res["comparable_n"]) if res["comparable_n"] else None,
-                        "comparable_note": outcome_text(res["comparable_reason"]),
-                        "outperforms_from_N": _count(res["outperform_n"]) if res["outperform_n"] else None,
-                        "outperforms_note": outcome_text(res["outperform_reason"])})
+                        "equivalence_margin": block.get("margin"), "holm_adjusted": bool(block.get("holm")),
+                        **_bracket_fields("comparable", res.get("comparable_bracket")),
+                        **_bracket_fields("outperforms", res.get("outperform_bracket")),
+                        "per_n": [{"n_train": r.n_train, "N": _count(r.N), "difference": _num(r.diff_mean),
+                                   "ci_low": _num(r.diff_ci_low), "ci_high": _num(r.diff_ci_high),
+                                   "ci90_low": _num(r.ci90_low), "ci90_high": _num(r.ci90_high),
+                                   "p": _num(r.p_value), "p_holm": _num(getattr(r, "p_holm", None)),
+                                   "claim": r.claim} for r in comp["per_n"].itertuples()]})
     return out
+
+
+def _bracket_fields(key: str, bracket) -> dict:
+    """'<key>_from_N': the studied N from which the claim holds at it and every larger studied N;
+    '<key>_not_at_N': the studied N below it where it did not (None: already at the smallest); no interpolation."""
+    first, before = bracket if bracket else (None, None)
+    note = ("not within the studied N" if first is None else
+            "already at the smallest N studied" if before is None else "between these two studied N: not studied")
+    return {f"{key}_from_N": _count(first) if first is not None else None,
+            f"{key}_not_at_N": _count(before) if before is not None else None, f"{key}_note": note}
 
 
 def few_seed_items(summary: pd.DataFrame) -> list[dict]:
@@ -210,7 +251,7 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
         panels_out.append({
             "task": task, "arch": arch, "task_kind": kind,
             "metric": "test AUROC" if kind == TaskKind.BINARY else "test macro AUROC",
-            "best_recipe_per_n": _best_rows(panel),
+            "best_recipe_per_n": _best_rows(panel, intervals),
             "inits": inits,
             "gains": _gain_rows(gain, task, arch),
             "crossover_vs_radiomics": {"measured": _measured_crossover(versus, task, arch),

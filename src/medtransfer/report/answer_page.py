@@ -82,7 +82,14 @@ def _best(panel: dict, where: str) -> list[str]:
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
     return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
-            f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}).</li>" for r in ends]
+            f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}){_noise(r)}.</li>" for r in ends]
+
+
+def _noise(row: dict) -> str:
+    """'; 7 of 7 recipes within noise of the best (named by the one-standard-error rule)' where the choice
+    was measured: a reader must not take the named recipe for a clear winner."""
+    line = row.get("within_noise_line")
+    return "" if not line else f"; {esc(line)} on validation (named by the one-standard-error rule)"
 
 
 def _gains(panel: dict, where: str) -> list[str]:
@@ -104,9 +111,13 @@ def _gains(panel: dict, where: str) -> list[str]:
 
 
 def _measured(c: dict, key: str) -> str:
-    if c[f"{key}_from_N"] is not None:
-        return f"from N ≈ {_n(c[f'{key}_from_N'])}"
-    return esc(c[f"{key}_note"] or NOT_SHOWN)
+    """'from N = 800 (not at N = 200)': the bracketing studied N, never an interpolated one."""
+    first, before = c[f"{key}_from_N"], c.get(f"{key}_not_at_N")
+    if first is None:
+        return esc(c[f"{key}_note"] or NOT_SHOWN)
+    if before is None:
+        return f"already at the smallest N studied (N = {_n(first)})"
+    return f"from N = {_n(first)} (not at N = {_n(before)}; nothing studied between)"
 
 
 FAR = int(lc.HORIZON)   # N beyond this multiple of the largest N studied is not shown (nor searched for crossings)
@@ -125,8 +136,12 @@ def _span(low, high, smallest=None, largest=None, open_end: str = f"beyond {FAR}
 def _crossover(panel: dict, where: str) -> list[str]:
     items = []
     for c in panel["crossover_vs_radiomics"]["measured"]:
-        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}): "
-                     f"comparable {_measured(c, 'comparable')}; significantly better {_measured(c, 'outperforms')}.</li>")
+        margin = c.get("equivalence_margin")
+        within = "" if margin is None else f" (within ±{margin:g} AUROC, two one-sided tests)"
+        holm = "; Holm-adjusted over the initialisations at each N" if c.get("holm_adjusted") else ""
+        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}{holm}): "
+                     f"comparable or better{within} {_measured(c, 'comparable')}; significantly better "
+                     f"{_measured(c, 'outperforms')}.</li>")
     for c in panel["crossover_vs_radiomics"]["from_learning_curves"]:
         if c.get("refused"):
             continue

@@ -36,17 +36,35 @@ def run_draws(study_dir: Path | None, runs: pd.DataFrame) -> dict[str, RunDraws]
     for run_id, run_dir, kind in zip(done["run_id"], done["run_dir"], done["task_kind"]):
         folder = RunFolder(Path(study_dir) / str(run_dir))
         saved = folder.read_bootstrap()
-        got = RunDraws(np.asarray(saved[0], dtype=np.float64), saved[1]) if saved else _from_predictions(folder, kind)
+        got = (RunDraws(np.asarray(saved[0], dtype=np.float64), saved[1]) if saved
+               else _from_predictions(folder.predictions_path, kind))
         if got is not None and len(got.values):
             out[run_id] = got
     return out
 
 
-def _from_predictions(folder: RunFolder, task_kind) -> RunDraws | None:
+def val_draws(study_dir: Path | None, runs: pd.DataFrame) -> dict[str, RunDraws]:
+    """run_id -> its VALIDATION draws, rebuilt from ``predictions_val.csv`` where the run kept it.
+
+    The recipe choice is made on validation, so whether two recipes can be told apart there is a question
+    about the validation images: the same resample seed gives two runs scored on the same validation
+    images the same resamples (a paired bootstrap, as for test). Runs without the file are left out.
+    """
+    out: dict[str, RunDraws] = {}
+    if study_dir is None:
+        return out
+    done = runs[(runs["status"] == RunStatus.DONE) & runs["run_dir"].notna()]
+    for run_id, run_dir, kind in zip(done["run_id"], done["run_dir"], done["task_kind"]):
+        got = _from_predictions(RunFolder(Path(study_dir) / str(run_dir)).val_predictions_path, kind)
+        if got is not None and len(got.values):
+            out[run_id] = got
+    return out
+
+
+def _from_predictions(path: Path, task_kind) -> RunDraws | None:
     try:
-        targets, scores = read_predictions(folder.predictions_path, task_kind)
-        ids = pd.read_csv(folder.predictions_path, usecols=lambda c: c in ("image_id", "patient_id"),
-                          dtype=str)
+        targets, scores = read_predictions(path, task_kind)
+        ids = pd.read_csv(path, usecols=lambda c: c in ("image_id", "patient_id"), dtype=str)
         clusters = (ids["patient_id"] if "patient_id" in ids.columns else ids["image_id"]).to_numpy()
         values = bootstrap_auroc_samples(targets.to_numpy(), scores.to_numpy(), clusters, n_boot=RUN_BOOTSTRAP_N,
                                          seed=RUN_BOOTSTRAP_SEED)

@@ -20,7 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..evaluate.summary import diff_ci
+from ..evaluate.equivalence import TOST_LEVEL, bootstrap_p_value
+from ..evaluate.summary import diff_ci, mean_ci
 from ..evaluate.uncertainty import (NOT_COVERED, SeedSpread, combined_draws, paired_difference_draws,
                                     seed_account)
 from .tables import runs_behind
@@ -36,26 +37,51 @@ METHOD = ("95% CI: two-level bootstrap of 1,000 patient resamples of the test se
           "resamples and the same seeds (same training subsets) on both sides.")
 
 
+VAL_BOOTSTRAP = "seed-paired bootstrap over the validation predictions"
+VAL_SEEDS = "paired t over the seeds' validation AUROCs"
+NO_INTERVAL = "no interval (one shared seed, no validation predictions)"
+
+
 class Difference(NamedTuple):
+    """a - b with its 95% interval; ``p_value`` (two-sided, of a - b = 0) and the 90% interval (``low90``,
+    ``high90``, for two one-sided tests) where the draws or the seeds give them, NaN otherwise."""
     mean: float
     low: float
     high: float
     method: str
     n_seeds: int
+    p_value: float = float("nan")
+    low90: float = float("nan")
+    high90: float = float("nan")
 
 
-def _quantiles(values: np.ndarray) -> tuple[float, float]:
-    low, high = np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+def _quantiles(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def _from_draws(values: np.ndarray, mean: float, method: str, n: int) -> Difference:
+    """A Difference read off paired bootstrap draws: 95% and 90% percentile intervals and the bootstrap p."""
+    return Difference(mean, *_quantiles(values), method, n, bootstrap_p_value(values),
+                      *_quantiles(values, TOST_LEVEL))
+
+
+def _paired_t(differences: np.ndarray, method: str) -> Difference:
+    """Mean of per-seed paired differences with its 95% and 90% t-intervals (NaN with one seed)."""
+    d95, d90 = mean_ci(differences, LEVEL), mean_ci(differences, TOST_LEVEL)
+    return Difference(d95.mean, d95.low, d95.high, method, d95.n, low90=d90.low, high90=d90.high)
 
 
 class Intervals:
     """Combined intervals (and their draws) per summary row; paired differences between two rows."""
 
-    def __init__(self, summary: pd.DataFrame, runs: pd.DataFrame, draws: dict[str, np.ndarray]):
+    def __init__(self, summary: pd.DataFrame, runs: pd.DataFrame, draws: dict[str, np.ndarray],
+                 val_draws: dict | None = None):
         self.summary, self.runs, self.draws = summary, runs, draws
+        self.val_draws = val_draws or {}     # run_id -> RunDraws of its validation predictions
         self.row_draws: dict = {}            # summary index -> (B,) combined draws
         self._seeds: dict = {}
+        self._val_cache: dict = {}
 
     def _runs_of(self, index) -> pd.DataFrame:
         """The done runs behind a summary row, one per seed, in seed order (seed s is row s at every N)."""
@@ -148,7 +174,60 @@ class Intervals:
         paired = self._paired(index_a, index_b)
         if paired is not None:
             values, mean, n = paired
-            return Difference(mean, *_quantiles(values), BOOTSTRAP, n)
+            return _from_draws(values, mean, BOOTSTRAP, n)
         runs_a, runs_b = self._runs_of(index_a), self._runs_of(index_b)
         d = diff_ci(runs_a["test_auroc"], runs_b["test_auroc"])
         return Difference(d.mean, d.low, d.high, T_OVER_SEEDS, min(len(runs_a), len(runs_b)))
+
+    def _val_runs(self, index) -> pd.DataFrame:
+        """The done runs behind a row with a validation AUROC, one per seed, in seed order."""
+        runs = runs_behind(self.runs, self.summary.loc[index])
+        return runs[runs["val_auroc"].notna()].sort_values("seed").drop_duplicates("seed")
+
+    def _val_matrices(self, a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        """(S, B) validation draws of both sides, or None unless seed s of both was scored on the same images."""
+        got_a = [self.val_draws.get(r) for r in a["run_id"]]
+        got_b = [self.val_draws.get(r) for r in b["run_id"]]
+        if not got_a or any(d is None for d in got_a + got_b):
+            return None
+        if any(x.test_set != y.test_set for x, y in zip(got_a, got_b)) or len({len(d.values) for d in got_a + got_b}) != 1:
+            return None
+        return np.stack([d.values for d in got_a]), np.stack([d.values for d in got_b])
+
+    def val_difference(self, index_a, index_b) -> Difference:
+        """Mean validation AUROC of row a minus row b over the seeds both finished: a seed-paired bootstrap over
+        the validation predictions where every run kept them on the same images, else a paired t over the
+        seeds' validation AUROCs (``method`` says which; NaN interval with one shared seed and no predictions)."""
+        key = (index_a, index_b)
+        if key not in self._val_cache:
+            self._val_cache[key] = self._val_difference(index_a, index_b)
+        return self._val_cache[key]
+
+    def _val_difference(self, index_a, index_b) -> Difference:
+        runs_a, runs_b = self._val_runs(index_a), self._val_runs(index_b)
+        common = sorted(set(runs_a["seed"]) & set(runs_b["seed"]))
+        a, b = runs_a[runs_a["seed"].isin(common)], runs_b[runs_b["seed"].isin(common)]
+        pa, pb = a["val_auroc"].to_numpy(float), b["val_auroc"].to_numpy(float)
+        if not common:
+            return Difference(float("nan"), float("nan"), float("nan"), NO_INTERVAL, 0)
+        matrices = self._val_matrices(a, b)
+        if matrices is not None:
+            values = paired_difference_draws(matrices[0], pa, matrices[1], pb, paired_seeds=True, seed=0,
+                                             level=LEVEL)
+            return _from_draws(values, float(np.mean(pa - pb)), VAL_BOOTSTRAP, len(common))
+        got = _paired_t(pa - pb, VAL_SEEDS)
+        return got if len(common) >= 2 else got._replace(method=NO_INTERVAL)
+
+    def val_se(self, index) -> tuple[float, str]:
+        """(standard error of the row's mean validation AUROC, how): the sd of its two-level bootstrap over
+        the validation predictions where every seed kept them, else sd / sqrt(seeds); NaN with one seed and
+        no predictions."""
+        runs = self._val_runs(index)
+        points = runs["val_auroc"].to_numpy(float)
+        got = [self.val_draws.get(r) for r in runs["run_id"]]
+        if len(points) and all(d is not None for d in got) and len({len(d.values) for d in got}) == 1:
+            values = combined_draws(np.stack([d.values for d in got]), points, seed=0, level=LEVEL)
+            return float(np.std(values, ddof=1)), VAL_BOOTSTRAP
+        if len(points) < 2:
+            return float("nan"), NO_INTERVAL
+        return float(points.std(ddof=1) / np.sqrt(len(points))), "sd over seeds / sqrt(seeds)"

@@ -158,28 +158,58 @@ def curves_section(curves_png: bytes, recipes_png: bytes | None = None) -> str:
     return out
 
 
+BEST_HOW = ("<p>At each training-set size (N = images actually trained on, median over seeds) the recipes are "
+            "ranked by mean <i>validation</i> AUROC over seeds. With a few validation images many recipes tie or "
+            "cannot be told apart, so the table says how many are <i>within noise of the best</i>: the best "
+            "itself and every recipe whose paired 95% interval of the validation AUROC difference to the best "
+            "contains 0 (paired over seeds and validation images: a seed-paired bootstrap over the validation "
+            "predictions where the runs kept them, else a paired t-interval over the seeds' validation AUROCs; "
+            "the table names which; a recipe without an interval counts as not separable). The recipe named "
+            "follows the <i>one-standard-error rule</i>: the cheapest recipe whose mean validation AUROC is "
+            "within one standard error of the best's (cost: radiomics + LR &lt; frozen &lt; gradual &lt; full, "
+            "then fewer optimiser steps; at equal cost the higher mean validation AUROC; an exact tie is said "
+            "as a tie). A tie is never broken by the recipe's name. The AUROC, its CI and the runner-up (the "
+            "next recipe by mean validation AUROC) are on the test split, which plays no part in the choice; "
+            "<i>pick − runner-up</i> is their paired test difference with its 95% CI. Binary tasks also show "
+            "the test sensitivity, specificity and accuracy (mean over seeds) at each run's threshold chosen on "
+            "validation (Youden's J), as a yes / no would be used.</p>")
+
+
+def _difference_cell(d) -> str:
+    if d is None or pd.isna(d.mean):
+        return "—"
+    ci = "no CI" if pd.isna(d.low) or pd.isna(d.high) else f"95% CI {d.low:+.3f} to {d.high:+.3f}"
+    return f"{d.mean:+.3f} ({ci})"
+
+
+def _noise_cell(r) -> str:
+    if r.within_noise is None:
+        return "—"
+    names = "; ".join(esc(n) for n in r.within_noise)
+    how = f"<br><small>{esc(r.selection_method)}</small>" if r.selection_method else ""
+    return f"{r.n_within_noise} of {r.n_recipes} recipes within noise of the best<br><small>{names}</small>{how}"
+
+
 def best_section(best: pd.DataFrame) -> str:
-    parts = ["<h2>Best recipe at each N</h2>",
-             "<p>At each training-set size (N = images actually trained on, median over seeds), the recipe with "
-             "the highest mean <i>validation</i> AUROC over seeds; the AUROC, its CI and the runner-up's AUROC are "
-             "on the test split, which plays no part in the choice. The runner-up shows whether the win is clear "
-             "or within noise: compare its AUROC with the winner's CI. Binary tasks also show the test "
-             "sensitivity, specificity and accuracy (mean over seeds) at each run's threshold chosen on validation "
-             "(Youden's J), as a yes / no would be used.</p>"]
+    parts = ["<h2>Best recipe at each N</h2>", BEST_HOW]
     if best.empty:
         return "\n".join(parts + ["<p>No finished runs yet.</p>"])
     for (task, arch), g in best.groupby(["task", "arch"], dropna=False, sort=False):
         operating = g["sensitivity"].notna().any()   # binary tasks: what the yes / no does at the val threshold
-        rows = [[fmt_n(r.n_train, r.N, r.n_patients), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc),
-                 fmt_ci(r.ci_low, r.ci_high)]
+        rows = [[fmt_n(r.n_train, r.N, r.n_patients), esc(r.shown), fmt_auroc(r.val_auroc), fmt_auroc(r.auroc), fmt_ci(r.ci_low, r.ci_high)]
                 + ([fmt_auroc(r.sensitivity), fmt_auroc(r.specificity), fmt_auroc(r.accuracy)] if operating else [])
-                + [str(int(r.n_seeds)), esc(r.runner_up_shown) if r.runner_up else "—",
-                   fmt_auroc(r.runner_up_auroc), str(int(r.n_recipes))] for r in g.itertuples()]
+                + [str(int(r.n_seeds)), _noise_cell(r), esc(r.runner_up_shown) if r.runner_up else "—",
+                   fmt_auroc(r.runner_up_auroc), _difference_cell(r.test_difference), str(int(r.n_recipes)),
+                   f"<small>{esc(r.pick_rule)}</small>"]
+                for r in g.itertuples()]
         headers = (["N", "best recipe (on validation)", "val AUROC", "test AUROC", "95% CI"]
                    + (["sensitivity", "specificity", "accuracy"] if operating else [])
-                   + ["seeds", "runner-up", "its test AUROC", "recipes compared"])
-        numeric = {i for i, h in enumerate(headers) if h not in ("N", "best recipe (on validation)", "95% CI",
-                                                                  "runner-up")}
+                   + ["seeds", "within noise of the best (validation)", "runner-up", "its test AUROC",
+                      "pick − runner-up (test, paired)", "recipes compared", "why this one"])
+        numeric = {i for i, h in enumerate(headers) if h not in ("N", "best recipe (on validation)", "why this one",
+                                                                  "95% CI", "runner-up",
+                                                                  "within noise of the best (validation)",
+                                                                  "pick − runner-up (test, paired)")}
         parts.append(f"<h3>{panel_title(task, arch)}</h3>" + table(headers, rows, numeric=numeric))
     return "\n".join(parts)
 

@@ -17,10 +17,11 @@ from ..study.schema import STORE_FILE
 from . import page
 from .answer import build_answer
 from .answer_page import key_results_html
-from .draws import run_draws
+from .draws import run_draws, val_draws
 from .intervals import Intervals
 from .plots import learning_curve_figure, recipes_figure
 from .redact import redact
+from .selection import choose
 from .store import StudyRecords, design_notes, radiomics_notes, read_study
 from .tables import (SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, per_class_at_largest_n,
                      pretraining_notes, study_table)
@@ -45,7 +46,8 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
 
 def summarise(records: StudyRecords) -> tuple[pd.DataFrame, Intervals]:
     """The summary table with each row's combined interval, and the intervals object behind it."""
-    intervals = Intervals(study_table(records.runs), records.runs, run_draws(records.study_dir, records.runs))
+    intervals = Intervals(study_table(records.runs), records.runs, run_draws(records.study_dir, records.runs),
+                          val_draws(records.study_dir, records.runs))
     return intervals.attach(), intervals
 
 
@@ -73,8 +75,8 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
     """(report.html text, the answer object) from one reading of the store."""
     runs, sites = records.runs, records.sites
     gain = gains(summary, runs, sites, intervals)
-    best = best_recipes(summary)
-    versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals)
+    best = best_recipes(summary, lambda rows: choose(rows, intervals))
+    versus = radiomics_comparisons(summary, runs, sites, records.study_dir, intervals, records.margin)
     answer = build_answer(records.name, summary, runs, sites, intervals,
                           gains(summary, runs, sites, intervals, every_init=True), versus, records.targets)
     sections = [

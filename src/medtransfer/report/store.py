@@ -18,6 +18,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from ..errors import DataError
+from ..evaluate.equivalence import DEFAULT_MARGIN
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus, TaskKind
 from ..run_folder import RunMetrics
@@ -45,6 +46,7 @@ class StudyRecords:
     older_rows: int = 0                # rows of earlier spec versions left out (0 with all_versions)
     done_in_store: int = 0             # done rows of every version: what a truncated store would lose
     targets: list[float] = field(default_factory=list)       # study.yaml report.targets: AUROCs to find N for
+    margin: float = DEFAULT_MARGIN     # study.yaml report.equivalence_margin: 'comparable' means within it (TOST)
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -152,6 +154,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["outside_root"] = [f.outside_root for f in facts]
     runs["pack"] = [_pack_of(r[-1]) for r in rows]
     points = [_test_operating_point(r[-2]) for r in rows]
+    runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(r[-2]) for r in rows], dtype=object), errors="coerce")
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
@@ -231,6 +234,18 @@ def _test_operating_point(metrics_json: str | None) -> dict:
     return point if isinstance(point, dict) else {}
 
 
+def _optimiser_steps(metrics_json: str | None) -> float | None:
+    """A CNN run's optimiser steps (metrics ``budget.total_steps``): the report's cost order after the strategy
+    (None where not recorded, e.g. radiomics or an older run)."""
+    if not metrics_json:
+        return None
+    try:
+        steps = (json.loads(metrics_json).get("budget") or {}).get("total_steps")
+    except (ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, (int, float)) else None
+
+
 def radiomics_notes(runs: pd.DataFrame) -> list[str]:
     """Where the baseline's features came from, read from its runs' recorded configs (a reader judges a
     radiomics model by its ROI). A config recorded before ``normalize`` existed was not normalised."""
@@ -260,14 +275,14 @@ def _source_description(source: dict) -> str:
     return described
 
 
-def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str], list[float]]:
-    """(name, sites, source descriptions, notes, report targets) from the study's copy of its spec, read as ``study run`` reads it.
+def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, str], list[str], list[float], float]:
+    """(name, sites, source descriptions, notes, report targets, equivalence margin) from the study's copy of its spec, read as ``study run`` reads it.
 
     Rule for same- vs other-site: each source may say ``site: same`` or ``site: other``.
     A source without it is reported on its own (gains over scratch / ImageNet only).
     """
     if not spec_path.is_file():
-        return None, {}, {}, [f"{spec_path.name} not found: sources are listed without their site"], []
+        return None, {}, {}, [f"{spec_path.name} not found: sources are listed without their site"], [], DEFAULT_MARGIN
     spec = load_spec(spec_path, overrides_from_text(spec_path.read_text()))
     sites = {name: src["site"] for name, src in spec.sources.items() if src.get("site") is not None}
     described = {name: _source_description(src) for name, src in spec.sources.items()}
@@ -280,7 +295,7 @@ def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, st
     if overlapping:
         notes.append("source(s) " + ", ".join(overlapping) + " were allowed to overlap the target (allow_overlap: "
                      "true), so they may have seen target images or patients: their gains are optimistic")
-    return spec.name, sites, described, notes, list(spec.report.targets)
+    return spec.name, sites, described, notes, list(spec.report.targets), spec.report.equivalence_margin
 
 
 def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
@@ -300,7 +315,7 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
         older = int((~kept).sum())
         runs, per_class = runs[kept].reset_index(drop=True), per_class[per_class["run_id"].isin(current[1])]
     runs = apart_by_lineage(runs)
-    name, sites, sources, notes, targets = read_spec(study_dir / SPEC_FILE)
+    name, sites, sources, notes, targets, margin = read_spec(study_dir / SPEC_FILE)
     if runs["outside_root"].any():
         notes = notes + [f"{int(runs['outside_root'].sum())} of {len(runs)} runs set data.allow_outside_root: true, "
                          "so their images could lie outside the data root (each run's train.log counts them)"]
@@ -310,5 +325,5 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
                          "(report --all-versions includes them)"]
     elif all_versions and current is not None:
         notes = notes + ["all spec versions included (--all-versions)"]
-    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes, targets=targets,
+    return StudyRecords(runs=runs, per_class=per_class, name=name, sites=sites, sources=sources, notes=notes, targets=targets, margin=margin,
                         study_dir=study_dir, older_rows=older, done_in_store=done_in_store)

@@ -154,15 +154,24 @@ def panel_rows(summary: pd.DataFrame, task: str, arch) -> pd.DataFrame:
     return summary[(summary["task"] == task) & in_panel]
 
 
+STRATEGY_COST = {"frozen": 0, "gradual": 1, "full": 2}   # cheapest first (report.selection.COST_ORDER)
+
+
 def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
     """Recipes best first by mean VALIDATION AUROC: the test split is read only for the numbers reported.
 
     Choosing on test and reporting on test flatters the winner (and every gain built on it);
-    a recipe without a validation AUROC (no validation split) ranks after those with one.
+    a recipe without a validation AUROC (no validation split) ranks after those with one. Ties go to more
+    seeds, then the cheaper strategy (radiomics, frozen, gradual, full), then fewer training seconds: never
+    to the recipe's name (``report.selection`` says which recipes a tie leaves within noise).
     """
     rows = rows[rows["n_seeds"] > 0]
-    return rows.sort_values(["val_auroc_mean", "n_seeds", "recipe"], ascending=[False, False, True],
-                            na_position="last", kind="stable")
+    cost = [-1 if m == RADIOMICS else STRATEGY_COST.get(str(s), len(STRATEGY_COST))
+            for m, s in zip(rows["method"], rows["strategy"], strict=True)]
+    ranked = rows.assign(_cost=cost).sort_values(["val_auroc_mean", "n_seeds", "_cost", "seconds_mean"],
+                                                 ascending=[False, False, True, True], na_position="last",
+                                                 kind="stable")
+    return ranked.drop(columns="_cost")
 
 
 def display_recipe(row) -> str:
@@ -209,10 +218,41 @@ def n_keys_in_order(rows: pd.DataFrame) -> list[str]:
     return sorted(n.index, key=lambda k: (n[k], k))
 
 
-def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, arch, N): the recipe with the highest mean validation AUROC, and the runner-up (test AUROCs shown).
+BEST_COLUMNS = ["task", "arch", "n_train", "N", "n_patients", "recipe", "shown", "n_seeds", "auroc", "val_auroc",
+                "sensitivity", "specificity", "accuracy", "ci_low", "ci_high", "runner_up", "runner_up_shown",
+                "runner_up_auroc", "n_recipes", "pick_rule", "within_noise", "n_within_noise", "test_difference",
+                "selection_method"]
 
-    ``recipe`` / ``runner_up`` are the recipe names as stored; ``shown`` / ``runner_up_shown`` add the † mark.
+
+def _best_row(ranked: pd.DataFrame, choice) -> dict:
+    """One best-recipe row: the choice's pick (``report.selection``), or the top of ``ranked`` without one."""
+    best = ranked.loc[choice.pick] if choice is not None else ranked.iloc[0]
+    second = (ranked.loc[choice.runner_up] if choice is not None and choice.runner_up is not None
+              else None if choice is not None or len(ranked) < 2 else ranked.iloc[1])
+    return {
+        "recipe": display_recipe(best), "shown": marked_recipe(best), "N": best["N"], "n_patients": best["n_patients"],
+        "n_seeds": best["n_seeds"], "auroc": best["test_auroc_mean"], "val_auroc": best["val_auroc_mean"],
+        "sensitivity": best["test_sensitivity_mean"], "specificity": best["test_specificity_mean"],
+        "accuracy": best["test_accuracy_mean"], "ci_low": best["test_auroc_ci_low"], "ci_high": best["test_auroc_ci_high"],
+        "runner_up": None if second is None else display_recipe(second),
+        "runner_up_shown": None if second is None else marked_recipe(second),
+        "runner_up_auroc": math.nan if second is None else second["test_auroc_mean"],
+        "n_recipes": len(ranked) if choice is None else choice.n_recipes,
+        "pick_rule": "highest mean validation AUROC" if choice is None else choice.rule,
+        "within_noise": None if choice is None else [display_recipe(ranked.loc[i]) for i in choice.within_noise],
+        "n_within_noise": None if choice is None else len(choice.within_noise),
+        "test_difference": None if choice is None else choice.test_difference,
+        "selection_method": None if choice is None else "; ".join(choice.methods),
+    }
+
+
+def best_recipes(summary: pd.DataFrame, choose=None) -> pd.DataFrame:
+    """Per (task, arch, N): the named recipe and the runner-up (test AUROCs shown).
+
+    ``choose`` (``report.selection.choose`` bound to the intervals) gives the pick by the one-SE rule, the
+    recipes within noise of the best and the paired test difference pick minus runner-up; without it the
+    highest mean validation AUROC (:func:`ranked_recipes`). ``recipe`` / ``runner_up`` are the recipe names
+    as stored; ``shown`` / ``runner_up_shown`` add the † mark.
     """
     rows = []
     for task, arch in panels(summary):
@@ -221,24 +261,9 @@ def best_recipes(summary: pd.DataFrame) -> pd.DataFrame:
             ranked = ranked_recipes(panel[panel["n_train"] == nk])
             if ranked.empty:
                 continue
-            best = ranked.iloc[0]
-            second = ranked.iloc[1] if len(ranked) > 1 else None
-            rows.append({
-                "task": task, "arch": arch, "n_train": nk, "N": best["N"], "n_patients": best["n_patients"],
-                "recipe": display_recipe(best),
-                "shown": marked_recipe(best),
-                "n_seeds": best["n_seeds"], "auroc": best["test_auroc_mean"], "val_auroc": best["val_auroc_mean"],
-                "sensitivity": best["test_sensitivity_mean"], "specificity": best["test_specificity_mean"],
-                "accuracy": best["test_accuracy_mean"],
-                "ci_low": best["test_auroc_ci_low"], "ci_high": best["test_auroc_ci_high"],
-                "runner_up": None if second is None else display_recipe(second),
-                "runner_up_shown": None if second is None else marked_recipe(second),
-                "runner_up_auroc": math.nan if second is None else second["test_auroc_mean"],
-                "n_recipes": len(ranked),
-            })
-    return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "n_patients", "recipe", "shown", "n_seeds", "auroc",
-                                       "val_auroc", "sensitivity", "specificity", "accuracy", "ci_low", "ci_high", "runner_up", "runner_up_shown", "runner_up_auroc",
-                                       "n_recipes"])
+            choice = None if choose is None else choose(ranked)
+            rows.append({"task": task, "arch": arch, "n_train": nk, **_best_row(ranked, choice)})
+    return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
 SITE_ORDER = ("scratch", "imagenet", "xrv", Site.SAME, Site.OTHER, "unlabelled", "checkpoint", "other-init", RADIOMICS)

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..evaluate.crossover import crossover
+from ..evaluate.equivalence import (ABOVE, ALPHA, BELOW, COMPARABLE, DEFAULT_MARGIN, NOT_SHOWN_COMPARABLE, TOST_LEVEL,
+                                   bracket, claim, holm)
+from ..evaluate.summary import t_interval
 from ..kinds import RunMethod, RunRole, RunStatus
 from .paired import paired_delong
 from .tables import RADIOMICS, SITE_ORDER, init_display_label, init_site, panel_rows, panels
@@ -77,8 +82,62 @@ def _paired_intervals(intervals, index_of: dict, cnn_key: tuple, base_key: tuple
             continue
         d = intervals.difference(a, b)
         if d.method == "two-level bootstrap":
-            rows.append({"N": n, "diff": d.mean, "ci_low": d.low, "ci_high": d.high})
-    return pd.DataFrame(rows, columns=["N", "diff", "ci_low", "ci_high"]) if rows else None
+            rows.append({"N": n, "diff": d.mean, "ci_low": d.low, "ci_high": d.high, "ci90_low": d.low90,
+                         "ci90_high": d.high90, "p_value": d.p_value})
+    columns = ["N", "diff", "ci_low", "ci_high", "ci90_low", "ci90_high", "p_value"]
+    return pd.DataFrame(rows, columns=columns) if rows else None
+
+
+def _tests_per_n(per_n: pd.DataFrame, paired: pd.DataFrame | None) -> pd.DataFrame:
+    """``per_n`` with the 90% interval (for TOST) and the p-value of d = 0 at each N: the paired bootstrap's
+    where it was used, else the seeds' Student-t (NaN with one seed)."""
+    low90, high90 = t_interval(per_n["diff_mean"], per_n["diff_sd"], per_n["n_pairs"], TOST_LEVEL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = per_n["diff_mean"] / (per_n["diff_sd"] / np.sqrt(per_n["n_pairs"]))
+        p = 2 * stats.t.sf(np.abs(t), np.where(per_n["n_pairs"] >= 2, per_n["n_pairs"] - 1, np.nan))
+    out = per_n.assign(ci90_low=low90, ci90_high=high90, p_value=np.where(per_n["diff_sd"] == 0, np.nan, p))
+    if paired is not None:
+        boot = paired.groupby("N")[["ci90_low", "ci90_high", "p_value"]].mean()
+        has = out["N"].isin(boot.index).to_numpy()
+        for column in ("ci90_low", "ci90_high", "p_value"):
+            out.loc[has, column] = boot.loc[out.loc[has, "N"], column].to_numpy()
+    return out
+
+
+def _claims(comparisons: list[dict], margin: float) -> None:
+    """Per N, Holm-adjust the p-values of the initialisations compared with the baseline (one question: does
+    any beat it at this N), then each comparison's claim per N and its bracketing studied N (in place)."""
+    frames = [comp["per_n"] for comp in comparisons]
+    for n in sorted({float(v) for f in frames for v in f["N"]}):
+        at = [(f, f.index[f["N"] == n]) for f in frames if (f["N"] == n).any()]
+        adjusted = holm([float(f.loc[i, "p_value"].iloc[0]) for f, i in at])
+        for (f, i), p in zip(at, adjusted, strict=True):
+            f.loc[i, "p_holm"] = p
+    for comp in comparisons:
+        f = comp["per_n"]
+        f["claim"] = [_claim(r, margin) for r in f.itertuples()]
+        f["verdict"] = [_words(c, margin, old) for c, old in zip(f["claim"], f["verdict"], strict=True)]
+        n = f["N"].to_numpy(float)
+        ok = f["claim"].isin([COMPARABLE, ABOVE]).to_numpy()
+        comp["result"]["comparable_bracket"] = bracket(n, ok)
+        comp["result"]["outperform_bracket"] = bracket(n, (f["claim"] == ABOVE).to_numpy())
+        comp["result"]["margin"] = margin
+
+
+def _words(got: str, margin: float, old: str) -> str:
+    """A per-N claim as the table says it; a one-seed DeLong verdict stays where there is no interval."""
+    return {ABOVE: "CNN significantly above", BELOW: "CNN significantly below",
+            COMPARABLE: f"comparable (90% CI within ±{margin:g})",
+            NOT_SHOWN_COMPARABLE: f"not shown comparable (90% CI not within ±{margin:g})"}.get(got, old)
+
+
+def _claim(row, margin: float) -> str:
+    """Above / below only where the Holm-adjusted p agrees with the interval; otherwise TOST within the margin."""
+    got = claim(row.diff_ci_low, row.diff_ci_high, row.ci90_low, row.ci90_high, margin)
+    p = getattr(row, "p_holm", np.nan)
+    if got in (ABOVE, BELOW) and pd.notna(p) and p >= ALPHA:
+        return claim(np.nan, np.nan, row.ci90_low, row.ci90_high, margin)
+    return got
 
 
 def _compare(cnn: pd.DataFrame, base: pd.DataFrame, task_kind, n_of: pd.Series, study_dir: Path | None,
@@ -95,20 +154,23 @@ def _compare(cnn: pd.DataFrame, base: pd.DataFrame, task_kind, n_of: pd.Series, 
                        pairs.rename(columns={"test_auroc_base": "auroc"})[["N", "seed", "auroc"]],
                        delong=delong if (pairs.groupby("N").size() < 2).all() else None, intervals=paired)
     key_of = {float(n): k for k, n in n_of.items()}
-    per_n = result["per_n"].assign(n_train=lambda f: [key_of[float(n)] for n in f["N"]])
+    per_n = _tests_per_n(result["per_n"], paired).assign(n_train=lambda f: [key_of[float(n)] for n in f["N"]])
     by_n = {k: [t for t in tests if t["n_train"] == k] for k in per_n["n_train"]}
     per_n["verdict"] = [_verdict(r, by_n[r.n_train]) for r in per_n.itertuples()]
     return {"result": result, "per_n": per_n, "tests": by_n, "n_seeds": int(pairs["seed"].nunique())}
 
 
 def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str],
-                          study_dir: Path | None, intervals=None) -> list[dict]:
+                          study_dir: Path | None, intervals=None, margin: float = DEFAULT_MARGIN) -> list[dict]:
     """Per (task, arch) with CNN and radiomics results: one comparison per CNN initialisation.
 
     Each block: task, arch, task_kind, radiomics_recipe, comparisons (list of
     dicts: init, recipe, best_overall, result (``crossover``'s dict), per_n,
     tests (DeLong per N and seed), n_seeds), notes (why a DeLong test is
-    missing, counted per reason) and delong_tests (which DeLong: clustered by patient or not).
+    missing, counted per reason), delong_tests (which DeLong: clustered by patient or not), margin (the
+    equivalence margin) and holm (True where several inits at one N were Holm-adjusted). Each comparison's
+    per_n has its claim per N (``evaluate.equivalence``) and its result the bracketing studied N
+    (comparable_bracket, outperform_bracket: (from N, last failing N before it)).
     """
     blocks, cache = [], {}
     index_of = {(r.task, None if r.method == RADIOMICS else r.arch, str(r.method), r.recipe, r.n_train): i
@@ -142,7 +204,9 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
                 comparisons.append({"init": label, "recipe": str(r["recipe"]),
                                     "best_overall": r["recipe"] == cnn_rank.iloc[0]["recipe"], **got})
         if comparisons:
+            _claims(comparisons, margin)
             blocks.append({"task": task, "arch": arch, "task_kind": task_kind, "radiomics_recipe": base_recipe,
+                           "margin": margin, "holm": len(comparisons) > 1,
                            "comparisons": comparisons, "notes": _missing_notes(comparisons),
                            "delong_tests": delong_tests(comparisons)})
     return blocks

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..evaluate.crossover import outcome_text
-from ..kinds import CrossoverOutcome
+from ..evaluate.equivalence import DEFAULT_MARGIN
 from .page import esc, fmt_auroc, fmt_n, fmt_signed, panel_title, table
 from .tables import RADIOMICS_LABEL
 
@@ -37,27 +36,19 @@ def _fmt_count(n) -> str:
     return f"{int(round(n)):,}"
 
 
-def fmt_crossing(value, reason, n_min: float, n_max: float) -> str:
-    if value is not None:
-        return f"≈ {_fmt_count(value)}"
-    if reason == CrossoverOutcome.ALREADY:
-        return f"already at N = {_fmt_count(n_min)} (smallest studied)"
-    if reason == CrossoverOutcome.NEVER:
-        return f"not within the studied N (up to {_fmt_count(n_max)})"
-    return esc(outcome_text(reason) or "—")
-
-
-def fmt_range(ci, note, n_min: float, n_max: float) -> str:
-    if ci is None:
-        return f"—<br><small>{esc(note)}</small>" if note else "—"
-    low = f"&lt; {_fmt_count(n_min)}" if ci[0] is None else _fmt_count(ci[0])
-    high = f"&gt; {_fmt_count(n_max)}" if ci[1] is None else _fmt_count(ci[1])
-    return f"{low} – {high}"
-
-
 def _init_cell(comp: dict) -> str:
     star = " <b>(best CNN recipe)</b>" if comp["best_overall"] else ""
     return f"{esc(comp['init'])}{star}<br><small>{esc(comp['recipe'])}</small>"
+
+
+def fmt_bracket(bracket, n_min: float, n_max: float) -> str:
+    """The studied N from which a claim holds, with the studied N below it where it did not: no interpolation."""
+    first, before = bracket if bracket else (None, None)
+    if first is None:
+        return f"not within the studied N (up to {_fmt_count(n_max)})"
+    if before is None:
+        return f"already at N = {_fmt_count(first)} (smallest studied)"
+    return f"N = {_fmt_count(first)} (not at N = {_fmt_count(before)}; no N between was studied)"
 
 
 def _crossover_rows(block: dict) -> list[list[str]]:
@@ -65,14 +56,8 @@ def _crossover_rows(block: dict) -> list[list[str]]:
     for comp in block["comparisons"]:
         res, per_n = comp["result"], comp["per_n"]
         n_min, n_max = float(per_n["N"].min()), float(per_n["N"].max())
-        rows.append([_init_cell(comp),
-                     fmt_crossing(res["comparable_n"], res["comparable_reason"], n_min, n_max),
-                     fmt_range(res["comparable_n_ci"], res["ci_note"] if res["comparable_n"] is not None else None,
-                               n_min, n_max),
-                     fmt_crossing(res["outperform_n"], res["outperform_reason"], n_min, n_max),
-                     fmt_range(res["outperform_n_ci"], res["ci_note"] if res["outperform_n"] is not None else None,
-                               n_min, n_max),
-                     str(comp["n_seeds"])])
+        rows.append([_init_cell(comp), fmt_bracket(res.get("comparable_bracket"), n_min, n_max),
+                     fmt_bracket(res.get("outperform_bracket"), n_min, n_max), str(comp["n_seeds"])])
     return rows
 
 
@@ -88,9 +73,10 @@ def _per_n_rows(block: dict) -> list[list[str]]:
     for comp in block["comparisons"]:
         for r in comp["per_n"].itertuples():
             ci = "—" if pd.isna(r.diff_ci_low) else f"{r.diff_ci_low:+.3f} to {r.diff_ci_high:+.3f}"
+            ci90 = "—" if pd.isna(r.ci90_low) else f"{r.ci90_low:+.3f} to {r.ci90_high:+.3f}"
             rows.append([esc(comp["init"]), fmt_n(r.n_train, r.N), fmt_auroc(r.cnn_mean), fmt_auroc(r.base_mean),
-                         fmt_signed(r.diff_mean), ci, str(int(r.n_pairs)), _p_cell(comp["tests"][r.n_train]),
-                         esc(r.verdict)])
+                         fmt_signed(r.diff_mean), ci, ci90, fmt_p(r.p_value), fmt_p(getattr(r, "p_holm", None)),
+                         str(int(r.n_pairs)), _p_cell(comp["tests"][r.n_train]), esc(r.verdict)])
     return rows
 
 
@@ -99,29 +85,57 @@ def versus_section(blocks: list[dict]) -> str:
         return ""
     parts = ["<h2>CNN vs radiomics</h2>",
              "<p>When does a CNN catch up with the radiomics + logistic-regression baseline? For each "
-             "initialisation: the training-set size from which the CNN is <i>comparable</i> (no longer "
-             "significantly below the baseline) and from which it <i>outperforms</i> it (significantly above), "
-             "then the paired comparison at each N.</p>", HOW]
+             "initialisation: the studied training-set size from which the CNN is <i>comparable</i> or better at "
+             "that and every larger studied N, and from which it <i>outperforms</i> the baseline, each with the "
+             "studied N below where it was not (no N between two studied sizes is interpolated: the learning-curve "
+             "fit in Key results does that, where its fit passes), then the paired comparison at each N.</p>",
+             HOW, _claims_how(blocks)]
     definitions = []
     for block in blocks:
         title = panel_title(block["task"], block["arch"])
         parts.append(f"<h3>{title}: crossover N against {esc(baseline_label(block))}</h3>" + table(
-            ["CNN initialisation / recipe", "comparable from N", "95% range", "outperforms from N", "95% range",
-             "seeds paired"], _crossover_rows(block), numeric={5}))
+            ["CNN initialisation / recipe", "comparable or better from N", "outperforms from N", "seeds paired"],
+            _crossover_rows(block), numeric={3}))
         parts.append(f"<h3>{title}: paired comparison at each N</h3>" + table(
-            ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI", "seeds",
-             "DeLong p (per seed)", "verdict"], _per_n_rows(block), numeric={2, 3, 4, 6}))
+            ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI", "90% CI (TOST)",
+             "p", "p (Holm)", "seeds", "DeLong p (per seed)", "verdict"], _per_n_rows(block),
+            numeric={2, 3, 4, 7, 8, 9}))
         parts.append(f'<p class="note">{esc(_tests_line(block))}</p>')
         if block["notes"]:
             parts.append('<p class="note">' + "<br>".join(esc(n) for n in block["notes"])
                          + "<br><small>— = no DeLong test (reason above); * = on the test images both runs scored "
                          "only.</small></p>")
         for comp in block["comparisons"]:
-            if comp["result"]["definition"] not in definitions:
-                definitions.append(comp["result"]["definition"])
-    parts.append("<p><b>How the crossover N is defined.</b></p>"
-                 + "".join(f"<p>{esc(d)}</p>" for d in definitions))
+            how = INTERVAL_OF.get(comp["result"]["method"], "no interval (one seed, no DeLong test)")
+            if how not in definitions:
+                definitions.append(how)
+    parts.append("<p><b>How each difference's interval is made.</b> " + "; ".join(esc(d) for d in definitions)
+                 + ".</p>")
     return "\n".join(parts)
+
+
+INTERVAL_OF = {
+    "paired bootstrap": "the paired two-level bootstrap (the same test-patient resamples and seeds on both sides); "
+                        "an N whose runs lack draws keeps the Student-t interval of the per-seed differences",
+    "seeds": "the Student-t interval of the per-seed paired differences (a seed-to-seed spread on a fixed test "
+             "set, not the sampling of the test set)",
+    "delong": "the paired DeLong interval, one seed per N"}
+
+
+def _claims_how(blocks: list[dict]) -> str:
+    """What 'comparable' and 'outperforms' mean here, with the margin, and whether Holm was applied."""
+    margin = blocks[0].get("margin", DEFAULT_MARGIN)
+    holm = any(b.get("holm") for b in blocks)
+    return ("<p><b>What the claims mean.</b> <i>Comparable</i> = equivalent within a margin of "
+            f"±{margin:g} AUROC points (study.yaml <code>report.equivalence_margin</code>) by two one-sided "
+            "tests: the 90% interval of the paired difference lies inside the margin. An interval wider than "
+            "the margin is <i>not shown comparable</i>, however close its centre is to 0: not being shown worse "
+            "is not being shown comparable. <i>Outperforms</i> = the 95% interval's lower bound above 0"
+            + ("; at each N the several initialisations compared with the one baseline answer one question "
+               "(does any beat it?), so their p-values are adjusted by Holm's step-down method and a difference "
+               "counts as significant only where its Holm-adjusted p is below 0.05 too" if holm else "")
+            + ". <i>p</i>: two-sided, of a zero difference (the paired bootstrap's where it was used, else a "
+            "paired t over seeds).</p>")
 
 
 def _tests_line(block: dict) -> str:

@@ -64,6 +64,15 @@ class ReportOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     targets: list[float] = Field(default_factory=list, description="AUROC values whose required N the learning-"
                                                                     "curve fit predicts, e.g. [0.85, 0.90]")
+    equivalence_margin: float = Field(0.02, description="AUROC points within which two methods are called "
+                                      "comparable (two one-sided tests on the paired difference, 90% interval)")
+
+    @field_validator("equivalence_margin")
+    @classmethod
+    def _margin(cls, v):
+        if not 0 < v < 0.5:
+            raise ValueError(f"report.equivalence_margin must lie between 0 and 0.5 AUROC points, got {v}")
+        return v
 
     @field_validator("targets")
     @classmethod
