@@ -542,6 +542,9 @@ def crossover_n(cnn: CurveModel, baseline: CurveModel, *, paired: bool = True, h
     diff = cnn.fit(grid) - base_point
 
     def located(n_star, reason):
+        if n_star is not None and blocked:   # issue 23: a crossing between studied N only from a curve that
+            return None, None, (f"no N read off the curve between the studied N ({lo:g} to {hi:g}): "  # passed its
+                                f"{blocked}")                                                        # gate
         if n_star is not None:
             return n_star, not (inside[0] <= n_star <= inside[1]), None
         never = (f"not within the studied N (up to {hi:g}); not extrapolated beyond it: {blocked}" if blocked
