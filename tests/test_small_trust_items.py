@@ -253,7 +253,7 @@ def test_study_resources_have_upper_bounds(tmp_path, key, value, message):
 def test_an_unknown_report_key_lists_the_report_keys(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({"base": BASE, "report": {"target": [0.9]}}))
-    assert raised(load_spec, spec) == f"{spec}: unknown study key 'report.target' (did you mean 'report.targets'?) (known: targets)"
+    assert raised(load_spec, spec) == f"{spec}: unknown study key 'report.target' (did you mean 'report.targets'?) (known: targets, equivalence_margin)"
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
