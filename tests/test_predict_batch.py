@@ -9,31 +9,9 @@ from PIL import Image
 
 from medtransfer.cli import main
 from medtransfer.inference import NoReadableImages, SmallImage, Unreadable, predict_files
-from synthetic import write_labelled_pngs
-
-TINY = ("data: {source: csv, path: labels.csv, image_column: path, patient_column: patient}\n"
-        "task: {kind: binary, label_column: finding}\n"
-        "image_size: 24\n"
-        "model: {arch: resnet18, init: scratch}\n"
-        "train: {epochs: 2, min_steps: 0, batch_size: 8, lr_policy: constant, lr: 0.001}\n")
+from test_predict import run_cli, trained  # noqa: F401  (the tiny trained run and the CLI helper, shared)
 
 ONE_PIXEL_WARNING = "1x1 px, upsampled 24x to the model's 24 px input (more than 4x): its score may be unreliable"
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny binary run on 24-px PNGs (input size 24), trained once for the module."""
-    root = tmp_path_factory.mktemp("predict_batch")
-    write_labelled_pngs(root)
-    (root / "tiny.yaml").write_text(TINY)
-    assert main(["train", str(root / "tiny.yaml"), "--data-root", str(root), "--out", str(root / "run"), "--quiet"]) == 0
-    return root
 
 
 @pytest.fixture
