@@ -75,6 +75,7 @@ class ConfigFacts(NamedTuple):
     budget: str | None                # the training budget, as the report states it
     val_size: str | None              # data.val_size (None: recorded before it existed = fixed)
     outside_root: bool = False        # data.allow_outside_root: its images could lie outside the data root
+    pack: int = 1                     # train.pack: the fused-pack size it trained in (1: unpacked, or older)
 
 
 NO_FACTS = ConfigFacts(None, None, None, None, None)
@@ -93,7 +94,8 @@ def _config_facts(config_json: str | None) -> ConfigFacts:
     return ConfigFacts(kind, images, radiomics if isinstance(radiomics, dict) else None,
                        budget_text(train) if isinstance(train, dict) else None,
                        data.get("val_size", "fixed") if isinstance(data, dict) else None,
-                       bool(data.get("allow_outside_root")) if isinstance(data, dict) else False)
+                       bool(data.get("allow_outside_root")) if isinstance(data, dict) else False,
+                       _pack_of(train))
 
 
 def budget_text(train: dict) -> str:
@@ -152,7 +154,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["budget"] = [f.budget for f in facts]
     runs["val_size"] = [f.val_size for f in facts]
     runs["outside_root"] = [f.outside_root for f in facts]
-    runs["pack"] = [_pack_of(r[-1]) for r in rows]
+    runs["pack"] = [f.pack for f in facts]
     points = [_test_operating_point(r[-2]) for r in rows]
     runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(r[-2]) for r in rows], dtype=object), errors="coerce")
     for key in OPERATING_KEYS:
@@ -165,12 +167,9 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, per_class
 
 
-def _pack_of(config_json: str | None) -> int:
-    """The fused-pack size a run trained in (train.pack; 1 when absent: unpacked, or recorded before it existed)."""
-    try:
-        pack = (json.loads(config_json).get("train") or {}).get("pack")
-    except (TypeError, ValueError, AttributeError):
-        return 1
+def _pack_of(train) -> int:
+    """The fused-pack size of a recorded ``train`` section (1 when absent: unpacked, or recorded before it existed)."""
+    pack = train.get("pack") if isinstance(train, dict) else None
     return int(pack) if isinstance(pack, int) and pack > 1 else 1
 
 
