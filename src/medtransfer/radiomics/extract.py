@@ -29,6 +29,7 @@ from ..data import decode_image, load_source
 from ..data.cache import cache_file, cached_images, resolve_cache_dir
 from ..data.images import DECODE_VERSION, is_dicom, one_line
 from ..data.records import LabelledImages
+from ..data.sources.csv import check_inside_root
 from ..errors import ConfigError, DataError
 from ..parallel import map_chunks
 from . import features
@@ -181,15 +182,9 @@ def mask_paths(src: LabelledImages, data: DataConfig, rcfg: RadiomicsConfig, dat
     if empty:
         raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) is empty in {empty} row(s)")
     paths = [Path(p) if Path(p).is_absolute() else src.files_root / p for p in values]
-    if not data.allow_outside_root:   # as for images: a shared CSV must not read files outside the dataset
-        from ..data.sources.csv import images_root
-
-        root = images_root(src.files_root / "labels.csv", data_root)
-        outside = [v for v, p in zip(values, paths) if not p.resolve().is_relative_to(root)]
-        if outside:
-            raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) names {len(outside)} "
-                            f"of {len(paths)} masks outside the data root {root}, first {outside[0]!r}; move them "
-                            "under it or set data.allow_outside_root: true")
+    # as for images: a shared CSV must not read files outside the dataset (the same check, the same opt-out)
+    check_inside_root(values, paths, src.files_root / (data.csv_file or Path(str(data.path)).name), data, data_root, [],
+                      column=f"{rcfg.mask_column!r} (radiomics.mask_column)")
     return paths
 
 

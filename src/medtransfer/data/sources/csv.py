@@ -124,7 +124,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
 
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
     paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
-    _check_inside_root(image_ids, paths, csv, data, data_root, notes)
+    check_inside_root(image_ids, paths, csv, data, data_root, notes)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
@@ -226,21 +226,24 @@ def images_root(csv: Path, data_root: Path) -> Path:
     return root if csv_dir.is_relative_to(root) else csv_dir
 
 
-def _check_inside_root(image_ids: list[str], paths: list[Path], csv: Path, data: DataConfig, data_root: Path,
-                       notes: list[str]) -> None:
-    """Every image path, relative or absolute, must resolve inside :func:`images_root`, unless
-    ``data.allow_outside_root``, which the notes (and so train.log) then state.
+def check_inside_root(given: list[str], paths: list[Path], csv: Path, data: DataConfig, data_root: Path,
+                      notes: list[str], column: str | None = None) -> None:
+    """Every file path a CSV names (images; ``column`` = another column's description, e.g. the radiomics masks),
+    relative or absolute, must resolve inside :func:`images_root`, unless ``data.allow_outside_root``, which
+    the notes (and so train.log) then state.
 
     A shared CSV could otherwise read any file the user can read (``../``, a symlink, or an
     absolute path such as ``/etc/passwd``), and an absolute path to another copy of an image
     would be used silently.
     """
     root = images_root(csv, data_root)
-    outside = [given for given, path in zip(image_ids, paths) if not path.resolve().is_relative_to(root)]
+    outside = [g for g, path in zip(given, paths) if not path.resolve().is_relative_to(root)]
     if not outside:
         return
-    counted = f"{len(outside)} of {len(paths)} images"
+    what = "images" if column is None else "masks"
+    counted = f"{len(outside)} of {len(paths)} {what}"
     if not data.allow_outside_root:
-        raise DataError(f"{csv}: column {data.image_column!r} (data.image_column) names {counted} outside the data "
+        named = column or f"{data.image_column!r} (data.image_column)"
+        raise DataError(f"{csv}: column {named} names {counted} outside the data "
                         f"root {root}, first {outside[0]!r}; move them under it or set data.allow_outside_root: true")
     notes.append(f"{csv.name}: {counted} lie outside the data root {root}, allowed by data.allow_outside_root: true")
