@@ -139,6 +139,9 @@ class FusedStep(Step):
         self.buffers = _share_buffers([t.model for t in tracks])
         # ``fit`` seeds the global RNG with the run's seed; its only draws while training are dropout masks
         self.dropout_rngs = [torch.Generator(device=t.device).manual_seed(t.cfg.seed) for t in tracks]
+        # each member's parameters by name, walked once: the Parameter objects stay the same through a fit
+        # (set_trainable flips requires_grad, a device or layout move replaces their data in place)
+        self.named = [dict(t.model.named_parameters()) for t in tracks]
 
     def start_round(self, n_trainable: int) -> None:
         set_trainable(self.template, n_trainable)   # BatchNorm's mode in the fused forward is the template's
@@ -151,7 +154,7 @@ class FusedStep(Step):
                          for t, idx in zip(tracks, batches)])
         masks = torch.stack([_draw_mask(t.model.head[0].p, self.dropout_rngs[k], len(idx), n_features, device)
                              for t, k, idx in zip(tracks, slots, batches)])
-        own = [dict(t.model.named_parameters()) for t in tracks]   # one walk per member per step
+        own = [self.named[k] for k in slots]
         # the default layout whatever the members' (see the class docstring); a no-op when they have it already
         params = {n: torch.stack([p[n] for p in own]).contiguous() for n in own[0]}
         everyone = len(tracks) == len(self.tracks)
