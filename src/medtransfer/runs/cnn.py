@@ -19,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import RunConfig, resolve_data_root
 from ..data import PreparedData
 from ..errors import MedtransferError
-from ..evaluate import macro_auroc
 from ..kinds import InitKind
 from ..models import create_model, save_weights
 from ..models.init_resolve import resolve_init
@@ -111,8 +110,7 @@ def fit_prepared(cfg: RunConfig, run: PreparedRun, log: Log, on_step=None):
     """``fit`` on a prepared run's training and validation images."""
     data, idx = run.data, run.idx
     return fit(run.model, data.images[idx["train"]], data.labels[idx["train"]], data.images[idx["val"]],
-               data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log,
-               val_metric=lambda y, s: macro_auroc(y, s, cfg.task.kind), on_step=on_step)
+               data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log, on_step=on_step)
 
 
 def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, log: Log,
