@@ -18,7 +18,7 @@ from ..evaluate import learning_curve as lc
 from ..kinds import RunRole, RunStatus, TaskKind
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
-from .selection import Choice, choose, noise_line
+from .selection import Choice, choose, noise_line, within_names
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes)
 
@@ -147,7 +147,7 @@ def _selection_fields(choice: Choice | None, ranked: pd.DataFrame) -> dict:
     runner = None if choice.runner_up is None else ranked.loc[choice.runner_up]
     return {"pick_rule": choice.rule, "tied": [display_recipe(ranked.loc[i]) for i in choice.tied],
             "best_on_validation": display_recipe(ranked.loc[choice.best]),
-            "within_noise": [display_recipe(ranked.loc[i]) for i in choice.within_noise],
+            "within_noise": within_names(choice, ranked),
             "within_noise_line": noise_line(choice), "within_noise_method": choice.methods,
             "best_val_se": _num(choice.se), "best_val_se_method": choice.se_method,
             "runner_up": None if runner is None else {

@@ -17,16 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from ..kinds import RunMethod
 from .intervals import Difference, Intervals
-from .tables import display_recipe, runs_behind
+from .tables import STRATEGY_COST, display_recipe, runs_behind
 
-# cheapest first: radiomics trains no network; a frozen backbone trains its head only; gradual unfreezing
-# trains fewer layers for part of the budget than a full fine-tune
-COST_ORDER = ("radiomics + LR", "frozen", "gradual", "full")
 ONE_SE = ("one-standard-error rule: the cheapest recipe whose mean validation AUROC is within 1 SE of the "
           "best's (cost: radiomics + LR < frozen < gradual < full, then fewer optimiser steps; at equal cost the "
           "higher mean validation AUROC; never the name)")
@@ -54,7 +50,7 @@ def _cost(row: pd.Series, runs: pd.DataFrame) -> tuple[int, float]:
     if row["method"] == RunMethod.RADIOMICS:
         return 0, 0.0
     strategy = str(row.get("strategy"))
-    rank = COST_ORDER.index(strategy) if strategy in COST_ORDER else len(COST_ORDER)
+    rank = STRATEGY_COST.get(strategy, len(STRATEGY_COST))
     steps = runs_behind(runs, row)["steps"].median() if "steps" in runs else math.nan
     return rank, float(steps) if pd.notna(steps) else math.inf
 
@@ -116,5 +112,3 @@ def within_names(choice: Choice, rows: pd.DataFrame) -> list[str]:
     return [display_recipe(rows.loc[i]) for i in choice.within_noise]
 
 
-def finite(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)

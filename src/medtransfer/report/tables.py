@@ -154,7 +154,10 @@ def panel_rows(summary: pd.DataFrame, task: str, arch) -> pd.DataFrame:
     return summary[(summary["task"] == task) & in_panel]
 
 
-STRATEGY_COST = {"frozen": 0, "gradual": 1, "full": 2}   # cheapest first (report.selection.COST_ORDER)
+# cheapest first: radiomics trains no network; a frozen backbone trains its head only; gradual unfreezing
+# trains fewer layers for part of the budget than a full fine-tune (ranking ties and report.selection's pick)
+COST_ORDER = ("radiomics + LR", "frozen", "gradual", "full")
+STRATEGY_COST = {name: rank for rank, name in enumerate(COST_ORDER)}
 
 
 def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +169,7 @@ def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
     to the recipe's name (``report.selection`` says which recipes a tie leaves within noise).
     """
     rows = rows[rows["n_seeds"] > 0]
-    cost = [-1 if m == RADIOMICS else STRATEGY_COST.get(str(s), len(STRATEGY_COST))
+    cost = [0 if m == RADIOMICS else STRATEGY_COST.get(str(s), len(STRATEGY_COST))
             for m, s in zip(rows["method"], rows["strategy"], strict=True)]
     ranked = rows.assign(_cost=cost).sort_values(["val_auroc_mean", "n_seeds", "_cost", "seconds_mean"],
                                                  ascending=[False, False, True, True], na_position="last",
