@@ -155,8 +155,9 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["val_size"] = [f.val_size for f in facts]
     runs["outside_root"] = [f.outside_root for f in facts]
     runs["pack"] = [f.pack for f in facts]
-    points = [_test_operating_point(r[-2]) for r in rows]
-    runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(r[-2]) for r in rows], dtype=object), errors="coerce")
+    metrics = [_metrics_of(r[-2]) for r in rows]
+    points = [_test_operating_point(m) for m in metrics]
+    runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(m) for m in metrics], dtype=object), errors="coerce")
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
@@ -221,27 +222,28 @@ def pack_notes(runs: pd.DataFrame) -> list[str]:
             "their own and are never pooled with unpacked runs"]
 
 
-def _test_operating_point(metrics_json: str | None) -> dict:
-    """A binary run's test accuracy / sensitivity / specificity at its validation threshold ({} if none)."""
+def _metrics_of(metrics_json: str | None) -> RunMetrics | None:
+    """A row's metrics, parsed once for every fact the report reads from them (None if absent or unreadable)."""
     if not metrics_json:
-        return {}
+        return None
     try:
-        test = RunMetrics.from_json(json.loads(metrics_json)).test
+        return RunMetrics.from_json(json.loads(metrics_json))
     except (ValueError, AttributeError, TypeError):
-        return {}
+        return None
+
+
+def _test_operating_point(metrics: RunMetrics | None) -> dict:
+    """A binary run's test accuracy / sensitivity / specificity at its validation threshold ({} if none)."""
+    test = metrics.test if metrics is not None else None
     point = test.operating_point if test is not None else None
     return point if isinstance(point, dict) else {}
 
 
-def _optimiser_steps(metrics_json: str | None) -> float | None:
+def _optimiser_steps(metrics: RunMetrics | None) -> float | None:
     """A CNN run's optimiser steps (metrics ``budget.total_steps``): the report's cost order after the strategy
     (None where not recorded, e.g. radiomics or an older run)."""
-    if not metrics_json:
-        return None
-    try:
-        steps = (json.loads(metrics_json).get("budget") or {}).get("total_steps")
-    except (ValueError, AttributeError):
-        return None
+    budget = metrics.details.get("budget") if metrics is not None else None
+    steps = budget.get("total_steps") if isinstance(budget, dict) else None
     return steps if isinstance(steps, (int, float)) else None
 
 
