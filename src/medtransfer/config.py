@@ -29,6 +29,8 @@ ADDED_LATER = {"added_later": True}
 # The value data.subset_by stood for before it existed: how every subset was drawn then (see
 # RunConfig.unhashed_keys), and what a run folder's config.yaml without the key means.
 SUBSET_BY_BEFORE = "images"
+# The value train.selection stood for before it existed (every run selected on its validation images).
+SELECTION_BEFORE = "holdout"
 
 # train.min_steps default: about 3 passes at N = 800 and batch 32 (25 steps a pass), 50 passes at N = 50.
 DEFAULT_MIN_STEPS = 100
@@ -189,11 +191,26 @@ class TrainConfig(_Strict):
                                 description="CPU threads of the run; None = torch's default (all cores). CPU results "
                                             "depend on it, so it is part of the run id when set; a study with "
                                             "--workers K or Ray sets it to the run's share of the cores")
+    # Hashed unless ``holdout`` (the rule before the key existed, see ``unhashed_keys``): ``auto`` and ``cv``
+    # change what a small-N run trains on (the whole N-pool) and how long, so they must change its id.
+    selection: Literal["auto", "holdout", "cv"] = Field(
+        "auto", description="how the run picks its training length and the study its recipe: holdout = on the "
+                            "validation images; cv = train.cv_folds patient-grouped, stratified folds over the "
+                            "N-pool (the training subset plus the validation images the run would hold out), the "
+                            "length from the folds' mean validation curve, then one fit on the whole pool; auto = "
+                            "cv when the validation split holds fewer than 50 images or fewer than 10 of a class")
+    cv_folds: int = Field(5, ge=2, le=20, json_schema_extra=ADDED_LATER,
+                          description="train.selection=cv: folds (fewer when a class has fewer patients)")
     pack: int = Field(1, ge=1, le=64, json_schema_extra=ADDED_LATER,
                       description="the fused-pack size a study trained this run in (study run --pack K, "
                                   "resources.pack); set by the study, not by hand. A packed result differs from an "
                                   "unpacked one by rounding, so it is part of the run id when above 1; a plain "
                                   "`train` always trains alone")
+
+    def unhashed_keys(self) -> set[str]:
+        """``selection`` is left out of the run id at ``holdout``: every run before the key existed selected
+        on its validation images, so such a run keeps its id."""
+        return {"selection"} if self.selection == SELECTION_BEFORE else set()
 
     @field_validator("lr_policy")
     @classmethod
@@ -497,6 +514,8 @@ def written_config(tree: dict, origin: str) -> RunConfig:
     tree = copy.deepcopy(tree or {})
     if isinstance(tree.get("data"), dict):
         tree["data"].setdefault("subset_by", SUBSET_BY_BEFORE)
+    if isinstance(tree.get("train"), dict):
+        tree["train"].setdefault("selection", SELECTION_BEFORE)
     return config_from_dict(tree, origin=origin)
 
 

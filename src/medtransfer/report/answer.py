@@ -15,15 +15,19 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import learning_curve as lc
+from ..evaluate.equivalence import DEFAULT_MARGIN
 from ..kinds import RunRole, RunStatus, TaskKind
+from .claims import check_claims, measured_crossovers, recipe_spreads
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
-from .selection import Choice, choose, noise_line, within_names
+from .selection import Choice, choose, noise_line, selection_at, within_names
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes)
 
-SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
-             "reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
+SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where the validation split is too small "
+             "to select on, fewer than 50 images or 10 of a class, on the mean fold AUROC of a patient-grouped "
+             "cross-validation over the N-pool instead: best_recipe_per_n's selection says which); test AUROC is "
+             "read only for the numbers reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
              "1 SE of the best's mean validation AUROC: radiomics + LR < frozen < gradual < full, then fewer "
              "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
              "within_noise lists the recipes whose paired validation difference to the best contains 0.")
@@ -169,7 +173,7 @@ def _best_rows(panel: pd.DataFrame, intervals: Intervals) -> list[dict]:
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
                     "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"),
-                    **_selection_fields(choice, ranked)})
+                    **selection_at(intervals.runs, ranked), **_selection_fields(choice, ranked)})
     return out
 
 
@@ -257,9 +261,13 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
             "crossover_vs_radiomics": {"measured": _measured_crossover(versus, task, arch),
                                        "from_learning_curves": fitted_crossover},
         })
+    margins = [b.get("margin") for b in versus if b.get("margin") is not None]
+    claims = check_claims(gain, measured_crossovers(panels_out), recipe_spreads(summary, intervals),
+                          margins[0] if margins else DEFAULT_MARGIN)
     return {
         "study": name,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "claims": [c.to_json() for c in claims],
         "methods": {"selection": SELECTION, "uncertainty": UNCERTAINTY_METHOD, "learning_curve": lc.METHOD},
         "skipped": skipped_items(runs, sites),
         "few_seeds": few_seed_items(summary),

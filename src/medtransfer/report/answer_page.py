@@ -80,16 +80,24 @@ def _seed_note(row: dict) -> str:
 def _best(panel: dict, where: str) -> list[str]:
     rows = panel["best_recipe_per_n"]
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
-    return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
+    return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> ({_chosen_by(r)}), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
             f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}){_noise(r)}.</li>" for r in ends]
+
+
+def _chosen_by(row: dict) -> str:
+    """How the named recipe was chosen: on validation, or by the folds of a cross-validation (and how many)."""
+    if row.get("selection") == "cv":
+        return f"chosen by {row.get('cv_folds') or 'k'}-fold patient-grouped cross-validation over the N-pool"
+    return "chosen on validation" if row.get("selection") != "mixed" else esc(row.get("selection_note", ""))
 
 
 def _noise(row: dict) -> str:
     """'; 7 of 7 recipes within noise of the best (named by the one-standard-error rule)' where the choice
     was measured: a reader must not take the named recipe for a clear winner."""
     line = row.get("within_noise_line")
-    return "" if not line else f"; {esc(line)} on validation (named by the one-standard-error rule)"
+    where = "in cross-validation" if row.get("selection") == "cv" else "on validation"
+    return "" if not line else f"; {esc(line)} {where} (named by the one-standard-error rule)"
 
 
 def _gains(panel: dict, where: str) -> list[str]:
@@ -225,3 +233,24 @@ def key_results_html(answer: dict) -> str:
             "in the tables below.</p><ul>" + "".join(items) + "</ul>"
             f"<p class='method'><small>{html.escape(methods['selection'])} {html.escape(methods['uncertainty'])} "
             f"{html.escape(methods['learning_curve'])}</small></p>")
+
+
+VERDICT_STYLE = {"supported": "good", "contradicted": "bad", "within noise": "noise", "not tested here": "untested"}
+
+
+def claims_html(answer: dict) -> str:
+    """The seed paper's claims with this study's verdicts (answer.json ``claims``), as a table."""
+    claims = answer.get("claims") or []
+    if not claims:
+        return ""
+    rows = "".join(f"<tr><td>{esc(c['claim'])}</td><td class='verdict {VERDICT_STYLE.get(c['verdict'], '')}'>"
+                   f"<b>{esc(c['verdict'])}</b></td><td><small>{esc(c['evidence'])}</small></td></tr>"
+                   for c in claims)
+    return ("<h2>The paper's claims, checked on this study</h2>"
+            "<p><small>Romero et al. (Med Phys 2020) on NIH ChestX-ray14. <i>supported</i> / <i>contradicted</i>: "
+            "shown by this study's paired test-set differences (Holm-adjusted over the N a claim covers; 'about "
+            "equal' by two one-sided tests within the equivalence margin); <i>within noise</i>: measured but not "
+            "shown either way; <i>not tested here</i>: this study has no runs that answer it. About this study's "
+            "data and N, not a re-judgement of the paper.</small></p>"
+            f"<table class='claims'><thead><tr><th>claim</th><th>verdict</th><th>this study's numbers (95% CI)"
+            f"</th></tr></thead><tbody>{rows}</tbody></table>")

@@ -27,7 +27,10 @@ table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f0f3f7}tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.pos{color:#1b6e1b}td.neg{color:#a12020}img{max-width:100%}dl{display:grid;grid-template-columns:max-content auto;
+td.pos{color:#1b6e1b}td.neg{color:#a12020}
+td.verdict.good{color:#1b6e1b}td.verdict.bad{color:#a12020}td.verdict.noise{color:#8a6d00}td.verdict.untested{color:#777}
+.verdict-box{background:#eef3fa;border-left:5px solid #3a6ea5;padding:.6em 1em;font-size:1.05em}
+.verdict-box.warn{background:#fbeeee;border-left-color:#a12020}img{max-width:100%}dl{display:grid;grid-template-columns:max-content auto;
 gap:.2em 1em}dt{font-weight:600}dd{margin:0}small{color:#666}footer{margin-top:2.5em;font-size:.9em;color:#444}
 """
 
@@ -116,7 +119,9 @@ def _question(tasks: str, inits: list[InitName]) -> str:
 
 
 def header_section(name, n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
-                   sites: dict, notes: list[str]) -> str:
+                   sites: dict, notes: list[str], lead: str = "") -> str:
+    """The title, then ``lead`` (what a reader must see first: the verdict and the paper's claims), then
+    what the study asked, its sources, grid and design notes."""
     title = esc(name) if name else "Transfer-learning study"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(status_counts.items()))
@@ -125,6 +130,7 @@ def header_section(name, n_runs: int, status_counts: dict, total_seconds: float,
         f"<h1>{title}</h1>",
         f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
         f"total compute time {format_duration(total_seconds)}.</p>",
+        lead,
         "<h2>What this study asked</h2>",
         _question(tasks, axes.get("initialisation", [])),
     ]

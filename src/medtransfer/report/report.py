@@ -16,7 +16,7 @@ from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
 from .answer import build_answer
-from .answer_page import key_results_html
+from .answer_page import claims_html, key_results_html
 from .draws import run_draws, val_draws
 from .intervals import Intervals
 from .plots import learning_curve_figure, recipes_figure
@@ -82,7 +82,8 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
     sections = [
         page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
-                            records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs)),
+                            records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs),
+                            lead=claims_html(answer)),
         key_results_html(answer),
         page.curves_section(pngs["learning_curves.png"], pngs["recipes.png"]),
         page.best_section(best),

@@ -158,11 +158,19 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     metrics = [_metrics_of(r[-2]) for r in rows]
     points = [_test_operating_point(m) for m in metrics]
     runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(m) for m in metrics], dtype=object), errors="coerce")
+    chosen = [_selection_of(m) for m in metrics]
+    runs["selection"] = [c.get("kind", "holdout") for c in chosen]
+    runs["cv_fold_auroc"] = [c.get("fold_auroc") for c in chosen]
+    runs["cv_auroc_mean"] = [c.get("cv_auroc_mean") for c in chosen]
+    runs["cv_pool_images"] = pd.to_numeric(pd.Series([c.get("pool_images") for c in chosen], dtype=object),
+                                           errors="coerce")
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds", "test_auroc_low", "test_auroc_high"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    cv = runs["selection"] == "cv"   # a cross-validated run is ranked by its mean fold AUROC (runs.cv)
+    runs.loc[cv, "val_auroc"] = pd.to_numeric(runs.loc[cv, "cv_auroc_mean"], errors="coerce")
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")
     return runs, per_class
@@ -230,6 +238,12 @@ def _metrics_of(metrics_json: str | None) -> RunMetrics | None:
         return RunMetrics.from_json(json.loads(metrics_json))
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def _selection_of(metrics: RunMetrics | None) -> dict:
+    """A run's ``selected_by`` record (runs.cv): {} for a run that predates it (it selected on validation)."""
+    got = metrics.details.get("selected_by") if metrics is not None else None
+    return got if isinstance(got, dict) else {}
 
 
 def _test_operating_point(metrics: RunMetrics | None) -> dict:
