@@ -238,6 +238,17 @@ def key_results_html(answer: dict) -> str:
 VERDICT_STYLE = {"supported": "good", "contradicted": "bad", "within noise": "noise", "not tested here": "untested"}
 
 
+def verdict_html(answer: dict) -> str:
+    """The verdict first (answer.json ``verdict``): a headline, then one line per N; red when nothing is usable."""
+    verdict = answer.get("verdict")
+    if not verdict:
+        return ""
+    warn = " warn" if verdict.get("level") == "warn" else ""
+    lines = "".join(f"<li>{esc(line)}</li>" for line in verdict.get("lines", []))
+    return (f"<div class='verdict-box{warn}'><p><b>Verdict.</b> {esc(verdict['headline'])}</p>"
+            f"<ul>{lines}</ul></div>")
+
+
 def claims_html(answer: dict) -> str:
     """The seed paper's claims with this study's verdicts (answer.json ``claims``), as a table."""
     claims = answer.get("claims") or []

@@ -118,19 +118,20 @@ def _question(tasks: str, inits: list[InitName]) -> str:
     return f"<p>{text}?</p>"
 
 
-def header_section(name, n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
-                   sites: dict, notes: list[str], lead: str = "") -> str:
-    """The title, then ``lead`` (what a reader must see first: the verdict and the paper's claims), then
-    what the study asked, its sources, grid and design notes."""
-    title = esc(name) if name else "Transfer-learning study"
+def title_section(name, lead: str = "") -> str:
+    """The title, then ``lead``: what a reader must see first (the verdict and the paper's claims)."""
+    return f"<h1>{esc(name) if name else 'Transfer-learning study'}</h1>\n{lead}"
+
+
+def header_section(n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
+                   sites: dict, notes: list[str]) -> str:
+    """When and from what the report was made, then what the study asked, its sources, grid and design notes."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(status_counts.items()))
     tasks = ", ".join(esc(t) for t in axes.get("task", [])) or "—"
     parts = [
-        f"<h1>{title}</h1>",
         f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
         f"total compute time {format_duration(total_seconds)}.</p>",
-        lead,
         "<h2>What this study asked</h2>",
         _question(tasks, axes.get("initialisation", [])),
     ]

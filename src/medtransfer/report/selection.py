@@ -132,3 +132,18 @@ def selection_at(runs: pd.DataFrame, ranked: pd.DataFrame) -> dict:
                                "training images and the validation images a user with N would hold out), the same "
                                "folds for every recipe; ranked by mean fold AUROC, each final model trained on the "
                                "whole pool")}
+
+
+def mark_init_picks(summary: pd.DataFrame, intervals: Intervals) -> pd.DataFrame:
+    """``summary`` with ``init_pick``: True on the recipe the selection rule (``choose``) names for each
+    initialisation at each (task, arch, N). Every table and figure that shows "the chest recipe" at an N
+    (gains, learning curves, CNN vs radiomics) shows this one, so no two of them contradict each other."""
+    out = summary.copy()
+    out["init_pick"] = False
+    done = out[out["n_seeds"] > 0]
+    keys = ["task", "arch", "n_train", "method", "init"]
+    for _, group in done.groupby(keys, dropna=False, sort=False):
+        choice = choose(group, intervals)
+        if choice is not None:
+            out.loc[choice.pick, "init_pick"] = True
+    return out

@@ -121,6 +121,15 @@ def design_notes(runs: pd.DataFrame) -> list[str]:
                                        "radiomics C use it" if size == "proportional" else
                                        "the whole validation split at every N (data.val_size=fixed): small-N "
                                        "runs select on more labels than N"))
+    if "selection" in target and (target["selection"] == "cv").any():
+        cv = target[target["selection"] == "cv"]
+        ns = ", ".join(sorted(set(cv["n_key"].astype(str)), key=lambda k: (k == "all", float(k) if k != "all" else 0)))
+        notes.append(f"selection at N = {ns}: the validation share was too small to choose on (fewer than 50 images "
+                     "or 10 of a class; train.selection=auto), so each run cross-validated over its N-pool (the N "
+                     "training images and that share) with patient-grouped, stratified folds, the same for every "
+                     "recipe and for the radiomics C; recipes are ranked by mean fold AUROC, compared fold-paired "
+                     "(Nadeau-Bengio corrected t), and each final model trained on the whole pool for the folds' "
+                     "best mean round, so N images there are the pool")
     return notes
 
 

@@ -273,13 +273,17 @@ SITE_ORDER = ("scratch", "imagenet", "xrv", Site.SAME, Site.OTHER, "unlabelled",
 
 
 def best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
-    """init display label -> that init's best summary row by :func:`ranked_recipes` (radiomics is one 'init').
+    """init display label -> that init's recipe at this N (radiomics is one 'init'): the one the selection rule
+    names where ``report.selection.mark_init_picks`` marked it, else the best by :func:`ranked_recipes`.
 
     ``rows`` are one panel's rows at one N. Ordered scratch, ImageNet, same-site, other-site, ..., radiomics,
     so tables read alike.
     """
     best = {}
-    for _, row in ranked_recipes(rows).iterrows():
+    ranked = ranked_recipes(rows)
+    if "init_pick" in ranked:     # report.selection.mark_init_picks: the recipe the selection rule names
+        ranked = ranked.sort_values("init_pick", ascending=False, kind="stable")
+    for _, row in ranked.iterrows():
         label = init_display_label(row["init"], row["method"], sites)
         best.setdefault(label, row)
 
