@@ -60,7 +60,9 @@ class DataConfig(_Strict):
     split: Literal["random", "given", "official"] = "random"
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
-    cache_dir: str | None = Field(None, description="image cache folder; None = <data root>/.medtransfer-cache")
+    cache_dir: str | None = Field(None, description="image cache folder (absolute, or relative to the data root); None = "
+                                                   "$MEDTRANSFER_CACHE, else $XDG_CACHE_HOME/medtransfer/images, else "
+                                                   "~/.cache/medtransfer/images")
     workers: int = Field(0, ge=0, le=MAX_PROCESSES, description="decode processes for the cache; 0 = all cores")
     drop_missing_labels: bool = Field(False, json_schema_extra=ADDED_LATER,
                                       description="csv source: drop rows whose label is empty/nan/NA/None (counted in the "

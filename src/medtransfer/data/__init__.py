@@ -112,9 +112,7 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
     data_root = Path(data_root)
     src = load_source(data, task, data_root)
     notes: list[str] = list(src.notes)
-    cache_dir, cache_note = resolve_cache_dir(data.cache_dir, data_root)
-    if cache_note:
-        notes.append(cache_note)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     images = cached_images(src, image_size, cache_dir, workers=data.workers, progress=progress)
     notes.append(f"images: {images.shape[0]} x {image_size}x{image_size} uint8 from {getattr(images, 'filename', cache_dir)}")
     if not src.has_patient_ids:

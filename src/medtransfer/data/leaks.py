@@ -92,7 +92,7 @@ def patient_space(data: DataConfig) -> str | None:
 
 def thumbnails(src: LabelledImages, data: DataConfig, data_root: Path) -> np.ndarray:
     """The (N, 16, 16) uint8 content hashes of ``src``: its image cache at 16 px (built on first use)."""
-    cache_dir, _ = resolve_cache_dir(data.cache_dir, data_root)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     return cached_images(src, THUMB_SIZE, cache_dir, workers=data.workers, progress=len(src) > 1000)
 
 

@@ -67,9 +67,7 @@ def extract_features(data: DataConfig, task: TaskConfig, rcfg: RadiomicsConfig, 
         "decode_version": DECODE_VERSION,
         "features_version": features.FEATURES_VERSION,
     }
-    cache_dir, cache_note = resolve_cache_dir(data.cache_dir, data_root)
-    if cache_note:
-        log(cache_note)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     fcache = FeatureCache(cache_dir / "radiomics", src.dataset_key, settings)
     prints = fingerprints(src, masks)
     rows = fcache.lookup(src.image_ids, prints)
