@@ -71,6 +71,9 @@ class DataConfig(_Strict):
                                      description="csv source: allow image paths, relative or absolute, that resolve "
                                                  "outside the data root (the dataset's own folder when the CSV is "
                                                  "not under the data root); train.log and the report say so")
+    image_root: str | None = Field(None, json_schema_extra=ADDED_LATER,
+                                   description="csv source: the folder relative image paths start from, relative to "
+                                               "the CSV's folder or absolute (e.g. images); None = the CSV's folder")
     partition: dict[str, float] | None = Field(
         None, json_schema_extra=ADDED_LATER,
         description="split the dataset's PATIENTS into named pools first, e.g. {source: 0.5, target: 0.5}: a "
