@@ -85,8 +85,8 @@ def patient_space(data: DataConfig) -> str | None:
     """The id space a config's patient ids live in, or None when they say nothing outside the dataset."""
     if data.source == "nih14":
         return "nih14 Patient ID"
-    if data.source == "csv" and data.patient_column:
-        return f"csv column {data.patient_column!r}"
+    if data.source == "csv" and data.patient_id_column:
+        return f"csv column {data.patient_id_column!r}"
     return None
 
 

@@ -1,8 +1,8 @@
 """Any labelled image collection described by one CSV file.
 
 One row per image: an image-path column (relative to the CSV's folder or to ``data.image_root``, or absolute;
-either way inside the data root unless ``data.allow_outside_root``), label column(s), and optionally a patient-ID column and a
-train/val/test split column.
+either way inside the data root unless ``data.allow_outside_root``), label column(s), a patient-ID column (or
+``data.patient_column: none``: see ``csv_patients``) and optionally a train/val/test split column.
 Images may be PNG, JPEG, 16-bit PNG or DICOM (see ``medtransfer.data.images``).
 """
 from __future__ import annotations
@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note, resolve_path
+from ...config import DEMO_DATA, PER_IMAGE, DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
 from ...kinds import TaskKind
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
+from .csv_patients import MISSING_TOKENS, refuse_hidden_patient_ids
 
 TRUE_FALSE = {"true": 1, "false": 0}
-# What spreadsheets and pandas write for "no value": never a class, never silently a positive.
-MISSING_TOKENS = {"", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "none", "null", "nat"}
 MAX_ROWS_NAMED = 10
 MAX_FILES_TRIED = 20         # missing images tried in each candidate data.image_root
 MAX_FOLDERS_SEARCHED = 500   # folders under the CSV's looked at for them
@@ -114,7 +113,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         raise DataError(f"cannot read CSV {csv}: {one_line(err)}") from None
     label_cols = _label_columns(data, task)
     wanted = [(data.image_column, "data.image_column")] + [(c, "task.label_column") for c in label_cols]
-    wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
+    wanted += [(c, k) for c, k in ((data.patient_id_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
     require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
 
     notes: list[str] = demo_note(csv, data_root)
@@ -125,8 +124,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
             raise DataError(f"{csv}: column {col!r} ({key}) is empty in {int(empty.sum())} row(s), first at data row {int(np.argmax(empty)) + 1}")
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
     labels, names = _labels(df, task, label_cols, csv)
-    has_patients = bool(data.patient_column)
-    patients = df[data.patient_column].astype(str).str.strip().to_numpy(dtype=str) if has_patients else np.asarray(image_ids, dtype=str)
+    patients = _patient_ids(df, data, [c for c, _ in wanted], image_ids, csv, notes)
 
     folder = image_folder(data, csv)
     paths = [Path(p) if Path(p).is_absolute() else folder / p for p in image_ids]
@@ -137,7 +135,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         paths=paths,
         pixels=None,
         patient_ids=patients,
-        has_patient_ids=has_patients,
+        has_patient_ids=data.patient_id_column is not None,
         labels=labels,
         label_names=names,
         given_split=_given_split(df, data, csv),
@@ -148,6 +146,20 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         files_root=folder,
         csv_file=csv,
     )
+
+
+def _patient_ids(df: pd.DataFrame, data: DataConfig, known: list[str], image_ids: list[str], csv: Path,
+                 notes: list[str]) -> np.ndarray:
+    """``data.patient_column``'s values; without one, each image's own id, after checking that no column looks
+    like the patient ids the config forgot (``csv_patients``); ``none`` skips that check and says so."""
+    if data.patient_id_column:
+        return df[data.patient_id_column].astype(str).str.strip().to_numpy(dtype=str)
+    if data.patient_column == PER_IMAGE:
+        notes.append(f"data.patient_column: {PER_IMAGE}: each image is its own patient (explicit), so the splits "
+                     "are per image")
+    else:
+        refuse_hidden_patient_ids(df, known, image_ids, csv)
+    return np.asarray(image_ids, dtype=str)
 
 
 def image_folder(data: DataConfig, csv: Path) -> Path:
