@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from ..config import PER_IMAGE
 from ..errors import DataError
 from ..evaluate.equivalence import DEFAULT_MARGIN
 from ..evaluate.threshold import OPERATING_KEYS
@@ -76,6 +77,7 @@ class ConfigFacts(NamedTuple):
     val_size: str | None              # data.val_size (None: recorded before it existed = fixed)
     outside_root: bool = False        # data.allow_outside_root: its images could lie outside the data root
     pack: int = 1                     # train.pack: the fused-pack size it trained in (1: unpacked, or older)
+    per_image: bool = False           # data.patient_column: none: split per image on purpose
 
 
 NO_FACTS = ConfigFacts(None, None, None, None, None)
@@ -95,7 +97,7 @@ def _config_facts(config_json: str | None) -> ConfigFacts:
                        budget_text(train) if isinstance(train, dict) else None,
                        data.get("val_size", "fixed") if isinstance(data, dict) else None,
                        bool(data.get("allow_outside_root")) if isinstance(data, dict) else False,
-                       _pack_of(train))
+                       _pack_of(train), isinstance(data, dict) and data.get("patient_column") == PER_IMAGE)
 
 
 def budget_text(train: dict) -> str:
@@ -164,6 +166,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["val_size"] = [f.val_size for f in facts]
     runs["outside_root"] = [f.outside_root for f in facts]
     runs["pack"] = [f.pack for f in facts]
+    runs["per_image"] = [f.per_image for f in facts]
     metrics = [_metrics_of(r[-2]) for r in rows]
     points = [_test_operating_point(m) for m in metrics]
     runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(m) for m in metrics], dtype=object), errors="coerce")
@@ -343,6 +346,9 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
     if runs["outside_root"].any():
         notes = notes + [f"{int(runs['outside_root'].sum())} of {len(runs)} runs set data.allow_outside_root: true, "
                          "so their images could lie outside the data root (each run's train.log counts them)"]
+    if runs["per_image"].any():
+        notes = notes + [f"{int(runs['per_image'].sum())} of {len(runs)} runs set data.patient_column: none, splitting "
+                         "per image on purpose: their splits, N and test intervals count each image as its own patient"]
     notes = notes + pack_notes(runs)
     if older:
         notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "
