@@ -126,3 +126,45 @@ def test_the_corrected_cv_interval_is_wider_than_the_naive_one():
     assert corrected.sd == pytest.approx(scores.std(ddof=1) * math.sqrt(1 / 15 + 1 / 4))
     assert corrected.high - corrected.low > 2 * (naive.high - naive.low)
     assert math.isnan(cv_corrected_ci([0.7], folds=5).low)
+
+
+STUDY = """
+name: tiny-cv
+base:
+  data: {source: csv, path: labels.csv, image_column: path, patient_column: patient, val_size: proportional,
+         split_fractions: [0.5, 0.3, 0.2]}
+  task: {kind: binary, label_column: finding}
+  image_size: 24
+  model: {arch: resnet18, init: scratch}
+  train: {epochs: 2, min_steps: 4, batch_size: 16, lr_policy: constant, lr: 0.002, augment: false}
+grid:
+  train.strategy: [full, gradual]
+  train.n_train: [30]
+  train.seed: [0, 1]
+baselines: [radiomics]
+"""
+
+
+def test_a_small_n_study_answers_by_cross_validation_with_ties_said_and_claims_checked(data_root, tmp_path):
+    from medtransfer.report import write_report
+    from medtransfer.study import StudyOptions, run_study
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(STUDY)
+    run_study(spec, tmp_path / "out", StudyOptions(data_root=data_root, probe=False))
+    write_report(tmp_path / "out")
+    answer = json.loads((tmp_path / "out" / "answer.json").read_text())
+    (row,) = answer["panels"][0]["best_recipe_per_n"]
+    assert row["selection"] == "cv" and row["cv_folds"] == 5 and "cross-validation" in row["selection_note"]
+    assert row["within_noise"][0] == row["best_on_validation"]            # the list starts with the best
+    assert "one-standard-error rule" in row["pick_rule"] and "name" not in row["pick_rule"].replace("never the name", "")
+    assert row["best_val_se_method"] == "corrected SE over the seeds' cv folds"
+    assert {"usable", "beats_chance", "beats_baseline", "versus_baseline"} <= set(row)
+    assert answer["verdict"]["headline"] and len(answer["verdict"]["lines"]) == 1
+    claims = {c["key"]: c for c in answer["claims"]}
+    assert len(claims) == 6 and {c["verdict"] for c in claims.values()} <= {
+        "supported", "contradicted", "within noise", "not tested here"}
+    assert claims["same_site_beats_imagenet"]["verdict"] == "not tested here"     # no ImageNet, no source here
+    html = (tmp_path / "out" / "report.html").read_text()
+    # the verdict comes first under the title, then the claims table
+    assert html.index("<h1>") < html.index("Verdict.") < html.index("The paper's claims") < html.index("What this study asked")
