@@ -166,7 +166,10 @@ def curves_section(curves_png: bytes, recipes_png: bytes | None = None) -> str:
 
 
 BEST_HOW = ("<p>At each training-set size (N = images actually trained on, median over seeds) the recipes are "
-            "ranked by mean <i>validation</i> AUROC over seeds. With a few validation images many recipes tie or "
+            "ranked by mean <i>validation</i> AUROC over seeds; where the validation split is too small to choose "
+            "on (fewer than 50 images or 10 of a class) the runs cross-validated over their N-pool instead, and "
+            "<i>validation</i> below means the mean fold AUROC, compared fold-paired with the Nadeau-Bengio "
+            "corrected t-interval (the selection column says which). With a few validation images many recipes tie or "
             "cannot be told apart, so the table says how many are <i>within noise of the best</i>: the best "
             "itself and every recipe whose paired 95% interval of the validation AUROC difference to the best "
             "contains 0 (paired over seeds and validation images: a seed-paired bootstrap over the validation "
