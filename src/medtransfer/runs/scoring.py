@@ -95,6 +95,32 @@ def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: 
     folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
+    for warning in reader_warnings(interval.low, labels, kind, clusters):
+        log(f"WARNING: {warning}")
+
+
+SMALL_TEST_CLASS = 30     # patients of a class in the test split below which one split is a rough estimate
+
+
+def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
+    """What a reader of this run must know first: a test interval that reaches 0.5 (not shown better than
+    chance), and a test split with fewer than SMALL_TEST_CLASS patients of a class (one such split is a rough
+    estimate, however its interval looks)."""
+    out = []
+    if low <= 0.5:
+        out.append(f"the test 95% interval reaches down to {low:.3f}: this model is not shown better than chance "
+                   "(too few test images, or nothing was learned)")
+    y = np.asarray(labels)
+    columns = (np.eye(int(y.max()) + 1, dtype=bool)[y.astype(int).ravel()] if kind == TaskKind.MULTICLASS
+               else y.reshape(len(y), -1) > 0.5)
+    if kind == TaskKind.BINARY:
+        columns = np.column_stack([~columns[:, 0], columns[:, 0]])
+    counts = [len(np.unique(np.asarray(clusters)[columns[:, c]])) for c in range(columns.shape[1])]
+    present = [n for n in counts if n > 0]
+    if present and min(present) < SMALL_TEST_CLASS:
+        out.append(f"the test split holds only {min(present)} patients of one class (fewer than {SMALL_TEST_CLASS}): "
+                   "a single split this small gives a rough estimate")
+    return out
 
 
 def _add_operating_points(scored: dict[str, MetricBlock], thresholds: RunThresholds) -> None:
