@@ -58,6 +58,22 @@ class Recommendation:
         return self.pick.label
 
     @property
+    def why_not(self) -> str | None:
+        """Why the kept model is no recommendation (None: it is one): its test 95% interval reaches 0.5, or it
+        has none. The model is still kept, marked, so the user can look at it."""
+        low = (self.test_auroc_ci or {}).get("low")
+        if self.test_auroc is None or low is None:
+            return "its test AUROC has no interval, so it is not shown better than chance"
+        if low <= 0.5:
+            return (f"its test 95% interval ({low:.3f} to {self.test_auroc_ci.get('high', float('nan')):.3f}) "
+                    "contains 0.5: it is not shown better than chance")
+        return None
+
+    @property
+    def recommended(self) -> bool:
+        return self.why_not is None
+
+    @property
     def predict(self) -> str:
         """The ``medtransfer predict`` line that scores new images with the kept model."""
         return f"medtransfer predict --run {shlex.quote(str(self.run))} IMAGE [IMAGE ...]"
@@ -67,7 +83,8 @@ class Recommendation:
                 "search_val_auroc": self.search_val_auroc, "search_steps": self.search_steps,
                 "val_auroc": self.val_auroc, "test_auroc": self.test_auroc, "test_auroc_ci": self.test_auroc_ci,
                 "test_operating_point": self.test_operating_point, "run": str(self.run), "config": str(self.config),
-                "command": self.command, "predict": self.predict, "note": self.note}
+                "command": self.command, "predict": self.predict, "note": self.note,
+                "recommended": self.recommended, "why_not": self.why_not}
 
 
 @dataclass(frozen=True)
