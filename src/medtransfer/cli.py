@@ -15,7 +15,7 @@ from rich.console import Console
 
 from .config import load_config, resolve_data_root
 from .errors import MedtransferError, write_error
-from .kinds import ThresholdCriterion
+from .kinds import ThresholdCriterion, auroc_name
 from .study import StudyOptions, run_study, study_status
 from .study.best import BestChoice, export_best, parse_n
 from .study.executors import executor_names
@@ -181,9 +181,14 @@ def _train(args) -> int:
     metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                         echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
-    auc = metrics.auroc("test")
-    print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
+    print(_test_line(args.out, metrics))
     return 0
+
+
+def _test_line(out: Path, metrics, what: str = "") -> str:
+    """The line a finished run prints: its test AUROC, named for its task kind ("macro" only where averaged)."""
+    auc, name = metrics.auroc("test"), auroc_name(metrics.task_kind)
+    return f"{out}: test {name} {auc:.4f}{what}" if auc is not None else f"{out}: test {name} undefined"
 
 
 def _lr_find(args) -> int:
@@ -219,9 +224,7 @@ def _radiomics(args) -> int:
         return 0
     metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                             echo=not args.quiet, progress=not args.quiet)
-    auc = metrics.auroc("test")
-    print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics.details['chosen_C']:g})"
-          if auc is not None else f"{args.out}: test AUROC undefined")
+    print(_test_line(args.out, metrics, f" (radiomics + LR, C={metrics.details['chosen_C']:g})"))
     return 0
 
 

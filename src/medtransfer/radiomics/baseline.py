@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import DataError
 from ..evaluate import macro_auroc, one_vs_rest_targets
-from ..kinds import TaskKind
+from ..kinds import TaskKind, auroc_name
 
 AUTO_CV_MIN_CASES = 20
 CV_FOLDS = 5
@@ -156,10 +156,10 @@ def _fit(data: _Inputs, task_kind: TaskKind, rcfg, seed: int):
         for c in grid:
             models, _ = _fit_columns(Ztr, data.Ytr, c, rcfg, seed)
             scores[c] = _auroc(data.y_val, _predict(None, models, Zva, task_kind), task_kind)
-        where = f"validation macro AUROC ({len(data.Xva)} images)"
+        where = f"validation {auroc_name(task_kind)} ({len(data.Xva)} images)"
     chosen = _best_c(scores)
     if all(v is None for v in scores.values()):
-        notes.append(f"macro AUROC undefined for every C ({where}): C={chosen:g} taken by default")
+        notes.append(f"{auroc_name(task_kind)} undefined for every C ({where}): C={chosen:g} taken by default")
 
     models, fit_notes = _fit_columns(prep.transform(data.Xtr), data.Ytr, chosen, rcfg, seed, data.labels)
     notes.extend(fit_notes)
