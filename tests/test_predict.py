@@ -201,3 +201,30 @@ def test_multilabel_labels_each_finding_at_its_own_threshold_and_multiclass_take
     multiclass = labelled_frame(["x.png"], np.array([[0.2, 0.7, 0.1]]), "multiclass", ["KL0", "KL1", "KL2"],
                                 choose_thresholds("multiclass", ["KL0", "KL1", "KL2"], None, None))
     assert multiclass["predicted"].tolist() == ["KL1"] and multiclass["criterion"].tolist() == ["argmax"]
+
+
+def test_a_binary_csv_label_of_two_named_values_gives_plain_column_names():
+    """A CSV column of 'covid' / 'normal' with task.positive=covid is the label 'label=covid' inside the run;
+    predict's columns say score_covid, predicted_covid, threshold_covid (issue 24)."""
+    from medtransfer.evaluate.threshold import given_thresholds
+    from medtransfer.inference import labelled_frame
+
+    frame = labelled_frame(["x.png", "y.png"], np.array([[0.9], [0.2]]), "binary", ["label=covid"],
+                           given_thresholds("binary", ["label=covid"], 0.5))
+    assert list(frame.columns) == ["image", "score_covid", "predicted_covid", "threshold_covid", "criterion"]
+    assert frame["predicted_covid"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("names, columns", [
+    (["finding"], ["finding"]),
+    (["label=covid"], ["covid"]),
+    (["diagnosis=COVID-19 (PCR+)"], ["COVID-19_PCR"]),
+    (["No Finding", "Pleural_Thickening", "Effusion"], ["No_Finding", "Pleural_Thickening", "Effusion"]),
+    (["a b", "a/b", "a_b"], ["a_b", "a_b_2", "a_b_3"]),
+    (["0", "1", "2"], ["0", "1", "2"]),
+    (["???"], ["label0"]),
+])
+def test_column_labels_are_plain_and_unique(names, columns):
+    from medtransfer.inference import column_labels
+
+    assert column_labels(names) == columns

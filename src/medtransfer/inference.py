@@ -19,6 +19,7 @@ evaluate layers below it take and return arrays.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,18 +185,38 @@ def run_thresholds(folder: RunFolder, kind: TaskKind, label_names: list[str], cr
     return choose_thresholds(kind, label_names, y_val, s_val, criterion or YOUDEN)
 
 
+def column_labels(label_names: list[str]) -> list[str]:
+    """The ``<label>`` of predict's CSV columns (``score_<label>``, ``predicted_<label>``, ``threshold_<label>``),
+    one per label, in order. A binary task on a CSV column of two named values calls its label
+    ``COLUMN=POSITIVE`` (``label=covid``); a column name is read by scripts and typed by people, so it gets the
+    positive value only (``score_covid``), and any character but ASCII letters, digits, ``-`` and ``_`` becomes
+    ``_`` (``No Finding`` -> ``No_Finding``). Two labels that clean to one name get ``_2``, ``_3``, ...; a label
+    with nothing left is ``label<k>``."""
+    out: list[str] = []
+    for k, name in enumerate(label_names):
+        text = str(name).partition("=")[2] if "=" in str(name) else str(name)
+        base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", text)).strip("_") or f"label{k}"
+        clean, n = base, 2
+        while clean in out:
+            clean, n = f"{base}_{n}", n + 1
+        out.append(clean)
+    return out
+
+
 def labelled_frame(paths: list[Path], scores: np.ndarray, kind: TaskKind, label_names: list[str],
                    thresholds: RunThresholds):
-    """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion."""
+    """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion; ``<label>`` as
+    ``column_labels`` cleans it. A multiclass run's ``predicted`` holds the class name as the data spells it."""
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
-    frame[[f"score_{n}" for n in label_names]] = scores
+    columns = column_labels(label_names)
+    frame[[f"score_{c}" for c in columns]] = scores
     if kind == TaskKind.MULTICLASS:
         frame["predicted"] = [label_names[i] for i in np.asarray(scores).argmax(axis=1)]
     else:
-        for k, name in enumerate(label_names):
+        for k, (name, column) in enumerate(zip(label_names, columns)):
             threshold = thresholds.labels[name].threshold
-            frame[f"predicted_{name}"] = (scores[:, k] >= threshold).astype(int)
-            frame[f"threshold_{name}"] = threshold
+            frame[f"predicted_{column}"] = (scores[:, k] >= threshold).astype(int)
+            frame[f"threshold_{column}"] = threshold
     frame["criterion"] = thresholds.criterion
     return frame
 
@@ -307,9 +328,9 @@ def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise MedtransferError(f"--cam {out}: cannot create the folder ({err.strerror or err})") from None
-    files, used = [], set()
+    files, used, columns = [], set(), column_labels(label_names)
     for i, path in enumerate(paths):
-        name = f"{Path(path).stem}_cam_{_safe(label_names[outputs[i]])}"
+        name = f"{Path(path).stem}_cam_{columns[outputs[i]]}"
         target = out / f"{name}.png"
         n = 2
         while target.name in used:   # two inputs with one stem (from different folders) keep both maps
@@ -331,7 +352,3 @@ def _png_bytes(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(label))
