@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--sensitivity", type=float, default=None, metavar="S",
                      help="choose the threshold again on the run's validation predictions for sensitivity >= S")
     p.add_argument("--cam", type=Path, default=None, metavar="DIR",
-                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam])")
+                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam]), titled "
+                        "with its score and predicted label, beside a colour bar")
+    p.add_argument("--truth", type=Path, default=None, metavar="CSV",
+                   help="true labels to add to the Grad-CAM titles: a CSV with columns image (a path as given or a "
+                        "file name) and label")
     p.add_argument("--device", default="auto")
     return parser
 
@@ -280,12 +284,14 @@ def _advise(args) -> int:
 
 def _predict(args) -> int:
     from .evaluate.threshold import Criterion
-    from .inference import predict_files
+    from .inference import predict_files, read_truth
 
     criterion = (Criterion(ThresholdCriterion.GIVEN, args.threshold) if args.threshold is not None
                  else Criterion(ThresholdCriterion.SENSITIVITY, args.sensitivity) if args.sensitivity is not None
                  else None)
-    result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
+    truth = read_truth(args.truth) if args.truth is not None else None
+    result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam,
+                           truth=truth)
     for note in result.notes:
         print(f"note: threshold {note}", file=sys.stderr)
     for small in result.warnings:
