@@ -80,7 +80,8 @@ def _gains(gains: list[Gain]) -> str:
     return ("<h2>Expected gain over scratch and ImageNet</h2>"
             "<p>From the search's validation AUROCs at equal step budgets; the expected test AUROC of the reference "
             "is the pick's test AUROC minus that gain (an estimate, not a measurement).</p>"
-            + table(["compared with", "its best recipe", "pick (val)", "it (val)", "gain", "95% CI of gain",
+            + table(["compared with", "its best recipe in the search", "the pick's validation AUROC",
+                     "its validation AUROC", "gain (validation AUROC points)", "95% CI of gain",
                      "its expected test AUROC", "note"], rows, numeric={2, 3, 4, 6}))
 
 
@@ -89,12 +90,13 @@ def _curve(a: dict) -> str:
     builds it, so the section reads it from a JSON-shaped holder (``{"learning_curve": block}``)."""
     c = a["learning_curve"]
     parts = ["<h2>Is it worth labelling more images?</h2>"]
-    rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "measured"] for s in c["sizes"]]
+    # a measured size has no interval here (one run per size); only the fitted curve's predictions have one
+    rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "—", "measured"] for s in c["sizes"]]
     for p in c["predictions"]:
-        rows.append([f"{p['n_train']:,} ({p['factor']:g}x)",
-                     f"{fmt_auroc(p['val_auroc'])} <small>({_ci(p['low'], p['high'])})</small>",
+        rows.append([f"{p['n_train']:,} ({p['factor']:g}x)", fmt_auroc(p["val_auroc"]), _ci(p["low"], p["high"]),
                      "<b>extrapolation</b>" if p["extrapolation"] else "interpolation"])
-    parts.append(table(["N", "validation AUROC (95% CI)", ""], rows, numeric={1}))
+    parts.append(table(["N", "validation AUROC", "95% CI (predictions only)", "measured or predicted"], rows,
+                       numeric={1}))
     fit = c.get("fit") or {}
     if not fit.get("ok"):
         parts.append(f'<p class="note">No learning-curve prediction: {prose(fit.get("reason") or "no fit")}.</p>')
