@@ -206,3 +206,20 @@ def test_lr_find_writes_plot_and_suggestion(tiny_csv, capsys):
     assert (root / "lrf" / "lr_find.png").stat().st_size > 0
     assert min(result["lrs"]) < result["suggested_lr"] < max(result["lrs"])
     assert f"{result['suggested_lr']:.3g}" in out
+
+
+def test_top_level_help_describes_the_tool_for_a_user(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "only place that parses" not in out
+    assert "Which transfer-learning recipe should I use" in out
+    assert "medtransfer study run examples/quickstart.yaml" in out and "import medtransfer as mt" in out
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_train_help_says_how_to_start_from_a_studys_source(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "checkpoint:RUN_DIR" in out and "STUDY_DIR/sources/NAME-RUN_ID" in out

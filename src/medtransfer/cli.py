@@ -46,13 +46,38 @@ def _mlflow_target(value: str | None, default: Path | None) -> str | None:
     return value
 
 
+DESCRIPTION = """\
+Which transfer-learning recipe should I use on my small medical image dataset, and how much does it buy me?
+medtransfer trains and tests recipes (scratch, ImageNet or pretrained-source initialisation x fine-tuning
+strategy x learning-rate policy) over training-set sizes and seeds, reports learning curves with confidence
+intervals and the best recipe at each size, advises a recipe for your own data within a time budget, and
+scores new images with a trained model."""
+START_HERE = """start here:
+  medtransfer study run examples/quickstart.yaml --out studies/quickstart
+        a study on the shipped demo data (offline): STUDY_DIR/report.html, answer.json, summary.csv
+  medtransfer train examples/pneumoniamnist.yaml --out runs/one      one recipe, trained and tested
+  medtransfer advise CONFIG.yaml --out advice --budget 10m           the recipe for your own data
+  medtransfer predict --run RUN_DIR a.png b.dcm --out pred.csv       score new images
+
+`medtransfer COMMAND --help` describes a command; from Python: `import medtransfer as mt; help(mt)`."""
+INIT_EPILOG = """starting weights (model.init in the config, or --set model.init=...):
+  scratch | imagenet | xrv:NAME (torchxrayvision's chest X-ray weights)
+  checkpoint:RUN_DIR   a finished run folder: one `medtransfer pretrain` or `train` wrote, or a source a study
+                       pretrained, STUDY_DIR/sources/NAME-RUN_ID, e.g.
+                       --set model.init=checkpoint:studies/quickstart/sources/chest-d640df1fb503dbca
+                       (`ls STUDY_DIR/sources` lists them). Its data is first compared with this run's: shared
+                       patients or images stop the run, as a study's sources are checked."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medtransfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="medtransfer", description=DESCRIPTION, epilog=START_HERE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, help_text in (("train", "train and evaluate one transfer-learning recipe"),
                             ("pretrain", "train a source model whose run folder can be used as model.init=checkpoint:RUN_DIR")):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           epilog=INIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_config_args(p)
         p.add_argument("--out", type=Path, required=True, help="run folder to create")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
