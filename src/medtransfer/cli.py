@@ -1,8 +1,10 @@
 """The command line: the only place that parses arguments.
 
-Every user-facing failure (a MedtransferError) ends as one line on stderr and exit
-status 2; a bug still shows its traceback. ``study run`` writes the study's report once
-``run_study`` has recorded the runs (the study package never writes it).
+Each command calls the Python API's entry point (``api``: ``import medtransfer as mt``) with the parsed
+arguments and prints what it returns, so the CLI and a notebook run the same code. Every user-facing failure
+(a MedtransferError) ends as one line on stderr and exit status 2; a bug still shows its traceback.
+``study run`` writes the study's report once the runs are recorded (``api.Studies.run``; the study package
+never writes it).
 """
 from __future__ import annotations
 
@@ -13,13 +15,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import load_config, resolve_data_root
+from . import api
+from .config import resolve_data_root
 from .errors import MedtransferError, write_error
-from .kinds import ThresholdCriterion, auroc_name
-from .study import StudyOptions, run_study, study_status
-from .study.best import BestChoice, export_best, parse_n
+from .kinds import auroc_name
 from .study.executors import executor_names
-from .tracking import DEFAULT_FOLDER
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -39,11 +39,9 @@ def _add_mlflow_arg(p: argparse.ArgumentParser, default_store: str) -> None:
                         f"(default {default_store}: an SQLite store mlflow.db and artifacts/ inside)")
 
 
-def _mlflow_target(value: str | None, default: Path | None) -> str | None:
-    """The plain value the layers below take: a URI / folder, or None for no tracking."""
-    if value == _BARE:
-        return None if default is None else str(default)
-    return value
+def _mlflow(value: str | None) -> str | bool | None:
+    """``--mlflow`` as the API takes it: True for the default store, a URI / folder, or None for no tracking."""
+    return True if value == _BARE else value
 
 
 DESCRIPTION = """\
@@ -204,11 +202,8 @@ def _dispatch(args) -> int:
 
 
 def _train(args) -> int:
-    from .runs.cnn import train_run
-
-    cfg = load_config(args.config, args.overrides)
-    metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                        echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)),
+    metrics = api.train(api.load_config(args.config, args.overrides), args.out, data_root=args.data_root,
+                        overwrite=args.overwrite, echo=not args.quiet, mlflow=_mlflow(args.mlflow),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
     print(_test_line(args.out, metrics))
     return 0
@@ -223,7 +218,7 @@ def _test_line(out: Path, metrics, what: str = "") -> str:
 def _lr_find(args) -> int:
     from .runs.lr_find import lr_find_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
     print(f"suggested lr: {suggestion.suggested:.3g} (valley {suggestion.valley[0]:.1e} to {suggestion.valley[1]:.1e}; "
           f"steepest {suggestion.steepest:.1e}, minimum/10 {suggestion.minimum_tenth:.1e}; "
@@ -237,7 +232,7 @@ def _data(args) -> int:
     from .data import prepare_data
     from .data.info import describe, describe_dict
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
                             cfg.train.n_train, cfg.train.seed, progress=not args.json)
     print(json.dumps(describe_dict(prepared), indent=2) if args.json else describe(prepared))
@@ -247,7 +242,7 @@ def _data(args) -> int:
 def _radiomics(args) -> int:
     from .radiomics import extract_to_parquet, radiomics_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     if args.radiomics_command == "extract":
         print(extract_to_parquet(cfg, args.out, resolve_data_root(args.data_root)))
         return 0
@@ -259,64 +254,40 @@ def _radiomics(args) -> int:
 
 def _study(args) -> int:
     if args.study_command == "status":
-        print(study_status(args.study_dir))
+        print(api.study.status(args.study_dir))
         return 0
     if args.study_command == "best":
-        print(export_best(args.study_dir, args.out, BestChoice(parse_n(args.n), args.task), retrain=args.retrain,
-                          data_root=resolve_data_root(args.data_root), overwrite=args.overwrite, echo=not args.quiet))
+        print(api.study.best(args.study_dir, args.out, n=args.n, task=args.task, retrain=args.retrain,
+                             data_root=args.data_root, overwrite=args.overwrite, echo=not args.quiet))
         return 0
-    console = Console(stderr=True)
-    summary = run_study(args.spec, args.out, StudyOptions(
-        data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-        retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
-        mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack,
-        console=console))
-    if not args.dry_run:
-        summary.report = _write_study_report(summary.study_dir, console)
+    summary = api.study.run(args.spec, args.out, overrides=args.overrides, data_root=args.data_root,
+                            executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                            retry_failed=args.retry_failed, dry_run=args.dry_run, mlflow=_mlflow(args.mlflow),
+                            pack=args.pack, console=Console(stderr=True))
     print(summary)
     return 0
 
 
-def _write_study_report(study_dir: Path, console: Console) -> Path | None:
-    """report.html for the runs just recorded. A report error is one line: the results are safe in the
-    store (and ``medtransfer report`` writes it later), so the command still succeeds."""
-    from .report import write_report
-
-    try:
-        return Path(write_report(study_dir))
-    except MedtransferError as err:
-        console.print(f"report: not written: {err}", markup=False, highlight=False)
-        return None
-
-
 def _report(args) -> int:
-    from .report import write_report
-
-    print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
+    print(f"wrote {api.report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
     return 0
 
 
 def _advise(args) -> int:
-    from .advise.candidates import parse_sources
-    from .advise.command import advice_summary, advise
-    from .advise.search import parse_budget
+    from .advise.command import advice_summary
 
-    path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),
-                  args.study, parse_budget(args.budget), args.overrides, echo=not args.quiet)
+    path = api.advise(args.config, args.out, sources=args.sources, study=args.study, budget=args.budget,
+                      overrides=args.overrides, data_root=args.data_root, echo=not args.quiet)
     print(advice_summary(path))
     return 0
 
 
 def _predict(args) -> int:
-    from .evaluate.threshold import Criterion
-    from .inference import predict_files, read_truth
+    from .inference import read_truth
 
-    criterion = (Criterion(ThresholdCriterion.GIVEN, args.threshold) if args.threshold is not None
-                 else Criterion(ThresholdCriterion.SENSITIVITY, args.sensitivity) if args.sensitivity is not None
-                 else None)
     truth = read_truth(args.truth) if args.truth is not None else None
-    result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam,
-                           truth=truth)
+    result = api.predict(args.run, args.images, threshold=args.threshold, sensitivity=args.sensitivity, cam=args.cam,
+                         truth=truth, device=args.device)
     for note in result.notes:
         print(f"note: threshold {note}", file=sys.stderr)
     for small in result.warnings:
