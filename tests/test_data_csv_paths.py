@@ -133,3 +133,94 @@ def test_the_report_notes_runs_that_allowed_images_outside_the_root(tmp_path):
             "(each run's train.log counts them)") in notes
     assert not any("allow_outside_root" in note for note in read_study(make_study(tmp_path / "T",
                                                                                   rows=_runs(False))).notes)
+
+
+# ---------------------------------------------------------------- data.image_root
+
+@pytest.fixture
+def bare(tmp_path):
+    """A data root holding labels.csv beside images/, the CSV listing bare file names (0.png, ...)."""
+    folder = tmp_path / "root"
+    folder.mkdir()
+    csv = write_labelled_pngs(folder, n_images=6)
+    (folder / "img").rename(folder / "images")
+    csv.write_text(csv.read_text().replace("img/", ""))
+    return folder
+
+
+def test_bare_names_beside_images_are_refused_naming_the_folder_and_the_fix(bare):
+    cfg = _cfg("labels.csv")
+    with pytest.raises(DataError) as err:
+        load_source(cfg.data, cfg.task, bare)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message == (f"{bare / 'labels.csv'}: 6 of 6 image files in column 'path' (data.image_column) are missing, "
+                       f"first '0.png' (looked for {bare / '0.png'}); relative paths start at the CSV's folder "
+                       f"{bare}; they are in {bare / 'images'}: set data.image_root: images")
+
+
+def test_data_image_root_finds_them_relative_to_the_csv_or_absolute(bare):
+    for image_root in ("images", str(bare / "images")):
+        cfg = _cfg("labels.csv", image_root=image_root)
+        src = load_source(cfg.data, cfg.task, bare)
+        assert src.paths[0] == bare / "images" / "0.png" and src.files_root == bare / "images"
+        assert src.dataset_key == f"csv:{(bare / 'labels.csv').resolve()} images:{(bare / 'images').resolve()}"
+    assert load_source(*_both(_cfg("labels.csv", image_root="images")), bare).image_ids[0] == "0.png"
+
+
+def _both(cfg):
+    return cfg.data, cfg.task
+
+
+def test_a_wrong_image_root_names_what_was_tried(bare):
+    (bare / "other").mkdir()
+    with pytest.raises(DataError, match=r"data.image_root 'nowhere' is not a folder \(looked for .*/root/nowhere\)$"):
+        load_source(*_both(_cfg("labels.csv", image_root="nowhere")), bare)
+    with pytest.raises(DataError, match=r"relative paths start at data.image_root .*/root/other; they are in "
+                                        r".*/root/images: set data.image_root: images$"):
+        load_source(*_both(_cfg("labels.csv", image_root="other")), bare)
+
+
+def test_missing_files_found_nowhere_get_no_suggestion(bare):
+    (bare / "images" / "3.png").unlink()
+    with pytest.raises(DataError) as err:
+        load_source(*_both(_cfg("labels.csv", image_root="images")), bare)
+    assert str(err.value).endswith(f"relative paths start at data.image_root {bare / 'images'}")
+    assert "1 of 6" in str(err.value) and "'3.png'" in str(err.value)
+
+
+def test_an_image_root_outside_the_data_root_is_refused_unless_allowed(bare, tmp_path):
+    (bare / "images").rename(tmp_path / "elsewhere")
+    cfg = _cfg("labels.csv", image_root=str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=r"names 6 of 6 images outside the data root .*allow_outside_root: true$"):
+        load_source(cfg.data, cfg.task, bare)
+    allowed = _cfg("labels.csv", image_root=str(tmp_path / "elsewhere"), allow_outside_root=True)
+    assert len(load_source(allowed.data, allowed.task, bare)) == 6
+    with pytest.raises(DataError, match=r"names 6 of 6 images outside the data root"):   # relative, leaving it
+        load_source(*_both(_cfg("labels.csv", image_root="../elsewhere")), bare)
+
+
+def test_the_image_root_changes_the_cache_key_only_where_it_changes_the_files(bare):
+    from medtransfer.data.cache import cache_key
+    (bare / "copy").mkdir()
+    for f in (bare / "images").iterdir():
+        (bare / "copy" / f.name).write_bytes(f.read_bytes())
+    a = load_source(*_both(_cfg("labels.csv", image_root="images")), bare)
+    b = load_source(*_both(_cfg("labels.csv", image_root="copy")), bare)
+    assert cache_key(a, 16) != cache_key(b, 16)
+    csv = bare / "labels.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0]] + [f"images/{line}" for line in lines[1:]]) + "\n")
+    plain = load_source(*_both(_cfg("labels.csv")), bare)
+    dot = load_source(*_both(_cfg("labels.csv", image_root=".")), bare)
+    assert plain.dataset_key == dot.dataset_key == f"csv:{csv.resolve()}"   # the CSV's folder: the old key
+
+
+def test_the_cli_names_the_image_root_fix_in_one_line(bare, capsys):
+    (bare / "run.yaml").write_text(f"data: {{source: csv, path: {bare / 'labels.csv'}, image_column: path, "
+                                   "patient_column: patient}\ntask: {kind: binary, label_column: finding}\n"
+                                   "image_size: 16\n")
+    assert main(["data", "info", str(bare / "run.yaml"), "--data-root", str(bare)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("medtransfer: error: ")
+    assert err.endswith("set data.image_root: images")

@@ -243,14 +243,40 @@ def test_parallel_build_matches_in_process_decode(tmp_path, monkeypatch):
     np.testing.assert_array_equal(parallel.images, expected)
 
 
-def test_read_only_data_root_falls_back_to_home_cache(tmp_path, monkeypatch):
-    root = tmp_path / "shared"
+def test_the_image_cache_goes_to_the_user_cache_folder_never_into_the_data_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
     root.mkdir()
-    root.chmod(0o555)
-    monkeypatch.setattr(cache_mod, "FALLBACK_CACHE_DIR", tmp_path / "home-cache")
+    monkeypatch.delenv("MEDTRANSFER_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert resolve_cache_dir(None, root) == tmp_path / "home" / ".cache" / "medtransfer" / "images"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert resolve_cache_dir(None, root) == tmp_path / "home" / ".cache" / "medtransfer" / "images"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve_cache_dir(None, root) == tmp_path / "xdg" / "medtransfer" / "images"
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "mine"))
+    assert resolve_cache_dir(None, root) == tmp_path / "mine"
+    assert resolve_cache_dir("here", root) == root / "here"      # data.cache_dir: into the data root only if asked
+    assert [p.name for p in root.iterdir()] == ["here"]
+
+
+def test_a_csv_run_leaves_the_data_root_untouched(tmp_path, monkeypatch):
+    data, task = tiny_csv(tmp_path, n=10)
+    data.cache_dir = None
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path.parent / f"{tmp_path.name}-cache"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    prepared = prepare_data(data, task, 12, tmp_path, "all", 0, progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert str(prepared.images.filename).startswith(str(tmp_path.parent / f"{tmp_path.name}-cache"))
+
+
+def test_a_read_only_cache_folder_is_one_line_naming_it(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(folder))
     try:
-        folder, note = resolve_cache_dir(None, root)
+        with pytest.raises(DataError, match=r"^the image cache folder .*/ro is not writable; set data.cache_dir"):
+            resolve_cache_dir(None, tmp_path)
     finally:
-        root.chmod(0o755)
-    assert folder == tmp_path / "home-cache" and "read-only" in note
-    assert resolve_cache_dir(None, tmp_path) == (tmp_path / ".medtransfer-cache", None)
+        folder.chmod(0o755)

@@ -111,6 +111,7 @@ KNEE_NO_IDS = {"source": "csv", "path": "knee/labels.csv"}
     ({**NIH, "val_size": "proportional"}, "all", True),    # the validation subset is drawn too
     (MNIST, 50, False),                                     # no patient ids: both draws agree
     (KNEE_NO_IDS, 50, False),                               # csv without data.patient_column: likewise
+    ({**KNEE_NO_IDS, "patient_column": "none"}, 50, False),   # the explicit opt-out: likewise
     ({**KNEE_NO_IDS, "patient_column": "patient_id"}, 50, True),
 ])
 def test_subset_by_is_in_the_run_id_only_where_it_changes_the_subset(data, n_train, hashed):

@@ -72,7 +72,12 @@ def test_writes_the_cnn_run_folder_paired_on_the_same_test_images(tiny_csv):
     assert CNN_METRIC_KEYS <= set(written) and CNN_METRIC_KEYS - {"torch_threads"} <= set(json.loads((cnn / "metrics.json").read_text()))
     assert written["method"] == "radiomics" and written["chosen_C"] in cfg.radiomics.c_grid
     assert written["n_features"] == 8 and written["n_features_used"] == 7   # the constant column is dropped
-    assert written["n_train_images"] == 20 == json.loads((cnn / "metrics.json").read_text())["n_train_images"]
+    # 20 training + 8 validation images: too few to select on, so both select by cross-validation over the
+    # N-pool and fit their final model on all 28 (runs.cv): paired on the same pool and the same folds
+    cnn_written = json.loads((cnn / "metrics.json").read_text())
+    assert written["n_train_images"] == 28 == cnn_written["n_train_images"]
+    assert written["selected_by"]["kind"] == cnn_written["selected_by"]["kind"] == "cv"
+    assert written["selected_by"]["folds"] == cnn_written["selected_by"]["folds"] >= 2
     # both methods report the yes / no at a validation-chosen threshold, so the report compares like with like
     for folder in (rad, cnn):
         point = json.loads((folder / "metrics.json").read_text())["test"]["operating_point"]
@@ -90,7 +95,7 @@ def test_writes_the_cnn_run_folder_paired_on_the_same_test_images(tiny_csv):
 
 def test_failed_images_leave_training_and_are_imputed_in_test(tiny_csv):
     root, config = tiny_csv
-    cfg = load_config(config)
+    cfg = load_config(config, ["train.selection=holdout"])   # fitted on the training subset alone
     data = prepare_data(cfg.data, cfg.task, 24, root, cfg.train.n_train, cfg.train.seed, progress=False)
     bad_train, bad_test = data.image_ids[data.train_subset[0]], data.image_ids[data.splits["test"][0]]
 

@@ -25,8 +25,8 @@ def test_c_is_chosen_inside_the_n_pool_and_metrics_json_records_it(pool_csv, mon
     seen = []
     real_folds = baseline.pool_folds
 
-    def recording(groups, strata, seed):
-        folds = real_folds(groups, strata, seed)
+    def recording(groups, strata, seed, k=5):
+        folds = real_folds(groups, strata, seed, k)
         seen.append((np.asarray(groups), folds))
         return folds
 

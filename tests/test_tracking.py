@@ -67,8 +67,9 @@ def test_study_logs_one_run_per_study_run_and_resume_adds_none(tmp_path, monkeyp
     assert set(grid["params.model.init"]) == {"scratch", "source:bright", "imagenet"}   # the spec's symbols
     done = runs[runs["status"] == "FINISHED"].iloc[0]
     client = mlflow.MlflowClient(uri)
-    history = client.get_metric_history(done["run_id"], "val_loss")
-    assert [m.step for m in history] == [1]                                   # step = epoch (epochs: 1)
+    # step = round (epochs: 1); a cross-validated grid run logs its folds' mean AUROC per round (runs.cv)
+    history = client.get_metric_history(done["run_id"], "val_auroc_epoch")
+    assert [m.step for m in history] == [1]
     artifacts = {a.path for a in client.list_artifacts(done["run_id"])}
     assert {"config.yaml", "metrics.json", "train.log", "predictions_test.csv"} <= artifacts
     assert "model.safetensors" not in artifacts
@@ -100,8 +101,14 @@ def test_train_bare_mlflow_logs_to_cwd_mlruns(tmp_path, monkeypatch, capsys):
     assert run["params.train.lr"] == "0.001" and "params.radiomics.bin_width" not in runs
     assert run["tags.medtransfer.run_dir"] == str(tmp_path / "run")
     history = mlflow.MlflowClient().get_metric_history(run["run_id"], "train_loss")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == [r["epoch"] for r in metrics["history"]]
     assert [m.value for m in history] == pytest.approx([r["train_loss"] for r in metrics["history"]])
+    # 4 validation images: selected by cross-validation, whose per-round mean fold AUROC is the validation curve
+    assert metrics["selected_by"]["kind"] == "cv"
+    curve = mlflow.MlflowClient().get_metric_history(run["run_id"], "val_auroc_epoch")
+    assert [m.step for m in curve] == [1, 2]
+    assert [m.value for m in curve] == pytest.approx(metrics["selected_by"]["mean_curve"])
+    assert run["metrics.cv_auroc_mean"] == pytest.approx(metrics["selected_by"]["cv_auroc_mean"])
 
 
 @pytest.mark.parametrize("command", ["train", "study"])

@@ -26,9 +26,14 @@ DEFAULT_DATA_ROOT = "~/.cache/medtransfer/data"
 # default it is left out of ``hashed_view``, so adding a key never changes an existing run id.
 ADDED_LATER = {"added_later": True}
 
+# data.patient_column's explicit opt-out: each image is its own patient (YAML null means "not given").
+PER_IMAGE = "none"
+
 # The value data.subset_by stood for before it existed: how every subset was drawn then (see
 # RunConfig.unhashed_keys), and what a run folder's config.yaml without the key means.
 SUBSET_BY_BEFORE = "images"
+# The value train.selection stood for before it existed (every run selected on its validation images).
+SELECTION_BEFORE = "holdout"
 
 # train.min_steps default: about 3 passes at N = 800 and batch 32 (25 steps a pass), 50 passes at N = 50.
 DEFAULT_MIN_STEPS = 100
@@ -55,12 +60,16 @@ class DataConfig(_Strict):
     path: str | None = Field(None, description="folder (nih14) or CSV file / folder holding it (csv), relative to the data root or absolute")
     csv_file: str | None = Field(None, description="csv source: file name inside data.path when data.path is a folder")
     image_column: str = "image"
-    patient_column: str | None = Field(None, description="csv source: patient-ID column; None = each image is its own patient")
+    patient_column: str | None = Field(
+        None, description="csv source: patient-ID column; 'none' = each image is its own patient (the explicit opt-out); "
+                          "None (not given) = the same, but a column that looks like a patient id is then refused")
     split_column: str | None = Field(None, description="csv source: column with train/val/test, used when data.split='given'")
     split: Literal["random", "given", "official"] = "random"
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
-    cache_dir: str | None = Field(None, description="image cache folder; None = <data root>/.medtransfer-cache")
+    cache_dir: str | None = Field(None, description="image cache folder (absolute, or relative to the data root); None = "
+                                                   "$MEDTRANSFER_CACHE, else $XDG_CACHE_HOME/medtransfer/images, else "
+                                                   "~/.cache/medtransfer/images")
     workers: int = Field(0, ge=0, le=MAX_PROCESSES, description="decode processes for the cache; 0 = all cores")
     drop_missing_labels: bool = Field(False, json_schema_extra=ADDED_LATER,
                                       description="csv source: drop rows whose label is empty/nan/NA/None (counted in the "
@@ -69,6 +78,9 @@ class DataConfig(_Strict):
                                      description="csv source: allow image paths, relative or absolute, that resolve "
                                                  "outside the data root (the dataset's own folder when the CSV is "
                                                  "not under the data root); train.log and the report say so")
+    image_root: str | None = Field(None, json_schema_extra=ADDED_LATER,
+                                   description="csv source: the folder relative image paths start from, relative to "
+                                               "the CSV's folder or absolute (e.g. images); None = the CSV's folder")
     partition: dict[str, float] | None = Field(
         None, json_schema_extra=ADDED_LATER,
         description="split the dataset's PATIENTS into named pools first, e.g. {source: 0.5, target: 0.5}: a "
@@ -90,6 +102,12 @@ class DataConfig(_Strict):
                     "patient while unused patients remain); images = whole patients one after another (the draw "
                     "before this key existed). Without patient ids (medmnist, csv without data.patient_column) each "
                     "image is its own patient and both are the same")
+
+    @field_validator("patient_column")
+    @classmethod
+    def _none_is_the_opt_out(cls, v):
+        """YAML reads ``none`` / ``None`` as text (only ``null`` and ``~`` are null): any case means the opt-out."""
+        return PER_IMAGE if isinstance(v, str) and v.strip().lower() == PER_IMAGE else v
 
     @field_validator("split_fractions")
     @classmethod
@@ -116,9 +134,20 @@ class DataConfig(_Strict):
         return self
 
     @property
+    def patient_id_column(self) -> str | None:
+        """The csv source's patient-ID column, or None: not given, or ``none`` (each image its own patient)."""
+        return None if self.patient_column in (None, PER_IMAGE) else self.patient_column
+
+    @property
     def gives_patient_ids(self) -> bool:
         """Whether the source gives patient ids: nih14 always, csv with data.patient_column, medmnist never."""
-        return self.source == "nih14" or (self.source == "csv" and bool(self.patient_column))
+        return self.source == "nih14" or (self.source == "csv" and bool(self.patient_id_column))
+
+    def hashed_overrides(self) -> dict:
+        """Values ``hashed_view`` hashes in place of the real ones: ``patient_column: none`` trains exactly what
+        an unset one trained before the opt-out existed (each image its own patient), so it keeps that run id
+        and a user who adds it to a finished study does not orphan its runs."""
+        return {"patient_column": None} if self.patient_column == PER_IMAGE else {}
 
     @model_validator(mode="after")
     def _source_needs(self):
@@ -189,11 +218,26 @@ class TrainConfig(_Strict):
                                 description="CPU threads of the run; None = torch's default (all cores). CPU results "
                                             "depend on it, so it is part of the run id when set; a study with "
                                             "--workers K or Ray sets it to the run's share of the cores")
+    # Hashed unless ``holdout`` (the rule before the key existed, see ``unhashed_keys``): ``auto`` and ``cv``
+    # change what a small-N run trains on (the whole N-pool) and how long, so they must change its id.
+    selection: Literal["auto", "holdout", "cv"] = Field(
+        "auto", description="how the run picks its training length and the study its recipe: holdout = on the "
+                            "validation images; cv = train.cv_folds patient-grouped, stratified folds over the "
+                            "N-pool (the training subset plus the validation images the run would hold out), the "
+                            "length from the folds' mean validation curve, then one fit on the whole pool; auto = "
+                            "cv when the validation split holds fewer than 50 images or fewer than 10 of a class")
+    cv_folds: int = Field(5, ge=2, le=20, json_schema_extra=ADDED_LATER,
+                          description="train.selection=cv: folds (fewer when a class has fewer patients)")
     pack: int = Field(1, ge=1, le=64, json_schema_extra=ADDED_LATER,
                       description="the fused-pack size a study trained this run in (study run --pack K, "
                                   "resources.pack); set by the study, not by hand. A packed result differs from an "
                                   "unpacked one by rounding, so it is part of the run id when above 1; a plain "
                                   "`train` always trains alone")
+
+    def unhashed_keys(self) -> set[str]:
+        """``selection`` is left out of the run id at ``holdout``: every run before the key existed selected
+        on its validation images, so such a run keeps its id."""
+        return {"selection"} if self.selection == SELECTION_BEFORE else set()
 
     @field_validator("lr_policy")
     @classmethod
@@ -469,7 +513,7 @@ def canonical_json(payload: Any) -> str:
 
 def hashed_view(model: BaseModel) -> dict:
     """``model_dump(mode="json")`` less the ADDED_LATER keys that are at their default and a section's
-    ``unhashed_keys()`` (recursively)."""
+    ``unhashed_keys()``, with a section's ``hashed_overrides()`` in place (recursively)."""
     tree = model.model_dump(mode="json")
     _drop_added_defaults(model, tree)
     return tree
@@ -488,6 +532,7 @@ def _drop_added_defaults(model: BaseModel, tree: dict) -> None:
             _drop_added_defaults(value, tree[name])
         elif (info.json_schema_extra or {}).get("added_later") and value == info.get_default(call_default_factory=True):
             tree.pop(name, None)
+    tree.update(getattr(model, "hashed_overrides", dict)())
 
 
 def written_config(tree: dict, origin: str) -> RunConfig:
@@ -497,6 +542,8 @@ def written_config(tree: dict, origin: str) -> RunConfig:
     tree = copy.deepcopy(tree or {})
     if isinstance(tree.get("data"), dict):
         tree["data"].setdefault("subset_by", SUBSET_BY_BEFORE)
+    if isinstance(tree.get("train"), dict):
+        tree["train"].setdefault("selection", SELECTION_BEFORE)
     return config_from_dict(tree, origin=origin)
 
 

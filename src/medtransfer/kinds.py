@@ -61,6 +61,13 @@ class Strategy(StrEnum):
     GRADUAL = "gradual"
 
 
+class SelectionKind(StrEnum):
+    """How a run chooses its training length (and the study its recipe): on the held-out validation images,
+    or by patient-grouped cross-validation over the N-pool (``train.selection``; ``auto`` resolves to one)."""
+    HOLDOUT = "holdout"
+    CV = "cv"
+
+
 class Site(StrEnum):
     """Where a study's pretraining source was acquired, relative to the target data."""
     SAME = "same"

@@ -220,13 +220,21 @@ def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def run_metrics(metrics: RunMetrics) -> Iterator[tuple[str, float, int]]:
     """(name, value, step) for every number worth plotting: the history by epoch, then the final scores."""
+    chosen = metrics.details.get("selected_by")
+    cv = chosen if isinstance(chosen, dict) and chosen.get("kind") == "cv" else None
     for record in metrics.history:
         epoch = int(record.get("epoch") or 0)
         for name in ("train_loss", "val_loss", "seconds"):
             yield from _number(f"epoch_{name}" if name == "seconds" else name, record.get(name), epoch)
-        yield from _number("val_auroc_epoch", record.get("val_auroc_macro"), epoch)
+        if cv is None:
+            yield from _number("val_auroc_epoch", record.get("val_auroc_macro"), epoch)
         for part, lr in zip(("early", "late", "head"), record.get("lrs") or []):
             yield from _number(f"lr_{part}", lr, epoch)
+    if cv is not None:   # the final fit is not validated: its rounds' validation AUROC is the folds' mean
+        for epoch, value in enumerate(cv.get("mean_curve") or [], start=1):
+            yield from _number("val_auroc_epoch", value, epoch)
+        for name in ("cv_auroc_mean", "cv_auroc_se", "folds", "chosen_round"):
+            yield from _number(name, cv.get(name), 0)
     for split in ("val", "test"):
         block = metrics.block(split) or MetricBlock()
         for kind, macro, per_label in (("auroc", block.auroc_macro, block.auroc),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, TaskConfig
+from ..config import PER_IMAGE, DataConfig, TaskConfig
 from ..errors import ConfigError, DataError
 from ..kinds import TaskKind
 from .cache import cached_images, resolve_cache_dir
@@ -112,12 +112,10 @@ def prepare_data(data: DataConfig, task: TaskConfig, image_size: int, data_root:
     data_root = Path(data_root)
     src = load_source(data, task, data_root)
     notes: list[str] = list(src.notes)
-    cache_dir, cache_note = resolve_cache_dir(data.cache_dir, data_root)
-    if cache_note:
-        notes.append(cache_note)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     images = cached_images(src, image_size, cache_dir, workers=data.workers, progress=progress)
     notes.append(f"images: {images.shape[0]} x {image_size}x{image_size} uint8 from {getattr(images, 'filename', cache_dir)}")
-    if not src.has_patient_ids:
+    if not src.has_patient_ids and data.patient_column != PER_IMAGE:   # the explicit opt-out has its own note
         notes.append("no patient IDs: each image is its own patient")
 
     strata = strata_matrix(src.labels, task.kind)

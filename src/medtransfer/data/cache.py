@@ -6,7 +6,9 @@ stored as ONE contiguous ``(N, S, S)`` uint8 array per (dataset, size) and opene
 ``np.load(mmap_mode="r")``: a later run maps it in milliseconds, and the training loop can
 copy it to the accelerator in one transfer.
 
-The key hashes the dataset key, the ordered file list with each file's size and mtime
+The stacks live in the user's cache folder (``resolve_cache_dir``), shared by every dataset: the key
+hashes the dataset key (its resolved CSV / folder / file, and a csv source's ``data.image_root``), the
+ordered file list with each file's path, size and mtime
 (or the pixels themselves for sources that ship arrays), the size and ``DECODE_VERSION``:
 any change to the files or to decoding gives a new key instead of stale pixels.
 A build writes to a temporary file in the same folder and renames it into place only when
@@ -29,7 +31,8 @@ from ..parallel import map_chunks
 from .images import DECODE_VERSION, decode_image, resize_stack
 from .records import LabelledImages
 
-FALLBACK_CACHE_DIR = Path("~/.cache/medtransfer/images")
+DEFAULT_CACHE_DIR = Path("~/.cache/medtransfer/images")
+CACHE_ENV = "MEDTRANSFER_CACHE"   # the image cache folder, for all datasets (data.cache_dir beats it)
 IN_PROCESS_MAX = 256  # below this many files, starting worker processes costs more than it saves
 
 
@@ -139,26 +142,36 @@ def _decode_into(tmp: Path, paths: list[Path], size: int, workers: int, progress
     del out
 
 
-def resolve_cache_dir(configured: str | None, data_root: Path) -> tuple[Path, str | None]:
-    """The folder for cache files and, when it is not the usual one, a note saying why.
+def resolve_cache_dir(configured: str | None, data_root: Path) -> Path:
+    """The folder for cache files.
 
-    ``data.cache_dir`` (absolute, or relative to the data root) must be writable. Unset, the
-    cache goes next to the data in ``<data_root>/.medtransfer-cache``, or, when the data root
-    is read-only (shared data), in ``~/.cache/medtransfer/images``.
+    ``data.cache_dir`` (absolute, or relative to the data root) must be writable. Unset, the cache goes to
+    the user's cache folder (:func:`user_cache_dir`), never into the data root: data is often shared or
+    read-only, and a cache beside it would be copied, synced or backed up with it. Every dataset shares
+    that folder safely because a cache file's key holds the dataset and each file's resolved path.
     """
     if configured:
         path = Path(configured).expanduser()
         path = path if path.is_absolute() else Path(data_root) / path
         if not _writable(path):
             raise DataError(f"data.cache_dir is not writable: {path}")
-        return path, None
-    preferred = Path(data_root) / ".medtransfer-cache"
-    if _writable(preferred):
-        return preferred, None
-    fallback = FALLBACK_CACHE_DIR.expanduser()
-    if not _writable(fallback):
-        raise DataError(f"no writable image cache folder: {preferred} and {fallback} are read-only; set data.cache_dir")
-    return fallback, f"data root {data_root} is read-only: image cache in {fallback}"
+        return path
+    path = user_cache_dir()
+    if not _writable(path):
+        raise DataError(f"the image cache folder {path} is not writable; set data.cache_dir (or $MEDTRANSFER_CACHE) "
+                        "to a writable folder")
+    return path
+
+
+def user_cache_dir() -> Path:
+    """``$MEDTRANSFER_CACHE``, else ``$XDG_CACHE_HOME/medtransfer/images``, else ``~/.cache/medtransfer/images``
+    (an XDG_CACHE_HOME that is not absolute is ignored, as the XDG spec says)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "medtransfer" / "images"
+    return DEFAULT_CACHE_DIR.expanduser()
 
 
 def _writable(folder: Path) -> bool:

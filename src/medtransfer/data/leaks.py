@@ -85,14 +85,14 @@ def patient_space(data: DataConfig) -> str | None:
     """The id space a config's patient ids live in, or None when they say nothing outside the dataset."""
     if data.source == "nih14":
         return "nih14 Patient ID"
-    if data.source == "csv" and data.patient_column:
-        return f"csv column {data.patient_column!r}"
+    if data.source == "csv" and data.patient_id_column:
+        return f"csv column {data.patient_id_column!r}"
     return None
 
 
 def thumbnails(src: LabelledImages, data: DataConfig, data_root: Path) -> np.ndarray:
     """The (N, 16, 16) uint8 content hashes of ``src``: its image cache at 16 px (built on first use)."""
-    cache_dir, _ = resolve_cache_dir(data.cache_dir, data_root)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     return cached_images(src, THUMB_SIZE, cache_dir, workers=data.workers, progress=len(src) > 1000)
 
 

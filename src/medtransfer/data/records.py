@@ -27,10 +27,12 @@ class LabelledImages:
     given_split: np.ndarray | None
     dataset_key: str
     notes: list[str] = field(default_factory=list)   # what the loader did that a run log should say
-    # csv source: every column of the kept rows as text (aligned with image_ids), and the folder relative
-    # file paths in them start from; other consumers (radiomics masks) read these, never the file again
+    # csv source: every column of the kept rows as text (aligned with image_ids), the folder relative
+    # file paths in them start from (data.image_root) and the CSV itself; other consumers (radiomics masks)
+    # read these, never the file again
     columns: dict[str, list[str]] = field(default_factory=dict)
     files_root: Path | None = None
+    csv_file: Path | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -249,3 +249,41 @@ def nested_subset(pool: np.ndarray, patient_ids, strata: np.ndarray, n: int | st
     if n > len(pool):
         raise DataError(f"train.n_train={n} is larger than the training pool ({len(pool)} images)")
     return np.sort(subset_order(pool, patient_ids, strata, seed, by)[:n])
+
+
+def fold_strata(targets: np.ndarray) -> np.ndarray:
+    """One stratum per row of one-vs-rest 0/1 ``targets`` (N, K), for stratified folds: the class (one
+    column: 0/1) or the row's rarest positive label (several columns; K for a row with none).
+
+    Stratifying a multi-label pool on its rarest label keeps every fold holding some of the rare findings,
+    which a fold's macro AUROC needs."""
+    targets = np.asarray(targets).reshape(len(targets), -1)
+    if targets.shape[1] == 1:
+        return targets[:, 0].astype(int)
+    order = np.argsort(targets.sum(0), kind="stable")   # rarest label first
+    out = np.full(len(targets), targets.shape[1], dtype=int)
+    for k in order[::-1]:                                # rarer labels overwrite commoner ones
+        out[targets[:, k] > 0] = k
+    return out
+
+
+def pool_folds(groups: np.ndarray, strata: np.ndarray, seed: int, k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patient-grouped, stratified folds over an N-pool, as (train positions, held-out positions) pairs.
+
+    ``k`` is capped by the patients of the rarest stratum, so each fold can hold a patient of every class;
+    [] when that leaves fewer than 2 (nothing to cross-validate). The CNN runs' cross-validated selection
+    and the radiomics baseline's C call this with the same pool, seed and k, so their folds are the same.
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups, strata = np.asarray(groups), np.asarray(strata)
+    patients = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
+    k = min(k, min(patients)) if len(patients) > 1 else 0
+    if k < 2:
+        return []
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "the least populated class has only N members": expected at small N
+        warnings.simplefilter("ignore", UserWarning)
+        return [(tr, te) for tr, te in cv.split(np.zeros(len(groups)), strata, groups)]

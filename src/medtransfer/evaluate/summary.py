@@ -71,3 +71,21 @@ def diff_ci(a, b, level: float = 0.95) -> MeanCI:
     dof = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return MeanCI(n, diff, se, diff - half, diff + half)
+
+
+def cv_corrected_ci(scores, folds: int, level: float = 0.95) -> MeanCI:
+    """Mean of cross-validation fold scores (any number of repeats x ``folds`` folds) with the corrected
+    resampled t-interval of Nadeau & Bengio (2003): the variance of the mean is ``sd^2 x (1/J + 1/(K-1))``
+    for J scores from K-fold CV, not ``sd^2 / J``. Fold scores share most of their training images, so they
+    are correlated and the plain t-interval over them is too narrow; ``sd`` holds the corrected standard error.
+    Paired differences of two recipes on the same folds are scores too. NaN interval with under 2 scores."""
+    x = _finite(scores)
+    n = len(x)
+    if n == 0:
+        return MeanCI(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n == 1 or folds < 2:
+        return MeanCI(n, mean, math.nan, math.nan, math.nan)
+    se = float(x.std(ddof=1) * math.sqrt(1.0 / n + 1.0 / (folds - 1)))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return MeanCI(n, mean, se, mean - half, mean + half)

@@ -45,6 +45,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ..data.splits import fold_strata, pool_folds
 from ..errors import DataError
 from ..evaluate import macro_auroc, one_vs_rest_targets
 from ..kinds import TaskKind, auroc_name
@@ -67,6 +68,9 @@ class RadiomicsBaseline:
     kept_features: list[str]                 # after dropping empty / constant ones
     notes: list[str] = field(default_factory=list)
     chosen_on: dict = field(default_factory=dict)   # what C was chosen on: image / patient counts, folds
+    fold_auroc: list[float] | None = None    # pool CV: each fold's macro AUROC at the chosen C (NaN: undefined)
+    oof_scores: np.ndarray | None = None     # pool CV: out-of-fold scores at the chosen C, rows as train then val
+    refit_on_pool: bool = False              # fitted on train + val rows (cross-validated selection), not train
 
     def predict_scores(self, X) -> np.ndarray:
         with _quiet():
@@ -87,6 +91,9 @@ class BaselineOptions:
     seed: int = 0
     n_outputs: int | None = None             # multiclass: the class count (None: the largest index seen + 1)
     label_names: list[str] | None = None     # name the outputs in notes
+    cv_folds: int = 5                        # pool_cv: folds (train.cv_folds, so the CNN runs' folds are the same)
+    refit_on_pool: bool = False              # pool_cv: fit the chosen C on train + val rows (the whole N-pool),
+    #                                          as a cross-validated CNN run trains on its whole pool (runs.cv)
 
 
 def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: TaskKind, rcfg, **options):
@@ -99,7 +106,7 @@ def fit_radiomics_baseline(X_train, y_train, X_val, y_val, task_kind: TaskKind, 
     """
     opts = BaselineOptions(**options)
     with _quiet():
-        return _fit(_inputs(X_train, y_train, X_val, y_val, task_kind, opts), task_kind, rcfg, opts.seed)
+        return _fit(_inputs(X_train, y_train, X_val, y_val, task_kind, opts), task_kind, rcfg, opts)
 
 
 @dataclass(frozen=True)
@@ -133,44 +140,62 @@ def _inputs(X_train, y_train, X_val, y_val, task_kind: TaskKind, opts: BaselineO
     return _Inputs(names, Xtr, Xva, Ytr, Yva, y_val, gtr, gva, labels)
 
 
-def _fit(data: _Inputs, task_kind: TaskKind, rcfg, seed: int):
-    grid = sorted(float(c) for c in rcfg.c_grid)
+def _fit(data: _Inputs, task_kind: TaskKind, rcfg, opts: BaselineOptions):
+    seed, grid = opts.seed, sorted(float(c) for c in rcfg.c_grid)
     selection, why = _selection(rcfg.selection, data.Ytr, data.Yva, len(np.unique(np.concatenate([data.gtr, data.gva]))),
                                 data.labels)
     notes: list[str] = []
-    prep = _fit_preprocess(data.Xtr)
     chosen_on = {"train_images": len(data.Xtr), "val_images": len(data.Xva),
                  "patients": int(len(np.unique(np.concatenate([data.gtr, data.gva])))), "folds": None}
+    X_pool, Y_pool = np.vstack([data.Xtr, data.Xva]), np.vstack([data.Ytr, data.Yva])
+    per_fold: dict[float, tuple[list[float], np.ndarray]] = {}
     if selection in ("grouped_cv", "pool_cv"):
-        X_pool, Y_pool = np.vstack([data.Xtr, data.Xva]), np.vstack([data.Ytr, data.Yva])
-        make_folds = pool_folds if selection == "pool_cv" else grouped_folds
-        folds = make_folds(np.concatenate([data.gtr, data.gva]), _strata(Y_pool), seed)
-        scores = {c: _cv_score(X_pool, Y_pool, folds, c, task_kind, rcfg, seed) if folds else None for c in grid}
+        groups = np.concatenate([data.gtr, data.gva])
+        folds = (pool_folds(groups, fold_strata(Y_pool), seed, opts.cv_folds) if selection == "pool_cv"
+                 else grouped_folds(groups, fold_strata(Y_pool), seed))
+        per_fold = {c: _cv_scores(X_pool, Y_pool, folds, c, task_kind, rcfg, seed) for c in grid} if folds else {}
+        scores = {c: _mean_or_none(per_fold[c][0]) if folds else None for c in grid}
         pool = "the N-pool (training subset + its validation share)" if selection == "pool_cv" else "train+val"
         where = (f"{len(folds)}-fold patient-grouped CV on {pool} ({len(X_pool)} images)" if folds else
                  f"no CV on {pool} ({len(X_pool)} images): fewer than 2 patients of the rarer class")
         chosen_on["folds"] = len(folds)
     else:
-        Ztr, Zva = prep.transform(data.Xtr), prep.transform(data.Xva)
-        scores = {}
-        for c in grid:
-            models, _ = _fit_columns(Ztr, data.Ytr, c, rcfg, seed)
-            scores[c] = _auroc(data.y_val, _predict(None, models, Zva, task_kind), task_kind)
+        scores = _val_scores(data, grid, task_kind, rcfg, seed)
         where = f"validation {auroc_name(task_kind)} ({len(data.Xva)} images)"
     chosen = _best_c(scores)
     if all(v is None for v in scores.values()):
         notes.append(f"{auroc_name(task_kind)} undefined for every C ({where}): C={chosen:g} taken by default")
-
-    models, fit_notes = _fit_columns(prep.transform(data.Xtr), data.Ytr, chosen, rcfg, seed, data.labels)
+    refit = bool(opts.refit_on_pool and per_fold and selection == "pool_cv")
+    X_fit, Y_fit = (X_pool, Y_pool) if refit else (data.Xtr, data.Ytr)
+    prep = _fit_preprocess(X_fit)
+    models, fit_notes = _fit_columns(prep.transform(X_fit), Y_fit, chosen, rcfg, seed, data.labels)
     notes.extend(fit_notes)
     names = data.names
     kept = list(prep.get_feature_names_out(names))
     if len(kept) < len(names):
         notes.append(f"{len(names) - len(kept)} of {len(names)} features dropped (empty or constant in training)")
     shown = ", ".join(f"{c:g}: {'n/a' if s is None else f'{s:.3f}'}" for c, s in scores.items())
-    note = f"C={chosen:g} chosen by {where}{why}; per C: {shown}"
-    model = RadiomicsBaseline(prep, models, task_kind, chosen, selection, scores, names, kept, notes, chosen_on)
+    note = f"C={chosen:g} chosen by {where}{why}; per C: {shown}" + ("; fitted on the whole pool" if refit else "")
+    fold_auroc, oof = per_fold.get(chosen, (None, None))
+    model = RadiomicsBaseline(prep, models, task_kind, chosen, selection, scores, names, kept, notes, chosen_on,
+                              fold_auroc, oof, refit)
     return model, chosen, note
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _val_scores(data: _Inputs, grid: list[float], task_kind: TaskKind, rcfg, seed: int) -> dict[float, float | None]:
+    """C -> validation macro AUROC of the baseline fitted on the training rows."""
+    prep = _fit_preprocess(data.Xtr)
+    Ztr, Zva = prep.transform(data.Xtr), prep.transform(data.Xva)
+    scores = {}
+    for c in grid:
+        models, _ = _fit_columns(Ztr, data.Ytr, c, rcfg, seed)
+        scores[c] = _auroc(data.y_val, _predict(None, models, Zva, task_kind), task_kind)
+    return scores
 
 
 @contextlib.contextmanager
@@ -195,19 +220,6 @@ def grouped_folds(groups: np.ndarray, strata: np.ndarray, seed: int) -> list[tup
         return [(tr, te) for tr, te in cv.split(np.zeros(len(groups)), strata, groups)]
 
 
-def pool_folds(groups: np.ndarray, strata: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``pool_cv``'s folds: patient-grouped, stratified, k = min(CV_FOLDS, patients of the rarer stratum), so
-    every fold can hold a patient of each class; [] when that is under 2 (nothing to cross-validate)."""
-    patients = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
-    k = min(CV_FOLDS, min(patients)) if len(patients) > 1 else 0
-    if k < 2:
-        return []
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # "the least populated class has only N members": expected at small N
-        warnings.simplefilter("ignore", UserWarning)
-        return [(tr, te) for tr, te in cv.split(np.zeros(len(groups)), strata, groups)]
-
-
 def _selection(mode: str, Ytr: np.ndarray, Yva: np.ndarray, n_patients: int, labels: list[str]) -> tuple[str, str]:
     if mode != "auto":
         return mode, f" (radiomics.selection={mode})"
@@ -226,27 +238,17 @@ def _minority(y: np.ndarray) -> int:
     return min(pos, len(y) - pos)
 
 
-def _strata(Y: np.ndarray) -> np.ndarray:
-    """One stratum per row: its rarest positive label (multi-label), its class, or 'none'."""
-    if Y.shape[1] == 1:
-        return Y[:, 0].astype(int)
-    order = np.argsort(Y.sum(0), kind="stable")   # rarest label first
-    out = np.full(len(Y), Y.shape[1], dtype=int)
-    for k in order[::-1]:                          # rarer labels overwrite commoner ones
-        out[Y[:, k] > 0] = k
-    return out
-
-
-def _cv_score(X, Y, folds, c, task_kind, rcfg, seed) -> float | None:
-    values = []
+def _cv_scores(X, Y, folds, c, task_kind, rcfg, seed) -> tuple[list[float], np.ndarray]:
+    """Each fold's macro AUROC (NaN where undefined) and the out-of-fold scores, for one C."""
+    values, oof = [], np.zeros((len(X), Y.shape[1]), dtype=float)
     for tr, te in folds:
         prep = _fit_preprocess(X[tr])
         models, _ = _fit_columns(prep.transform(X[tr]), Y[tr], c, rcfg, seed)
         scores = _predict(prep, models, X[te], task_kind)
+        oof[te] = scores
         value = _auroc(_as_labels(Y[te], task_kind), scores, task_kind)
-        if value is not None:
-            values.append(value)
-    return float(np.mean(values)) if values else None
+        values.append(math.nan if value is None else value)
+    return values, oof
 
 
 def _as_labels(Y: np.ndarray, task_kind: TaskKind) -> np.ndarray:

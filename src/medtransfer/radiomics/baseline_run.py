@@ -17,6 +17,7 @@ failed.json instead when the run fails.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, resolve_data_root
-from ..data import PreparedData, proportional_val, strata_matrix
+from ..data import PreparedData
 from ..errors import DataError
-from ..kinds import RunMethod
+from ..kinds import RunMethod, SelectionKind
 from ..run_folder import RunFolder, RunMetrics
+from ..runs.cv import SelectionPlan, plan_selection, validation_share
 from ..runs.data_split import prepare_run_data
 from ..runs.folder_protocol import Log, recorded_run
 from ..runs.scoring import SplitScores, score_run
@@ -67,6 +69,8 @@ class _Fitted:
     train_rows: np.ndarray
     n_patients: int
     selection_val_ids: list[str]     # the validation images C was chosen on (pool_cv: the N-pool's share)
+    pool_rows: np.ndarray            # dataset indices of the pool C was chosen on: training rows, then validation
+    plan: SelectionPlan              # the CNN runs' selection at this data, N and seed (runs.cv)
 
 
 def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: Log, progress: bool, started: float,
@@ -82,14 +86,15 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: L
     frames, missing = _frames_by_split(features, table.failed, data, idx, log)
     fitted = _fit(cfg, data, idx, frames, log)
     model = fitted.model
-    scored = score_run(folder, data, cfg.task.kind,
-                       SplitScores(idx["val"], model.predict_scores(frames["val"])),
+    val = (SplitScores(idx["val"], model.predict_scores(frames["val"])) if not model.refit_on_pool else
+           SplitScores(fitted.pool_rows, model.oof_scores))    # fitted on every pool row: its out-of-fold scores
+    scored = score_run(folder, data, cfg.task.kind, val,
                        SplitScores(idx["test"], model.predict_scores(frames["test"]), folder.predictions_path), log)
     model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
     return RunMetrics(
         task_kind=cfg.task.kind, label_names=data.label_names, val=scored.val, test=scored.test,
-        n_train_images=int(len(fitted.train_rows)), n_train_patients=fitted.n_patients,
-        n_val_images=int(len(idx["val"])), n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
+        n_train_images=int(len(fitted.pool_rows if model.refit_on_pool else fitted.train_rows)),
+        n_train_patients=fitted.n_patients, n_val_images=int(len(val.rows)), n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
         stopped_reason="radiomics baseline: no epochs", seconds=round(time.time() - started, 2), device="cpu",
         method=RunMethod.RADIOMICS, details=_details(cfg, fitted, features, missing, getattr(table, "settings", None)))
 
@@ -123,14 +128,20 @@ def _fit(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], frames:
         f"val {len(idx['val'])}, test {len(idx['test'])} images")
     val_pos = _selection_val(cfg, data, idx, frames["val"], log)
     val_rows = idx["val"][val_pos]
+    plan = plan_selection(cfg, data, idx)
     model, chosen_c, note = fit_radiomics_baseline(
         frames["train"][keep], data.labels[train_rows], frames["val"].iloc[val_pos], data.labels[val_rows],
         cfg.task.kind, cfg.radiomics, groups_train=data.patient_ids[train_rows], groups_val=data.patient_ids[val_rows],
-        seed=cfg.train.seed, n_outputs=len(data.label_names), label_names=data.label_names)
+        seed=cfg.train.seed, n_outputs=len(data.label_names), label_names=data.label_names,
+        cv_folds=cfg.train.cv_folds, refit_on_pool=plan.kind is SelectionKind.CV)
     log(note)
     for line in model.notes:
         log(line)
-    return _Fitted(model, chosen_c, note, train_rows, n_patients, [str(data.image_ids[i]) for i in val_rows])
+    pool_rows = np.concatenate([train_rows, val_rows])
+    if model.refit_on_pool:
+        n_patients = int(len(np.unique(data.patient_ids[pool_rows])))
+    return _Fitted(model, chosen_c, note, train_rows, n_patients, [str(data.image_ids[i]) for i in val_rows],
+                   pool_rows, plan)
 
 
 def _selection_val(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], val_frame: pd.DataFrame,
@@ -141,12 +152,7 @@ def _selection_val(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray
     selections: the validation split as the run has it."""
     if cfg.radiomics.selection != "pool_cv":
         return np.arange(len(idx["val"]))
-    share = idx["val"]
-    if cfg.data.val_size != "proportional":    # already the share when the run validates on it
-        notes: list[str] = []
-        share = proportional_val(idx["val"], len(idx["train"]), data.patient_ids,
-                                 strata_matrix(data.labels, cfg.task.kind), cfg.data.split_fractions,
-                                 cfg.train.seed, notes, cfg.data.subset_by)
+    share = validation_share(cfg, data, idx)
     in_share = np.isin(idx["val"], share) & val_frame.notna().any(axis=1).to_numpy()
     log(f"radiomics C: chosen inside the N-pool: {len(idx['train'])} training + {int(in_share.sum())} of "
         f"{len(idx['val'])} validation images (the proportional share with features)")
@@ -180,4 +186,18 @@ def _details(cfg: RunConfig, fitted: _Fitted, features: pd.DataFrame, missing: d
         "images_without_features": {split: len(ids) for split, ids in missing.items()},
         "feature_settings": settings,
         "notes": model.notes,
+        "selected_by": _selection_record(fitted),
     }
+
+
+def _selection_record(fitted: _Fitted) -> dict[str, Any]:
+    """metrics.json's ``selected_by``, as a CNN run's (runs.cv): cv with the chosen C's fold AUROCs where the
+    baseline was refitted on the pool, else holdout with the CNN runs' reason."""
+    model, plan = fitted.model, fitted.plan
+    if not model.refit_on_pool:
+        return {"kind": SelectionKind.HOLDOUT.value, "reason": plan.reason}
+    folds = [None if not math.isfinite(v) else round(float(v), 6) for v in model.fold_auroc]
+    finite = [v for v in folds if v is not None]
+    return {"kind": SelectionKind.CV.value, "reason": plan.reason, "folds": len(folds),
+            "pool_images": int(len(fitted.pool_rows)), "pool_patients": fitted.n_patients, "fold_auroc": folds,
+            "cv_auroc_mean": round(float(np.mean(finite)), 6) if finite else None}

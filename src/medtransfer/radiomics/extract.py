@@ -67,9 +67,7 @@ def extract_features(data: DataConfig, task: TaskConfig, rcfg: RadiomicsConfig, 
         "decode_version": DECODE_VERSION,
         "features_version": features.FEATURES_VERSION,
     }
-    cache_dir, cache_note = resolve_cache_dir(data.cache_dir, data_root)
-    if cache_note:
-        log(cache_note)
+    cache_dir = resolve_cache_dir(data.cache_dir, data_root)
     fcache = FeatureCache(cache_dir / "radiomics", src.dataset_key, settings)
     prints = fingerprints(src, masks)
     rows = fcache.lookup(src.image_ids, prints)
@@ -169,7 +167,8 @@ def image_shape(path: Path) -> tuple[int, int]:
 
 
 def mask_paths(src: LabelledImages, data: DataConfig, rcfg: RadiomicsConfig, data_root: Path) -> list[Path] | None:
-    """Per-image mask files from ``radiomics.mask_column`` of a csv source (paths as for images)."""
+    """Per-image mask files from ``radiomics.mask_column`` of a csv source (paths as for images: relative ones
+    start at ``data.image_root``, else the CSV's folder)."""
     if rcfg.mask_column is None:
         return None
     if data.source != "csv":
@@ -183,7 +182,7 @@ def mask_paths(src: LabelledImages, data: DataConfig, rcfg: RadiomicsConfig, dat
         raise DataError(f"{data.path}: column {rcfg.mask_column!r} (radiomics.mask_column) is empty in {empty} row(s)")
     paths = [Path(p) if Path(p).is_absolute() else src.files_root / p for p in values]
     # as for images: a shared CSV must not read files outside the dataset (the same check, the same opt-out)
-    check_inside_root(values, paths, src.files_root / (data.csv_file or Path(str(data.path)).name), data, data_root, [],
+    check_inside_root(values, paths, src.csv_file, data, data_root, [],
                       column=f"{rcfg.mask_column!r} (radiomics.mask_column)")
     return paths
 

@@ -15,15 +15,19 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import learning_curve as lc
+from ..evaluate.equivalence import DEFAULT_MARGIN
 from ..kinds import RunRole, RunStatus, TaskKind
+from .claims import check_claims, measured_crossovers, recipe_spreads
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
-from .selection import Choice, choose, noise_line, within_names
+from .selection import Choice, choose, noise_line, selection_at, within_names
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes)
 
-SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds; test AUROC is read only for the numbers "
-             "reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
+SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where the validation split is too small "
+             "to select on, fewer than 50 images or 10 of a class, on the mean fold AUROC of a patient-grouped "
+             "cross-validation over the N-pool instead: best_recipe_per_n's selection says which); test AUROC is "
+             "read only for the numbers reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
              "1 SE of the best's mean validation AUROC: radiomics + LR < frozen < gradual < full, then fewer "
              "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
              "within_noise lists the recipes whose paired validation difference to the best contains 0.")
@@ -164,13 +168,100 @@ def _best_rows(panel: pd.DataFrame, intervals: Intervals) -> list[dict]:
             continue
         choice = choose(ranked, intervals)
         r = ranked.loc[choice.pick] if choice is not None else ranked.iloc[0]
-        out.append({"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
+        baseline = _versus_baseline(ranked, r.name, intervals)
+        out.append({**usefulness(r, baseline),"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
                     "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
                     "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"),
-                    **_selection_fields(choice, ranked)})
+                    **selection_at(intervals.runs, ranked), **_selection_fields(choice, ranked)})
     return out
+
+
+CHANCE = 0.5
+
+
+def _versus_baseline(ranked: pd.DataFrame, pick, intervals: Intervals) -> dict | None:
+    """The named recipe minus the radiomics baseline at the same N, paired on the test split (None: no baseline
+    here, or the pick is the baseline)."""
+    base = [i for i in ranked.index if ranked.loc[i, "method"] == RADIOMICS and ranked.loc[i, "n_seeds"] > 0]
+    if not base or pick == base[0]:
+        return None
+    d = intervals.difference(pick, base[0])
+    return {"baseline": RADIOMICS_LABEL, "baseline_auroc": _num(ranked.loc[base[0], "test_auroc_mean"]),
+            **_difference(d)}
+
+
+def usefulness(row: pd.Series, baseline: dict | None) -> dict:
+    """Whether the named recipe is worth using at all: above chance (its test CI above 0.5) and above the simple
+    baseline on the same split (the paired difference's CI above 0). ``usable`` is False when either is not
+    shown, and ``why_not`` says which, in words a reader acts on."""
+    low = row["test_auroc_ci_low"]
+    chance = None if pd.isna(low) else bool(low > CHANCE)
+    beats = None if baseline is None or baseline.get("low") is None else bool(baseline["low"] > 0)
+    why = []
+    if chance is False:
+        why.append("no better than chance (its test 95% CI contains 0.5)")
+    elif chance is None:
+        why.append("no test interval, so not shown better than chance")
+    if beats is False:
+        why.append(f"not shown better than {baseline['baseline']} on the same split")
+    return {"beats_chance": chance, "versus_baseline": baseline, "beats_baseline": beats,
+            "usable": not why, "why_not": "; ".join(why) or None}
+
+
+def _at(r: dict) -> str:
+    patients = f", {r['n_patients']:,} patients" if isinstance(r.get("n_patients"), int) else ""
+    n = f"{r['N']:,}" if isinstance(r.get("N"), int) else str(r.get("n_train"))
+    return f"N = {n}{patients}"
+
+
+def _auroc_ci(r: dict) -> str:
+    if r.get("test_auroc") is None:
+        return "no test AUROC"
+    ci = "" if r.get("ci_low") is None else f" (95% CI {r['ci_low']:.3f} to {r['ci_high']:.3f})"
+    return f"test AUROC {r['test_auroc']:.3f}{ci}"
+
+
+def _verdict_line(r: dict) -> str:
+    """One N of the verdict: what to use there and the evidence, or why nothing is recommended."""
+    how = "cross-validation" if r.get("selection") == "cv" else "validation"
+    if not r.get("usable"):
+        return (f"{_at(r)}: nothing to recommend. The best recipe by {how}, {r['recipe']}, has {_auroc_ci(r)}: "
+                f"{r['why_not']}.")
+    base = r.get("versus_baseline")
+    vs = "" if not base else (f", {base['estimate']:+.3f} over {base['baseline']} (95% CI {base['low']:+.3f} to "
+                              f"{base['high']:+.3f})")
+    noise = r.get("within_noise") or []
+    tie = "" if len(noise) <= 1 else f"; {r['within_noise_line']} in {how}, so any of them will do about as well"
+    return f"{_at(r)}: use {r['recipe']}, {_auroc_ci(r)}{vs}{tie}."
+
+
+def build_verdict(panels_out: list[dict]) -> dict:
+    """answer.json's ``verdict``: a headline a reader can act on, then one line per panel and N."""
+    rows = [(p, r) for p in panels_out for r in p["best_recipe_per_n"]]
+    lines = [(f"{p['task']} / {p['arch']}: " if len(panels_out) > 1 else "") + _verdict_line(r) for p, r in rows]
+    usable = [r for _, r in rows if r.get("usable")]
+    if not rows:
+        headline, level = "No finished runs yet: nothing to conclude.", "warn"
+    elif not usable:
+        chance = all(r.get("beats_chance") is not True for _, r in rows)
+        headline = ("Nothing here is shown better than chance: no recipe is recommended at any N studied." if chance
+                    else "No recipe is shown better than the simple baseline on the same test split at any N "
+                         "studied: no CNN recipe is recommended.")
+        level = "warn"
+    elif len(usable) == len(rows):
+        headline, level = "A recipe is recommended at every N studied (lines below).", "ok"
+    else:
+        first = min((r["N"] for r in usable if isinstance(r.get("N"), int)), default=None)
+        headline = (f"A recipe is recommended only at some N (from N = {first:,} on, where it is shown better than "
+                    "chance and the baseline); below, nothing is." if first else "A recipe is recommended only at "
+                    "some N studied.")
+        level = "mixed"
+    tied = [r for _, r in rows if r.get("within_noise") and len(r["within_noise"]) > 1]
+    if rows and len(tied) == len(rows):
+        headline += " At every N several recipes are within noise of the best: the named one is the cheapest of them."
+    return {"headline": headline, "level": level, "lines": lines}
 
 
 def _gain_rows(gain: pd.DataFrame, task, arch) -> list[dict]:
@@ -257,9 +348,15 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
             "crossover_vs_radiomics": {"measured": _measured_crossover(versus, task, arch),
                                        "from_learning_curves": fitted_crossover},
         })
+    verdict = build_verdict(panels_out)
+    margins = [b.get("margin") for b in versus if b.get("margin") is not None]
+    claims = check_claims(gain, measured_crossovers(panels_out), recipe_spreads(summary, intervals),
+                          margins[0] if margins else DEFAULT_MARGIN)
     return {
         "study": name,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "verdict": verdict,
+        "claims": [c.to_json() for c in claims],
         "methods": {"selection": SELECTION, "uncertainty": UNCERTAINTY_METHOD, "learning_curve": lc.METHOD},
         "skipped": skipped_items(runs, sites),
         "few_seeds": few_seed_items(summary),

@@ -39,16 +39,31 @@ def _patients(row: dict) -> str:
     return "" if p is None or p == row["N"] else f" ({p:,} patients)"
 
 
+def _lead(where: str) -> str:
+    """'task — arch: ' before a key result where the study has several panels; nothing when it has one."""
+    return f"{where}: " if where else ""
+
+
+def _why(reason: str) -> str:
+    """A skip or failure reason as one short phrase, the whole message (and its fix) folded in a details block."""
+    text = str(reason or "no reason recorded")
+    head = text.split(": ", 1)[0] if len(text) > 90 else text
+    head = head if len(head) <= 90 else head[:89] + "…"
+    if head == text:
+        return esc(text)
+    return f"{esc(head)} <details><summary>why, and the fix</summary><small>{esc(text)}</small></details>"
+
+
 def _skipped(answer: dict) -> list[str]:
     items = []
     for s in answer["skipped"]:
         verb = "skipped" if s["status"] == "skipped" else "failed"
         if s.get("has_results"):
-            items.append(f"<li class='missing'><b>Partly missing: {esc(s['init'])}</b> — {s['runs']} run(s) {verb}: "
-                         f"{esc(s['reason'])}. Its results below use the runs that finished.</li>")
+            items.append(f"<li class='missing'><b>Partly missing: {esc(s['init'])}</b> — {s['runs']} run(s) {verb}; "
+                         f"its results below use the runs that finished: {_why(s['reason'])}</li>")
         else:
             items.append(f"<li class='missing'><b>Not in this answer: {esc(s['init'])}</b> — {s['runs']} run(s) "
-                         f"{verb}: {esc(s['reason'])}. Every best recipe and gain below is chosen among what ran.</li>")
+                         f"{verb}, so every result below is among what ran: {_why(s['reason'])}</li>")
     if answer["few_seeds"]:
         items.append(_few_seeds(answer["few_seeds"]))
     return items
@@ -80,16 +95,24 @@ def _seed_note(row: dict) -> str:
 def _best(panel: dict, where: str) -> list[str]:
     rows = panel["best_recipe_per_n"]
     ends = (rows[0], rows[-1]) if len(rows) > 1 else tuple(rows)
-    return [f"<li><b>{where}, N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> (chosen on validation), "
+    return [f"<li><b>{where + ', ' if where else ''}N = {_n(r['N'])}{_patients(r)}</b>: best recipe <b>{esc(r['recipe'])}</b> ({_chosen_by(r)}), "
             f"{esc(panel['metric'])} {_auroc(r['test_auroc'])} ({_ci(r['ci_low'], r['ci_high'])}, {r['n_seeds']} "
             f"seed{'s' if r['n_seeds'] != 1 else ''}{_seed_note(r)}){_noise(r)}.</li>" for r in ends]
+
+
+def _chosen_by(row: dict) -> str:
+    """How the named recipe was chosen: on validation, or by the folds of a cross-validation (and how many)."""
+    if row.get("selection") == "cv":
+        return f"chosen by {row.get('cv_folds') or 'k'}-fold patient-grouped cross-validation over the N-pool"
+    return "chosen on validation" if row.get("selection") != "mixed" else esc(row.get("selection_note", ""))
 
 
 def _noise(row: dict) -> str:
     """'; 7 of 7 recipes within noise of the best (named by the one-standard-error rule)' where the choice
     was measured: a reader must not take the named recipe for a clear winner."""
     line = row.get("within_noise_line")
-    return "" if not line else f"; {esc(line)} on validation (named by the one-standard-error rule)"
+    where = "in cross-validation" if row.get("selection") == "cv" else "on validation"
+    return "" if not line else f"; {esc(line)} {where} (named by the one-standard-error rule)"
 
 
 def _gains(panel: dict, where: str) -> list[str]:
@@ -106,7 +129,7 @@ def _gains(panel: dict, where: str) -> list[str]:
                      if r["within_noise"] else "")
             gain = NOT_SHOWN if r["gain"] is None else f"{r['gain']:+.3f}"
             parts.append(f"{gain} at N = {_n(r['N'])} ({_signed_ci(r['ci_low'], r['ci_high'])}{noise})")
-        items.append(f"<li>{where}: <b>{esc(init)}</b> over <b>{esc(versus)}</b>: " + "; ".join(parts) + ".</li>")
+        items.append(f"<li>{_lead(where)}<b>{esc(init)}</b> over <b>{esc(versus)}</b>: " + "; ".join(parts) + ".</li>")
     return items
 
 
@@ -139,7 +162,7 @@ def _crossover(panel: dict, where: str) -> list[str]:
         margin = c.get("equivalence_margin")
         within = "" if margin is None else f" (within ±{margin:g} AUROC, two one-sided tests)"
         holm = "; Holm-adjusted over the initialisations at each N" if c.get("holm_adjusted") else ""
-        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}{holm}): "
+        items.append(f"<li>{_lead(where)}<b>{esc(c['init'])}</b> vs radiomics on the studied N ({esc(c['method'] or 'no test')}{holm}): "
                      f"comparable or better{within} {_measured(c, 'comparable')}; significantly better "
                      f"{_measured(c, 'outperforms')}.</li>")
     for c in panel["crossover_vs_radiomics"]["from_learning_curves"]:
@@ -160,7 +183,7 @@ def _crossover(panel: dict, where: str) -> list[str]:
             beat = f"beating it: {esc(c['beat_note'] or NOT_SHOWN)}"
         side = c.get("radiomics_side")
         against = "" if not side or side == "its learning curve" else f" (radiomics: {esc(side)})"
-        items.append(f"<li>{where}: <b>{esc(c['init'])}</b> (learning-curve fit{against}) {match}; {beat}.</li>")
+        items.append(f"<li>{_lead(where)}<b>{esc(c['init'])}</b> (learning-curve fit{against}) {match}; {beat}.</li>")
     return items
 
 
@@ -169,7 +192,7 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
     for init in panel["inits"]:
         curve = init["learning_curve"]
         if not curve.get("fitted"):
-            items.append(f"<li>{where}: <b>{esc(init['init'])}</b>: no learning-curve extrapolation "
+            items.append(f"<li>{_lead(where)}<b>{esc(init['init'])}</b>: no learning-curve extrapolation "
                          f"({esc(curve.get('refused', 'not fitted'))}).</li>")
             continue
         sizes = [r["N"] for r in init["per_n"]]
@@ -208,14 +231,15 @@ def _curves(panel: dict, where: str, targets: list[float]) -> list[str]:
                          f"(error {hold['error']:+.3f}{verdict})")
         elif hold.get("refused"):
             parts.append(f"no held-out check ({esc(hold['refused'])})")
-        items.append(f"<li>{where}: <b>{esc(init['init'])}</b>: " + "; ".join(parts) + ".</li>")
+        items.append(f"<li>{_lead(where)}<b>{esc(init['init'])}</b>: " + "; ".join(parts) + ".</li>")
     return items
 
 
 def key_results_html(answer: dict) -> str:
     items = _skipped(answer)
+    single = len(answer["panels"]) == 1
     for panel in answer["panels"]:
-        where = panel_title(panel["task"], panel["arch"])
+        where = "" if single else panel_title(panel["task"], panel["arch"])
         items += _best(panel, where) + _gains(panel, where) + _crossover(panel, where)
         items += _curves(panel, where, answer["targets"])
     if not items:
@@ -225,3 +249,35 @@ def key_results_html(answer: dict) -> str:
             "in the tables below.</p><ul>" + "".join(items) + "</ul>"
             f"<p class='method'><small>{html.escape(methods['selection'])} {html.escape(methods['uncertainty'])} "
             f"{html.escape(methods['learning_curve'])}</small></p>")
+
+
+VERDICT_STYLE = {"supported": "good", "contradicted": "bad", "within noise": "noise", "not tested here": "untested"}
+
+
+def verdict_html(answer: dict) -> str:
+    """The verdict first (answer.json ``verdict``): a headline, then one line per N; red when nothing is usable."""
+    verdict = answer.get("verdict")
+    if not verdict:
+        return ""
+    warn = " warn" if verdict.get("level") == "warn" else ""
+    lines = "".join(f"<li>{esc(line)}</li>" for line in verdict.get("lines", []))
+    return (f"<div class='verdict-box{warn}'><p><b>Verdict.</b> {esc(verdict['headline'])}</p>"
+            f"<ul>{lines}</ul></div>")
+
+
+def claims_html(answer: dict) -> str:
+    """The seed paper's claims with this study's verdicts (answer.json ``claims``), as a table."""
+    claims = answer.get("claims") or []
+    if not claims:
+        return ""
+    rows = "".join(f"<tr><td>{esc(c['claim'])}</td><td class='verdict {VERDICT_STYLE.get(c['verdict'], '')}'>"
+                   f"<b>{esc(c['verdict'])}</b></td><td><small>{esc(c['evidence'])}</small></td></tr>"
+                   for c in claims)
+    return ("<h2>The paper's claims, checked on this study</h2>"
+            "<p><small>Romero et al. (Med Phys 2020) on NIH ChestX-ray14. <i>supported</i> / <i>contradicted</i>: "
+            "shown by this study's paired test-set differences (Holm-adjusted over the N a claim covers; 'about "
+            "equal' by two one-sided tests within the equivalence margin); <i>within noise</i>: measured but not "
+            "shown either way; <i>not tested here</i>: this study has no runs that answer it. About this study's "
+            "data and N, not a re-judgement of the paper.</small></p>"
+            f"<table class='claims'><thead><tr><th>claim</th><th>verdict</th><th>this study's numbers (95% CI)"
+            f"</th></tr></thead><tbody>{rows}</tbody></table>")

@@ -54,6 +54,8 @@ def val_draws(study_dir: Path | None, runs: pd.DataFrame) -> dict[str, RunDraws]
     if study_dir is None:
         return out
     done = runs[(runs["status"] == RunStatus.DONE) & runs["run_dir"].notna()]
+    if "selection" in done:   # a cross-validated run's are out-of-fold scores: its folds are compared instead
+        done = done[done["selection"] != "cv"]
     for run_id, run_dir, kind in zip(done["run_id"], done["run_dir"], done["task_kind"]):
         got = _from_predictions(RunFolder(Path(study_dir) / str(run_dir)).val_predictions_path, kind)
         if got is not None and len(got.values):

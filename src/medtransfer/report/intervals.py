@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.equivalence import TOST_LEVEL, bootstrap_p_value
-from ..evaluate.summary import diff_ci, mean_ci
+from ..evaluate.summary import cv_corrected_ci, diff_ci, mean_ci
 from ..evaluate.uncertainty import (NOT_COVERED, SeedSpread, combined_draws, paired_difference_draws,
                                     seed_account)
 from .tables import runs_behind
@@ -40,6 +40,8 @@ METHOD = ("95% CI: two-level bootstrap of 1,000 patient resamples of the test se
 VAL_BOOTSTRAP = "seed-paired bootstrap over the validation predictions"
 VAL_SEEDS = "paired t over the seeds' validation AUROCs"
 NO_INTERVAL = "no interval (one shared seed, no validation predictions)"
+VAL_FOLDS = ("fold-paired t over the seeds' cross-validation folds (Nadeau-Bengio corrected: fold scores share "
+             "training images)")
 
 
 class Difference(NamedTuple):
@@ -194,6 +196,16 @@ class Intervals:
             return None
         return np.stack([d.values for d in got_a]), np.stack([d.values for d in got_b])
 
+    @staticmethod
+    def _folds(runs: pd.DataFrame) -> np.ndarray | None:
+        """(S, K) fold AUROCs of cross-validated runs (runs.cv), or None unless every run has K of them."""
+        if "cv_fold_auroc" not in runs or runs.empty:
+            return None
+        got = [f for f in runs["cv_fold_auroc"]]
+        if any(not isinstance(f, list) or not f for f in got) or len({len(f) for f in got}) != 1:
+            return None
+        return np.array([[np.nan if v is None else v for v in f] for f in got], dtype=float)
+
     def val_difference(self, index_a, index_b) -> Difference:
         """Mean validation AUROC of row a minus row b over the seeds both finished: a seed-paired bootstrap over
         the validation predictions where every run kept them on the same images, else a paired t over the
@@ -210,6 +222,11 @@ class Intervals:
         pa, pb = a["val_auroc"].to_numpy(float), b["val_auroc"].to_numpy(float)
         if not common:
             return Difference(float("nan"), float("nan"), float("nan"), NO_INTERVAL, 0)
+        folds_a, folds_b = self._folds(a), self._folds(b)
+        if folds_a is not None and folds_b is not None and folds_a.shape == folds_b.shape:
+            k = folds_a.shape[1]
+            d95, d90 = (cv_corrected_ci((folds_a - folds_b).ravel(), k, level) for level in (LEVEL, TOST_LEVEL))
+            return Difference(d95.mean, d95.low, d95.high, VAL_FOLDS, len(common), low90=d90.low, high90=d90.high)
         matrices = self._val_matrices(a, b)
         if matrices is not None:
             values = paired_difference_draws(matrices[0], pa, matrices[1], pb, paired_seeds=True, seed=0,
@@ -224,6 +241,9 @@ class Intervals:
         no predictions."""
         runs = self._val_runs(index)
         points = runs["val_auroc"].to_numpy(float)
+        folds = self._folds(runs)
+        if folds is not None:
+            return cv_corrected_ci(folds.ravel(), folds.shape[1]).sd, "corrected SE over the seeds' cv folds"
         got = [self.val_draws.get(r) for r in runs["run_id"]]
         if len(points) and all(d is not None for d in got) and len({len(d.values) for d in got}) == 1:
             values = combined_draws(np.stack([d.values for d in got]), points, seed=0, level=LEVEL)

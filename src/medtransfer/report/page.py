@@ -29,7 +29,10 @@ table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.92em}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f0f3f7}tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.pos{color:#1b6e1b}td.neg{color:#a12020}img{max-width:100%}dl{display:grid;grid-template-columns:max-content auto;
+td.pos{color:#1b6e1b}td.neg{color:#a12020}
+td.verdict.good{color:#1b6e1b}td.verdict.bad{color:#a12020}td.verdict.noise{color:#8a6d00}td.verdict.untested{color:#777}
+.verdict-box{background:#eef3fa;border-left:5px solid #3a6ea5;padding:.6em 1em;font-size:1.05em}
+.verdict-box.warn{background:#fbeeee;border-left-color:#a12020}img{max-width:100%}dl{display:grid;grid-template-columns:max-content auto;
 gap:.2em 1em}dt{font-weight:600}dd{margin:0}small{color:#666}footer{margin-top:2.5em;font-size:.9em;color:#444}
 """
 
@@ -125,14 +128,18 @@ def _question(tasks: str, inits: list[InitName]) -> str:
     return f"<p>{text}?</p>"
 
 
-def header_section(name, n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
+def title_section(name, lead: str = "") -> str:
+    """The title, then ``lead``: what a reader must see first (the verdict and the paper's claims)."""
+    return f"<h1>{esc(name) if name else 'Transfer-learning study'}</h1>\n{lead}"
+
+
+def header_section(n_runs: int, status_counts: dict, total_seconds: float, axes: dict, sources: dict,
                    sites: dict, notes: list[str]) -> str:
-    title = esc(name) if name else "Transfer-learning study"
+    """When and from what the report was made, then what the study asked, its sources, grid and design notes."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(status_counts.items()))
     tasks = ", ".join(esc(t) for t in axes.get("task", [])) or "—"
     parts = [
-        f"<h1>{title}</h1>",
         f'<p class="meta">Report generated {when} from {n_runs} runs in results.sqlite ({counts}); '
         f"total compute time {format_duration(total_seconds)}.</p>",
         "<h2>What this study asked</h2>",
@@ -169,7 +176,11 @@ def curves_section(curves_png: bytes, recipes_png: bytes | None = None) -> str:
 
 
 BEST_HOW = ("<p>At each training-set size (N = images actually trained on, median over seeds) the recipes are "
-            "ranked by mean <i>validation</i> AUROC over seeds. With a few validation images many recipes tie or "
+            "ranked by mean <i>validation</i> AUROC over seeds; where the validation split is too small to choose "
+            "on (fewer than 50 images or 10 of a class) the runs cross-validated over their N-pool instead, and "
+            "<i>validation</i> below means the mean fold AUROC, compared fold-paired with the Nadeau-Bengio "
+            "corrected t-interval (the key results and answer.json's selection say which). With a few validation images "
+            "many recipes tie or "
             "cannot be told apart, so the table says how many are <i>within noise of the best</i>: the best "
             "itself and every recipe whose paired 95% interval of the validation AUROC difference to the best "
             "contains 0 (paired over seeds and validation images: a seed-paired bootstrap over the validation "

@@ -16,12 +16,12 @@ from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
 from .answer import build_answer
-from .answer_page import key_results_html
+from .answer_page import claims_html, key_results_html, verdict_html
 from .draws import run_draws, val_draws
 from .intervals import Intervals
 from .plots import learning_curve_figure, recipes_figure
 from .redact import redact
-from .selection import choose
+from .selection import choose, mark_init_picks
 from .store import StudyRecords, design_notes, radiomics_notes, read_study
 from .tables import (SUMMARY_COLUMNS, best_recipes, failures, gains, grid_axes, per_class_at_largest_n,
                      pretraining_notes, study_table)
@@ -48,7 +48,7 @@ def summarise(records: StudyRecords) -> tuple[pd.DataFrame, Intervals]:
     """The summary table with each row's combined interval, and the intervals object behind it."""
     intervals = Intervals(study_table(records.runs), records.runs, run_draws(records.study_dir, records.runs),
                           val_draws(records.study_dir, records.runs))
-    return intervals.attach(), intervals
+    return mark_init_picks(intervals.attach(), intervals), intervals
 
 
 DONE_MARKER = "medtransfer-done-runs"   # a <meta> in report.html: how many done runs it was made from
@@ -80,7 +80,8 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
     answer = build_answer(records.name, summary, runs, sites, intervals,
                           gains(summary, runs, sites, intervals, every_init=True), versus, records.targets)
     sections = [
-        page.header_section(records.name, len(runs), runs["status"].value_counts().to_dict(),
+        page.title_section(records.name, verdict_html(answer) + claims_html(answer)),
+        page.header_section(len(runs), runs["status"].value_counts().to_dict(),
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
                             records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs)),
         key_results_html(answer),

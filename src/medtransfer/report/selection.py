@@ -112,3 +112,38 @@ def within_names(choice: Choice, rows: pd.DataFrame) -> list[str]:
     return [display_recipe(rows.loc[i]) for i in choice.within_noise]
 
 
+def selection_at(runs: pd.DataFrame, ranked: pd.DataFrame) -> dict:
+    """How the recipes ranked at one N were selected (runs.cv): answer.json's ``selection`` (cv, holdout, or
+    mixed where runs of one N differ, e.g. runs recorded before cross-validated selection) and a line saying
+    what cv was. ``ranked``: the summary rows at that N."""
+    behind = pd.concat([runs_behind(runs, ranked.loc[i]) for i in ranked.index]) if len(ranked) else runs.iloc[:0]
+    kinds = sorted(set(behind["selection"].dropna())) if "selection" in behind else []
+    kind = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "holdout")
+    if kind != "cv":
+        return {"selection": kind, "selection_note": (
+            "on the validation images" if kind == "holdout" else
+            f"mixed: some runs at this N cross-validated, others selected on the validation images ({', '.join(kinds)})")}
+    folds = behind["cv_fold_auroc"].map(lambda f: len(f) if isinstance(f, list) else None).dropna()
+    pool = behind["cv_pool_images"].dropna()
+    k = int(folds.mode().iloc[0]) if len(folds) else None
+    size = f"{int(pool.median())} images" if len(pool) else "its images"
+    return {"selection": "cv", "cv_folds": k, "pool_images": int(pool.median()) if len(pool) else None,
+            "selection_note": (f"{k}-fold patient-grouped, stratified cross-validation over the N-pool ({size}: the "
+                               "training images and the validation images a user with N would hold out), the same "
+                               "folds for every recipe; ranked by mean fold AUROC, each final model trained on the "
+                               "whole pool")}
+
+
+def mark_init_picks(summary: pd.DataFrame, intervals: Intervals) -> pd.DataFrame:
+    """``summary`` with ``init_pick``: True on the recipe the selection rule (``choose``) names for each
+    initialisation at each (task, arch, N). Every table and figure that shows "the chest recipe" at an N
+    (gains, learning curves, CNN vs radiomics) shows this one, so no two of them contradict each other."""
+    out = summary.copy()
+    out["init_pick"] = False
+    done = out[out["n_seeds"] > 0]
+    keys = ["task", "arch", "n_train", "method", "init"]
+    for _, group in done.groupby(keys, dropna=False, sort=False):
+        choice = choose(group, intervals)
+        if choice is not None:
+            out.loc[choice.pick, "init_pick"] = True
+    return out

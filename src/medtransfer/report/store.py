@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from ..config import PER_IMAGE
 from ..errors import DataError
 from ..evaluate.equivalence import DEFAULT_MARGIN
 from ..evaluate.threshold import OPERATING_KEYS
@@ -77,6 +78,7 @@ class ConfigFacts(NamedTuple):
     val_size: str | None              # data.val_size (None: recorded before it existed = fixed)
     outside_root: bool = False        # data.allow_outside_root: its images could lie outside the data root
     pack: int = 1                     # train.pack: the fused-pack size it trained in (1: unpacked, or older)
+    per_image: bool = False           # data.patient_column: none: split per image on purpose
 
 
 NO_FACTS = ConfigFacts(None, None, None, None, None)
@@ -96,7 +98,7 @@ def _config_facts(config_json: str | None) -> ConfigFacts:
                        budget_text(train) if isinstance(train, dict) else None,
                        data.get("val_size", "fixed") if isinstance(data, dict) else None,
                        bool(data.get("allow_outside_root")) if isinstance(data, dict) else False,
-                       _pack_of(train))
+                       _pack_of(train), isinstance(data, dict) and data.get("patient_column") == PER_IMAGE)
 
 
 def budget_text(train: dict) -> str:
@@ -122,6 +124,15 @@ def design_notes(runs: pd.DataFrame) -> list[str]:
                                        "radiomics C use it" if size == "proportional" else
                                        "the whole validation split at every N (data.val_size=fixed): small-N "
                                        "runs select on more labels than N"))
+    if "selection" in target and (target["selection"] == "cv").any():
+        cv = target[target["selection"] == "cv"]
+        ns = ", ".join(sorted(set(cv["n_key"].astype(str)), key=lambda k: (k == "all", float(k) if k != "all" else 0)))
+        notes.append(f"selection at N = {ns}: the validation share was too small to choose on (fewer than 50 images "
+                     "or 10 of a class; train.selection=auto), so each run cross-validated over its N-pool (the N "
+                     "training images and that share) with patient-grouped, stratified folds, the same for every "
+                     "recipe and for the radiomics C; recipes are ranked by mean fold AUROC, compared fold-paired "
+                     "(Nadeau-Bengio corrected t), and each final model trained on the whole pool for the folds' "
+                     "best mean round, so N images there are the pool")
     return notes
 
 
@@ -156,14 +167,23 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["val_size"] = [f.val_size for f in facts]
     runs["outside_root"] = [f.outside_root for f in facts]
     runs["pack"] = [f.pack for f in facts]
+    runs["per_image"] = [f.per_image for f in facts]
     metrics = [_metrics_of(r[-2]) for r in rows]
     points = [_test_operating_point(m) for m in metrics]
     runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(m) for m in metrics], dtype=object), errors="coerce")
+    chosen = [_selection_of(m) for m in metrics]
+    runs["selection"] = [c.get("kind", "holdout") for c in chosen]
+    runs["cv_fold_auroc"] = [c.get("fold_auroc") for c in chosen]
+    runs["cv_auroc_mean"] = [c.get("cv_auroc_mean") for c in chosen]
+    runs["cv_pool_images"] = pd.to_numeric(pd.Series([c.get("pool_images") for c in chosen], dtype=object),
+                                           errors="coerce")
     for key in OPERATING_KEYS:
         runs[f"test_{key}"] = pd.to_numeric(pd.Series([p.get(key) for p in points], dtype=object), errors="coerce")
     for col in ("dropout", "n_train", "n_train_images", "n_train_patients", "seed",
                 "test_auroc", "val_auroc", "seconds", "test_auroc_low", "test_auroc_high"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    cv = runs["selection"] == "cv"   # a cross-validated run is ranked by its mean fold AUROC (runs.cv)
+    runs.loc[cv, "val_auroc"] = pd.to_numeric(runs.loc[cv, "cv_auroc_mean"], errors="coerce")
     runs["n_key"] = [n_key(v) for v in runs["n_train"]]
     per_class["auroc"] = pd.to_numeric(per_class["auroc"], errors="coerce")
     return runs, per_class
@@ -231,6 +251,12 @@ def _metrics_of(metrics_json: str | None) -> RunMetrics | None:
         return RunMetrics.from_json(json.loads(metrics_json))
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def _selection_of(metrics: RunMetrics | None) -> dict:
+    """A run's ``selected_by`` record (runs.cv): {} for a run that predates it (it selected on validation)."""
+    got = metrics.details.get("selected_by") if metrics is not None else None
+    return got if isinstance(got, dict) else {}
 
 
 def _test_operating_point(metrics: RunMetrics | None) -> dict:
@@ -321,6 +347,9 @@ def read_study(study_dir: Path, all_versions: bool = False) -> StudyRecords:
     if runs["outside_root"].any():
         notes = notes + [f"{int(runs['outside_root'].sum())} of {len(runs)} runs set data.allow_outside_root: true, "
                          "so their images could lie outside the data root (each run's train.log counts them)"]
+    if runs["per_image"].any():
+        notes = notes + [f"{int(runs['per_image'].sum())} of {len(runs)} runs set data.patient_column: none, splitting "
+                         "per image on purpose: their splits, N and test intervals count each image as its own patient"]
     notes = notes + pack_notes(runs)
     if older:
         notes = notes + [f"{older} run(s) in the store belong to an earlier version of the spec and are left out "

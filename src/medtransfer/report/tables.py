@@ -273,13 +273,17 @@ SITE_ORDER = ("scratch", "imagenet", "xrv", Site.SAME, Site.OTHER, "unlabelled",
 
 
 def best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:
-    """init display label -> that init's best summary row by :func:`ranked_recipes` (radiomics is one 'init').
+    """init display label -> that init's recipe at this N (radiomics is one 'init'): the one the selection rule
+    names where ``report.selection.mark_init_picks`` marked it, else the best by :func:`ranked_recipes`.
 
     ``rows`` are one panel's rows at one N. Ordered scratch, ImageNet, same-site, other-site, ..., radiomics,
     so tables read alike.
     """
     best = {}
-    for _, row in ranked_recipes(rows).iterrows():
+    ranked = ranked_recipes(rows)
+    if "init_pick" in ranked:     # report.selection.mark_init_picks: the recipe the selection rule names
+        ranked = ranked.sort_values("init_pick", ascending=False, kind="stable")
+    for _, row in ranked.iterrows():
         label = init_display_label(row["init"], row["method"], sites)
         best.setdefault(label, row)
 
@@ -327,20 +331,23 @@ def gains(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict[str, str], inte
                     c = best[comp]
                     if intervals is not None:
                         d = intervals.difference(r.name, c.name)
-                        how = d.method
+                        how, p, low90, high90 = d.method, d.p_value, d.low90, d.high90
                     else:
                         d = diff_ci(runs_behind(runs, r)["test_auroc"], runs_behind(runs, c)["test_auroc"])
-                        how = "t over seeds"
+                        how, p, low90, high90 = "t over seeds", math.nan, math.nan, math.nan
                     rows.append({
                         "task": task, "arch": arch, "n_train": nk, "N": r["N"],
                         "init": ref, "recipe": str(r["recipe"]), "auroc": r["test_auroc_mean"],
                         "versus": comp, "versus_recipe": str(c["recipe"]), "versus_auroc": c["test_auroc_mean"],
                         "gain": d.mean, "gain_ci_low": d.low, "gain_ci_high": d.high,
                         "gain_percent": 100.0 * d.mean / c["test_auroc_mean"], "gain_ci_method": how,
+                        "gain_p": p, "gain_ci90_low": low90, "gain_ci90_high": high90,
+                        "init_kind": str(ref_kind), "versus_kind": str(kinds[comp]),
                     })
     return pd.DataFrame(rows, columns=["task", "arch", "n_train", "N", "init", "recipe", "auroc", "versus",
                                        "versus_recipe", "versus_auroc", "gain", "gain_ci_low", "gain_ci_high",
-                                       "gain_percent", "gain_ci_method"])
+                                       "gain_percent", "gain_ci_method", "gain_p", "gain_ci90_low", "gain_ci90_high",
+                                       "init_kind", "versus_kind"])
 
 
 def per_class_at_largest_n(summary: pd.DataFrame, runs: pd.DataFrame, per_class: pd.DataFrame,

@@ -23,7 +23,8 @@ from ..evaluate.equivalence import (ABOVE, ALPHA, BELOW, COMPARABLE, DEFAULT_MAR
 from ..evaluate.summary import t_interval
 from ..kinds import RunMethod, RunRole, RunStatus
 from .paired import paired_delong
-from .tables import RADIOMICS, SITE_ORDER, init_display_label, init_site, panel_rows, panels
+from .tables import (RADIOMICS, best_per_init, init_display_label, n_keys_in_order, panel_rows, panels,
+                     runs_behind)
 
 SIGNIFICANCE = 0.05
 
@@ -71,13 +72,33 @@ def _recipe_runs(runs: pd.DataFrame, task: str, arch, method: str, recipe: str) 
     return runs.loc[sel, ["n_key", "seed", "test_auroc", "run_dir"]]
 
 
-def _paired_intervals(intervals, index_of: dict, cnn_key: tuple, base_key: tuple, n_of: pd.Series) -> pd.DataFrame | None:
-    """Per N: the paired bootstrap interval of CNN minus radiomics (None without ``intervals``)."""
+def _init_picks(cnn: pd.DataFrame, sites: dict[str, str]) -> dict[str, dict[str, pd.Series]]:
+    """init label -> {N key: the summary row of the recipe the selection rule names for that init at that N}
+    (``tables.best_per_init``: the same recipe the gains, the learning curves and the verdict use), in the
+    tables' init order."""
+    picks: dict[str, dict[str, pd.Series]] = {}
+    for nk in n_keys_in_order(cnn):
+        for label, row in best_per_init(cnn[cnn["n_train"] == nk], sites).items():
+            picks.setdefault(label, {})[nk] = row
+    return picks
+
+
+def _recipes_text(at_n: dict[str, pd.Series]) -> str:
+    """The recipe an init's comparison used: one name, or which at which N where the choice changed with N."""
+    names = {nk: str(row["recipe"]) for nk, row in at_n.items()}
+    if len(set(names.values())) == 1:
+        return next(iter(names.values()))
+    return "; ".join(f"{name} at N = {nk}" for nk, name in names.items())
+
+
+def _paired_intervals(intervals, cnn_at: dict, base_index, base_key: tuple, n_of: pd.Series) -> pd.DataFrame | None:
+    """Per N: the paired bootstrap interval of CNN minus radiomics (None without ``intervals``). ``cnn_at``:
+    N key -> the CNN's summary index there; ``base_index``: (radiomics key + N key) -> its summary index."""
     if intervals is None:
         return None
     rows = []
     for n_key, n in n_of.items():
-        a, b = index_of.get(cnn_key + (n_key,)), index_of.get(base_key + (n_key,))
+        a, b = cnn_at.get(n_key), base_index(base_key + (n_key,))
         if a is None or b is None:
             continue
         d = intervals.difference(a, b)
@@ -188,21 +209,16 @@ def radiomics_comparisons(summary: pd.DataFrame, runs: pd.DataFrame, sites: dict
         task_kind = panel["task_kind"].dropna().iloc[0] if panel["task_kind"].notna().any() else None
         base_recipe = str(base_rank.iloc[0]["recipe"])
         base = _recipe_runs(runs, task, None, RADIOMICS, base_recipe)
-        chosen = {}
-        for _, r in cnn_rank.iterrows():
-            chosen.setdefault(init_display_label(r["init"], r["method"], sites), r)
-        order = sorted(chosen, key=lambda label: (SITE_ORDER.index(init_site(chosen[label]["init"], RunMethod.CNN, sites)),
-                                                  label))
+        picks = _init_picks(panel[panel["method"] != RADIOMICS], sites)
+        top = init_display_label(cnn_rank.iloc[0]["init"], RunMethod.CNN, sites)
         comparisons = []
-        for label in order:
-            r = chosen[label]
-            cnn = _recipe_runs(runs, task, arch, r["method"], r["recipe"])
-            paired = _paired_intervals(intervals, index_of, (task, arch, str(r["method"]), r["recipe"]),
-                                       (task, None, str(RADIOMICS), base_recipe), n_of)
+        for label, at_n in picks.items():
+            cnn = pd.concat([runs_behind(runs, row)[["n_key", "seed", "test_auroc", "run_dir"]] for row in at_n.values()])
+            paired = _paired_intervals(intervals, {nk: row.name for nk, row in at_n.items()},
+                                       index_of.get, (task, None, str(RADIOMICS), base_recipe), n_of)
             got = _compare(cnn, base, task_kind, n_of, study_dir, cache, paired)
             if got is not None:
-                comparisons.append({"init": label, "recipe": str(r["recipe"]),
-                                    "best_overall": r["recipe"] == cnn_rank.iloc[0]["recipe"], **got})
+                comparisons.append({"init": label, "recipe": _recipes_text(at_n), "best_overall": label == top, **got})
         if comparisons:
             _claims(comparisons, margin)
             blocks.append({"task": task, "arch": arch, "task_kind": task_kind, "radiomics_recipe": base_recipe,

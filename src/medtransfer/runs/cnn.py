@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import RunConfig, resolve_data_root
 from ..data import PreparedData
 from ..errors import MedtransferError
-from ..kinds import InitKind
+from ..kinds import InitKind, SelectionKind
 from ..models import create_model, save_weights
 from ..models.init_resolve import resolve_init
 from ..models.xrv_init import xrv_weights_file
@@ -30,6 +30,7 @@ from ..train import fit, predict, resolve_device
 from ..train.device import seed_everything
 from ..xrv_weights import leak_note, target_images, xrv_weights
 from .checkpoint_leaks import checkpoint_leak_notes
+from .cv import CvOutcome, SelectionPlan, cross_validate, fit_on_pool, plan_selection
 from .data_split import prepare_run_data
 from .folder_protocol import Log, recorded_run
 from .scoring import SplitScores, score_run
@@ -87,6 +88,8 @@ class PreparedRun:
     device: torch.device
     n_patients: int
     overlap: dict[str, str]
+    selection: SelectionPlan
+    cv: CvOutcome | None = None        # set by ``fit_prepared`` when the run cross-validates
 
 
 def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Log, progress: bool) -> PreparedRun:
@@ -103,12 +106,18 @@ def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Log, progress: bool) -
     seed_everything(cfg.train.seed)   # a scratch model's starting weights come from the global RNG
     model = create_model(cfg.model.arch, len(data.label_names), init=init, dropout=cfg.model.dropout, log=log)
     overlap = pretraining_overlap(cfg, log)
-    return PreparedRun(data, idx, model, device, n_patients, overlap)
+    selection = plan_selection(cfg, data, idx)
+    log(f"selection: {selection.kind.value} ({selection.reason})")
+    return PreparedRun(data, idx, model, device, n_patients, overlap, selection)
 
 
 def fit_prepared(cfg: RunConfig, run: PreparedRun, log: Log, on_step=None):
-    """``fit`` on a prepared run's training and validation images."""
+    """``fit`` on a prepared run's training and validation images; with cross-validated selection
+    (``runs.cv``), its folds and then one fit on the whole N-pool (``run.cv`` keeps what the folds measured)."""
     data, idx = run.data, run.idx
+    if run.selection.kind is SelectionKind.CV:
+        run.cv = cross_validate(cfg, data, run.selection, run.model, run.device, log)
+        return fit_on_pool(cfg, data, run.cv, run.model, run.device, log, on_step)
     return fit(run.model, data.images[idx["train"]], data.labels[idx["train"]], data.images[idx["val"]],
                data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log, on_step=on_step)
 
@@ -120,7 +129,11 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
     train_idx, val_idx, test_idx = run.idx["train"], run.idx["val"], run.idx["test"]
     log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
     kind, batch = cfg.task.kind, max(cfg.train.batch_size, 128)
-    val = SplitScores(val_idx, predict(model, data.images[val_idx], kind, batch, device), folder.val_predictions_path)
+    if run.cv is None:
+        val = SplitScores(val_idx, predict(model, data.images[val_idx], kind, batch, device), folder.val_predictions_path)
+    else:   # the folds' out-of-fold scores stand for validation: the final model saw every pool image
+        val = SplitScores(run.cv.oof_rows, run.cv.oof_scores, folder.val_predictions_path)
+        train_idx = val_idx = run.cv.plan.pool
     test = SplitScores(test_idx, predict(model, data.images[test_idx], kind, batch, device), folder.predictions_path)
     scored = score_run(folder, data, kind, val, test, log)
     for note in scored.thresholds.notes():
@@ -129,11 +142,13 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
     _write_lr_trace(folder.lr_trace_path, result.lr_trace)
     return RunMetrics(
         task_kind=kind, label_names=data.label_names, val=scored.val, test=scored.test,
-        n_train_images=int(len(train_idx)), n_train_patients=run.n_patients, n_val_images=int(len(val_idx)),
+        n_train_images=int(len(train_idx)), n_val_images=int(len(val_idx)),
+        n_train_patients=run.n_patients if run.cv is None else run.cv.pool_patients,
         n_test_images=int(len(test_idx)), epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
         torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history],
-        details={**run.overlap, "budget": budget_record(result.budget)})
+        details={**run.overlap, "budget": budget_record(result.budget),
+                 "selected_by": run.selection.record() if run.cv is None else run.cv.record()})
 
 
 def budget_record(budget) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import RunConfig, resolve_data_root
 from ..errors import reason_of
-from ..kinds import TaskKind
+from ..kinds import SelectionKind, TaskKind
 from ..parallel import torch_threads
 from ..run_folder import RunFolder, RunMetrics
 from ..train.packed import PackMember, fit_packed, pack_key, unfusable_reason
@@ -101,6 +101,8 @@ def _prepared_groups(slots: list[PackSlot], root: Path) -> dict[GroupKey, list[P
 def _group_key(slot: PackSlot, position: int) -> GroupKey:
     run = slot.prepared
     why = unfusable_reason(run.model)
+    if run.selection.kind is SelectionKind.CV:
+        why = "its selection is cross-validated (its folds and its final fit train one after another)"
     if why:
         slot.log(f"trains alone, not in the fused pack: {why}")
         return AloneKey(position)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..budget import budget_of
+from ..runs.cv import MIN_VAL_IMAGES
 from ..config import TrainConfig
 from ..durations import format_duration
 from ..kinds import SCRATCH, RunStatus
@@ -207,7 +208,7 @@ def _cnn_seconds(priced: list[Priced], ms: dict[tuple[str, int, int], float],
         budget = budget_of(n, train)
         trained = budget.total_steps * min(n, train.batch_size)   # images through a training step
         evaluated = (_val_images(run, n, split[1]) * budget.rounds + split[2]) if split else 0   # forward only:
-        seconds = (trained + evaluated / 3) * per_image + RUN_OVERHEAD_S                       # about 1/3 of a step
+        seconds = (trained + evaluated / 3) * per_image * cv_fits(run, n, split) + RUN_OVERHEAD_S  # ~1/3 of a step
         per_run[run.run_id] = seconds
         total += seconds
         counted += 1
@@ -294,6 +295,19 @@ def _split_sizes(run: PlannedRun, opened: OpenedSources, cache: dict, notes: lis
     if key not in cache:
         cache[key] = _count_splits(run, opened, notes)
     return cache[key]
+
+
+def cv_fits(run: PlannedRun, n_train: int, split: tuple[int, int, int] | None) -> int:
+    """How many fits a run costs: 1, or its folds plus the final fit where it will cross-validate (runs.cv):
+    ``train.selection: cv``, or ``auto`` with fewer validation images than runs.cv.MIN_VAL_IMAGES (the class
+    counts are not read here, so an ``auto`` run that cross-validates for a rare class is priced as one fit)."""
+    train = run.config.train
+    if train.selection == "holdout":
+        return 1
+    if train.selection == "cv":
+        return train.cv_folds + 1
+    n_val = _val_images(run, n_train, split[1]) if split else None
+    return train.cv_folds + 1 if n_val is not None and n_val < MIN_VAL_IMAGES else 1
 
 
 def _val_images(run: PlannedRun, n_train: int, n_val: int) -> int:

@@ -31,7 +31,7 @@ from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
 RADIOMICS_RECIPE = "radiomics + LR"   # the report's label for the baseline curve
 # Grid axes a baseline run follows (any other axis is a CNN-only key and collapses onto one baseline run)
 _BASELINE_AXIS_PREFIXES = ("data", "task", "radiomics")
-_BASELINE_TRAIN_KEYS = ("n_train", "seed")
+_BASELINE_TRAIN_KEYS = ("n_train", "seed", "selection", "cv_folds")
 # Axes that the report already shows as their own dimension; any other varying axis joins the recipe label.
 _DIMENSION_AXES = ("model.arch", "model.init", "train.strategy", "train.lr_policy", "model.dropout",
                    "train.n_train", "train.seed")
@@ -83,7 +83,7 @@ def hashed_config(cfg: RunConfig, method: RunMethod = RunMethod.CNN) -> dict:
         tree.pop("radiomics", None)
         return tree
     return {"data": tree["data"], "task": tree["task"], "radiomics": tree["radiomics"],
-            "train": {k: tree["train"][k] for k in _BASELINE_TRAIN_KEYS}}
+            "train": {k: tree["train"][k] for k in _BASELINE_TRAIN_KEYS if k in tree["train"]}}
 
 
 def radiomics_config(cnn: RunConfig) -> RunConfig:
@@ -95,7 +95,8 @@ def radiomics_config(cnn: RunConfig) -> RunConfig:
     """
     return RunConfig(data=cnn.data.model_copy(deep=True), task=cnn.task.model_copy(deep=True),
                      image_size=cnn.image_size, model=ModelConfig(init=SCRATCH),
-                     train=TrainConfig(n_train=cnn.train.n_train, seed=cnn.train.seed),
+                     train=TrainConfig(n_train=cnn.train.n_train, seed=cnn.train.seed,
+                                       selection=cnn.train.selection, cv_folds=cnn.train.cv_folds),
                      radiomics=cnn.radiomics.model_copy(deep=True))
 
 
@@ -236,6 +237,10 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
         tree = copy.deepcopy(source_config_tree(given))
         if "image_size" not in tree and "image_size" in spec.base:
             tree["image_size"] = spec.base["image_size"]
+        if get_dotted(tree, "train.selection") is None:
+            # a source is pretraining, not a recipe to choose: it keeps its holdout selection (and its run id)
+            # unless its entry asks for cv
+            set_dotted(tree, "train.selection", "holdout")
         if get_dotted(tree, "model.arch") is None:
             arch = run_cfg.model.arch if follows_grid else get_dotted(spec.base, "model.arch")
             if arch is not None:

@@ -1,7 +1,8 @@
 """Any labelled image collection described by one CSV file.
 
-One row per image: an image-path column (relative to the CSV's folder, or absolute; either
-way inside the data root unless ``data.allow_outside_root``), label column(s), and optionally a patient-ID column and a train/val/test split column.
+One row per image: an image-path column (relative to the CSV's folder or to ``data.image_root``, or absolute;
+either way inside the data root unless ``data.allow_outside_root``), label column(s), a patient-ID column (or
+``data.patient_column: none``: see ``csv_patients``) and optionally a train/val/test split column.
 Images may be PNG, JPEG, 16-bit PNG or DICOM (see ``medtransfer.data.images``).
 """
 from __future__ import annotations
@@ -11,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...config import DEMO_DATA, DataConfig, TaskConfig, demo_note, resolve_path
+from ...config import DEMO_DATA, PER_IMAGE, DataConfig, TaskConfig, demo_note, resolve_path
 from ...errors import ConfigError, DataError
 from ...kinds import TaskKind
 from ..images import one_line
 from ..records import SPLIT_NAMES, LabelledImages
+from .csv_patients import MISSING_TOKENS, refuse_hidden_patient_ids
 
 TRUE_FALSE = {"true": 1, "false": 0}
-# What spreadsheets and pandas write for "no value": never a class, never silently a positive.
-MISSING_TOKENS = {"", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "none", "null", "nat"}
 MAX_ROWS_NAMED = 10
+MAX_FILES_TRIED = 20         # missing images tried in each candidate data.image_root
+MAX_FOLDERS_SEARCHED = 500   # folders under the CSV's looked at for them
 
 
 def find_csv_file(data: DataConfig, data_root: Path) -> Path:
@@ -111,7 +113,7 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         raise DataError(f"cannot read CSV {csv}: {one_line(err)}") from None
     label_cols = _label_columns(data, task)
     wanted = [(data.image_column, "data.image_column")] + [(c, "task.label_column") for c in label_cols]
-    wanted += [(c, k) for c, k in ((data.patient_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
+    wanted += [(c, k) for c, k in ((data.patient_id_column, "data.patient_column"), (data.split_column, "data.split_column")) if c]
     require_columns(df, [c for c, _ in wanted], csv, [k for _, k in wanted])
 
     notes: list[str] = demo_note(csv, data_root)
@@ -120,31 +122,99 @@ def load_csv(data: DataConfig, task: TaskConfig, data_root: Path) -> LabelledIma
         empty = df[col].astype(str).str.strip() == ""
         if empty.any():
             raise DataError(f"{csv}: column {col!r} ({key}) is empty in {int(empty.sum())} row(s), first at data row {int(np.argmax(empty)) + 1}")
-    labels, names = _labels(df, task, label_cols, csv)
-
     image_ids = df[data.image_column].astype(str).str.strip().tolist()
-    paths = [Path(p) if Path(p).is_absolute() else csv.parent / p for p in image_ids]
+    labels, names = _labels(df, task, label_cols, csv)
+    patients = _patient_ids(df, data, [c for c, _ in wanted], image_ids, csv, notes)
+
+    folder = image_folder(data, csv)
+    paths = [Path(p) if Path(p).is_absolute() else folder / p for p in image_ids]
     check_inside_root(image_ids, paths, csv, data, data_root, notes)
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(paths)} image files listed in {csv} ({data.image_column!r}) are missing, e.g. {missing[0]}")
-    given = _given_split(df, data, csv)
-    has_patients = bool(data.patient_column)
-    patients = df[data.patient_column].astype(str).str.strip().to_numpy(dtype=str) if has_patients else np.asarray(image_ids, dtype=str)
+    check_images_exist(image_ids, paths, csv, data, folder)
     return LabelledImages(
         image_ids=image_ids,
         paths=paths,
         pixels=None,
         patient_ids=patients,
-        has_patient_ids=has_patients,
+        has_patient_ids=data.patient_id_column is not None,
         labels=labels,
         label_names=names,
-        given_split=given,
-        dataset_key=f"csv:{csv.resolve()}",
+        given_split=_given_split(df, data, csv),
+        # the image root joins the key only where it is not the CSV's folder, so existing caches keep their key
+        dataset_key=f"csv:{csv.resolve()}" + ("" if folder.resolve() == csv.parent.resolve() else f" images:{folder.resolve()}"),
         notes=notes,
         columns={str(c): df[c].astype(str).str.strip().tolist() for c in df.columns},
-        files_root=csv.parent,
+        files_root=folder,
+        csv_file=csv,
     )
+
+
+def _patient_ids(df: pd.DataFrame, data: DataConfig, known: list[str], image_ids: list[str], csv: Path,
+                 notes: list[str]) -> np.ndarray:
+    """``data.patient_column``'s values; without one, each image's own id, after checking that no column looks
+    like the patient ids the config forgot (``csv_patients``); ``none`` skips that check and says so."""
+    if data.patient_id_column:
+        return df[data.patient_id_column].astype(str).str.strip().to_numpy(dtype=str)
+    if data.patient_column == PER_IMAGE:
+        notes.append(f"data.patient_column: {PER_IMAGE}: each image is its own patient (explicit), so the splits "
+                     "are per image")
+    else:
+        refuse_hidden_patient_ids(df, known, image_ids, csv)
+    return np.asarray(image_ids, dtype=str)
+
+
+def image_folder(data: DataConfig, csv: Path) -> Path:
+    """Where relative image paths start: ``data.image_root`` (relative to the CSV's folder, or absolute), else
+    the CSV's folder (a CSV beside ``images/`` listing bare names sets ``data.image_root: images``)."""
+    if not data.image_root:
+        return csv.parent
+    folder = Path(data.image_root).expanduser()
+    folder = folder if folder.is_absolute() else csv.parent / folder
+    if not folder.is_dir():
+        raise DataError(f"{csv}: data.image_root {data.image_root!r} is not a folder (looked for {folder})")
+    return folder
+
+
+def check_images_exist(given: list[str], paths: list[Path], csv: Path, data: DataConfig, folder: Path) -> None:
+    """Every image file must exist; the error names the folder relative paths were looked up in and, where the
+    missing files are all found in one folder under the CSV's, the ``data.image_root`` that would find them."""
+    missing = [(g, p) for g, p in zip(given, paths) if not p.is_file()]
+    if not missing:
+        return
+    start = "data.image_root" if data.image_root else "the CSV's folder"
+    text = (f"{csv}: {len(missing)} of {len(paths)} image files in column {data.image_column!r} (data.image_column) "
+            f"are missing, first {missing[0][0]!r} (looked for {missing[0][1]})")
+    relative = [g for g, _ in missing if not Path(g).is_absolute()]
+    if not relative:
+        raise DataError(text)
+    text += f"; relative paths start at {start} {folder}"
+    found = _folder_holding(relative, csv.parent, exclude=folder)
+    if found is not None:
+        rel = found.relative_to(csv.parent).as_posix()
+        text += f"; they are in {found}: set data.image_root: {rel}"
+    raise DataError(text)
+
+
+def _folder_holding(relative: list[str], base: Path, exclude: Path, depth: int = 2) -> Path | None:
+    """The shallowest folder at or up to ``depth`` levels under ``base`` (hidden ones apart) that holds the
+    first files of ``relative``; None when none does. A bounded look: at most ``MAX_FOLDERS_SEARCHED`` folders."""
+    sample = relative[:MAX_FILES_TRIED]
+    level, seen = [base], 0
+    for _ in range(depth + 1):
+        for folder in level:
+            if folder.resolve() != exclude.resolve() and all((folder / g).is_file() for g in sample):
+                return folder
+        level = [sub for folder in level for sub in _subfolders(folder)]
+        seen += len(level)
+        if seen > MAX_FOLDERS_SEARCHED:
+            return None
+    return None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
 
 
 def _label_columns(data: DataConfig, task: TaskConfig) -> list[str]:
