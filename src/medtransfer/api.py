@@ -12,8 +12,9 @@ Each entry point is what the matching CLI command runs (``cli.py`` only parses a
 the command line run the same code and write the same files. Everything works offline. A user's mistake is a
 ``MedtransferError`` with a one-line message (the CLI prints it and exits 2).
 
-Importing this module imports the configs and the study package only (no torch, pandas, matplotlib or
-scikit-learn): ``import medtransfer`` imports it, and each entry point imports what it runs when it runs.
+Importing this module imports the configs only (no torch, pandas, matplotlib or scikit-learn, nor the study
+package, whose imports may grow): ``import medtransfer`` imports it, and each entry point imports what it
+runs when it runs.
 """
 from __future__ import annotations
 
@@ -27,21 +28,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import study as study_package
 from .config import RunConfig, resolve_data_root
 from .config import load_config as load_config_file
 from .errors import DataError, MedtransferError
 from .kinds import ThresholdCriterion
-from .study import StudyOptions, StudySpec, StudySummary
-from .study.spec import load_spec as load_spec_file
 from .tracking import DEFAULT_FOLDER
 
-if TYPE_CHECKING:   # for the annotations only: importing them costs seconds (torch, pandas)
+if TYPE_CHECKING:   # for the annotations only: importing them can cost seconds (torch, pandas)
     import pandas as pd
 
     from .inference import Prediction
     from .run_folder import RunMetrics
+    from .study import StudySpec, StudySummary
     from .study.best import ExportResult
+
 
 PathLike = str | os.PathLike
 Overrides = Iterable[str] | Mapping[str, Any] | None
@@ -106,6 +106,8 @@ def load_config(path: PathLike, overrides: Overrides = None) -> RunConfig:
 def load_spec(path: PathLike, overrides: Overrides = None) -> StudySpec:
     """A study spec (the YAML ``medtransfer study run`` takes), checked; ``overrides`` apply to the base and,
     except ``data.*`` / ``task.*`` keys, to every source. ``mt.study.run`` takes the spec's path."""
+    from .study.spec import load_spec as load_spec_file
+
     return load_spec_file(path, override_pairs(overrides))
 
 
@@ -205,6 +207,8 @@ class Studies(SubpackageNames):
         written is one line on the console and ``.report`` stays None: the results are safe in the store, and
         ``mt.report(out)`` writes it later.
         """
+        from .study import StudyOptions, run_study
+
         known = {f.name for f in fields(StudyOptions)} - {"data_root", "overrides"}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -213,14 +217,16 @@ class Studies(SubpackageNames):
         options["mlflow"] = mlflow_target(options.get("mlflow"), None if out is None else Path(out) / DEFAULT_FOLDER)
         opts = StudyOptions(data_root=None if data_root is None else str(data_root),
                             overrides=tuple(override_pairs(overrides)), **options)
-        summary = study_package.run_study(spec, out, opts)
+        summary = run_study(spec, out, opts)
         if report and not opts.dry_run:
             summary.report = _report_after_study(summary.study_dir, opts.console)
         return summary
 
     def status(self, study_dir: PathLike) -> str:
         """Counts by status, progress per axis and failure reasons (``medtransfer study status``), as text."""
-        return study_package.study_status(study_dir)
+        from .study import study_status
+
+        return study_status(study_dir)
 
     def best(self, study_dir: PathLike, out: PathLike, *, n: int | str | None = None, task: str | None = None,
              retrain: bool = False, data_root: PathLike | None = None, overwrite: bool = False,
