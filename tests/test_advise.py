@@ -234,6 +234,10 @@ def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace,
     assert "Recommendation" in page and "[redacted]" not in page and "<script" not in page
     assert html.escape(rec["command"]) in page
     assert "extrapolation" in page or "No learning-curve prediction" in page
+    # headers say what their column holds (issue 24): no "it (val)", and no CI promised for measured sizes
+    assert "<th>its validation AUROC</th>" in page and "<th>the pick's validation AUROC</th>" in page
+    assert "it (val)" not in page and "validation AUROC (95% CI)" not in page
+    assert "<th>validation AUROC</th><th>95% CI (predictions only)</th>" in page
 
     images = sorted((workspace / "img").glob("*.png"))[:5]
     result = predict_files(out / "best", images, device="cpu")
@@ -276,7 +280,7 @@ def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, c
                  "--sources", f"src={workspace / 'source'}", "--budget", "2m", "--quiet",
                  "--set", "train.steps=4"])
     printed = capsys.readouterr().out
-    assert code == 0 and "advised" in printed and "test macro AUROC" in printed
+    assert code == 0 and "advised" in printed and "test AUROC" in printed and "macro" not in printed   # binary
     assert (out / "advice.json").is_file() and (out / "advice.html").is_file() and (out / "best" / "model.safetensors").is_file()
 
 

@@ -181,6 +181,21 @@ def test_data_info_json_is_machine_readable(tiny_csv, capsys):
     assert sum(s["images"] for s in splits.values()) == 40
     assert sum(s["patients"] for s in splits.values()) == 20      # patient-level split: no patient in two
     assert all(0 <= s["positives"]["finding"] <= s["images"] for s in splits.values())
+    assert all(s["positives"]["finding"] + s["negatives"]["finding"] == s["images"] for s in splits.values())
+
+
+def test_data_info_shows_positives_and_negatives_per_split(tiny_csv, capsys):
+    root, config = tiny_csv
+    code, out, _ = run_cli(["data", "info", config, "--data-root", root], capsys)
+    assert code == 0
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 4 and cells[1].isdigit():
+            rows[cells[0]] = [int(c) for c in cells[1:]]
+    images = rows["images"]
+    positives, negatives = rows["positive: finding"], rows["negative: finding"]
+    assert [p + n for p, n in zip(positives, negatives)] == images and all(n > 0 for n in negatives)
 
 
 def test_lr_find_writes_plot_and_suggestion(tiny_csv, capsys):
@@ -191,3 +206,20 @@ def test_lr_find_writes_plot_and_suggestion(tiny_csv, capsys):
     assert (root / "lrf" / "lr_find.png").stat().st_size > 0
     assert min(result["lrs"]) < result["suggested_lr"] < max(result["lrs"])
     assert f"{result['suggested_lr']:.3g}" in out
+
+
+def test_top_level_help_describes_the_tool_for_a_user(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "only place that parses" not in out
+    assert "Which transfer-learning recipe should I use" in out
+    assert "medtransfer study run examples/quickstart.yaml" in out and "import medtransfer as mt" in out
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_train_help_says_how_to_start_from_a_studys_source(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "checkpoint:RUN_DIR" in out and "STUDY_DIR/sources/NAME-RUN_ID" in out

@@ -1,6 +1,7 @@
 """predict for use: a label at the run's validation threshold, --threshold / --sensitivity, errors, Grad-CAM PNGs."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -145,20 +146,53 @@ def test_cam_writes_one_viewable_overlay_per_image(trained, capsys, tmp_path):
     Image.fromarray(rng.integers(0, 255, (300, 260)).astype(np.uint8)).save(big)
     paths = [*images(trained, 3), big]
     cam = tmp_path / "cam"
-    code, out, err = run_cli(["predict", "--run", trained / "run", *paths, "--cam", cam], capsys)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("image,label\n1.png,1\n")
+    code, out, err = run_cli(["predict", "--run", trained / "run", *paths, "--cam", cam, "--truth", truth], capsys)
     assert code == 0, err
     files = sorted(cam.glob("*.png"))
     assert len(files) == 4 and f"wrote 4 Grad-CAM overlays" in err
     sizes = {f.name: Image.open(f).size for f in files}
-    assert sizes["big_cam_finding.png"] == (260, 260)                      # the model's square crop, full size
-    assert all(sizes[f"{i}_cam_finding.png"] == (224, 224) for i in range(3))   # 24 px upsampled to be viewable
-    rgb = np.asarray(Image.open(cam / "1_cam_finding.png"))
-    assert rgb.shape == (224, 224, 3)
+    # the image at its own pixels (the model's square crop; 24 px upsampled to 224 to be viewable), with a title
+    # above it and a colour bar beside it
+    width, height = sizes["big_cam_finding.png"]
+    assert width > 260 + 40 and height > 260 + 30
+    assert all(224 + 40 < sizes[f"{i}_cam_finding.png"][0] < 260 + 40 for i in range(3))
+    rgb = np.asarray(Image.open(cam / "1_cam_finding.png").convert("RGB"))
     grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-    assert 0.0 < grey.mean() < 1.0     # coloured where the model looked, plain grey elsewhere
+    assert 0.0 < grey.mean() < 1.0     # coloured where the model looked (and in the bar), grey elsewhere
     frame = pd.read_csv(__import__("io").StringIO(out))
     assert [p.rsplit("/", 1)[-1] for p in frame["cam"]] == ["0_cam_finding.png", "1_cam_finding.png",
                                                              "2_cam_finding.png", "big_cam_finding.png"]
+
+
+def test_a_cam_title_says_the_score_the_call_and_the_truth():
+    from medtransfer.evaluate.threshold import given_thresholds
+    from medtransfer.inference import cam_title
+
+    binary = given_thresholds("binary", ["label=covid"], 0.4)
+    assert cam_title("binary", ["label=covid"], binary, np.array([0.73]), 0, "covid") == [
+        "covid: score 0.730", "predicted positive at threshold 0.400", "true label: covid"]
+    assert cam_title("binary", ["finding"], given_thresholds("binary", ["finding"], 0.4), np.array([0.2]), 0) == [
+        "finding: score 0.200", "predicted negative at threshold 0.400"]
+    multilabel = given_thresholds("multilabel", ["a", "b"], 0.5)
+    assert cam_title("multilabel", ["a", "b"], multilabel, np.array([0.1, 0.6]), 1)[0] == \
+        "b (the top-scoring finding): score 0.600"
+    assert cam_title("multiclass", ["0", "1", "2"], None, np.array([0.1, 0.7, 0.2]), 1) == [
+        "predicted class: 1 (score 0.700, the top class)"]
+
+
+def test_truth_is_found_by_path_or_file_name_and_a_bad_truth_csv_is_one_line(tmp_path):
+    from medtransfer.errors import DataError
+    from medtransfer.inference import read_truth, truth_of
+
+    assert truth_of([Path("a/x.png"), Path("b/y.png"), Path("z.png")], {"x.png": 1, "b/y.png": "no"}) == \
+        ["1", "no", None]
+    assert truth_of([Path("x.png")], None) is None
+    bad = tmp_path / "t.csv"
+    bad.write_text("path,label\nx.png,1\n")
+    with pytest.raises(DataError, match="needs the columns image and label; missing image"):
+        read_truth(bad)
 
 
 def test_cam_without_the_package_names_the_extra(trained, capsys, tmp_path, monkeypatch):
@@ -201,3 +235,30 @@ def test_multilabel_labels_each_finding_at_its_own_threshold_and_multiclass_take
     multiclass = labelled_frame(["x.png"], np.array([[0.2, 0.7, 0.1]]), "multiclass", ["KL0", "KL1", "KL2"],
                                 choose_thresholds("multiclass", ["KL0", "KL1", "KL2"], None, None))
     assert multiclass["predicted"].tolist() == ["KL1"] and multiclass["criterion"].tolist() == ["argmax"]
+
+
+def test_a_binary_csv_label_of_two_named_values_gives_plain_column_names():
+    """A CSV column of 'covid' / 'normal' with task.positive=covid is the label 'label=covid' inside the run;
+    predict's columns say score_covid, predicted_covid, threshold_covid (issue 24)."""
+    from medtransfer.evaluate.threshold import given_thresholds
+    from medtransfer.inference import labelled_frame
+
+    frame = labelled_frame(["x.png", "y.png"], np.array([[0.9], [0.2]]), "binary", ["label=covid"],
+                           given_thresholds("binary", ["label=covid"], 0.5))
+    assert list(frame.columns) == ["image", "score_covid", "predicted_covid", "threshold_covid", "criterion"]
+    assert frame["predicted_covid"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("names, columns", [
+    (["finding"], ["finding"]),
+    (["label=covid"], ["covid"]),
+    (["diagnosis=COVID-19 (PCR+)"], ["COVID-19_PCR"]),
+    (["No Finding", "Pleural_Thickening", "Effusion"], ["No_Finding", "Pleural_Thickening", "Effusion"]),
+    (["a b", "a/b", "a_b"], ["a_b", "a_b_2", "a_b_3"]),
+    (["0", "1", "2"], ["0", "1", "2"]),
+    (["???"], ["label0"]),
+])
+def test_column_labels_are_plain_and_unique(names, columns):
+    from medtransfer.inference import column_labels
+
+    assert column_labels(names) == columns

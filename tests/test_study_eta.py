@@ -62,6 +62,7 @@ def test_estimate_times_each_runs_batch_and_prices_only_the_validation_images_it
     from test_study_runner import SPEC, write_spec
     base = json.loads(json.dumps(SPEC["base"]))
     base["train"]["batch_size"] = 64
+    base["train"]["selection"] = "holdout"   # this prices validation images; N = 50 would cross-validate under auto
     batches = []
 
     def timer(arch, size, device, batch):

@@ -1,8 +1,10 @@
 """The command line: the only place that parses arguments.
 
-Every user-facing failure (a MedtransferError) ends as one line on stderr and exit
-status 2; a bug still shows its traceback. ``study run`` writes the study's report once
-``run_study`` has recorded the runs (the study package never writes it).
+Each command calls the Python API's entry point (``api``: ``import medtransfer as mt``) with the parsed
+arguments and prints what it returns, so the CLI and a notebook run the same code. Every user-facing failure
+(a MedtransferError) ends as one line on stderr and exit status 2; a bug still shows its traceback.
+``study run`` writes the study's report once the runs are recorded (``api.Studies.run``; the study package
+never writes it).
 """
 from __future__ import annotations
 
@@ -13,13 +15,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import load_config, resolve_data_root
+from . import api
+from .config import resolve_data_root
 from .errors import MedtransferError, write_error
-from .kinds import ThresholdCriterion
-from .study import StudyOptions, run_study, study_status
-from .study.best import BestChoice, export_best, parse_n
+from .kinds import auroc_name
 from .study.executors import executor_names
-from .tracking import DEFAULT_FOLDER
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -39,20 +39,43 @@ def _add_mlflow_arg(p: argparse.ArgumentParser, default_store: str) -> None:
                         f"(default {default_store}: an SQLite store mlflow.db and artifacts/ inside)")
 
 
-def _mlflow_target(value: str | None, default: Path | None) -> str | None:
-    """The plain value the layers below take: a URI / folder, or None for no tracking."""
-    if value == _BARE:
-        return None if default is None else str(default)
-    return value
+def _mlflow(value: str | None) -> str | bool | None:
+    """``--mlflow`` as the API takes it: True for the default store, a URI / folder, or None for no tracking."""
+    return True if value == _BARE else value
+
+
+DESCRIPTION = """\
+Which transfer-learning recipe should I use on my small medical image dataset, and how much does it buy me?
+medtransfer trains and tests recipes (scratch, ImageNet or pretrained-source initialisation x fine-tuning
+strategy x learning-rate policy) over training-set sizes and seeds, reports learning curves with confidence
+intervals and the best recipe at each size, advises a recipe for your own data within a time budget, and
+scores new images with a trained model."""
+START_HERE = """start here:
+  medtransfer study run examples/quickstart.yaml --out studies/quickstart
+        a study on the shipped demo data (offline): STUDY_DIR/report.html, answer.json, summary.csv
+  medtransfer train examples/pneumoniamnist.yaml --out runs/one      one recipe, trained and tested
+  medtransfer advise CONFIG.yaml --out advice --budget 10m           the recipe for your own data
+  medtransfer predict --run RUN_DIR a.png b.dcm --out pred.csv       score new images
+
+`medtransfer COMMAND --help` describes a command; from Python: `import medtransfer as mt; help(mt)`."""
+INIT_EPILOG = """starting weights (model.init in the config, or --set model.init=...):
+  scratch | imagenet | xrv:NAME (torchxrayvision's chest X-ray weights)
+  checkpoint:RUN_DIR   a finished run folder: one `medtransfer pretrain` or `train` wrote, or a source a study
+                       pretrained, STUDY_DIR/sources/NAME-RUN_ID, e.g.
+                       --set model.init=checkpoint:studies/quickstart/sources/chest-d640df1fb503dbca
+                       (`ls STUDY_DIR/sources` lists them). Its data is first compared with this run's: shared
+                       patients or images stop the run, as a study's sources are checked."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medtransfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="medtransfer", description=DESCRIPTION, epilog=START_HERE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, help_text in (("train", "train and evaluate one transfer-learning recipe"),
                             ("pretrain", "train a source model whose run folder can be used as model.init=checkpoint:RUN_DIR")):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                           epilog=INIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_config_args(p)
         p.add_argument("--out", type=Path, required=True, help="run folder to create")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
@@ -140,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--sensitivity", type=float, default=None, metavar="S",
                      help="choose the threshold again on the run's validation predictions for sensitivity >= S")
     p.add_argument("--cam", type=Path, default=None, metavar="DIR",
-                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam])")
+                   help="write a Grad-CAM heat-map overlay PNG per image to DIR (needs medtransfer[cam]), titled "
+                        "with its score and predicted label, beside a colour bar")
+    p.add_argument("--truth", type=Path, default=None, metavar="CSV",
+                   help="true labels to add to the Grad-CAM titles: a CSV with columns image (a path as given or a "
+                        "file name) and label")
     p.add_argument("--device", default="auto")
     return parser
 
@@ -175,21 +202,23 @@ def _dispatch(args) -> int:
 
 
 def _train(args) -> int:
-    from .runs.cnn import train_run
-
-    cfg = load_config(args.config, args.overrides)
-    metrics = train_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
-                        echo=not args.quiet, mlflow=_mlflow_target(args.mlflow, Path(DEFAULT_FOLDER)),
+    metrics = api.train(api.load_config(args.config, args.overrides), args.out, data_root=args.data_root,
+                        overwrite=args.overwrite, echo=not args.quiet, mlflow=_mlflow(args.mlflow),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
-    auc = metrics.auroc("test")
-    print(f"{args.out}: test macro AUROC {auc:.4f}" if auc is not None else f"{args.out}: test AUROC undefined")
+    print(_test_line(args.out, metrics))
     return 0
+
+
+def _test_line(out: Path, metrics, what: str = "") -> str:
+    """The line a finished run prints: its test AUROC, named for its task kind ("macro" only where averaged)."""
+    auc, name = metrics.auroc("test"), auroc_name(metrics.task_kind)
+    return f"{out}: test {name} {auc:.4f}{what}" if auc is not None else f"{out}: test {name} undefined"
 
 
 def _lr_find(args) -> int:
     from .runs.lr_find import lr_find_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     suggestion = lr_find_run(cfg, args.out, resolve_data_root(args.data_root))
     print(f"suggested lr: {suggestion.suggested:.3g} (valley {suggestion.valley[0]:.1e} to {suggestion.valley[1]:.1e}; "
           f"steepest {suggestion.steepest:.1e}, minimum/10 {suggestion.minimum_tenth:.1e}; "
@@ -203,7 +232,7 @@ def _data(args) -> int:
     from .data import prepare_data
     from .data.info import describe, describe_dict
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     prepared = prepare_data(cfg.data, cfg.task, cfg.image_size, resolve_data_root(args.data_root),
                             cfg.train.n_train, cfg.train.seed, progress=not args.json)
     print(json.dumps(describe_dict(prepared), indent=2) if args.json else describe(prepared))
@@ -213,76 +242,52 @@ def _data(args) -> int:
 def _radiomics(args) -> int:
     from .radiomics import extract_to_parquet, radiomics_run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     if args.radiomics_command == "extract":
         print(extract_to_parquet(cfg, args.out, resolve_data_root(args.data_root)))
         return 0
     metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                             echo=not args.quiet, progress=not args.quiet)
-    auc = metrics.auroc("test")
-    print(f"{args.out}: test macro AUROC {auc:.4f} (radiomics + LR, C={metrics.details['chosen_C']:g})"
-          if auc is not None else f"{args.out}: test AUROC undefined")
+    print(_test_line(args.out, metrics, f" (radiomics + LR, C={metrics.details['chosen_C']:g})"))
     return 0
 
 
 def _study(args) -> int:
     if args.study_command == "status":
-        print(study_status(args.study_dir))
+        print(api.study.status(args.study_dir))
         return 0
     if args.study_command == "best":
-        print(export_best(args.study_dir, args.out, BestChoice(parse_n(args.n), args.task), retrain=args.retrain,
-                          data_root=resolve_data_root(args.data_root), overwrite=args.overwrite, echo=not args.quiet))
+        print(api.study.best(args.study_dir, args.out, n=args.n, task=args.task, retrain=args.retrain,
+                             data_root=args.data_root, overwrite=args.overwrite, echo=not args.quiet))
         return 0
-    console = Console(stderr=True)
-    summary = run_study(args.spec, args.out, StudyOptions(
-        data_root=args.data_root, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-        retry_failed=args.retry_failed, dry_run=args.dry_run, overrides=tuple(args.overrides),
-        mlflow=_mlflow_target(args.mlflow, args.out / DEFAULT_FOLDER if args.out else None), pack=args.pack,
-        console=console))
-    if not args.dry_run:
-        summary.report = _write_study_report(summary.study_dir, console)
+    summary = api.study.run(args.spec, args.out, overrides=args.overrides, data_root=args.data_root,
+                            executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                            retry_failed=args.retry_failed, dry_run=args.dry_run, mlflow=_mlflow(args.mlflow),
+                            pack=args.pack, console=Console(stderr=True))
     print(summary)
     return 0
 
 
-def _write_study_report(study_dir: Path, console: Console) -> Path | None:
-    """report.html for the runs just recorded. A report error is one line: the results are safe in the
-    store (and ``medtransfer report`` writes it later), so the command still succeeds."""
-    from .report import write_report
-
-    try:
-        return Path(write_report(study_dir))
-    except MedtransferError as err:
-        console.print(f"report: not written: {err}", markup=False, highlight=False)
-        return None
-
-
 def _report(args) -> int:
-    from .report import write_report
-
-    print(f"wrote {write_report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
+    print(f"wrote {api.report(args.study_dir, all_versions=args.all_versions, force=args.force)}")
     return 0
 
 
 def _advise(args) -> int:
-    from .advise.candidates import parse_sources
-    from .advise.command import advice_summary, advise
-    from .advise.search import parse_budget
+    from .advise.command import advice_summary
 
-    path = advise(args.config, args.out, resolve_data_root(args.data_root), parse_sources(args.sources),
-                  args.study, parse_budget(args.budget), args.overrides, echo=not args.quiet)
+    path = api.advise(args.config, args.out, sources=args.sources, study=args.study, budget=args.budget,
+                      overrides=args.overrides, data_root=args.data_root, echo=not args.quiet)
     print(advice_summary(path))
     return 0
 
 
 def _predict(args) -> int:
-    from .evaluate.threshold import Criterion
-    from .inference import predict_files
+    from .inference import read_truth
 
-    criterion = (Criterion(ThresholdCriterion.GIVEN, args.threshold) if args.threshold is not None
-                 else Criterion(ThresholdCriterion.SENSITIVITY, args.sensitivity) if args.sensitivity is not None
-                 else None)
-    result = predict_files(args.run, args.images, device=args.device, criterion=criterion, cam_dir=args.cam)
+    truth = read_truth(args.truth) if args.truth is not None else None
+    result = api.predict(args.run, args.images, threshold=args.threshold, sensitivity=args.sensitivity, cam=args.cam,
+                         truth=truth, device=args.device)
     for note in result.notes:
         print(f"note: threshold {note}", file=sys.stderr)
     for small in result.warnings:

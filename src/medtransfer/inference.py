@@ -18,7 +18,8 @@ evaluate layers below it take and return arrays.
 """
 from __future__ import annotations
 
-import io
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from .errors import DataError, MedtransferError, reason_of
 from .evaluate.threshold import YOUDEN, Criterion, RunThresholds, choose_thresholds, given_thresholds
 from .kinds import SCRATCH, RunMethod, TaskKind, ThresholdCriterion
 from .models import create_model, load_weights
-from .models.cam import cam_target_layer, grad_cam_maps, import_grad_cam, overlay_heatmap, view_side
+from .models.cam import cam_target_layer, grad_cam_maps, import_grad_cam, overlay_heatmap, overlay_png, view_side
 from .run_folder import RunFolder, write_bytes_atomic
 from .study.schema import STORE_FILE
 from .train import predict, resolve_device
@@ -184,25 +185,46 @@ def run_thresholds(folder: RunFolder, kind: TaskKind, label_names: list[str], cr
     return choose_thresholds(kind, label_names, y_val, s_val, criterion or YOUDEN)
 
 
+def column_labels(label_names: list[str]) -> list[str]:
+    """The ``<label>`` of predict's CSV columns (``score_<label>``, ``predicted_<label>``, ``threshold_<label>``),
+    one per label, in order. A binary task on a CSV column of two named values calls its label
+    ``COLUMN=POSITIVE`` (``label=covid``); a column name is read by scripts and typed by people, so it gets the
+    positive value only (``score_covid``), and any character but ASCII letters, digits, ``-`` and ``_`` becomes
+    ``_`` (``No Finding`` -> ``No_Finding``). Two labels that clean to one name get ``_2``, ``_3``, ...; a label
+    with nothing left is ``label<k>``."""
+    out: list[str] = []
+    for k, name in enumerate(label_names):
+        text = str(name).partition("=")[2] if "=" in str(name) else str(name)
+        base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", text)).strip("_") or f"label{k}"
+        clean, n = base, 2
+        while clean in out:
+            clean, n = f"{base}_{n}", n + 1
+        out.append(clean)
+    return out
+
+
 def labelled_frame(paths: list[Path], scores: np.ndarray, kind: TaskKind, label_names: list[str],
                    thresholds: RunThresholds):
-    """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion."""
+    """image, score_<label>..., predicted_<label> (0/1) and threshold_<label> per label, criterion; ``<label>`` as
+    ``column_labels`` cleans it. A multiclass run's ``predicted`` holds the class name as the data spells it."""
     frame = pd.DataFrame({"image": [str(p) for p in paths]})
-    frame[[f"score_{n}" for n in label_names]] = scores
+    columns = column_labels(label_names)
+    frame[[f"score_{c}" for c in columns]] = scores
     if kind == TaskKind.MULTICLASS:
         frame["predicted"] = [label_names[i] for i in np.asarray(scores).argmax(axis=1)]
     else:
-        for k, name in enumerate(label_names):
+        for k, (name, column) in enumerate(zip(label_names, columns)):
             threshold = thresholds.labels[name].threshold
-            frame[f"predicted_{name}"] = (scores[:, k] >= threshold).astype(int)
-            frame[f"threshold_{name}"] = threshold
+            frame[f"predicted_{column}"] = (scores[:, k] >= threshold).astype(int)
+            frame[f"threshold_{column}"] = threshold
     frame["criterion"] = thresholds.criterion
     return frame
 
 
 def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criterion: Criterion | None = None,
-                  cam_dir: Path | None = None) -> Prediction:
-    """Score ``paths`` with the run, label them at its operating threshold(s), and optionally write CAMs.
+                  cam_dir: Path | None = None, truth: Mapping[str, object] | None = None) -> Prediction:
+    """Score ``paths`` with the run, label them at its operating threshold(s), and optionally write CAMs
+    (``truth``: true labels by image path or file name, for the CAM titles; see ``truth_of``).
 
     Unreadable images are skipped and returned in ``failures`` rather than raised, so one bad file does not
     cost the batch; the caller decides what a partial batch means (the CLI writes it, then exits 2).
@@ -227,10 +249,39 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
     result = Prediction(frame, thresholds, notes=thresholds.notes(), failures=failures, warnings=warnings,
                         n_images=len(paths) + len(failures))
     if cam_dir is not None:   # readable images only: the unreadable ones have no pixels to explain
-        result.cam_layer, result.cam_files = write_cams(model, ScoredImages(paths, images, scores), kind, label_names,
-                                                        cfg.image_size, Path(cam_dir), dev)
+        batch = ScoredImages(paths, images, scores, truth_of(paths, truth))
+        result.cam_layer, result.cam_files = write_cams(model, batch, kind, label_names, thresholds, cfg.image_size,
+                                                        Path(cam_dir), dev)
         frame["cam"] = [str(p) for p in result.cam_files]
     return result
+
+
+def truth_of(paths: list[Path], truth: Mapping[str, object] | None) -> list[str | None] | None:
+    """Each image's true label from ``truth``, looked up by the path as given, then resolved, then by file name
+    (a labels CSV often lists bare names); None where it has none, and None for all without ``truth``."""
+    if not truth:
+        return None
+    keys = {str(k): v for k, v in truth.items()}
+    names = {Path(k).name: v for k, v in keys.items()}
+    found = []
+    for path in paths:
+        value = keys.get(str(path), keys.get(str(Path(path).resolve()), names.get(Path(path).name)))
+        found.append(None if value is None or pd.isna(value) else str(value))
+    return found
+
+
+def read_truth(csv: Path) -> dict[str, str]:
+    """``predict --truth CSV``: {image: true label} from a CSV with ``image`` and ``label`` columns (more are
+    ignored); a one-line error naming what is missing otherwise."""
+    try:
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"--truth {csv}: cannot read it as CSV ({reason_of(err)})") from None
+    missing = [c for c in ("image", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(f"--truth {csv}: needs the columns image and label; missing {', '.join(missing)} "
+                        f"(columns: {', '.join(map(str, frame.columns))})")
+    return dict(zip(frame["image"], frame["label"]))
 
 
 def read_images(paths: list[Path], size: int) -> tuple[list[tuple[Path, np.ndarray]], list[Unreadable],
@@ -288,15 +339,39 @@ def cam_outputs(scores: np.ndarray, kind: TaskKind) -> list[int]:
 
 @dataclass(frozen=True)
 class ScoredImages:
-    """The readable images of a batch as the model saw them, with their files and scores: what heat maps explain."""
+    """The readable images of a batch as the model saw them, with their files and scores: what heat maps explain.
+    ``truth``: each image's true label where the caller gave one (None where not), shown in its map's title."""
     paths: list[Path]
     images: np.ndarray
     scores: np.ndarray
+    truth: list[str | None] | None = None
 
 
-def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str], image_size: int, out: Path,
-               device) -> tuple[str, list[Path]]:
-    """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png); returns (layer, files)."""
+def shown_label(name: str) -> str:
+    """A label as a title names it: a binary CSV label ``label=covid`` (column=positive value) as ``covid``."""
+    return str(name).partition("=")[2] or str(name)
+
+
+def cam_title(kind: TaskKind, label_names: list[str], thresholds: RunThresholds, scores: np.ndarray, output: int,
+              truth: str | None = None) -> list[str]:
+    """The lines above one overlay: what the map explains, its score and what predict labelled the image (the
+    same threshold as the CSV), then the true label where given. A map alone invites reading it as a finding;
+    with the score and the call beside it a reader sees what the model concluded from where it looked."""
+    name, score = label_names[output], float(np.asarray(scores)[output])
+    if kind == TaskKind.MULTICLASS:
+        lines = [f"predicted class: {shown_label(name)} (score {score:.3f}, the top class)"]
+    else:
+        threshold = thresholds.labels[name].threshold
+        call = "positive" if score >= threshold else "negative"
+        top = " (the top-scoring finding)" if kind == TaskKind.MULTILABEL else ""
+        lines = [f"{shown_label(name)}{top}: score {score:.3f}", f"predicted {call} at threshold {threshold:.3f}"]
+    return lines + ([f"true label: {truth}"] if truth not in (None, "") else [])
+
+
+def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str], thresholds: RunThresholds,
+               image_size: int, out: Path, device) -> tuple[str, list[Path]]:
+    """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png), titled by ``cam_title`` with
+    a colour bar; returns (layer, files)."""
     images, scores, paths = batch.images, batch.scores, batch.paths
     model.to(device)
     layer_name, layer = cam_target_layer(model, image_size)
@@ -307,31 +382,27 @@ def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise MedtransferError(f"--cam {out}: cannot create the folder ({err.strerror or err})") from None
-    files, used = [], set()
+    files, used, columns = [], set(), column_labels(label_names)
+    truth = batch.truth or [None] * len(paths)
     for i, path in enumerate(paths):
-        name = f"{Path(path).stem}_cam_{_safe(label_names[outputs[i]])}"
-        target = out / f"{name}.png"
-        n = 2
-        while target.name in used:   # two inputs with one stem (from different folders) keep both maps
-            target, n = out / f"{name}_{n}.png", n + 1
-        used.add(target.name)
-        rgb = overlay_heatmap(view_image(Path(path)), maps[i])
-        write_bytes_atomic(target, _png_bytes(Image.fromarray(rgb)))
+        target = _unused_name(out, f"{Path(path).stem}_cam_{columns[outputs[i]]}", used)
+        title = cam_title(kind, label_names, thresholds, scores[i], outputs[i], truth[i])
+        write_bytes_atomic(target, overlay_png(overlay_heatmap(view_image(Path(path)), maps[i]), title))
         files.append(target)
     return layer_name, files
+
+
+def _unused_name(out: Path, name: str, used: set[str]) -> Path:
+    """``out/name.png``, or ``name_2.png``, ... when an earlier image of the batch took it: two inputs with one
+    stem (from different folders) keep both maps."""
+    target, n = out / f"{name}.png", 2
+    while target.name in used:
+        target, n = out / f"{name}_{n}.png", n + 1
+    used.add(target.name)
+    return target
 
 
 def view_image(path: Path) -> np.ndarray:
     """The model's square crop of the image at the image's own resolution (at least 224 px a side)."""
     gray = read_dicom(path) if is_dicom(path) else read_pil(path)
     return square_resize(gray, view_side(min(gray.shape[:2])))
-
-
-def _png_bytes(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(label))

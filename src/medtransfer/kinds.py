@@ -47,6 +47,13 @@ class TaskKind(StrEnum):
     MULTICLASS = "multiclass"
 
 
+def auroc_name(kind: TaskKind | str | None) -> str:
+    """The headline AUROC's name for a task kind, in what the user reads (logs, CLI lines, pages): a binary task
+    has one label, so nothing is averaged and "macro AUROC" would suggest findings that are not there; a
+    multilabel or multiclass task's is the mean over findings or classes (and an unknown kind keeps that name)."""
+    return "AUROC" if kind == TaskKind.BINARY else "macro AUROC"
+
+
 class Strategy(StrEnum):
     """``train.strategy``: which layer groups train (the head only, all, or thawed in stages)."""
     FROZEN = "frozen"

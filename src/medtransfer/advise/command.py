@@ -15,6 +15,7 @@ from typing_extensions import TypedDict, Unpack
 
 from ..config import load_config, resolve_data_root
 from ..errors import MedtransferError
+from ..kinds import auroc_name
 from ..run_folder import write_json_atomic, write_text_atomic
 from ..parallel import torch_threads
 from ..runs.folder_protocol import RunLog
@@ -79,8 +80,9 @@ def _refuse_existing(out: Path) -> None:
 
 def advice_summary(path: Path) -> str:
     """The one line ``medtransfer advise`` prints: the pick, its test AUROC, where the page and the model are."""
-    rec = json.loads(Path(path).read_text())["recommendation"]
+    advice = json.loads(Path(path).read_text())
+    rec = advice["recommendation"]
     auc = "undefined" if rec["test_auroc"] is None else f"{rec['test_auroc']:.4f}"
     out = Path(path).parent
-    return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test macro AUROC {auc}; "
+    return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test {auroc_name(advice.get('task_kind'))} {auc}; "
             f"see {out / 'advice.html'}; model: medtransfer predict --run {out / 'best'}")

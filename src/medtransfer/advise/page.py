@@ -1,10 +1,11 @@
 """advice.html: the advice object as one self-contained page in the study report's look (its CSS and tables).
 
 Rendered from the same ``advice.Advice`` that is written to advice.json, so the page and the file agree (a
-number the file records rounded is shown from the same rounding). Free text
-goes through the report's ``esc`` (escaped and redacted); the train command and the methods' fixed
-descriptions are only escaped (the command must stay exact to be copied, and redaction would eat the
-word after "patient" in a method's text).
+number the file records rounded is shown from the same rounding). Text from the data or the configs (names,
+recipes, labels, error messages, notes quoting a source) goes through the report's ``esc`` (escaped and
+redacted); the train command and the tool's own sentences (the methods' descriptions, why no learning curve
+was fitted, what the interval resampled) only through ``html.escape`` / ``prose`` (the command must stay exact
+to be copied, and redaction would eat the word after "patient" in the tool's text).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 from datetime import datetime, timezone
 
 from ..durations import format_duration
-from ..report.page import CSS, esc, fmt_auroc, fmt_signed, table
+from ..report.page import CSS, esc, fmt_auroc, fmt_signed, prose, table
 from .advice import Advice, Gain, Recommendation
 from .candidates import Candidate
 from .rank import CandidateScore
@@ -47,7 +48,7 @@ def _ci(low, high) -> str:
 
 def _recommendation(rec: Recommendation) -> str:
     ci = rec.test_auroc_ci or {}
-    interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {esc(ci.get('resampled', 'patients'))})"
+    interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {prose(ci.get('resampled', 'patients'))})"
                 if ci else " (no interval: AUROC undefined)")
     items = [("Recipe", f"<b>{esc(rec.recipe)}</b> ({esc(rec.pick.arch)}, {rec.steps} optimiser steps)"),
              ("Test AUROC", f"<b>{fmt_auroc(rec.test_auroc)}</b>{interval}"),
@@ -79,7 +80,8 @@ def _gains(gains: list[Gain]) -> str:
     return ("<h2>Expected gain over scratch and ImageNet</h2>"
             "<p>From the search's validation AUROCs at equal step budgets; the expected test AUROC of the reference "
             "is the pick's test AUROC minus that gain (an estimate, not a measurement).</p>"
-            + table(["compared with", "its best recipe", "pick (val)", "it (val)", "gain", "95% CI of gain",
+            + table(["compared with", "its best recipe in the search", "the pick's validation AUROC",
+                     "its validation AUROC", "gain (validation AUROC points)", "95% CI of gain",
                      "its expected test AUROC", "note"], rows, numeric={2, 3, 4, 6}))
 
 
@@ -88,15 +90,16 @@ def _curve(a: dict) -> str:
     builds it, so the section reads it from a JSON-shaped holder (``{"learning_curve": block}``)."""
     c = a["learning_curve"]
     parts = ["<h2>Is it worth labelling more images?</h2>"]
-    rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "measured"] for s in c["sizes"]]
+    # a measured size has no interval here (one run per size); only the fitted curve's predictions have one
+    rows = [[f"{s['n_train']:,}", fmt_auroc(s["val_auroc"]), "—", "measured"] for s in c["sizes"]]
     for p in c["predictions"]:
-        rows.append([f"{p['n_train']:,} ({p['factor']:g}x)",
-                     f"{fmt_auroc(p['val_auroc'])} <small>({_ci(p['low'], p['high'])})</small>",
+        rows.append([f"{p['n_train']:,} ({p['factor']:g}x)", fmt_auroc(p["val_auroc"]), _ci(p["low"], p["high"]),
                      "<b>extrapolation</b>" if p["extrapolation"] else "interpolation"])
-    parts.append(table(["N", "validation AUROC (95% CI)", ""], rows, numeric={1}))
+    parts.append(table(["N", "validation AUROC", "95% CI (predictions only)", "measured or predicted"], rows,
+                       numeric={1}))
     fit = c.get("fit") or {}
     if not fit.get("ok"):
-        parts.append(f'<p class="note">No learning-curve prediction: {esc(fit.get("reason") or "no fit")}.</p>')
+        parts.append(f'<p class="note">No learning-curve prediction: {prose(fit.get("reason") or "no fit")}.</p>')
     else:
         gains = "; ".join(f"{p['factor']:g}x N: {fmt_signed(p['gain_over_n'])} → expected test AUROC "
                           f"{fmt_auroc(p['expected_test_auroc'])}" for p in c["predictions"])

@@ -1,7 +1,8 @@
-"""What a prepared dataset holds, per split: images, patients and positives per label.
+"""What a prepared dataset holds, per split: images, patients, and positives and negatives per label.
 
 Used by ``medtransfer data info`` so a user sees, before training, whether a rare label
-has any positives in the small training subset or the test split.
+has any positives in the small training subset or the test split, and whether a common one has any
+negatives (an AUROC needs both).
 """
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def positive_counts(prepared: PreparedData, idx: np.ndarray) -> list[int]:
     return (labels > 0.5).sum(axis=0).astype(int).tolist()
 
 
+def negative_counts(prepared: PreparedData, idx: np.ndarray) -> list[int] | None:
+    """Negatives per label (multilabel/binary); None for multiclass, whose class counts already say it all."""
+    labels = prepared.labels[idx]
+    if labels.ndim == 1:
+        return None
+    return (labels <= 0.5).sum(axis=0).astype(int).tolist()
+
+
 class DataTable(Table):
     """A rich Table that also prints as plain text with the builtin ``print`` / ``str``."""
 
@@ -52,9 +61,12 @@ def describe(prepared: PreparedData, title: str | None = None) -> DataTable:
     patients_label = "patients" if prepared.has_patient_ids else "patients (= images: no IDs)"
     table.add_row(patients_label, *[str(len(np.unique(prepared.patient_ids[idx]))) for idx in cols.values()])
     counts = [positive_counts(prepared, idx) for idx in cols.values()]
+    negatives = [negative_counts(prepared, idx) for idx in cols.values()]
     kind_word = "class" if prepared.labels.ndim == 1 else "positive"
     for k, name in enumerate(prepared.label_names):
         table.add_row(f"{kind_word}: {name}", *[str(c[k]) for c in counts])
+        if prepared.labels.ndim > 1:
+            table.add_row(f"negative: {name}", *[str(c[k]) for c in negatives])
     return table
 
 
@@ -68,6 +80,9 @@ def describe_dict(prepared: PreparedData) -> dict:
             ("classes" if prepared.labels.ndim == 1 else "positives"):
                 dict(zip(prepared.label_names, positive_counts(prepared, idx))),
         }
+        negatives = negative_counts(prepared, idx)
+        if negatives is not None:
+            per_split[name]["negatives"] = dict(zip(prepared.label_names, negatives))
     return {"labels": list(prepared.label_names), "has_patient_ids": bool(prepared.has_patient_ids),
             "splits": per_split}
 

@@ -12,6 +12,8 @@ least that wide at the run's image size is used instead, and its name is reporte
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from matplotlib import colormaps
@@ -114,6 +116,35 @@ def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, colormap: str = "jet",
     base = np.repeat((gray.astype(np.float32) / 255.0)[..., None], 3, axis=2)
     alpha = strength * heat_up[..., None]
     return np.clip(np.rint(255.0 * ((1 - alpha) * base + alpha * colour)), 0, 255).astype(np.uint8)
+
+
+CAM_SCALE = "Grad-CAM (1 = the strongest evidence in this image)"
+
+
+def overlay_png(rgb: np.ndarray, title: list[str], colormap: str = "jet") -> bytes:
+    """The overlay as a PNG a reader can judge on its own: ``title`` (what was scored, the call, the truth where
+    known) above it and a colour bar beside it, saying the colours are relative to this image's strongest
+    evidence (each map is min-max scaled), not a probability. The image keeps one pixel per pixel of ``rgb``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    height, width = rgb.shape[:2]
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    image_axes = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    image_axes.imshow(rgb, interpolation="nearest")
+    image_axes.set_axis_off()
+    image_axes.set_title("\n".join(title), fontsize=9, loc="left")
+    bar_axes = fig.add_axes((1.03, 0.0, max(12 / width, 0.04), 1.0))   # the saved canvas grows to hold it
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormaps[colormap]), cax=bar_axes)
+    bar.set_label(CAM_SCALE, fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.06, facecolor="white")
+    return buf.getvalue()
 
 
 def view_side(short_side: int) -> int:

@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 from ..data.splits import fold_strata, pool_folds
 from ..errors import DataError
 from ..evaluate import macro_auroc, one_vs_rest_targets
-from ..kinds import TaskKind
+from ..kinds import TaskKind, auroc_name
 
 AUTO_CV_MIN_CASES = 20
 CV_FOLDS = 5
@@ -161,10 +161,10 @@ def _fit(data: _Inputs, task_kind: TaskKind, rcfg, opts: BaselineOptions):
         chosen_on["folds"] = len(folds)
     else:
         scores = _val_scores(data, grid, task_kind, rcfg, seed)
-        where = f"validation macro AUROC ({len(data.Xva)} images)"
+        where = f"validation {auroc_name(task_kind)} ({len(data.Xva)} images)"
     chosen = _best_c(scores)
     if all(v is None for v in scores.values()):
-        notes.append(f"macro AUROC undefined for every C ({where}): C={chosen:g} taken by default")
+        notes.append(f"{auroc_name(task_kind)} undefined for every C ({where}): C={chosen:g} taken by default")
     refit = bool(opts.refit_on_pool and per_fold and selection == "pool_cv")
     X_fit, Y_fit = (X_pool, Y_pool) if refit else (data.Xtr, data.Ytr)
     prep = _fit_preprocess(X_fit)

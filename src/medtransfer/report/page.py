@@ -1,8 +1,10 @@
 """The self-contained report.html: inline CSS, the figure as base64, tables of aggregates only.
 
-Every piece of free text (task, recipe, label, reason) goes through ``redact`` and
-``html.escape``; numbers are the only other content, so no image or patient ID can
-reach the page.
+Text that came from the data or the user's configs (task, recipe, label, a failure reason, a source's
+description) goes through ``esc``: ``redact``, then ``html.escape``. The report's own sentences (definitions,
+which test was used, why a number is missing) go through ``prose``: escaped only, because redaction reads
+"patient" as the start of an ID and would eat the next word of "the same patient resamples". Numbers are the
+only other content, so no image or patient ID can reach the page.
 """
 from __future__ import annotations
 
@@ -36,7 +38,15 @@ gap:.2em 1em}dt{font-weight:600}dd{margin:0}small{color:#666}footer{margin-top:2
 
 
 def esc(text) -> str:
+    """Data-derived text for the page (a name, label, recipe, failure reason): redacted, then escaped, so an
+    image name or patient ID quoted in it never reaches the page."""
     return html.escape(redact(text))
+
+
+def prose(text) -> str:
+    """The tool's own sentence for the page: escaped only. It quotes no data, and redaction would blank the
+    word after "patient" in it (see the module docstring)."""
+    return html.escape(" ".join(str(text).split()))
 
 
 def fmt_auroc(x) -> str:
@@ -142,7 +152,7 @@ def header_section(n_runs: int, status_counts: dict, total_seconds: float, axes:
     items = "".join(f"<dt>{esc(k)}</dt><dd>{', '.join(esc(v) for v in vals)}</dd>"
                     for k, vals in axes.items() if vals)
     parts.append(f"<h3>Grid (values found in the results)</h3><dl>{items}</dl>")
-    parts += [f'<p class="note">{esc(n)}</p>' for n in notes]
+    parts += [f'<p class="note">{prose(n)}</p>' for n in notes]   # the tool's notes: names in them are redacted where made
     return "\n".join(parts)
 
 
@@ -197,7 +207,7 @@ def _noise_cell(r) -> str:
     if r.within_noise is None:
         return "—"
     names = "; ".join(esc(n) for n in r.within_noise)
-    how = f"<br><small>{esc(r.selection_method)}</small>" if r.selection_method else ""
+    how = f"<br><small>{prose(r.selection_method)}</small>" if r.selection_method else ""
     return f"{r.n_within_noise} of {r.n_recipes} recipes within noise of the best<br><small>{names}</small>{how}"
 
 

@@ -1,9 +1,13 @@
-"""Strip anything that could identify a patient from free text before it reaches a report.
+"""Strip anything that could identify a patient from data-derived text before it reaches a report.
 
 Error messages stored with failed runs may quote the image that broke a run
 (``.../00000001_000.png``) or a patient ID; a report only ever shows aggregates,
 so such tokens are replaced. Weight file names (``resnet18-f37072fd.pth``) are kept:
 they tell the user which file to place.
+
+Only text that came from the data or the user's configs is redacted (``page.esc``: names, labels, recipes,
+failure reasons, notes quoting a source). The tool's own sentences are not (``page.prose``): they quote no
+data, and the patterns below would blank the word after "patient" in them ("the same patient resamples").
 """
 from __future__ import annotations
 

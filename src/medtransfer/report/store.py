@@ -28,6 +28,7 @@ from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
 from ..study.spec import load_spec, overrides_from_text
 from ..study.store import REBUILD_HINT, check_store, connect_read_only, read_current_plan, unreadable_store
 from ..xrv_weights import target_images
+from .redact import redact
 
 
 # what the report reads of a run row (the store's own columns: ..study.schema)
@@ -316,11 +317,11 @@ def read_spec(spec_path: Path) -> tuple[str | None, dict[str, str], dict[str, st
     unsited = [name for name in spec.sources if name not in sites]
     notes = []
     if unsited:
-        notes.append("no 'site: same|other' given for source(s) " + ", ".join(unsited)
+        notes.append("no 'site: same|other' given for source(s) " + ", ".join(map(redact, unsited))
                      + ": each is compared with scratch and ImageNet on its own")
     overlapping = [name for name, src in spec.sources.items() if src.get("allow_overlap")]
     if overlapping:
-        notes.append("source(s) " + ", ".join(overlapping) + " were allowed to overlap the target (allow_overlap: "
+        notes.append("source(s) " + ", ".join(map(redact, overlapping)) + " were allowed to overlap the target (allow_overlap: "
                      "true), so they may have seen target images or patients: their gains are optimistic")
     return spec.name, sites, described, notes, list(spec.report.targets), spec.report.equivalence_margin
 

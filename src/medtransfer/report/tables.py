@@ -18,7 +18,7 @@ from ..evaluate.summary import diff_ci, t_interval
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus, Site, TaskKind
 from ..xrv_weights import XRV_WEIGHTS, leak_note
-from .redact import short_reason
+from .redact import redact, short_reason
 
 RADIOMICS = RunMethod.RADIOMICS
 RADIOMICS_LABEL = "radiomics + LR"
@@ -205,7 +205,7 @@ def pretraining_notes(runs: pd.DataFrame) -> list[str]:
         own = grid[grid["init"] == text]
         seen = sorted({(t, i) for t, i in zip(own["task"], own["target_images"]) if weights.saw(i)})
         if seen:
-            note += (" In this study " + ", ".join(f"{t} ({i})" for t, i in seen) + " tests on images these "
+            note += (" In this study " + ", ".join(f"{redact(t)} ({i})" for t, i in seen) + " tests on images these "
                      "weights were trained on: those AUROCs are optimistic.")
         notes.append(note)
     return notes

@@ -1,13 +1,14 @@
 """HTML of the "CNN vs radiomics" section: crossover table, per-N paired comparison, definitions.
 
-Only numbers and redacted, escaped labels reach the page (see ``page.esc``).
+Only numbers, redacted and escaped labels (``page.esc``) and the report's own escaped sentences (``page.prose``:
+which test, why one is missing, how an interval is made) reach the page.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from ..evaluate.equivalence import DEFAULT_MARGIN
-from .page import esc, fmt_auroc, fmt_n, fmt_signed, panel_title, table
+from .page import esc, fmt_auroc, fmt_n, fmt_signed, panel_title, prose, table
 from .tables import RADIOMICS_LABEL
 
 HOW = (
@@ -76,7 +77,7 @@ def _per_n_rows(block: dict) -> list[list[str]]:
             ci90 = "—" if pd.isna(r.ci90_low) else f"{r.ci90_low:+.3f} to {r.ci90_high:+.3f}"
             rows.append([esc(comp["init"]), fmt_n(r.n_train, r.N), fmt_auroc(r.cnn_mean), fmt_auroc(r.base_mean),
                          fmt_signed(r.diff_mean), ci, ci90, fmt_p(r.p_value), fmt_p(getattr(r, "p_holm", None)),
-                         str(int(r.n_pairs)), _p_cell(comp["tests"][r.n_train]), esc(r.verdict)])
+                         str(int(r.n_pairs)), _p_cell(comp["tests"][r.n_train]), prose(r.verdict)])
     return rows
 
 
@@ -100,16 +101,16 @@ def versus_section(blocks: list[dict]) -> str:
             ["CNN initialisation", "N", "CNN AUROC", "radiomics AUROC", "difference", "95% CI", "90% CI (TOST)",
              "p", "p (Holm)", "seeds", "DeLong p (per seed)", "verdict"], _per_n_rows(block),
             numeric={2, 3, 4, 7, 8, 9}))
-        parts.append(f'<p class="note">{esc(_tests_line(block))}</p>')
-        if block["notes"]:
-            parts.append('<p class="note">' + "<br>".join(esc(n) for n in block["notes"])
+        parts.append(f'<p class="note">{prose(_tests_line(block))}</p>')
+        if block["notes"]:   # why a DeLong test is missing: the report's own messages, naming no image or patient
+            parts.append('<p class="note">' + "<br>".join(prose(n) for n in block["notes"])
                          + "<br><small>— = no DeLong test (reason above); * = on the test images both runs scored "
                          "only.</small></p>")
         for comp in block["comparisons"]:
             how = INTERVAL_OF.get(comp["result"]["method"], "no interval (one seed, no DeLong test)")
             if how not in definitions:
                 definitions.append(how)
-    parts.append("<p><b>How each difference's interval is made.</b> " + "; ".join(esc(d) for d in definitions)
+    parts.append("<p><b>How each difference's interval is made.</b> " + "; ".join(prose(d) for d in definitions)
                  + ".</p>")
     return "\n".join(parts)
 

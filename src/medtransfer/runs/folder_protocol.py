@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..config import RunConfig, dump_config
 from ..errors import MedtransferError
+from ..kinds import auroc_name
 from ..run_folder import RunFolder, RunMetrics
 
 Log = Callable[[str], None]
@@ -71,7 +72,8 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool, body: R
 def write_finished(folder: RunFolder, log: Log, metrics: RunMetrics) -> RunMetrics:
     """The end of a run: its test AUROC in the log, then metrics.json (whose presence means "finished")."""
     test_auc = metrics.auroc("test")
-    log(f"test macro AUROC {test_auc:.4f}" if test_auc is not None else "test macro AUROC undefined")
+    name = auroc_name(metrics.task_kind)
+    log(f"test {name} {test_auc:.4f}" if test_auc is not None else f"test {name} undefined")
     folder.write_metrics(metrics)
     return metrics
 

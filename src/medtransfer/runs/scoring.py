@@ -18,7 +18,7 @@ from ..data import PreparedData
 from ..evaluate import score_metrics
 from ..evaluate.per_run import run_interval
 from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
-from ..kinds import TaskKind
+from ..kinds import TaskKind, auroc_name
 from ..run_folder import MetricBlock, RunFolder, write_text_atomic
 from .folder_protocol import Log
 
@@ -93,7 +93,7 @@ def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: 
         return
     scored["test"].auroc_ci = interval.to_json()
     folder.write_bootstrap(interval.draws, interval.test_set)
-    log(f"test macro AUROC 95% interval {interval.low:.4f} to {interval.high:.4f} "
+    log(f"test {auroc_name(kind)} 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
     for warning in reader_warnings(interval.low, labels, kind, clusters):
         log(f"WARNING: {warning}")

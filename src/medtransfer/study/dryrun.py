@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 
 from ..budget import budget_of
-from ..runs.cv import MIN_VAL_IMAGES
 from ..config import TrainConfig
 from ..durations import format_duration
 from ..kinds import SCRATCH, RunStatus
@@ -301,6 +300,9 @@ def cv_fits(run: PlannedRun, n_train: int, split: tuple[int, int, int] | None) -
     """How many fits a run costs: 1, or its folds plus the final fit where it will cross-validate (runs.cv):
     ``train.selection: cv``, or ``auto`` with fewer validation images than runs.cv.MIN_VAL_IMAGES (the class
     counts are not read here, so an ``auto`` run that cross-validates for a rare class is priced as one fit)."""
+    from ..runs.cv import MIN_VAL_IMAGES   # here, not at the top: runs.cv imports torch, and the study package
+                                           # is imported by `medtransfer --help` and `import medtransfer`
+
     train = run.config.train
     if train.selection == "holdout":
         return 1
