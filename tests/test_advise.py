@@ -21,7 +21,7 @@ from medtransfer.advise.command import advise
 from medtransfer.advise.workflow import check_training_set
 from medtransfer.advise.plan import CostModel, SearchSpace, plan_search
 from medtransfer.advise.search import curve_sizes, parse_budget, run_halving, search_data_of
-from medtransfer.config import dump_config, load_config, load_yaml, config_from_dict
+from medtransfer.config import TrainConfig, config_from_dict, dump_config, load_config, load_yaml
 from medtransfer.errors import DataError, MedtransferError
 from medtransfer.kinds import IMAGENET, SCRATCH, Init
 from medtransfer.models import Backbone, register_family
@@ -143,21 +143,22 @@ def test_the_plan_shrinks_to_the_budget_keeping_the_references():
              ("other", Init.checkpoint("b"), "resnet18"), ("imagenet", IMAGENET, "resnet18")]
     cost = CostModel(step_seconds=0.1, fixed_seconds=0.5)
     space = SearchSpace()
-    roomy = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1e6)
+    train = TrainConfig(epochs=3)
+    roomy = plan_search(inits, space, 100, curve_sizes(200), cost, 1e6, train)
     assert {a.init_name for a in roomy.arms} == {"src", "scratch", "other", "imagenet"} and roomy.sizes == (50, 100)
     assert not any(a.init_name == "scratch" and a.strategy == "frozen" for a in roomy.arms)
     assert roomy.rung_steps[-1] == 51 and list(roomy.rung_steps) == sorted(roomy.rung_steps)   # 3 rounds of 17
-    tight = plan_search(inits, space, 100, 3, curve_sizes(200), cost, roomy.estimated_seconds * 0.8)
+    tight = plan_search(inits, space, 100, curve_sizes(200), cost, roomy.estimated_seconds * 0.8, train)
     assert {a.init_name for a in tight.arms} == {"src", "scratch", "imagenet"}   # the lower-ranked source goes first
     assert tight.estimated_seconds <= roomy.estimated_seconds * 0.8 and "other" in tight.notes[0]
-    tiny = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1.0)
+    tiny = plan_search(inits, space, 100, curve_sizes(200), cost, 1.0, train)
     assert not tiny.fits and tiny.sizes == ()     # no plan fits: the caller refuses the budget with this one
     assert {a.init_name for a in tiny.arms} == {"src", "scratch", "imagenet"}
 
 
 def _search(data, idx, cfg, source):
     inits = [("src", Init.checkpoint(source), TINY_ARCH), ("scratch", SCRATCH, TINY_ARCH)]
-    plan = plan_search(inits, SearchSpace(), 12, 2, (), FREE, 1e6)
+    plan = plan_search(inits, SearchSpace(), 12, (), FREE, 1e6, cfg.train)
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], (17,), 0, "binary")
     assert len(search_data.train) + len(search_data.val) == len(idx["train"]) + len(idx["val"])
     return run_halving(search_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)

@@ -17,23 +17,34 @@ from medtransfer.advise.plan import (LOAD_MARGIN, RUNNING_MARGIN, CostModel, Sea
 from medtransfer.advise.search import BudgetClock, SearchData, SplitArrays, Trial, first_rung_order, run_halving
 from medtransfer.advise.timing import PROBE_SHARE, choose_threads, cost_from_stamps, probe_cost
 from medtransfer.advise.workflow import train_command
-from medtransfer.config import config_from_dict
+from medtransfer.config import TrainConfig, config_from_dict
 from medtransfer.errors import MedtransferError, WeightsUnavailable
 from medtransfer.kinds import IMAGENET, SCRATCH, Init, Strategy
 from medtransfer.models import Backbone, register_family
 
 # pneumoniamnist at N = 200 (the acceptance case): 12 validation rounds, 108 final steps, scratch only
 SCRATCH_ONLY = [("scratch", SCRATCH, "resnet18")]
-COST = CostModel(step_seconds=0.3, fixed_seconds=10.0, final_extra_seconds=5.0)
-RECIPE = (Strategy.FULL, "one_cycle")
+COST = CostModel(step_seconds=0.3, fixed_seconds=1.0, final_extra_seconds=5.0, val_seconds=0.7)
+TRAIN = TrainConfig(epochs=12, strategy="full", lr_policy="one_cycle")
 
 
-def _plan(budget, inits=SCRATCH_ONLY, sizes=(50, 100), final=108, rounds=12, cost=COST):
-    return plan_search(inits, SearchSpace(), final, rounds, sizes, cost, budget, recipe=RECIPE)
+def _plan(budget, inits=SCRATCH_ONLY, sizes=(50, 100), final=108, cost=COST, train=TRAIN):
+    return plan_search(inits, SearchSpace(), final, sizes, cost, budget, train)
 
 
 # ---------------------------------------------------------------------------------------------- the plan
-def test_the_plan_gives_up_sizes_rungs_steps_recipes_then_final_steps_in_that_order():
+def _stage(plan) -> str:
+    """Which step of the shrinking a plan of the acceptance case is at (plan.py's module docstring)."""
+    if plan.sizes or plan.trial_rounds == 12:
+        return "sizes"
+    if len(plan.rung_steps) > 1:
+        return "rounds"
+    if len(plan.arms) == 4:
+        return "rungs" if plan.rung_steps == (27,) else "steps"     # 27: the first rung of [27, 54], 3 rounds
+    return "recipes" if plan.final_steps == 108 else "final"
+
+
+def test_the_plan_gives_up_sizes_rounds_rungs_steps_recipes_then_final_steps_in_that_order():
     roomy = _plan(1e6)
     assert roomy.fits and roomy.sizes == (50, 100) and roomy.rung_counts() == [4, 2] and roomy.notes == ()
     seen, previous = [], None
@@ -45,13 +56,10 @@ def test_the_plan_gives_up_sizes_rungs_steps_recipes_then_final_steps_in_that_or
         if previous is not None:
             assert plan.estimated_seconds <= previous.estimated_seconds   # a smaller budget never plans more
         previous = plan
-        stage = ("sizes" if plan.sizes else
-                 "rungs" if len(plan.rung_steps) > 1 else
-                 "steps" if len(plan.arms) > 1 else
-                 "recipes" if plan.final_steps == 108 else "final")
+        stage = _stage(plan)
         if not seen or seen[-1] != stage:
             seen.append(stage)
-    assert seen == ["sizes", "rungs", "steps", "recipes", "final"]
+    assert seen == ["sizes", "rounds", "rungs", "steps", "recipes", "final"]
     assert previous.arms[0].label == "scratch / full / one_cycle"     # the config's recipe is the one kept
     assert any("the final run trains" in n for n in previous.notes)
 
@@ -63,10 +71,11 @@ def test_the_smallest_plan_is_returned_unfitting_and_keeps_the_references_and_th
     assert not tiny.fits
     assert [a.init_name for a in tiny.arms] == ["src", "scratch", "imagenet"]   # ranking order, one recipe each
     assert {(a.strategy, a.lr_policy) for a in tiny.arms} == {(Strategy.FULL, "one_cycle")}
-    assert tiny.rung_steps == (12,) and tiny.final_steps == 36 and tiny.sizes == ()   # 1 round; 108 / 4 -> 3 rounds
+    assert tiny.trial_rounds == 3 and tiny.rung_steps == (6,)    # MIN_RUNG_STEPS in whole rounds of 3
+    assert tiny.final_steps == 36 and tiny.rounds == 12 and tiny.sizes == ()   # 108 / 4 in whole rounds of 12
     notes = " ".join(tiny.notes)
-    for said in ("not searched: other", "50, 100 not trained", "only strategy full with LR policy one_cycle",
-                 "final run trains 36 steps"):
+    for said in ("not searched: other", "50, 100 not trained", "validated 3 times, not the config's 12",
+                 "only strategy full with LR policy one_cycle", "final run trains 36 steps"):
         assert said in notes
     assert tiny.estimated_seconds == min(_plan(b, inits).estimated_seconds for b in (1.0, 1e3, 1e4, 1e6))
 
@@ -96,6 +105,11 @@ class FakeClock:
         return self.t
 
 
+def _trial(strategy, steps):
+    """The cost model's seconds of a trial of the full plan (12 validation rounds)."""
+    return COST.run_seconds(1.0 if strategy == Strategy.FULL else 0.7, steps, 12)
+
+
 def _fake_search(monkeypatch, deadline, slowdown=1.0, reserve=0.0):
     """A [4, 2]-arm search whose trials 'take' the cost model's seconds x slowdown on a fake clock."""
     clock = FakeClock()
@@ -104,7 +118,7 @@ def _fake_search(monkeypatch, deadline, slowdown=1.0, reserve=0.0):
 
     def fake_train_arm(data, arm, steps, base, device, rung=0, positions=None):
         started.append((rung, arm.label, clock.t))
-        seconds = slowdown * COST.run_seconds(1.0 if arm.strategy == Strategy.FULL else 0.7, steps)
+        seconds = slowdown * _trial(arm.strategy, steps)
         clock.t += seconds
         bonus = 0.05 if arm.strategy == Strategy.FULL else 0.0
         return Trial(arm, rung, steps, 200, auroc[arm.lr_policy] + bonus, seconds)
@@ -123,8 +137,8 @@ def test_without_a_deadline_every_rung_runs(monkeypatch):
 
 
 def test_the_search_starts_no_trial_the_clock_cannot_hold_and_picks_from_the_last_full_rung(monkeypatch):
-    rung1 = sum(COST.run_seconds(1.0 if s == Strategy.FULL else 0.7, 36) for s in (Strategy.GRADUAL,) * 2 + (Strategy.FULL,) * 2)
-    second = COST.run_seconds(1.0, 60)                 # rung 2's first arm (full / one_cycle, the best of rung 1)
+    rung1 = sum(_trial(s, 36) for s in (Strategy.GRADUAL,) * 2 + (Strategy.FULL,) * 2)
+    second = _trial(Strategy.FULL, 60)                 # rung 2's first arm (full / one_cycle, the best of rung 1)
     deadline = rung1 + second + 1.0 + 100.0            # room for one rung-2 trial, the 100 s reserve and a second
     plan, result, started, clock, _ = _fake_search(monkeypatch, deadline, reserve=100.0)
     assert [len(r) for r in result.rungs] == [4, 1]
@@ -136,7 +150,7 @@ def test_the_search_starts_no_trial_the_clock_cannot_hold_and_picks_from_the_las
 
 
 def test_a_slower_machine_than_measured_stops_the_search_sooner(monkeypatch):
-    rung1 = sum(COST.run_seconds(1.0 if s == Strategy.FULL else 0.7, 36) for s in (Strategy.GRADUAL,) * 2 + (Strategy.FULL,) * 2)
+    rung1 = sum(_trial(s, 36) for s in (Strategy.GRADUAL,) * 2 + (Strategy.FULL,) * 2)
     deadline = 1.5 * rung1
     _, on_time, _, _, _ = _fake_search(monkeypatch, deadline)
     _, slow, started, clock, budget = _fake_search(monkeypatch, deadline, slowdown=2.0)
@@ -176,12 +190,12 @@ def test_rung_one_trains_the_configs_own_recipe_of_every_initialisation_first():
 
 def test_the_final_run_shortens_to_whole_rounds_when_the_search_ran_slow():
     plan = SearchPlan((), (36,), 108, 12, (), 0.0, COST)
-    on_time = RUNNING_MARGIN * (COST.run_seconds(1.0, 108) + COST.final_extra_seconds)
+    on_time = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
     assert final_steps_within(plan, Strategy.FULL, 1.0, on_time, 36) == 108
     assert final_steps_within(plan, Strategy.FULL, 1.0, on_time - 1.0, 36) < 108   # the margin is kept
     steps = final_steps_within(plan, Strategy.FULL, 1.5, on_time, 36)
     assert steps % 12 == 0 and 36 <= steps < 108
-    assert RUNNING_MARGIN * 1.5 * (COST.run_seconds(1.0, steps) + COST.final_extra_seconds) <= on_time
+    assert RUNNING_MARGIN * 1.5 * (COST.run_seconds(1.0, steps, 12) + COST.final_extra_seconds) <= on_time
     assert final_steps_within(plan, Strategy.FULL, 10.0, on_time, 36) == 36       # never below the pick's trial
     assert final_steps_within(plan, Strategy.FROZEN, 1.5, on_time, 36) == 108     # a frozen pick is cheaper
 
@@ -201,11 +215,12 @@ def test_the_command_carries_the_threads_advise_chose():
     assert "train.threads=1" in words and "train.threads" not in train_command("c.yaml", "d", "o", [], cfg, cfg)
 
 
-def test_the_probe_step_is_the_median_interval_and_its_fixed_part_counts_every_validation_pass():
-    cost = cost_from_stamps([10.0, 11.0, 12.5, 13.5], build_seconds=0.5, to_first_step=2.0, val_pass=0.25, rounds=12)
-    assert cost.step_seconds == 1.0 and cost.fixed_seconds == pytest.approx(0.5 + 1.0 + 13 * 0.25)
+def test_the_probe_step_is_the_median_interval_and_a_run_counts_every_validation_pass():
+    cost = cost_from_stamps([10.0, 11.0, 12.5, 13.5], build_seconds=0.5, to_first_step=2.0, val_pass=0.25)
+    assert cost.step_seconds == 1.0 and cost.fixed_seconds == pytest.approx(0.5 + 1.0) and cost.val_seconds == 0.25
+    assert cost.run_seconds(1.0, 10, 12) == pytest.approx(1.5 + 13 * 0.25 + 10)   # a pass per round and one after
     with pytest.raises(MedtransferError, match="needs 2"):
-        cost_from_stamps([1.0], 0.0, 0.0, 0.0, 1)
+        cost_from_stamps([1.0], 0.0, 0.0, 0.0)
 
 
 PROBE_ARCH = "advise-budget-test-cnn"
@@ -243,7 +258,7 @@ def test_the_probe_stops_at_its_share_of_the_budget():
                       torch.device("cpu"), 5.0, clock=clock)
     # clock: start 0, built 1, steps at 2, 3, 4 (4 s spent, 3/4 of 5: stop), validation 5 -> 6
     assert len(calls) == 7 and cost.step_seconds == 1.0
-    assert cost.fixed_seconds == pytest.approx(1.0 + 0.0 + 5 * 1.0)      # build + setup + (4 rounds + 1) passes
+    assert cost.fixed_seconds == pytest.approx(1.0 + 0.0) and cost.val_seconds == 1.0   # build + setup; the pass
 
 
 def test_the_probe_times_the_validation_pass_on_the_images_its_time_allows():
@@ -252,3 +267,23 @@ def test_the_probe_times_the_validation_pass_on_the_images_its_time_allows():
     assert _val_images(524, 10.0, 2.0) == 524
     assert _val_images(524, 1.0, 2.0) == 262
     assert _val_images(524, 0.0, 2.0) == 64 and _val_images(40, 0.0, 2.0) == 40
+
+
+def test_search_trials_are_validated_as_often_as_the_plan_says_and_the_final_run_as_the_config(monkeypatch):
+    from medtransfer.advise.plan import fewer_search_rounds
+
+    assert fewer_search_rounds(TRAIN) == [6, 3] and fewer_search_rounds(TrainConfig(epochs=3)) == []
+    assert fewer_search_rounds(TrainConfig(epochs=12, gradual_epochs=[4, 4, 4])) == []   # stages in their own rounds
+    plan = next(p for p in (_plan(b) for b in np.geomspace(1e4, 10.0, 300)) if p.trial_rounds == 3)
+    base = config_from_dict({"data": {"source": "medmnist", "name": "x"}, "task": {"kind": "binary"},
+                             "train": {"epochs": 12, "strategy": "full", "lr_policy": "one_cycle"}})
+    seen = []
+
+    def fake_train_arm(data, arm, steps, trial_base, device, rung=0, positions=None):
+        seen.append((steps, trial_base.train.epochs))
+        return Trial(arm, rung, steps, 200, 0.8, 1.0)
+
+    monkeypatch.setattr(search_module, "train_arm", fake_train_arm)
+    run_halving(None, plan, base, None, log=lambda _line: None)
+    assert seen and all(rounds == 3 and steps % 3 == 0 for steps, rounds in seen)
+    assert base.train.epochs == 12 and plan.rounds == 12 and plan.final_steps % 12 == 0

@@ -253,6 +253,9 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
     order = {arm: i for i, arm in enumerate(plan.arms)}
     counts = plan.rung_counts()
     alive = first_rung_order(plan.arms, base)
+    if base is not None and base.train.epochs != plan.trial_rounds:   # the plan validates its trials less often
+        base = base.model_copy(deep=True)
+        base.train.epochs = plan.trial_rounds
     rungs: list[list[Trial]] = []
     stopped = None
     for r, steps in enumerate(plan.rung_steps, start=1):
@@ -298,7 +301,7 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
     n_rungs = len(plan.rung_steps)
     trials: list[Trial] = []
     for arm in alive:
-        estimate = plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps)
+        estimate = plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.trial_rounds)
         if (r > 1 or trials) and not clock.holds(estimate):
             stopped = _stop_note(r, len(trials), len(alive), steps, clock)
             log(stopped)

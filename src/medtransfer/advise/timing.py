@@ -79,8 +79,8 @@ def probe_cost(data: SearchData, arm: Arm, base, device, seconds: float, *, val_
     validation images as the rest allows at the expected speed (``val_guess_seconds`` for all of them: the
     ranking's forward pass) and scaled to all.
 
-    A run's fixed part is its model build and setup plus a validation pass per round and the one after it
-    (``train_arm`` scores the validation images once more): ``base.train.epochs + 1`` passes.
+    A run's fixed part is its model build and setup; the validation pass is counted per round (and once
+    after the run: ``train_arm`` scores the validation images once more) by ``CostModel.run_seconds``.
     """
     from ..models import create_model                 # lazy (torch): as search.train_arm
     from ..models.init_resolve import resolve_init
@@ -115,7 +115,7 @@ def probe_cost(data: SearchData, arm: Arm, base, device, seconds: float, *, val_
     except (MedtransferError, RuntimeError, ValueError) as err:
         raise MedtransferError(f"the timing probe could not train {arm.label}: {reason_of(err)}") from None
     return cost_from_stamps(stamps, built - started, stamps[0] - built if stamps else 0.0, val_pass,
-                            base.train.epochs, final_extra_seconds)
+                            final_extra_seconds)
 
 
 def _val_images(n_val: int, seconds_left: float, guess_all: float) -> int:
@@ -127,12 +127,11 @@ def _val_images(n_val: int, seconds_left: float, guess_all: float) -> int:
 
 
 def cost_from_stamps(stamps: list[float], build_seconds: float, to_first_step: float, val_pass: float,
-                     rounds: int, final_extra_seconds: float = 0.0) -> CostModel:
+                     final_extra_seconds: float = 0.0) -> CostModel:
     """A CostModel from the probe's step time stamps: the step is the median interval between steps (the
-    first step, with its first-call costs, counts as setup), and the fixed part the build, the setup and
-    ``rounds + 1`` validation passes."""
+    first step, with its first-call costs, counts as setup), the fixed part the build and the setup."""
     if len(stamps) < 2:
         raise MedtransferError(f"the timing probe timed {len(stamps)} optimiser step(s): it needs 2")
     step = max(float(np.median(np.diff(stamps))), 1e-4)
     setup = max(to_first_step - step, 0.0)
-    return CostModel(step, build_seconds + setup + (rounds + 1) * val_pass, final_extra_seconds)
+    return CostModel(step, build_seconds + setup, final_extra_seconds, val_pass)

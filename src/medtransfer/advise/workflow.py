@@ -320,8 +320,8 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     before_probe = time.monotonic() - req.started
     cost = _probe(req, prepared, features, ranked, search_data, log)
     plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space,
-                       budget_of(prepared.n_train, cfg.train).total_steps, cfg.train.epochs, sizes, cost,
-                       max(req.deadline - time.monotonic(), 0.0), recipe=(cfg.train.strategy, cfg.train.lr_policy))
+                       budget_of(prepared.n_train, cfg.train).total_steps, sizes, cost,
+                       max(req.deadline - time.monotonic(), 0.0), cfg.train)
     if not plan.fits:
         raise MedtransferError(_refusal(req, plan, before_probe))
     log(f"plan: {plan.describe()}; estimated {plan.estimated_seconds:.0f} s "
@@ -329,7 +329,8 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     for note in plan.notes:
         log(f"plan: {note}")
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
-    clock = BudgetClock(req.deadline, reserve_seconds=cost.run_seconds(1.0, plan.final_steps) + cost.final_extra_seconds)
+    reserve = cost.run_seconds(1.0, plan.final_steps, plan.rounds) + cost.final_extra_seconds
+    clock = BudgetClock(req.deadline, reserve_seconds=reserve)
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
         f"steps, rung {halving.pick_trial.rung})")
@@ -353,8 +354,9 @@ def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Cand
     cost = probe_cost(search_data, timed_arm, req.cfg, prepared.device, PROBE_SHARE * req.budget_seconds,
                       val_guess_seconds=forward * len(search_data.val),
                       final_extra_seconds=forward * (len(prepared.idx["test"]) + len(search_data.val)) + WRAP_UP_SECONDS)
-    log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning) + {cost.fixed_seconds:.2f} s per run "
-        f"({req.cfg.train.epochs} validation rounds), measured on {timed_arm.label} in {time.monotonic() - started:.1f} s")
+    log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning), {cost.val_seconds:.2f} s per "
+        f"validation pass, {cost.fixed_seconds:.2f} s per run; measured on {timed_arm.label} in "
+        f"{time.monotonic() - started:.1f} s")
     return cost
 
 
