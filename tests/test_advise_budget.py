@@ -191,13 +191,22 @@ def test_rung_one_trains_the_configs_own_recipe_of_every_initialisation_first():
 def test_the_final_run_shortens_to_whole_rounds_when_the_search_ran_slow():
     plan = SearchPlan((), (36,), 108, 12, (), 0.0, COST)
     on_time = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
-    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time, 36) == 108
-    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time - 1.0, 36) < 108   # the margin is kept
-    steps = final_steps_within(plan, Strategy.FULL, 1.5, on_time, 36)
+    bounds = (36, 108)
+    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time, bounds) == 108
+    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time - 1.0, bounds) < 108   # the margin is kept
+    steps = final_steps_within(plan, Strategy.FULL, 1.5, on_time, bounds)
     assert steps % 12 == 0 and 36 <= steps < 108
     assert RUNNING_MARGIN * 1.5 * (COST.run_seconds(1.0, steps, 12) + COST.final_extra_seconds) <= on_time
-    assert final_steps_within(plan, Strategy.FULL, 10.0, on_time, 36) == 36       # never below the pick's trial
-    assert final_steps_within(plan, Strategy.FROZEN, 1.5, on_time, 36) == 108     # a frozen pick is cheaper
+    assert final_steps_within(plan, Strategy.FULL, 10.0, on_time, bounds) == 36       # never below the pick's trial
+    assert final_steps_within(plan, Strategy.FROZEN, 1.5, on_time, bounds) == 108     # a frozen pick is cheaper
+
+
+def test_a_search_that_left_room_gives_the_final_run_back_the_steps_the_plan_cut():
+    plan = SearchPlan((), (6,), 60, 12, (), 0.0, COST)                               # planned short: 60 of 108
+    roomy = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
+    assert final_steps_within(plan, Strategy.FULL, 1.0, 10 * roomy, (6, 108)) == 108  # never over the config's
+    some = final_steps_within(plan, Strategy.FULL, 1.0, roomy - 5.0, (6, 108))
+    assert 60 < some < 108 and some % 12 == 0
 
 
 # ---------------------------------------------------------------------------------------------- threads and the probe

@@ -16,7 +16,8 @@ estimate times ``LOAD_MARGIN`` fits; in order it gives up
 6. steps of the final run (half, then a quarter of the config's).
 
 Scratch and ImageNet (the references the gains are measured against) and the top-ranked source stay in
-every plan. When even the smallest plan does not fit, it comes back with ``fits=False`` and the caller
+every plan. Once the search is over, ``final_steps_within`` sets the final run's steps on the seconds
+actually left (fewer when the search ran slow, back up to the config's when it left room). When even the smallest plan does not fit, it comes back with ``fits=False`` and the caller
 refuses the budget, naming the smallest one that would do (``needed_budget``). This module is torch-free.
 """
 from __future__ import annotations
@@ -315,17 +316,21 @@ def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tu
 
 
 # ---------------------------------------------------------------------------------------------- the clock
-def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, seconds_left: float, floor: int) -> int:
-    """The final run's steps: the plan's when its estimate (the cost model x ``scale``, how far off the search
-    found it, x RUNNING_MARGIN) fits ``seconds_left``; else the most whole validation rounds that do, but not
-    under ``floor`` (the pick's steps in the search: a final run shorter than its own trial would undo the search)."""
+def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, seconds_left: float,
+                       bounds: tuple[int, int]) -> int:
+    """The final run's steps, decided when the search is over: the most whole validation rounds whose estimate
+    (the cost model x ``scale``, how far off the search found it, x RUNNING_MARGIN) fits ``seconds_left``,
+    within ``bounds``: at least the pick's steps in the search (a final run shorter than its own trial would
+    undo the search), at most the config's. So a search that ran slow shortens the final run, and one that
+    left room gives back steps a plan short of time had cut (the plan decided with LOAD_MARGIN, on less)."""
+    floor, most = bounds
     strategy_cost, scale = STRATEGY_COST.get(strategy, 1.0), scale * RUNNING_MARGIN
     fixed = scale * (plan.cost.run_seconds(strategy_cost, 0, plan.rounds) + plan.cost.final_extra_seconds)
     per_step = scale * strategy_cost * plan.cost.step_seconds
-    if fixed + per_step * plan.final_steps <= seconds_left or per_step <= 0:
+    if per_step <= 0:
         return plan.final_steps
     fitting = plan.rounds * math.floor(max(seconds_left - fixed, 0.0) / per_step / plan.rounds)
-    return int(min(plan.final_steps, max(floor, fitting)))
+    return int(min(most, max(floor, fitting)))
 
 
 def needed_budget(spent_before_plan: float, plan: SearchPlan, probe_share: float) -> float:

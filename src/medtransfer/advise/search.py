@@ -3,9 +3,10 @@
 Every arm (an initialisation x fine-tuning strategy x LR policy) trains a short budget of optimiser
 steps; the better half by VALIDATION macro AUROC is kept and trained again with twice the steps,
 until two arms remain; the better of those is the pick. The pick's full budget (the config's own
-step budget, ``final_steps``) is then trained once more by the caller as the final run, which is
-standard successive halving's last rung of one arm. Arms are ordered by the candidates' ranking,
-so ties go to the better-ranked initialisation.
+step budget, ``final_steps``, unless the budget shortened it) is then trained once more by the caller
+as the final run, which is standard successive halving's last rung of one arm. Arms are ordered by
+the candidates' ranking, so ties go to the better-ranked initialisation; a tight budget may stop
+the halving earlier or cut a rung (``plan.py``, ``BudgetClock``).
 
 The search cannot read the test split: it receives a ``SearchData``, built by ``search_data_of``
 from the training pool and the validation rows only (no test index is ever passed in), and trains

@@ -314,13 +314,12 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     """Step 2: the timing probe, the search plan sized to what is left of the budget (or the budget refused),
     the successive halving (training subset and validation split only) and the final run's steps."""
     cfg, data, idx = req.cfg, prepared.data, prepared.idx
-    sizes = curve_sizes(prepared.n_train)
+    sizes, config_steps = curve_sizes(prepared.n_train), budget_of(prepared.n_train, cfg.train).total_steps
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], sizes, cfg.train.seed,
                                  cfg.task.kind, cfg.data.subset_by)
     before_probe = time.monotonic() - req.started
     cost = _probe(req, prepared, features, ranked, search_data, log)
-    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space,
-                       budget_of(prepared.n_train, cfg.train).total_steps, sizes, cost,
+    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space, config_steps, sizes, cost,
                        max(req.deadline - time.monotonic(), 0.0), cfg.train)
     if not plan.fits:
         raise MedtransferError(_refusal(req, plan, before_probe))
@@ -334,11 +333,13 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
         f"steps, rung {halving.pick_trial.rung})")
-    steps = final_steps_within(plan, halving.pick.strategy, clock.scale, clock.seconds_left(), halving.pick_trial.steps)
+    steps = final_steps_within(plan, halving.pick.strategy, clock.scale, clock.seconds_left(),
+                               (halving.pick_trial.steps, config_steps))
     notes = ()
-    if steps < plan.final_steps:
-        notes = (f"budget: the search's runs took x{clock.scale:.2f} their estimate, so the final run trains {steps} "
-                 f"steps instead of the plan's {plan.final_steps} to stay within the budget",)
+    if steps != plan.final_steps:
+        notes = (f"budget: the search's runs took x{clock.scale:.2f} their estimate and {clock.seconds_left():.0f} s "
+                 f"are left, so the final run trains {steps} steps (the plan's {plan.final_steps}, the config's "
+                 f"{config_steps})",)
         log(notes[0])
     return _Searched(search_data, plan, halving, steps, notes)
 
