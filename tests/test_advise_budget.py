@@ -41,10 +41,12 @@ def _stage(plan) -> str:
         return "rounds"
     if len(plan.arms) == 4:
         return "rungs" if plan.rung_steps == (27,) else "steps"     # 27: the first rung of [27, 54], 3 rounds
-    return "recipes" if plan.final_steps == 108 else "final"
+    if plan.final_steps == 108:
+        return "recipes" if plan.final_run_rounds == 12 else "final rounds"
+    return "final steps"
 
 
-def test_the_plan_gives_up_sizes_rounds_rungs_steps_recipes_then_final_steps_in_that_order():
+def test_the_plan_gives_up_sizes_rounds_rungs_steps_recipes_then_the_final_runs_rounds_and_steps():
     roomy = _plan(1e6)
     assert roomy.fits and roomy.sizes == (50, 100) and roomy.rung_counts() == [4, 2] and roomy.notes == ()
     seen, previous = [], None
@@ -59,7 +61,7 @@ def test_the_plan_gives_up_sizes_rounds_rungs_steps_recipes_then_final_steps_in_
         stage = _stage(plan)
         if not seen or seen[-1] != stage:
             seen.append(stage)
-    assert seen == ["sizes", "rounds", "rungs", "steps", "recipes", "final"]
+    assert seen == ["sizes", "rounds", "rungs", "steps", "recipes", "final rounds", "final steps"]
     assert previous.arms[0].label == "scratch / full / one_cycle"     # the config's recipe is the one kept
     assert any("the final run trains" in n for n in previous.notes)
 
@@ -72,10 +74,10 @@ def test_the_smallest_plan_is_returned_unfitting_and_keeps_the_references_and_th
     assert [a.init_name for a in tiny.arms] == ["src", "scratch", "imagenet"]   # ranking order, one recipe each
     assert {(a.strategy, a.lr_policy) for a in tiny.arms} == {(Strategy.FULL, "one_cycle")}
     assert tiny.trial_rounds == 3 and tiny.rung_steps == (6,)    # MIN_RUNG_STEPS in whole rounds of 3
-    assert tiny.final_steps == 36 and tiny.rounds == 12 and tiny.sizes == ()   # 108 / 4 in whole rounds of 12
+    assert tiny.final_steps == 27 and tiny.final_run_rounds == 3 and tiny.sizes == ()   # 108 / 4, 3 rounds
     notes = " ".join(tiny.notes)
     for said in ("not searched: other", "50, 100 not trained", "validated 3 times, not the config's 12",
-                 "only strategy full with LR policy one_cycle", "final run trains 36 steps"):
+                 "only strategy full with LR policy one_cycle", "train.epochs=3", "final run trains 27 steps"):
         assert said in notes
     assert tiny.estimated_seconds == min(_plan(b, inits).estimated_seconds for b in (1.0, 1e3, 1e4, 1e6))
 
@@ -201,6 +203,13 @@ def test_the_final_run_shortens_to_whole_rounds_when_the_search_ran_slow():
     assert final_steps_within(plan, Strategy.FROZEN, 1.5, on_time, bounds) == 108     # a frozen pick is cheaper
 
 
+def test_a_final_run_validated_less_often_gets_whole_rounds_of_its_own():
+    plan = SearchPlan((), (6,), 27, 12, (), 0.0, COST, search_rounds=3, final_rounds=3)
+    left = RUNNING_MARGIN * (COST.run_seconds(1.0, 51, 3) + COST.final_extra_seconds)
+    assert final_steps_within(plan, Strategy.FULL, 1.0, left, (6, 108)) == 51      # 17 rounds of 3
+    assert final_steps_within(plan, Strategy.FULL, 1.0, 1e6, (6, 100)) == 99       # the config's, in whole rounds
+
+
 def test_a_search_that_left_room_gives_the_final_run_back_the_steps_the_plan_cut():
     plan = SearchPlan((), (6,), 60, 12, (), 0.0, COST)                               # planned short: 60 of 108
     roomy = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
@@ -218,10 +227,14 @@ def test_threads_are_the_cores_other_work_leaves_free():
     assert choose_threads(2, None) == 2 and choose_threads(2, math.nan) == 2
 
 
-def test_the_command_carries_the_threads_advise_chose():
+def test_the_command_carries_the_threads_advise_chose_and_the_rounds_the_budget_set():
     cfg = config_from_dict({"data": {"source": "medmnist", "name": "pneumoniamnist"}, "task": {"kind": "binary"}})
     words = train_command("c.yaml", "data", "out", [], cfg, cfg, threads=1)
     assert "train.threads=1" in words and "train.threads" not in train_command("c.yaml", "d", "o", [], cfg, cfg)
+    best = cfg.model_copy(deep=True)
+    best.train.epochs = 3
+    assert "train.epochs=3" in train_command("c.yaml", "d", "o", [], cfg, best)
+    assert "train.epochs" not in train_command("c.yaml", "d", "o", [], cfg, cfg)
 
 
 def test_the_probe_step_is_the_median_interval_and_a_run_counts_every_validation_pass():

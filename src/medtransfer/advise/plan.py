@@ -13,7 +13,9 @@ estimate times ``LOAD_MARGIN`` fits; in order it gives up
 3. rungs of successive halving (halving stops earlier; the pick is the best of the last rung trained);
 4. steps per rung (down to ``MIN_RUNG_STEPS`` in whole validation rounds);
 5. recipes per initialisation (the config's LR policy only, then the config's strategy only);
-6. steps of the final run (half, then a quarter of the config's).
+6. validation rounds of the final run, as of the trials (the recipe then says ``train.epochs``): 13
+   validation passes were 24 s of a 56 s final run of 36 steps on a loaded CPU;
+7. steps of the final run (half, then a quarter of the config's).
 
 Scratch and ImageNet (the references the gains are measured against) and the top-ranked source stay in
 every plan. Once the search is over, ``final_steps_within`` sets the final run's steps on the seconds
@@ -137,10 +139,15 @@ class SearchPlan:
     notes: tuple[str, ...] = ()
     fits: bool = True
     search_rounds: int | None = None   # validation rounds of a search trial (None: ``rounds``)
+    final_rounds: int | None = None    # validation rounds of the final run (None: ``rounds``)
 
     @property
     def trial_rounds(self) -> int:
         return self.search_rounds or self.rounds
+
+    @property
+    def final_run_rounds(self) -> int:
+        return self.final_rounds or self.rounds
 
     def rung_counts(self) -> list[int]:
         return rung_counts(len(self.arms))[:len(self.rung_steps)]
@@ -159,7 +166,7 @@ class SearchPlan:
     def to_json(self) -> dict:
         return {"arms": [a.label for a in self.arms], "rung_counts": self.rung_counts(),
                 "rung_steps": list(self.rung_steps), "final_steps": self.final_steps, "rounds": self.rounds,
-                "search_rounds": self.trial_rounds,
+                "search_rounds": self.trial_rounds, "final_rounds": self.final_run_rounds,
                 "learning_curve_sizes": list(self.sizes), "estimated_seconds": self.estimated_seconds_rounded,
                 "cost_model": self.cost.to_json(), "notes": list(self.notes)}
 
@@ -210,6 +217,7 @@ class PlanShape:
     shift: int = 0                # extra halvings of every rung's step budget (0: the doubling ladder's own)
     final_divisor: int = 1        # the final run trains 1/final_divisor of the config's steps
     search_rounds: int | None = None   # validation rounds of a search trial (None: the config's)
+    final_rounds: int | None = None    # validation rounds of the final run (None: the config's)
 
 
 def plan_shapes(n_sources: int, sizes: tuple[int, ...], space: SearchSpace, narrower: list[SearchSpace],
@@ -230,8 +238,11 @@ def plan_shapes(n_sources: int, sizes: tuple[int, ...], space: SearchSpace, narr
         yield PlanShape(fewest, (), space, 1, shift, search_rounds=least)
     for smaller in narrower:
         yield PlanShape(fewest, (), smaller, 1, MAX_SHIFT, search_rounds=least)
+    narrowest = (narrower or [space])[-1]
+    for rounds in fewer_rounds:
+        yield PlanShape(fewest, (), narrowest, 1, MAX_SHIFT, 1, least, rounds)
     for divisor in FINAL_SHORTENINGS:
-        yield PlanShape(fewest, (), (narrower or [space])[-1], 1, MAX_SHIFT, divisor, least)
+        yield PlanShape(fewest, (), narrowest, 1, MAX_SHIFT, divisor, least, least)
 
 
 def fewer_search_rounds(train: TrainConfig) -> list[int]:
@@ -261,7 +272,7 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
     for shape in plan_shapes(len(others), sizes, space, narrower, limits):
         chosen = sorted(refs + others[:shape.sources], key=lambda i: order[i[0]])
         plan = _plan_of(shape, shape.space.arms(chosen), final_steps, train.epochs, cost)
-        key = (plan.arms, plan.rung_steps, plan.sizes, plan.final_steps, plan.trial_rounds)
+        key = (plan.arms, plan.rung_steps, plan.sizes, plan.final_steps, plan.trial_rounds, plan.final_run_rounds)
         if key in seen:
             continue
         seen.add(key)
@@ -275,16 +286,18 @@ def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_st
 
 def _plan_of(shape: PlanShape, arms: list[Arm], final_steps: int, rounds: int, cost: CostModel) -> SearchPlan:
     """The plan of one shape for these arms: its rung steps (the first ``shape.rungs`` of a doubling ladder
-    ``shape.shift`` halvings longer, in whole rounds of a search trial) and final steps (whole rounds, never
-    under the longest rung's)."""
+    ``shape.shift`` halvings longer, in whole rounds of a search trial) and final steps (whole rounds of the
+    final run, never under the longest rung's nor over the config's)."""
     natural = len(rung_counts(len(arms)))
-    trial_rounds = shape.search_rounds or rounds
+    trial_rounds, final_rounds = shape.search_rounds or rounds, shape.final_rounds or rounds
     steps = rung_steps_for(natural + shape.shift, final_steps, trial_rounds)[:min(shape.rungs or natural, natural)]
     final = final_steps
-    if shape.final_divisor > 1:
-        final = min(final_steps, whole_rounds(max(final_steps / shape.final_divisor, max(steps)), rounds))
-    seconds = estimate_seconds(arms, steps, final, len(shape.sizes), cost, (trial_rounds, rounds))
-    return SearchPlan(tuple(arms), steps, final, rounds, shape.sizes, seconds, cost, search_rounds=shape.search_rounds)
+    if shape.final_divisor > 1 or final_rounds != rounds:
+        final = whole_rounds(max(final_steps / shape.final_divisor, max(steps)), final_rounds)
+        final = final if final <= final_steps else final_rounds * (final_steps // final_rounds)
+    seconds = estimate_seconds(arms, steps, final, len(shape.sizes), cost, (trial_rounds, final_rounds))
+    return SearchPlan(tuple(arms), steps, final, rounds, shape.sizes, seconds, cost,
+                      search_rounds=shape.search_rounds, final_rounds=shape.final_rounds)
 
 
 def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tuple[SearchPlan, int]) -> list[str]:
@@ -297,8 +310,9 @@ def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tu
     if len(shape.sizes) < len(sizes):
         notes.append(f"budget: learning-curve size(s) {', '.join(map(str, sizes[len(shape.sizes):]))} not trained")
     if shape.search_rounds is not None:
+        kept = f" (the final run keeps {plan.rounds})" if shape.final_rounds is None else ""
         notes.append(f"budget: a search trial is validated {shape.search_rounds} times, not the config's "
-                     f"{plan.rounds} (the final run keeps {plan.rounds})")
+                     f"{plan.rounds}{kept}")
     natural = len(rung_counts(len(plan.arms)))
     if shape.rungs is not None and len(plan.rung_steps) < natural:
         notes.append(f"budget: {len(plan.rung_steps)} rung(s) of successive halving instead of {natural}: the pick "
@@ -310,6 +324,9 @@ def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tu
         notes.append(f"budget: only strategy {'/'.join(shape.space.strategies)} with LR policy "
                      f"{'/'.join(shape.space.lr_policies)} searched (the space: {'/'.join(space.strategies)} x "
                      f"{'/'.join(space.lr_policies)})")
+    if shape.final_rounds is not None:
+        notes.append(f"budget: the final run is validated {shape.final_rounds} times, not the config's {plan.rounds} "
+                     f"(its recipe says train.epochs={shape.final_rounds})")
     if plan.final_steps < final_steps:
         notes.append(f"budget: the final run trains {plan.final_steps} steps, not the config's {final_steps}")
     return notes
@@ -324,13 +341,14 @@ def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, secon
     undo the search), at most the config's. So a search that ran slow shortens the final run, and one that
     left room gives back steps a plan short of time had cut (the plan decided with LOAD_MARGIN, on less)."""
     floor, most = bounds
+    rounds = plan.final_run_rounds
     strategy_cost, scale = STRATEGY_COST.get(strategy, 1.0), scale * RUNNING_MARGIN
-    fixed = scale * (plan.cost.run_seconds(strategy_cost, 0, plan.rounds) + plan.cost.final_extra_seconds)
+    fixed = scale * (plan.cost.run_seconds(strategy_cost, 0, rounds) + plan.cost.final_extra_seconds)
     per_step = scale * strategy_cost * plan.cost.step_seconds
     if per_step <= 0:
         return plan.final_steps
-    fitting = plan.rounds * math.floor(max(seconds_left - fixed, 0.0) / per_step / plan.rounds)
-    return int(min(most, max(floor, fitting)))
+    fitting = rounds * math.floor(max(seconds_left - fixed, 0.0) / per_step / rounds + 1e-9)   # (float rounding)
+    return int(min(rounds * (most // rounds), max(whole_rounds(floor, rounds), fitting)))
 
 
 def needed_budget(spent_before_plan: float, plan: SearchPlan, probe_share: float) -> float:

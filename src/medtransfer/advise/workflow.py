@@ -182,11 +182,14 @@ def learning_curve(data, trials: list[Trial], n_train: int, final_val_scores: np
 def train_command(config_path: Path, data_root: Path, out: Path, overrides: list[str], cfg: RunConfig,
                   best: RunConfig, threads: int | None = None) -> str:
     """The ``medtransfer train`` line that trains ``best``: the user's config and --set values, then the recipe
-    (and ``train.threads`` when advise chose the thread count: CPU results depend on it)."""
+    (with ``train.epochs`` when the budget changed it, and ``train.threads`` when advise chose the thread
+    count: CPU results depend on it)."""
     recipe = [f"model.init={best.model.init}", f"train.strategy={best.train.strategy}",
               f"train.lr_policy={best.train.lr_policy}", f"train.steps={best.train.steps}"]
     if best.model.arch != cfg.model.arch:
         recipe.insert(0, f"model.arch={best.model.arch}")
+    if best.train.epochs != cfg.train.epochs:    # a budget that validated the final run less often
+        recipe.append(f"train.epochs={best.train.epochs}")
     if threads is not None:
         recipe.append(f"train.threads={threads}")
     parts = ["medtransfer", "train", str(config_path), "--data-root", str(data_root), "--out", str(out)]
@@ -255,6 +258,7 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
                                "; ".join(f"{s.name}: {s.unusable}" for s in scores))
     searched = _search(req, prepared, features, ranked, log)               # 2. the search
     best_cfg = recipe_config(req.cfg, searched.halving.pick, searched.final_steps)
+    best_cfg.train.epochs = searched.plan.final_run_rounds
     best_dir = req.out / BEST_RUN                                          # 3. the final run
     log(f"final run: {searched.halving.pick.label}, {searched.final_steps} steps -> {best_dir}")
     metrics = train_run(best_cfg, best_dir, req.root, overwrite=True, echo=False, progress=False)
@@ -328,7 +332,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     for note in plan.notes:
         log(f"plan: {note}")
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
-    reserve = cost.run_seconds(1.0, plan.final_steps, plan.rounds) + cost.final_extra_seconds
+    reserve = cost.run_seconds(1.0, plan.final_steps, plan.final_run_rounds) + cost.final_extra_seconds
     clock = BudgetClock(req.deadline, reserve_seconds=reserve)
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
