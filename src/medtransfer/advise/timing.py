@@ -4,9 +4,9 @@ Two measurements, both taken before the search is planned:
 
 * ``choose_threads``: on a CPU, a run whose config leaves ``train.threads`` unset trains on the cores the
   machine's other work leaves free (``busy_cores`` reads /proc/stat over half a second). Measured on 2 cores
-  with another process busy on both: a ResNet-18 step at 32 px took 1.7-3.1 s on torch's default 2 threads
-  and 0.3 s on 1 (two threads' lock-step waits on a core someone else holds), so the thread count decides
-  more of a loaded machine's speed than anything the plan can shrink.
+  with other processes keeping both busy (load average 7-8): a ResNet-18 step at 32 px took 1.7-3.1 s on
+  torch's default 2 threads and 0.3 s on 1 (two threads' lock-step waits on a core someone else holds), so
+  the thread count decides more of a loaded machine's speed than anything the plan can shrink.
 * ``probe_cost``: one training run of the top-ranked recipe that stops itself after a few optimiser steps
   (a wall-clock cap checked after every step, at least ``MIN_PROBE_STEPS``), then a validation pass on as
   many validation images as the rest of its ``PROBE_SHARE`` of the budget allows. The median step, the
