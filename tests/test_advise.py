@@ -19,9 +19,9 @@ from medtransfer.advise.features import CandidateFeatures
 from medtransfer.advise.rank import rank_candidates
 from medtransfer.advise.command import advise
 from medtransfer.advise.workflow import check_training_set
-from medtransfer.advise.search import (CostModel, SearchSpace, curve_sizes, parse_budget, plan_search, run_halving,
-                                       search_data_of)
-from medtransfer.config import dump_config, load_config, load_yaml, config_from_dict
+from medtransfer.advise.plan import CostModel, SearchSpace, plan_search
+from medtransfer.advise.search import curve_sizes, parse_budget, run_halving, search_data_of
+from medtransfer.config import TrainConfig, config_from_dict, dump_config, load_config, load_yaml
 from medtransfer.errors import DataError, MedtransferError
 from medtransfer.kinds import IMAGENET, SCRATCH, Init
 from medtransfer.models import Backbone, register_family
@@ -143,21 +143,22 @@ def test_the_plan_shrinks_to_the_budget_keeping_the_references():
              ("other", Init.checkpoint("b"), "resnet18"), ("imagenet", IMAGENET, "resnet18")]
     cost = CostModel(step_seconds=0.1, fixed_seconds=0.5)
     space = SearchSpace()
-    roomy = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1e6)
+    train = TrainConfig(epochs=3)
+    roomy = plan_search(inits, space, 100, curve_sizes(200), cost, 1e6, train)
     assert {a.init_name for a in roomy.arms} == {"src", "scratch", "other", "imagenet"} and roomy.sizes == (50, 100)
     assert not any(a.init_name == "scratch" and a.strategy == "frozen" for a in roomy.arms)
     assert roomy.rung_steps[-1] == 51 and list(roomy.rung_steps) == sorted(roomy.rung_steps)   # 3 rounds of 17
-    tight = plan_search(inits, space, 100, 3, curve_sizes(200), cost, roomy.estimated_seconds * 0.8)
+    tight = plan_search(inits, space, 100, curve_sizes(200), cost, roomy.estimated_seconds * 0.8, train)
     assert {a.init_name for a in tight.arms} == {"src", "scratch", "imagenet"}   # the lower-ranked source goes first
     assert tight.estimated_seconds <= roomy.estimated_seconds * 0.8 and "other" in tight.notes[0]
-    tiny = plan_search(inits, space, 100, 3, curve_sizes(200), cost, 1.0)
-    assert tiny.sizes == () and "s left of the --budget" in tiny.notes[-1]
+    tiny = plan_search(inits, space, 100, curve_sizes(200), cost, 1.0, train)
+    assert not tiny.fits and tiny.sizes == ()     # no plan fits: the caller refuses the budget with this one
     assert {a.init_name for a in tiny.arms} == {"src", "scratch", "imagenet"}
 
 
 def _search(data, idx, cfg, source):
     inits = [("src", Init.checkpoint(source), TINY_ARCH), ("scratch", SCRATCH, TINY_ARCH)]
-    plan = plan_search(inits, SearchSpace(), 12, 2, (), FREE, 1e6)
+    plan = plan_search(inits, SearchSpace(), 12, (), FREE, 1e6, cfg.train)
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], (17,), 0, "binary")
     assert len(search_data.train) + len(search_data.val) == len(idx["train"]) + len(idx["val"])
     return run_halving(search_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)
@@ -183,7 +184,8 @@ def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():
 
     from medtransfer.advise.page import _curve
     from medtransfer.advise.workflow import learning_curve
-    from medtransfer.advise.search import Arm, SearchData, SplitArrays, Trial
+    from medtransfer.advise.plan import Arm
+    from medtransfer.advise.search import SearchData, SplitArrays, Trial
     from medtransfer.evaluate.metrics import macro_auroc
 
     rng = np.random.default_rng(0)
@@ -272,6 +274,34 @@ def test_cli_bad_inputs_are_one_line_errors_with_exit_2(workspace, tmp_path, cap
 
 
 @needs_cli
+def test_cli_refuses_a_budget_too_small_for_any_plan_with_one_that_would_do(workspace, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A fake probe (50 s a step): no plan fits 2 minutes, so advise trains nothing and names a budget that fits."""
+    import medtransfer.advise.workflow as workflow_module
+    from medtransfer.advise.plan import LOAD_MARGIN
+
+    planned = []
+    real_plan_search = workflow_module.plan_search
+
+    def spy(*args, **kwargs):
+        planned.append(real_plan_search(*args, **kwargs))
+        return planned[-1]
+
+    monkeypatch.setattr(workflow_module, "probe_cost", lambda *a, **k: CostModel(50.0, 100.0, 10.0))
+    monkeypatch.setattr(workflow_module, "plan_search", spy)
+    out = tmp_path / "refused"
+    from medtransfer.cli import main
+
+    code = main(["advise", str(workspace / "cfg.yaml"), "--out", str(out), "--data-root", str(workspace),
+                 "--budget", "2m", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--budget 120s is too small" in err
+    suggested = parse_budget(err.split("use --budget ")[1].split()[0])
+    assert suggested * (1 - 0.05) >= LOAD_MARGIN * planned[-1].estimated_seconds     # it would hold the plan
+    assert not (out / "best").exists() and not (out / "advice.json").exists()         # nothing was trained
+
+
+@needs_cli
 def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, capsys):
     from medtransfer.cli import main
 
@@ -285,7 +315,7 @@ def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, c
 
 
 def test_rung_budgets_are_whole_validation_rounds_so_the_reported_steps_are_the_trained_steps():
-    from medtransfer.advise.search import rung_steps_for
+    from medtransfer.advise.plan import rung_steps_for
     from medtransfer.budget import plan_budget
 
     final = plan_budget(200, 32, epochs=8, min_steps=200).total_steps          # 200

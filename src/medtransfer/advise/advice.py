@@ -14,7 +14,8 @@ from pathlib import Path
 from ..kinds import TaskKind
 from .candidates import Candidate
 from .rank import CandidateScore
-from .search import Arm, HalvingResult, SearchPlan
+from .plan import Arm, SearchPlan
+from .search import HalvingResult
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ scikit-learn, matplotlib) are imported once the arguments are good. Measured: an
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..run_folder import write_json_atomic, write_text_atomic
 from ..parallel import torch_threads
 from ..runs.folder_protocol import RunLog
 from .candidates import list_candidates
-from .search import SearchSpace
+from .plan import SearchSpace
 
 ADVICE_JSON = "advice.json"
 ADVICE_HTML = "advice.html"
@@ -57,10 +58,14 @@ def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = N
     from .page import render_advice                      # lazy: see the module docstring
     from .workflow import AdviseRequest, run_workflow    # lazy: see the module docstring
 
-    request = AdviseRequest(cfg, config_path, out, root, overrides, study_dir, budget_seconds,
-                            options.get("space") or SearchSpace(), started)
     log = RunLog(out / LOG_FILE, echo=options.get("echo", True))
     try:
+        threads = _chosen_threads(cfg, log)
+        if threads is not None:
+            cfg = cfg.model_copy(deep=True)
+            cfg.train.threads = threads
+        request = AdviseRequest(cfg, config_path, out, root, overrides, study_dir, budget_seconds,
+                                options.get("space") or SearchSpace(), started, threads)
         with torch_threads(cfg.train.threads):
             advice = run_workflow(request, candidates, log)
     except MedtransferError as err:
@@ -71,6 +76,22 @@ def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = N
     write_json_atomic(out / ADVICE_JSON, advice.to_json())
     write_text_atomic(out / ADVICE_HTML, render_advice(advice))
     return out / ADVICE_JSON
+
+
+def _chosen_threads(cfg, log) -> int | None:
+    """The CPU threads advise trains on when the config leaves ``train.threads`` unset and the device is a CPU:
+    the cores the machine's other work leaves free (``timing.choose_threads``: on a loaded machine torch's
+    default of every core is several times slower); None when the config or a GPU decides."""
+    from ..train import resolve_device          # lazy (torch): see the module docstring
+    from .timing import busy_cores, choose_threads
+
+    if cfg.train.threads is not None or resolve_device(cfg.train.device).type != "cpu":
+        return None
+    cores, busy = os.cpu_count() or 1, busy_cores()
+    threads = choose_threads(cores, busy)
+    shown = "unknown" if busy is None else f"{busy:.1f} of {cores} cores busy"
+    log(f"CPU threads: {threads} (train.threads unset; the machine's other work: {shown})")
+    return threads
 
 
 def _refuse_existing(out: Path) -> None:

@@ -18,7 +18,8 @@ from ..report.page import CSS, esc, fmt_auroc, fmt_signed, prose, table
 from .advice import Advice, Gain, Recommendation
 from .candidates import Candidate
 from .rank import CandidateScore
-from .search import HalvingResult, SearchPlan
+from .plan import SearchPlan
+from .search import HalvingResult
 
 FOOTER = """<footer><h2>How to read this</h2><dl>
 <dt>Transferability</dt><dd>How well a candidate's frozen features (before any fine-tuning) separate your labels:

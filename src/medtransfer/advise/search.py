@@ -3,18 +3,21 @@
 Every arm (an initialisation x fine-tuning strategy x LR policy) trains a short budget of optimiser
 steps; the better half by VALIDATION macro AUROC is kept and trained again with twice the steps,
 until two arms remain; the better of those is the pick. The pick's full budget (the config's own
-step budget, ``final_steps``) is then trained once more by the caller as the final run, which is
-standard successive halving's last rung of one arm. Arms are ordered by the candidates' ranking,
-so ties go to the better-ranked initialisation.
+step budget, ``final_steps``, unless the budget shortened it) is then trained once more by the caller
+as the final run, which is standard successive halving's last rung of one arm. Arms are ordered by
+the candidates' ranking, so ties go to the better-ranked initialisation; a tight budget may stop
+the halving earlier or cut a rung (``plan.py``, ``BudgetClock``).
 
 The search cannot read the test split: it receives a ``SearchData``, built by ``search_data_of``
 from the training pool and the validation rows only (no test index is ever passed in), and trains
 with ``fit`` / ``predict`` in memory. Nothing here writes a file.
 
-Time: ``plan_search`` sizes the search to ``--budget`` from a cost model measured by two short
-training runs (``measure_cost``); while running, ``run_halving`` recalibrates on the measured
-seconds and stops starting rungs that would overrun the deadline (the pick then comes from the
-last completed rung, and says so).
+Time: the plan (``plan.py``) is sized to what is left of ``--budget`` from a cost model measured by a
+short capped run (``timing.probe_cost``); while running, ``run_halving`` asks its ``BudgetClock`` before
+every trial whether the trial and what must follow it (the final run) still fit before the deadline, both
+rescaled by how long the finished trials took against the cost model. When they do not, it starts no new
+trial: the pick comes from the last completed rung (from the trials done, when the first rung is cut), and
+``HalvingResult.stopped`` says so.
 
 The CLI imports ``parse_budget`` from here before it checks the user's arguments, so the training layers
 (torch, scikit-learn) and pandas are imported where a trial trains, not at module level (``command.py``
@@ -32,15 +35,10 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import MedtransferError, reason_of
-from ..kinds import Init, InitKind, Strategy, TaskKind
-from .candidates import REFERENCE_NAMES
+from ..kinds import TaskKind
+from .plan import RUNNING_MARGIN, STRATEGY_COST, Arm, SearchPlan, recipe_config
 
-MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
-DEFAULT_STRATEGIES = tuple(Strategy)
-DEFAULT_LR_POLICIES = ("constant", "one_cycle")
-STRATEGY_COST = {Strategy.FROZEN: 0.35, Strategy.GRADUAL: 0.7, Strategy.FULL: 1.0}   # step cost relative to full fine-tuning
 CHOICE = "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"
-GRACE = 1.15                  # a rung may start when the projected end is within this multiple of the budget
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 
@@ -115,176 +113,6 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
         nested[int(n)] = positions
     return SearchData(rows(train_idx), rows(np.asarray(val_idx, dtype=np.int64)), task_kind,
                       list(data.label_names), nested)
-
-
-# ---------------------------------------------------------------------------------------------- arms
-@dataclass(frozen=True)
-class Arm:
-    """One recipe the search can train: an initialisation (by candidate name) x strategy x LR policy."""
-    init_name: str
-    init: Init
-    arch: str
-    strategy: Strategy
-    lr_policy: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.init_name} / {self.strategy} / {self.lr_policy}"
-
-    def to_json(self) -> dict:
-        return {"init_name": self.init_name, "init": str(self.init), "arch": self.arch, "strategy": self.strategy,
-                "lr_policy": self.lr_policy}
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    strategies: tuple[Strategy, ...] = DEFAULT_STRATEGIES
-    lr_policies: tuple[str, ...] = DEFAULT_LR_POLICIES
-
-    def arms(self, inits: list[tuple[str, Init, str]]) -> list[Arm]:
-        """Arms of ``inits`` ((name, init, arch), in ranking order); scratch is never frozen (a random backbone)."""
-        return [Arm(name, init, arch, strategy, policy)
-                for name, init, arch in inits for strategy in self.strategies for policy in self.lr_policies
-                if not (strategy == Strategy.FROZEN and init.kind is InitKind.SCRATCH)]
-
-
-def recipe_config(base: RunConfig, arm: Arm, steps: int) -> RunConfig:
-    """``base`` with the arm's arch, init, strategy and LR policy and exactly ``steps`` optimiser steps."""
-    cfg = base.model_copy(deep=True)
-    cfg.model.arch = arm.arch
-    cfg.model.init = arm.init
-    cfg.train.strategy = arm.strategy
-    cfg.train.lr_policy = arm.lr_policy
-    cfg.train.steps = int(steps)
-    return cfg
-
-
-# ---------------------------------------------------------------------------------------------- plan
-@dataclass(frozen=True)
-class CostModel:
-    """Seconds a run is expected to take: a fixed part (building the model, copying the arrays, the
-    validation rounds) plus its optimiser steps (full fine-tuning; other strategies scaled by STRATEGY_COST)."""
-    step_seconds: float
-    fixed_seconds: float = 0.0
-    final_extra_seconds: float = 0.0   # the final run's test pass, bootstrap and files
-
-    def run_seconds(self, strategy_cost: float, steps: int) -> float:
-        return self.fixed_seconds + strategy_cost * self.step_seconds * steps
-
-    def to_json(self) -> dict:
-        return {"step_seconds": round(self.step_seconds, 4), "fixed_seconds": round(self.fixed_seconds, 3),
-                "final_extra_seconds": round(self.final_extra_seconds, 3)}
-
-
-def measure_cost(data: SearchData, arm: Arm, base: RunConfig, device, final_extra_seconds: float = 0.0
-                 ) -> CostModel:
-    """Time ``arm`` at one and at four optimiser steps per validation round (after one untimed warm-up run):
-    the difference is the cost of the extra steps, the rest the fixed cost of a run."""
-    rounds = base.train.epochs
-    train_arm(data, arm, rounds, base, device)   # warm-up: first-call costs would shrink the difference
-    short = train_arm(data, arm, rounds, base, device)
-    longer = train_arm(data, arm, 4 * rounds, base, device)
-    step = max((longer.seconds - short.seconds) / (3 * rounds), 1e-4)
-    return CostModel(step, max(short.seconds - rounds * step, 0.0), final_extra_seconds)
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """The arms, each rung's step budget (the choice is made after the last rung), the final budget and
-    the learning-curve sizes, with the plan's estimated seconds (search + final run + size runs)."""
-    arms: tuple[Arm, ...]
-    rung_steps: tuple[int, ...]
-    final_steps: int
-    rounds: int                 # validation rounds per run (train.epochs)
-    sizes: tuple[int, ...]
-    estimated_seconds: float
-    cost: CostModel
-    notes: tuple[str, ...] = ()
-
-    def rung_counts(self) -> list[int]:
-        return rung_counts(len(self.arms))
-
-    @property
-    def estimated_seconds_rounded(self) -> float:
-        """The estimate as advice.json records it (and advice.html shows it): to 0.1 s."""
-        return round(self.estimated_seconds, 1)
-
-    def to_json(self) -> dict:
-        return {"arms": [a.label for a in self.arms], "rung_counts": self.rung_counts(),
-                "rung_steps": list(self.rung_steps), "final_steps": self.final_steps, "rounds": self.rounds,
-                "learning_curve_sizes": list(self.sizes), "estimated_seconds": self.estimated_seconds_rounded,
-                "cost_model": self.cost.to_json(), "notes": list(self.notes)}
-
-
-def rung_counts(n_arms: int) -> list[int]:
-    """Arms per rung: halving (rounded up) until two or fewer remain; the last rung chooses the pick."""
-    counts = [max(int(n_arms), 1)]
-    while counts[-1] > 2:
-        counts.append(math.ceil(counts[-1] / 2))
-    return counts
-
-
-def rung_steps_for(n_rungs: int, final_steps: int, rounds: int = 1) -> tuple[int, ...]:
-    """Doubling step budgets ending at half the final budget (the final run is the last, one-arm rung).
-
-    Each is a whole number of validation rounds (a fit rounds its step budget up to one), so the
-    steps a rung reports are the steps it trains."""
-    def whole_rounds(steps: int) -> int:
-        return rounds * math.ceil(steps / rounds)
-    return tuple(min(final_steps, whole_rounds(max(MIN_RUNG_STEPS, math.ceil(final_steps / 2 ** (n_rungs - r)))))
-                 for r in range(n_rungs))
-
-
-def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: int, n_sizes: int,
-                     cost: CostModel) -> float:
-    """The plan's seconds: every rung (at the arms' mean strategy cost), the final run and the size runs."""
-    mean_cost = float(np.mean([STRATEGY_COST.get(a.strategy, 1.0) for a in arms])) if arms else 1.0
-    counts = rung_counts(len(arms))
-    search = sum(c * cost.run_seconds(mean_cost, s) for c, s in zip(counts, rung_steps))
-    final = cost.run_seconds(mean_cost, final_steps) + cost.final_extra_seconds
-    return search + final + n_sizes * cost.run_seconds(mean_cost, final_steps)
-
-
-def plan_search(inits: list[tuple[str, Init, str]], space: SearchSpace, final_steps: int, rounds: int,
-                sizes: tuple[int, ...], cost: CostModel, budget_seconds: float) -> SearchPlan:
-    """The largest plan whose estimate fits ``budget_seconds`` (what is left of --budget when the search is planned).
-
-    ``inits`` are (name, init, arch) in ranking order. Scratch and ImageNet (the references the gains
-    are measured against) are always in; of the other candidates the top-ranked are admitted, as many
-    as fit. When even one source does not fit, the learning-curve sizes are dropped (N/2, then N/4);
-    when nothing fits, the smallest plan runs and a note says by how much it exceeds the budget.
-    """
-    refs = [i for i in inits if i[0] in REFERENCE_NAMES]
-    others = [i for i in inits if i[0] not in REFERENCE_NAMES]
-    order = {i[0]: k for k, i in enumerate(inits)}
-    size_options = [sizes[:k] for k in range(len(sizes), -1, -1)]
-    fewest = min(1, len(others))
-    tried = []
-    for size_option in size_options:
-        for k in range(len(others), fewest - 1, -1):
-            chosen = sorted(refs + others[:k], key=lambda i: order[i[0]])
-            arms = space.arms(chosen)
-            steps = rung_steps_for(len(rung_counts(len(arms))), final_steps, rounds)
-            seconds = estimate_seconds(arms, steps, final_steps, len(size_option), cost)
-            tried.append((arms, steps, size_option, seconds, k))
-            if seconds <= budget_seconds:
-                return SearchPlan(tuple(arms), steps, final_steps, rounds, size_option, seconds, cost,
-                                  tuple(_plan_notes(others, k, sizes, size_option)))
-    arms, steps, size_option, seconds, k = tried[-1]
-    notes = _plan_notes(others, k, sizes, size_option)
-    notes.append(f"the smallest plan is estimated at {seconds:.0f} s, more than the {budget_seconds:.0f} s left of "
-                 "the --budget after ranking and timing: it runs anyway (a larger --budget searches more)")
-    return SearchPlan(tuple(arms), steps, final_steps, rounds, size_option, seconds, cost, tuple(notes))
-
-
-def _plan_notes(others, k: int, sizes, size_option) -> list[str]:
-    notes = []
-    if k < len(others):
-        left = ", ".join(name for name, _, _ in others[k:])
-        notes.append(f"budget: only the top {k} ranked source(s) searched; not searched: {left}")
-    if len(size_option) < len(sizes):
-        notes.append(f"budget: learning-curve size(s) {', '.join(map(str, sizes[len(size_option):]))} not trained")
-    return notes
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -385,54 +213,119 @@ class HalvingResult:
                 "choice": CHOICE}
 
 
+@dataclass
+class BudgetClock:
+    """The running search's view of its deadline: what must still follow the search (``reserve_seconds``,
+    in the cost model's seconds) and how far off the cost model has been (``scale``: the seconds the
+    finished trials took over the seconds the model gave them). ``now`` is injectable for tests."""
+    deadline: float | None                        # a ``now()`` value; None: no deadline
+    reserve_seconds: float = 0.0
+    now: Callable[[], float] = time.monotonic
+    margin: float = RUNNING_MARGIN
+    spent: float = 0.0
+    expected: float = 0.0
+
+    @property
+    def scale(self) -> float:
+        return self.spent / self.expected if self.expected > 0 else 1.0
+
+    def record(self, seconds: float, estimate: float) -> None:
+        self.spent += seconds
+        self.expected += estimate
+
+    def seconds_left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - self.now()
+
+    def holds(self, estimate: float) -> bool:
+        """Whether work of ``estimate`` model seconds, then the reserve, ends by the deadline at the measured
+        scale, with ``margin`` to spare."""
+        return self.margin * self.scale * (estimate + self.reserve_seconds) <= self.seconds_left()
+
+
 def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
-                log: Callable[[str], None] = print, deadline: float | None = None,
-                reserve_seconds: float = 0.0) -> HalvingResult:
+                log: Callable[[str], None] = print, clock: BudgetClock | None = None) -> HalvingResult:
     """Successive halving of ``plan.arms`` over ``plan.rung_steps`` on ``data`` (train and validation only).
 
-    ``deadline`` (a ``time.monotonic()`` value): a rung after the first starts only when its projected
-    end, plus ``reserve_seconds`` for what must follow (the final run, in the cost model's seconds),
-    stays within the deadline x GRACE; both are the plan's cost model scaled by the seconds the finished
-    trials actually took (``HalvingResult.cost_scale``).
+    Before every trial but the first, ``clock`` (default: no deadline) says whether it still fits; when it
+    does not, no further trial starts and ``stopped`` says where the search stopped and what the pick is.
     """
-    started = time.monotonic()
+    clock = clock or BudgetClock(None)
+    started = clock.now()
     order = {arm: i for i, arm in enumerate(plan.arms)}
     counts = plan.rung_counts()
-    alive = list(plan.arms)
+    alive = first_rung_order(plan.arms, base)
+    if base is not None and base.train.epochs != plan.trial_rounds:   # the plan validates its trials less often
+        base = base.model_copy(deep=True)
+        base.train.epochs = plan.trial_rounds
     rungs: list[list[Trial]] = []
     stopped = None
-    spent = expected = 0.0
-    for r, (count, steps) in enumerate(zip(counts, plan.rung_steps), start=1):
-        if rungs and deadline is not None:
-            scale = spent / expected if expected > 0 else 1.0
-            projected = scale * sum(plan.cost.run_seconds(STRATEGY_COST.get(a.strategy, 1.0), steps) for a in alive)
-            left = deadline - time.monotonic() - scale * reserve_seconds
-            if projected > left * GRACE:
-                stopped = (f"stopped before rung {r} ({len(alive)} arms x {steps} steps, about {projected:.0f} s) "
-                           f"to stay within the budget: the pick is the best of rung {r - 1}")
-                log(stopped)
-                break
-        trials = []
-        for arm in alive:
-            trial = train_arm(data, arm, steps, base, device, rung=r)
-            trials.append(trial)
-            spent += trial.seconds
-            expected += plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps)
-            shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-            log(f"rung {r}/{len(counts)} ({steps} steps): {arm.label}: val AUROC {shown} ({trial.seconds:.1f} s)")
-        keep = math.ceil(len(trials) / 2) if r < len(counts) else 1
-        kept = {id(t) for t in _ranked(trials, order)[:keep]}
-        rungs.append([_marked(t, id(t) in kept) for t in trials])
-        alive = [t.arm for t in _ranked(trials, order)[:keep]]
-    pick_trial = _ranked(rungs[-1], order)[0]
-    if stopped:   # the pick is the one kept arm of the last completed rung
-        rungs[-1] = [_marked(t, t is pick_trial) for t in rungs[-1]]
+    for r, steps in enumerate(plan.rung_steps, start=1):
+        trials, stopped = _train_rung(data, (plan, base, device), alive, (r, steps), clock, log)
+        if stopped and r > 1:
+            if trials:    # a cut rung: shown, but its trials are not compared with the ones it never trained
+                rungs.append([_marked(t, False) for t in trials])
+            break
+        keep = 1 if (r == len(counts) or stopped) else math.ceil(len(trials) / 2)
+        ranked = _ranked(trials, order)
+        rungs.append([_marked(t, t in ranked[:keep]) for t in trials])
+        alive = [t.arm for t in ranked[:keep]]
+        if stopped:       # rung 1 cut: the pick is the best of the trials it has
+            break
+    if stopped and r > 1:   # the pick is the one kept arm of the last completed rung
+        pick_trial = _ranked(rungs[r - 2], order)[0]
+        rungs[r - 2] = [_marked(t, t is pick_trial) for t in rungs[r - 2]]
+        pick_trial = next(t for t in rungs[r - 2] if t.kept)
+    else:
         pick_trial = next(t for t in rungs[-1] if t.kept)
     if not math.isfinite(pick_trial.val_auroc):
         raise MedtransferError(f"every recipe of the last rung failed or had an undefined validation AUROC "
                                f"(e.g. {pick_trial.arm.label}: {pick_trial.error or 'AUROC undefined'})")
-    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, time.monotonic() - started,
-                         spent / expected if expected > 0 else 1.0)
+    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, clock.now() - started, clock.scale)
+
+
+def first_rung_order(arms, base: RunConfig | None) -> list[Arm]:
+    """The order rung 1 trains in: every initialisation's arm with the config's own strategy and LR policy first
+    (in ranking order), then the rest. When the clock cuts the first rung, the initialisations have been
+    compared on the user's recipe, and at worst the pick is that recipe. Ties are still broken by the plan's
+    order (``_ranked``), not by this one."""
+    if base is None:
+        return list(arms)
+    own = (base.train.strategy, base.train.lr_policy)
+    return sorted(arms, key=lambda a: (a.strategy, a.lr_policy) != own)
+
+
+def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], alive: list[Arm],
+                rung: tuple[int, int], clock: BudgetClock, log: Callable[[str], None]) -> tuple[list[Trial], str | None]:
+    """One rung's trials, in ranking order, while ``clock`` holds each (the first trial of the search always
+    runs); (the trials, why the rung stopped early or None)."""
+    (plan, base, device), (r, steps) = how, rung
+    n_rungs = len(plan.rung_steps)
+    trials: list[Trial] = []
+    for arm in alive:
+        estimate = plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.trial_rounds)
+        if (r > 1 or trials) and not clock.holds(estimate):
+            stopped = _stop_note(r, len(trials), len(alive), steps, clock)
+            log(stopped)
+            return trials, stopped
+        trial = train_arm(data, arm, steps, base, device, rung=r)
+        trials.append(trial)
+        clock.record(trial.seconds, estimate)
+        shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
+        log(f"rung {r}/{n_rungs} ({steps} steps): {arm.label}: val AUROC {shown} ({trial.seconds:.1f} s)")
+    return trials, None
+
+
+def _stop_note(r: int, done: int, arms: int, steps: int, clock: BudgetClock) -> str:
+    """Why the search stopped where it did, and where the pick comes from."""
+    left = f"{max(clock.seconds_left(), 0.0):.0f} s left, runs taking x{clock.scale:.2f} the estimate"
+    if done == 0:
+        return (f"stopped before rung {r} ({arms} arms x {steps} steps) to stay within the budget ({left}): "
+                f"the pick is the best of rung {r - 1}")
+    if r == 1:
+        return (f"stopped during rung 1 after {done} of {arms} arms to stay within the budget ({left}): the pick "
+                f"is the best of those {done}")
+    return (f"stopped during rung {r} after {done} of {arms} arms to stay within the budget ({left}): the pick is "
+            f"the best of rung {r - 1} (rung {r}'s {done} trial(s) are shown, not compared)")
 
 
 def _marked(t: Trial, kept: bool) -> Trial:

@@ -5,8 +5,10 @@ through the steps, one after the other:
 
 1. rank the candidate initialisations (``candidates``) by the transferability of
    their frozen features of the training images (``features``, ``rank``);
-2. plan a successive-halving search that fits ``--budget`` and run it on the training subset and
-   the validation split only (``search``: it is handed no test row);
+2. time a training step (``timing``: at most 5% of ``--budget``), plan a successive-halving search that
+   fits what is left (``plan``: it shrinks until it does; a budget too small for any plan is refused with
+   the smallest that would do) and run it on the training subset and the validation split only (``search``:
+   it is handed no test row, and starts no trial the clock cannot hold);
 3. train the pick with ``train_run`` into ``ADVICE_DIR/best`` (so ``medtransfer predict --run
    ADVICE_DIR/best`` works): the one evaluation on the test split, with its patient-level CI;
 4. train the pick at N/4 and N/2 (same steps, same validation images) and fit the learning curve,
@@ -51,8 +53,10 @@ from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate
 from .features import CandidateFeatures, candidate_features
 from .rank import METHOD as RANK_METHOD
 from .rank import CandidateScore, rank_candidates
-from .search import (GRACE, HalvingResult, SearchData, SearchPlan, SearchSpace, Trial, curve_sizes, measure_cost,
-                     plan_search, recipe_config, run_halving, run_sizes, search_data_of)
+from .plan import LOAD_MARGIN, SearchPlan, SearchSpace, final_steps_within, needed_budget, plan_search, recipe_config
+from .search import (BudgetClock, HalvingResult, SearchData, Trial, curve_sizes, run_halving, run_sizes,
+                     search_data_of)
+from .timing import PROBE_SHARE, probe_cost
 
 Log = Callable[[str], None]
 
@@ -60,6 +64,11 @@ MIN_TRAIN_IMAGES = 20
 BEST_RUN = "best"
 N_BOOT = 1000
 LEVEL = 0.95
+# Seconds kept for what follows the last training before the user has their prompt back: reloading the pick
+# for the learning curve with the bootstraps of the gains and the curve (3 s), advice.json and advice.html
+# (0.3 s), the interpreter's exit with torch loaded (2-7 s) and, from the CLI, its start before advise()
+# began counting (1-2 s). Measured on 2 CPU cores under load (pneumoniamnist at N = 200, ResNet-18, 32 px).
+WRAP_UP_SECONDS = 10.0
 
 
 def check_training_set(labels: np.ndarray, kind: TaskKind, label_names: list[str], n_train_setting) -> None:
@@ -171,12 +180,18 @@ def learning_curve(data, trials: list[Trial], n_train: int, final_val_scores: np
 
 
 def train_command(config_path: Path, data_root: Path, out: Path, overrides: list[str], cfg: RunConfig,
-                  best: RunConfig) -> str:
-    """The ``medtransfer train`` line that trains ``best``: the user's config and --set values, then the recipe."""
+                  best: RunConfig, threads: int | None = None) -> str:
+    """The ``medtransfer train`` line that trains ``best``: the user's config and --set values, then the recipe
+    (with ``train.epochs`` when the budget changed it, and ``train.threads`` when advise chose the thread
+    count: CPU results depend on it)."""
     recipe = [f"model.init={best.model.init}", f"train.strategy={best.train.strategy}",
               f"train.lr_policy={best.train.lr_policy}", f"train.steps={best.train.steps}"]
     if best.model.arch != cfg.model.arch:
         recipe.insert(0, f"model.arch={best.model.arch}")
+    if best.train.epochs != cfg.train.epochs:    # a budget that validated the final run less often
+        recipe.append(f"train.epochs={best.train.epochs}")
+    if threads is not None:
+        recipe.append(f"train.threads={threads}")
     parts = ["medtransfer", "train", str(config_path), "--data-root", str(data_root), "--out", str(out)]
     for pair in list(overrides) + recipe:
         parts += ["--set", pair]
@@ -186,7 +201,7 @@ def train_command(config_path: Path, data_root: Path, out: Path, overrides: list
 @dataclass(frozen=True)
 class AdviseRequest:
     """One ``advise``, its arguments checked: the loaded config, where to write, the budget and when it started."""
-    cfg: RunConfig
+    cfg: RunConfig              # the user's config, with train.threads set when advise chose it (``threads``)
     config_path: Path
     out: Path
     root: Path                  # the data root
@@ -195,6 +210,7 @@ class AdviseRequest:
     budget_seconds: float
     space: SearchSpace
     started: float              # time.monotonic() when advise began: the budget counts from here
+    threads: int | None = None  # the CPU threads advise chose (train.threads unset, a CPU device); else None
 
     @property
     def deadline(self) -> float:
@@ -216,11 +232,13 @@ class _TrainingData:
 
 @dataclass(frozen=True)
 class _Searched:
-    """What the search produced: its data (train subset + validation only), plan and result."""
+    """What the search produced: its data (train subset + validation only), plan and result, and the steps of
+    the final run (the plan's, or fewer when the search's runs took longer than estimated)."""
     data: SearchData
     plan: SearchPlan
     halving: HalvingResult
     final_steps: int
+    notes: tuple[str, ...] = ()
 
 
 def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> Advice:
@@ -240,6 +258,7 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
                                "; ".join(f"{s.name}: {s.unusable}" for s in scores))
     searched = _search(req, prepared, features, ranked, log)               # 2. the search
     best_cfg = recipe_config(req.cfg, searched.halving.pick, searched.final_steps)
+    best_cfg.train.epochs = searched.plan.final_run_rounds
     best_dir = req.out / BEST_RUN                                          # 3. the final run
     log(f"final run: {searched.halving.pick.label}, {searched.final_steps} steps -> {best_dir}")
     metrics = train_run(best_cfg, best_dir, req.root, overwrite=True, echo=False, progress=False)
@@ -247,7 +266,8 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     curve, size_notes = _learning_curve_of(req, prepared, searched, metrics, log)   # 4. the learning curve
     gains = expected_gains(searched.halving, candidates, {c.name for c in ranked}, searched.data,
                            metrics.auroc("test"))
-    command = train_command(req.config_path, req.root, req.out / "retrain", req.overrides, req.cfg, best_cfg)
+    command = train_command(req.config_path, req.root, req.out / "retrain", req.overrides, req.cfg, best_cfg,
+                            req.threads)
     seconds = time.monotonic() - req.started
     log(f"advice written in {seconds:.0f} s (budget {req.budget_seconds:.0f} s)")
     halving, plan = searched.halving, searched.plan
@@ -264,7 +284,7 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
         n_test=metrics.n_test_images, budget_seconds=req.budget_seconds, seconds=round(seconds, 1),
         candidates=candidates, ranking_method=RANK_METHOD, scores=scores, plan=plan, search=halving,
         recommendation=recommendation, gains=gains, learning_curve=curve,
-        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + size_notes)
+        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + list(searched.notes) + size_notes)
 
 
 def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:
@@ -295,33 +315,63 @@ def _rank(cfg: RunConfig, candidates: list[Candidate], prepared: _TrainingData, 
 
 def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, CandidateFeatures],
             ranked: list[Candidate], log: Log) -> _Searched:
-    """Step 2: the search plan sized to what is left of the budget, and the successive halving (training
-    subset and validation split only)."""
-    cfg, data, idx, device = req.cfg, prepared.data, prepared.idx, prepared.device
-    final_steps = budget_of(prepared.n_train, cfg.train).total_steps
-    sizes = curve_sizes(prepared.n_train)
+    """Step 2: the timing probe, the search plan sized to what is left of the budget (or the budget refused),
+    the successive halving (training subset and validation split only) and the final run's steps."""
+    cfg, data, idx = req.cfg, prepared.data, prepared.idx
+    sizes, config_steps = curve_sizes(prepared.n_train), budget_of(prepared.n_train, cfg.train).total_steps
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], sizes, cfg.train.seed,
                                  cfg.task.kind, cfg.data.subset_by)
-    forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
-    timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
-    timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])
-    cost = measure_cost(search_data, timed_arm, cfg, device, final_extra_seconds=forward * len(idx["test"]) + 1.0)
-    log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning) + {cost.fixed_seconds:.2f} s per run, "
-        f"measured on {timed_arm.label}")
-    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space, final_steps, cfg.train.epochs,
-                       sizes, cost, max(req.deadline - time.monotonic(), 0.0))
-    log(f"plan: {len(plan.arms)} arms, rungs of {plan.rung_counts()} arms at {list(plan.rung_steps)} steps, "
-        f"final {plan.final_steps} steps, learning-curve sizes {list(plan.sizes) or 'none'}; "
-        f"estimated {plan.estimated_seconds:.0f} s")
+    before_probe = time.monotonic() - req.started
+    cost = _probe(req, prepared, features, ranked, search_data, log)
+    plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space, config_steps, sizes, cost,
+                       max(req.deadline - time.monotonic(), 0.0), cfg.train)
+    if not plan.fits:
+        raise MedtransferError(_refusal(req, plan, before_probe))
+    log(f"plan: {plan.describe()}; estimated {plan.estimated_seconds:.0f} s "
+        f"({max(req.deadline - time.monotonic(), 0.0):.0f} s left)")
     for note in plan.notes:
         log(f"plan: {note}")
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
-    final_estimate = cost.run_seconds(1.0, final_steps) + cost.final_extra_seconds
-    halving = run_halving(search_data, plan, cfg, device, log=log, deadline=req.deadline,
-                          reserve_seconds=final_estimate)
+    reserve = cost.run_seconds(1.0, plan.final_steps, plan.final_run_rounds) + cost.final_extra_seconds
+    clock = BudgetClock(req.deadline, reserve_seconds=reserve)
+    halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
         f"steps, rung {halving.pick_trial.rung})")
-    return _Searched(search_data, plan, halving, final_steps)
+    steps = final_steps_within(plan, halving.pick.strategy, clock.scale, clock.seconds_left(),
+                               (halving.pick_trial.steps, config_steps))
+    notes = ()
+    if steps != plan.final_steps:
+        notes = (f"budget: the search's runs took x{clock.scale:.2f} their estimate and {clock.seconds_left():.0f} s "
+                 f"are left, so the final run trains {steps} steps (the plan's {plan.final_steps}, the config's "
+                 f"{config_steps})",)
+        log(notes[0])
+    return _Searched(search_data, plan, halving, steps, notes)
+
+
+def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, CandidateFeatures],
+           ranked: list[Candidate], search_data: SearchData, log: Log):
+    """The cost model: the top-ranked initialisation's full fine-tuning timed for at most PROBE_SHARE of the
+    budget, with the final run's extras (test and validation passes at the ranking's forward speed, the wrap-up)."""
+    forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
+    timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
+    timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])
+    started = time.monotonic()
+    cost = probe_cost(search_data, timed_arm, req.cfg, prepared.device, PROBE_SHARE * req.budget_seconds,
+                      val_guess_seconds=forward * len(search_data.val),
+                      final_extra_seconds=forward * (len(prepared.idx["test"]) + len(search_data.val)) + WRAP_UP_SECONDS)
+    log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning), {cost.val_seconds:.2f} s per "
+        f"validation pass, {cost.fixed_seconds:.2f} s per run; measured on {timed_arm.label} in "
+        f"{time.monotonic() - started:.1f} s")
+    return cost
+
+
+def _refusal(req: AdviseRequest, plan: SearchPlan, before_probe: float) -> str:
+    """The one line that refuses a budget too small for any plan, with the smallest budget that would do."""
+    needed = needed_budget(before_probe, plan, PROBE_SHARE)
+    shown = f"{needed / 60:g}m" if needed >= 60 else f"{needed:g}s"
+    return (f"--budget {req.budget_seconds:g}s is too small: even the smallest plan ({plan.describe()}) is estimated "
+            f"at {plan.estimated_seconds:.0f} s on this machine now (x{LOAD_MARGIN} for load), after "
+            f"{time.monotonic() - req.started:.0f} s of loading, ranking and timing; use --budget {shown} or more")
 
 
 def _log_final(metrics: RunMetrics, log: Log) -> None:
@@ -342,7 +392,7 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
     _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
     final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
     size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
-                                        log=log, deadline=req.started + req.budget_seconds * GRACE,
+                                        log=log, deadline=req.deadline - WRAP_UP_SECONDS,
                                         seconds_per_run=float(metrics.seconds))
     curve = learning_curve(data, size_trials, prepared.n_train, final_scores, metrics.auroc("val"),
                            metrics.auroc("test"))
