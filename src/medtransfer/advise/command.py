@@ -105,5 +105,9 @@ def advice_summary(path: Path) -> str:
     rec = advice["recommendation"]
     auc = "undefined" if rec["test_auroc"] is None else f"{rec['test_auroc']:.4f}"
     out = Path(path).parent
+    if rec.get("recommended") is False:
+        return (f"{out}: no recommendation at this N: the best recipe found, {rec['recipe']}, has test "
+                f"{auroc_name(advice.get('task_kind'))} {auc}, and {rec['why_not']}; see {out / 'advice.html'} "
+                f"(its model is kept in {out / 'best'}, marked not recommended)")
     return (f"{out}: advised {rec['recipe']} ({rec['steps']} steps), test {auroc_name(advice.get('task_kind'))} {auc}; "
             f"see {out / 'advice.html'}; model: medtransfer predict --run {out / 'best'}")

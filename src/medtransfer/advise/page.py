@@ -62,6 +62,14 @@ def _recommendation(rec: Recommendation) -> str:
     if rec.note:
         items.append(("Note", esc(rec.note)))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+    if not rec.recommended:
+        return ("<div class='verdict-box warn'><p><b>No recommendation at this N.</b> The best recipe the search "
+                f"found, {esc(rec.recipe)}, was trained and tested, and {prose(rec.why_not)}. More labelled "
+                "patients, or a check of the data (labels, a shortcut such as a marker or border the model can "
+                "read), come before choosing a recipe.</p></div>"
+                "<h2>The best recipe found (not recommended)</h2>" f"<dl>{body}</dl>"
+                "<p>Its model is kept only so it can be inspected (e.g. with <code>predict --cam</code>):</p>"
+                f"<pre><code>{html.escape(rec.predict)}</code></pre>")
     return ("<h2>Recommendation</h2>" f"<dl>{body}</dl>"
             "<p>Train it again (same data, same seed, same steps):</p>"
             f"<pre><code>{html.escape(rec.command)}</code></pre>"
