@@ -168,3 +168,23 @@ def test_a_small_n_study_answers_by_cross_validation_with_ties_said_and_claims_c
     html = (tmp_path / "out" / "report.html").read_text()
     # the verdict comes first under the title, then the claims table
     assert html.index("<h1>") < html.index("Verdict.") < html.index("The paper's claims") < html.index("What this study asked")
+
+
+def test_a_study_on_shuffled_labels_leads_with_no_better_than_chance(tmp_path):
+    """Issue 24, acceptance 2: labels that carry nothing give a report that says so first."""
+    from medtransfer.report import write_report
+    from medtransfer.study import StudyOptions, run_study
+
+    rng = np.random.default_rng(3)
+    write_labelled_pngs(tmp_path, n_images=240, signal=0, label_of=lambda i: int(rng.integers(0, 2)))
+    spec = tmp_path / "study.yaml"
+    spec.write_text(STUDY.replace("name: tiny-cv", "name: shuffled").replace("train.n_train: [30]", "train.n_train: [60]")
+                    .replace("baselines: [radiomics]", "baselines: []"))
+    run_study(spec, tmp_path / "out", StudyOptions(data_root=tmp_path, probe=False))
+    write_report(tmp_path / "out")
+    answer = json.loads((tmp_path / "out" / "answer.json").read_text())
+    (row,) = answer["panels"][0]["best_recipe_per_n"]
+    assert row["usable"] is False and row["beats_chance"] is False and "no better than chance" in row["why_not"]
+    assert answer["verdict"]["level"] == "warn" and answer["verdict"]["headline"].startswith("Nothing here is shown better than chance")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.index("<h1>") < html.index("Nothing here is shown better than chance") < html.index("What this study asked")
