@@ -210,10 +210,20 @@ def usefulness(row: pd.Series, baseline: dict | None) -> dict:
             "usable": not why, "why_not": "; ".join(why) or None}
 
 
+def _n_text(r: dict) -> str:
+    """The requested N as the grid names it (the user's N), e.g. '50'."""
+    return str(r.get("n_train"))
+
+
 def _at(r: dict) -> str:
-    patients = f", {r['n_patients']:,} patients" if isinstance(r.get("n_patients"), int) else ""
-    n = f"{r['N']:,}" if isinstance(r.get("N"), int) else str(r.get("n_train"))
-    return f"N = {n}{patients}"
+    """'N = 50 (58 images and patients in its cross-validated pool)', or 'N = 800 (800 patients)'."""
+    images = r.get("N")
+    patients = r.get("n_patients")
+    who = (f"{images:,} images" if isinstance(images, int) else "") + (
+        f", {patients:,} patients" if isinstance(patients, int) and patients != images else
+        " and patients" if isinstance(patients, int) else "")
+    where = " in its cross-validated pool" if r.get("selection") == "cv" else " trained on"
+    return f"N = {_n_text(r)}" + (f" ({who}{where})" if who else "")
 
 
 def _auroc_ci(r: dict) -> str:
@@ -226,10 +236,14 @@ def _auroc_ci(r: dict) -> str:
 def _verdict_line(r: dict) -> str:
     """One N of the verdict: what to use there and the evidence, or why nothing is recommended."""
     how = "cross-validation" if r.get("selection") == "cv" else "validation"
+    base = r.get("versus_baseline")
+    if not r.get("usable") and r.get("beats_chance") and base and r.get("beats_baseline") is False:
+        return (f"{_at(r)}: no CNN recipe to recommend over {base['baseline']} (test AUROC "
+                f"{base['baseline_auroc']:.3f}): the best recipe by {how}, {r['recipe']}, has {_auroc_ci(r)}, "
+                f"{base['estimate']:+.3f} over it (95% CI {base['low']:+.3f} to {base['high']:+.3f}), not shown better.")
     if not r.get("usable"):
         return (f"{_at(r)}: nothing to recommend. The best recipe by {how}, {r['recipe']}, has {_auroc_ci(r)}: "
                 f"{r['why_not']}.")
-    base = r.get("versus_baseline")
     vs = "" if not base else (f", {base['estimate']:+.3f} over {base['baseline']} (95% CI {base['low']:+.3f} to "
                               f"{base['high']:+.3f})")
     noise = r.get("within_noise") or []
@@ -253,10 +267,10 @@ def build_verdict(panels_out: list[dict]) -> dict:
     elif len(usable) == len(rows):
         headline, level = "A recipe is recommended at every N studied (lines below).", "ok"
     else:
-        first = min((r["N"] for r in usable if isinstance(r.get("N"), int)), default=None)
-        headline = (f"A recipe is recommended only at some N (from N = {first:,} on, where it is shown better than "
-                    "chance and the baseline); below, nothing is." if first else "A recipe is recommended only at "
-                    "some N studied.")
+        yes = ", ".join(_n_text(r) for _, r in rows if r.get("usable"))
+        no = ", ".join(_n_text(r) for _, r in rows if not r.get("usable"))
+        headline = (f"A CNN recipe is recommended at N = {yes}; at N = {no} none is shown better than chance and "
+                    "the simple baseline on the same split (each line says which).")
         level = "mixed"
     tied = [r for _, r in rows if r.get("within_noise") and len(r["within_noise"]) > 1]
     if rows and len(tied) == len(rows):
