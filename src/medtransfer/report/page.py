@@ -161,7 +161,8 @@ def curves_section(curves_png: bytes, recipes_png: bytes | None = None) -> str:
     out = ("<h2>Learning curves</h2>"
            f'<img alt="test AUROC of each initialisation versus number of training images" '
            f'src="data:image/png;base64,{curves}">'
-           "<p><small>One line per initialisation: at each N its best recipe, chosen on validation AUROC (the "
+           "<p><small>One line per initialisation: at each N the recipe the selection rule names for it (one-standard-error "
+           "rule on validation AUROC, or on the mean fold AUROC where the runs cross-validated; the "
            "recipes differ between N; the tables below name them); points are the mean test AUROC over seeds, the "
            "band its 95% CI over seeds and test patients. Dashed: the radiomics baseline. Colours are fixed per "
            "initialisation in every figure.</small></p>")

@@ -32,7 +32,8 @@ from .tables import RADIOMICS, SITE_ORDER, best_per_init, init_display_label, in
 
 WIDTH_IN = 11.0
 MAX_COLUMNS = 4
-CAPTION = "each line: the init's best recipe at each N, chosen on validation AUROC; band: 95% CI (seeds and test set)"
+CAPTION = ("each line: the recipe the selection rule names for the init at each N (on validation, or cross-validated "
+           "at small N); band: 95% CI (seeds and test set)")
 RECIPES_CAPTION = ("every recipe: one panel per strategy · LR policy, colour = init; band: 95% CI (y zoomed to the "
                    "lines: a wider band is cut at the panel edge); radiomics dashed")
 REQUIRED = ["task", "task_kind", "arch", "method", "recipe", "init", "strategy", "lr_policy", "n_train", "N",
