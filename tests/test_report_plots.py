@@ -105,7 +105,7 @@ def test_one_line_per_init_and_one_dashed_radiomics_line_with_bands():
     legend = [t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text().strip()]
     assert sorted(legend) == sorted(drawn)   # inits named as the report does, no recipe text
     caption = fig.get_suptitle()
-    assert "best recipe at each N, chosen on validation AUROC" in caption and "95% CI" in caption
+    assert "the recipe the selection rule names for the init at each N" in caption and "95% CI" in caption
 
 
 def test_y_is_zoomed_to_the_data_and_labelled_by_task_kind():
