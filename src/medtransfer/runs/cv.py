@@ -122,9 +122,9 @@ def plan_selection(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray
     """Resolve ``train.selection`` for this run's data: holdout, or cv with its N-pool and folds."""
     mode, kind = cfg.train.selection, cfg.task.kind
     pool = np.concatenate([idx["train"], validation_share(cfg, data, idx)])
-    small = small_validation(data, idx, kind)
     if mode == "holdout":
         return SelectionPlan(SelectionKind.HOLDOUT, "train.selection=holdout", pool)
+    small = small_validation(data, idx, kind) if mode == "auto" else ""
     if mode == "auto" and not small:
         return SelectionPlan(SelectionKind.HOLDOUT, f"auto: the validation split holds {len(idx['val'])} images "
                              f"and at least {MIN_VAL_CLASS} of each class", pool)
