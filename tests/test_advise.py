@@ -179,6 +179,36 @@ def test_successive_halving_never_reads_test_labels(workspace):
     assert all(np.isfinite(t.val_auroc) for t in poisoned.trials)
 
 
+def test_a_cross_validated_search_uses_the_final_runs_folds_and_never_reads_test_labels(workspace):
+    from medtransfer.advise.search import cross_validated_data
+    from medtransfer.runs.cv import plan_selection
+
+    cfg = load_config(workspace / "cfg.yaml")
+    data, idx = prepare_run_data(cfg, workspace, lambda _line: None, progress=False)
+
+    def searched(d):
+        selection = plan_selection(cfg, d, idx)       # what train_run plans for the final run, with this config
+        assert selection.kind == "cv"                 # 10 validation images: auto cross-validates
+        base = search_data_of(d, idx["train"], idx["val"], d.splits["train"], (), 0, "binary")
+        cv_data = cross_validated_data(base, d, selection)
+        inits = [("src", Init.checkpoint(workspace / "source"), TINY_ARCH), ("scratch", SCRATCH, TINY_ARCH)]
+        plan = plan_search(inits, SMALL_SPACE, 12, (), FREE, 1e6, cfg.train)
+        return selection, cv_data, run_halving(cv_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)
+
+    selection, cv_data, clean = searched(data)
+    assert len(cv_data.train) == len(selection.pool) == len(idx["train"]) + len(idx["val"])
+    assert [te.tolist() for _, te in cv_data.folds] == [te.tolist() for _, te in selection.folds]
+    labels, images = np.array(data.labels, dtype=np.float32), np.array(data.images)
+    labels[idx["test"]], images[idx["test"]] = np.nan, 255
+    _, _, poisoned = searched(dataclasses.replace(data, labels=labels, images=images))
+    assert [(t.arm, t.val_auroc, t.fold_auroc) for t in poisoned.trials] == \
+        [(t.arm, t.val_auroc, t.fold_auroc) for t in clean.trials]
+    for t in clean.trials:   # a trial's score is its mean fold AUROC; its scores are out-of-fold, one per pool image
+        assert len(t.fold_auroc) == len(selection.folds) and t.val_auroc == pytest.approx(np.nanmean(t.fold_auroc))
+        assert len(t.val_scores) == len(selection.pool)
+    assert clean.selection == "cv" and clean.choice is not None and clean.pick == clean.choice.pick.arm
+
+
 def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():
     from scipy.stats import norm
 
@@ -223,7 +253,18 @@ def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace,
     assert rec["init_name"] in ("scratch", "src") and rec["steps"] == 12
     assert 0 <= rec["test_auroc"] <= 1 and rec["test_auroc_ci"]["low"] <= rec["test_auroc"] <= rec["test_auroc_ci"]["high"]
     assert {g["versus"] for g in advice["gains"]} == {"scratch", "imagenet"}
-    assert [s["n_train"] for s in advice["learning_curve"]["sizes"]] == [17, 35, 70]
+    # issue 23: 10 validation images are too few to rank on, so the search cross-validates the N-pool (70 training
+    # + 10 validation images) on the folds the final run uses, and names its pick by the one-SE rule
+    search = advice["search"]
+    assert search["selection"] == "cv" and search["folds"] == 5 and "fewer than 50" in search["selection_reason"]
+    assert all(len(t["fold_auroc"]) == 5 for r in search["rungs"] for t in r["trials"] if t["val_auroc"] is not None)
+    choice = search["pick_choice"]
+    assert choice["pick"] == rec["recipe"] and choice["rule"] == search["choice"]
+    assert choice["within_noise"][0] == choice["best"] and choice["noise_line"].endswith("within noise of the best")
+    best = json.loads((out / "best" / "metrics.json").read_text())
+    assert best["selected_by"]["kind"] == "cv" and best["selected_by"]["pool_images"] == 80
+    assert [s["n_train"] for s in advice["learning_curve"]["sizes"]] == [17, 35, 80]   # N: the pool the folds drew from
+    assert "out-of-fold" in advice["learning_curve"]["scale"]
 
     # the command reproduces the kept run's config exactly
     words = shlex.split(rec["command"])

@@ -107,6 +107,10 @@ class FakeClock:
         return self.t
 
 
+_EMPTY = SplitArrays(np.zeros((0, 4, 4), np.uint8), np.zeros(0), np.zeros(0))
+_NO_DATA = SearchData(_EMPTY, _EMPTY, "binary", ["finding"])   # the fake trials never read it
+
+
 def _trial(strategy, steps):
     """The cost model's seconds of a trial of the full plan (12 validation rounds)."""
     return COST.run_seconds(1.0 if strategy == Strategy.FULL else 0.7, steps, 12)
@@ -128,7 +132,7 @@ def _fake_search(monkeypatch, deadline, slowdown=1.0, reserve=0.0):
     monkeypatch.setattr(search_module, "train_arm", fake_train_arm)
     plan = _plan(1e6, sizes=())
     budget = BudgetClock(deadline, reserve_seconds=reserve, now=clock, margin=1.0)   # exact arithmetic here
-    result = run_halving(None, plan, None, None, log=lambda _line: None, clock=budget)
+    result = run_halving(_NO_DATA, plan, None, None, log=lambda _line: None, clock=budget)
     return plan, result, started, clock, budget
 
 
@@ -306,6 +310,6 @@ def test_search_trials_are_validated_as_often_as_the_plan_says_and_the_final_run
         return Trial(arm, rung, steps, 200, 0.8, 1.0)
 
     monkeypatch.setattr(search_module, "train_arm", fake_train_arm)
-    run_halving(None, plan, base, None, log=lambda _line: None)
+    run_halving(_NO_DATA, plan, base, None, log=lambda _line: None)
     assert seen and all(rounds == 3 and steps % 3 == 0 for steps, rounds in seen)
     assert base.train.epochs == 12 and plan.rounds == 12 and plan.final_steps % 12 == 0

@@ -27,8 +27,12 @@ LogME, the evidence of a Bayesian linear model on the features (higher is better
 on the same images), and the AUROC of a patient-grouped cross-validated logistic probe. It orders the search; it does
 not decide the recipe.</dd>
 <dt>Search</dt><dd>Successive halving: every recipe trains a short step budget, the better half by validation AUROC
-trains again with twice the steps, until the last rung; the best there is the pick, trained once more with the full
-budget. The test split plays no part in any choice.</dd>
+trains again with twice the steps, until the last rung; there the pick is named by the one-standard-error rule (the
+cheapest recipe within 1 SE of the best: frozen &lt; gradual &lt; full fine-tuning), as a study's report names its
+pick, and trained once more with the full budget. When the validation split is too small to rank on (fewer than 50
+images, or fewer than 10 of a class), every trial is scored by patient-grouped cross-validation over the N-pool (the
+training images and the validation share), the same folds for every recipe and for the final run. The test split
+plays no part in any choice.</dd>
 <dt>Test AUROC</dt><dd>The one evaluation of the pick on the test split; its 95% interval resamples test patients
 (images where the data has no patient IDs).</dd>
 <dt>Expected gain</dt><dd>The pick's validation AUROC minus the best recipe of scratch (or ImageNet) at the highest
@@ -140,14 +144,28 @@ def _search(search: HalvingResult, plan: SearchPlan) -> str:
              f"<p>{len(plan.arms)} recipes; rungs of {', '.join(map(str, plan.rung_counts()))} recipes at "
              f"{', '.join(map(str, plan.rung_steps))} steps, then the pick at {plan.final_steps} steps "
              f"(plan estimated {format_duration(plan.estimated_seconds_rounded)}; the search took "
-             f"{format_duration(search.seconds_rounded)}). Chosen on the validation split only.</p>"]
+             f"{format_duration(search.seconds_rounded)}). {_scored_by(search)}</p>"]
+    if search.choice is not None:
+        within = ", ".join(esc(t.arm.label) for t in search.choice.within_noise)
+        parts.append(f"<p>The pick, {esc(search.pick.label)}: {prose(search.choice.rule)}. "
+                     f"{esc(search.choice.noise_line)} at the last rung ({within}).</p>")
     for r, rung in enumerate(search.rungs, 1):
         ordered = sorted(rung, key=lambda t: -(t.val_auroc_or_none if t.val_auroc_or_none is not None else -1))
         rows = [[esc(t.arm.label), _num(t.val_auroc_or_none), "kept" if t.kept else "dropped",
                  f"{t.seconds_rounded:.1f}", esc(t.error or "")] for t in ordered]
         parts.append(f"<h3>Rung {r}: {rung[0].steps if rung else None} steps</h3>"
-                     + table(["recipe", "val AUROC", "", "seconds", "error"], rows, numeric={1, 3}))
+                     + table(["recipe", "mean fold AUROC" if search.selection == "cv" else "val AUROC", "", "seconds",
+                              "error"], rows, numeric={1, 3}))
     return "\n".join(parts)
+
+
+def _scored_by(search: HalvingResult) -> str:
+    """How the trials were scored, in one sentence (the test split is never among it)."""
+    if search.selection == "cv":
+        return (f"Every trial was scored by {search.folds}-fold patient-grouped cross-validation over the N-pool "
+                f"(mean fold AUROC), because {prose(search.selection_reason.removeprefix('auto: '))}; the test "
+                "split was not used.")
+    return "Chosen on the validation split only."
 
 
 def render_advice(advice: Advice) -> str:

@@ -113,15 +113,30 @@ class CostModel:
     step_seconds: float
     fixed_seconds: float = 0.0
     final_extra_seconds: float = 0.0   # the final run's test pass, bootstrap and files, and the advice's own
-    val_seconds: float = 0.0           # one pass over the validation images
+    val_seconds: float = 0.0           # one pass over the validation images (cross-validated: over one fold)
+    fits: int = 1                      # fits per search trial: the folds when the search cross-validates
 
     def run_seconds(self, strategy_cost: float, steps: int, rounds: int = 0) -> float:
         """A run of ``steps`` optimiser steps validated ``rounds`` times (and once more after it)."""
         return self.fixed_seconds + (rounds + 1) * self.val_seconds + strategy_cost * self.step_seconds * steps
 
+    def trial_seconds(self, strategy_cost: float, steps: int, rounds: int = 0) -> float:
+        """A search trial (or learning-curve size): one run, or one per fold when cross-validated."""
+        return self.fits * self.run_seconds(strategy_cost, steps, rounds)
+
+    @property
+    def final_fits(self) -> int:
+        """Fits of the final run: one, or (cross-validated, as ``train`` does it) the folds and the pool fit."""
+        return self.fits + 1 if self.fits > 1 else 1
+
+    def final_seconds(self, strategy_cost: float, steps: int, rounds: int = 0) -> float:
+        """The final run, its fits and its extras (test pass, bootstrap, files, the advice's own)."""
+        return self.final_fits * self.run_seconds(strategy_cost, steps, rounds) + self.final_extra_seconds
+
     def to_json(self) -> dict:
         return {"step_seconds": round(self.step_seconds, 4), "fixed_seconds": round(self.fixed_seconds, 3),
-                "val_seconds": round(self.val_seconds, 3), "final_extra_seconds": round(self.final_extra_seconds, 3)}
+                "val_seconds": round(self.val_seconds, 3), "final_extra_seconds": round(self.final_extra_seconds, 3),
+                "fits_per_trial": self.fits}
 
 
 @dataclass(frozen=True)
@@ -201,9 +216,9 @@ def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: 
     mean_cost = float(np.mean([STRATEGY_COST.get(a.strategy, 1.0) for a in arms])) if arms else 1.0
     counts = rung_counts(len(arms))
     trial_rounds, final_rounds = rounds
-    search = sum(c * cost.run_seconds(mean_cost, s, trial_rounds) for c, s in zip(counts, rung_steps))
-    final = cost.run_seconds(mean_cost, final_steps, final_rounds) + cost.final_extra_seconds
-    return search + final + n_sizes * cost.run_seconds(mean_cost, final_steps, final_rounds)
+    search = sum(c * cost.trial_seconds(mean_cost, s, trial_rounds) for c, s in zip(counts, rung_steps))
+    final = cost.final_seconds(mean_cost, final_steps, final_rounds)
+    return search + final + n_sizes * cost.trial_seconds(mean_cost, final_steps, final_rounds)
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -343,8 +358,8 @@ def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, secon
     floor, most = bounds
     rounds = plan.final_run_rounds
     strategy_cost, scale = STRATEGY_COST.get(strategy, 1.0), scale * RUNNING_MARGIN
-    fixed = scale * (plan.cost.run_seconds(strategy_cost, 0, rounds) + plan.cost.final_extra_seconds)
-    per_step = scale * strategy_cost * plan.cost.step_seconds
+    fixed = scale * plan.cost.final_seconds(strategy_cost, 0, rounds)
+    per_step = scale * plan.cost.final_fits * strategy_cost * plan.cost.step_seconds
     if per_step <= 0:
         return plan.final_steps
     fitting = rounds * math.floor(max(seconds_left - fixed, 0.0) / per_step / rounds + 1e-9)   # (float rounding)

@@ -2,7 +2,11 @@
 
 Every arm (an initialisation x fine-tuning strategy x LR policy) trains a short budget of optimiser
 steps; the better half by VALIDATION macro AUROC is kept and trained again with twice the steps,
-until two arms remain; the better of those is the pick. The pick's full budget (the config's own
+until two arms remain; among those the pick is named by the one-standard-error rule, as a study's
+report names its recipe (``choice``: the cheapest within 1 SE of the best, and which are within noise).
+Where a run with this config would cross-validate (``runs.cv``: a validation split of fewer than 50
+images, or fewer than 10 of a class), so does every trial, on the folds the final run will use: each
+arm trains once per fold and is scored by its mean fold AUROC (``cross_validated_data``). The pick's full budget (the config's own
 step budget, ``final_steps``, unless the budget shortened it) is then trained once more by the caller
 as the final run, which is standard successive halving's last rung of one arm. Arms are ordered by
 the candidates' ranking, so ties go to the better-ranked initialisation; a tight budget may stop
@@ -25,10 +29,11 @@ has the measurement).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,6 +41,8 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import MedtransferError, reason_of
 from ..kinds import TaskKind
+from .choice import PickChoice, one_se_pick
+from .trials import SearchData, SplitArrays, Trial
 from .plan import RUNNING_MARGIN, STRATEGY_COST, Arm, SearchPlan, recipe_config
 
 CHOICE = "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"
@@ -55,35 +62,6 @@ def parse_budget(text: str | float | int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class SplitArrays:
-    """One split's uint8 images (n, S, S), labels, and cluster ids (patients; images when there are none)."""
-    images: np.ndarray
-    labels: np.ndarray
-    clusters: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-@dataclass(frozen=True)
-class SearchData:
-    """Everything the search may see: the user's N training images and the validation split, no test.
-
-    ``nested`` maps a smaller training-set size n to the positions (into ``train``) of the nested
-    n-subset a run with ``train.n_train=n`` would draw, for the learning-curve sizes.
-    """
-    train: SplitArrays
-    val: SplitArrays
-    task_kind: TaskKind
-    label_names: list[str]
-    nested: dict[int, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.label_names)
-
-
 def curve_sizes(n_train: int, minimum: int = 8) -> tuple[int, ...]:
     """The smaller sizes the pick is trained at for the learning curve: N/4 and N/2 (at least ``minimum``)."""
     return tuple(sorted({n for n in (n_train // 4, n_train // 2) if minimum <= n < n_train}))
@@ -115,64 +93,72 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
                       list(data.label_names), nested)
 
 
+def cross_validated_data(search: SearchData, data, plan) -> SearchData:
+    """``search`` turned cross-validated by a ``runs.cv.SelectionPlan`` of kind cv (the rule and the folds a
+    run with this config draws, so the final run's folds are the search's): ``train`` and ``val`` become the
+    N-pool, whose first rows are the training subset, so ``nested`` positions stay valid."""
+    pool = np.asarray(plan.pool, dtype=np.int64)
+    clusters = data.patient_ids[pool] if data.has_patient_ids else np.asarray(data.image_ids)[pool]
+    arrays = SplitArrays(data.images[pool], np.asarray(data.labels[pool]), np.asarray(clusters))
+    folds = tuple((np.asarray(tr), np.asarray(te)) for tr, te in plan.folds)
+    return SearchData(arrays, arrays, search.task_kind, search.label_names, search.nested, folds, plan.reason)
+
+
 # ---------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True, eq=False)
-class Trial:
-    """One arm trained at one rung (or one learning-curve size): its validation AUROC and scores."""
-    arm: Arm
-    rung: int                 # 1-based; 0 for a learning-curve size run
-    steps: int
-    n_train: int
-    val_auroc: float          # NaN when undefined or the run failed
-    seconds: float
-    val_scores: np.ndarray | None = None
-    error: str | None = None
-    kept: bool = False        # promoted to the next rung, or the pick at the last
-
-    @property
-    def val_auroc_or_none(self) -> float | None:
-        """The validation AUROC, None when it is undefined (as advice.json records it)."""
-        return None if not math.isfinite(self.val_auroc) else self.val_auroc
-
-    @property
-    def seconds_rounded(self) -> float:
-        """The trial's seconds as advice.json records it (and advice.html shows it): to 0.01 s."""
-        return round(self.seconds, 2)
-
-    def to_json(self) -> dict:
-        return {"arm": self.arm.label, **self.arm.to_json(), "rung": self.rung, "steps": self.steps,
-                "n_train": self.n_train, "val_auroc": self.val_auroc_or_none,
-                "seconds": self.seconds_rounded, "kept": self.kept, "error": self.error}
-
-
 def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, rung: int = 0,
               positions: np.ndarray | None = None) -> Trial:
     """Fit ``arm`` for ``steps`` optimiser steps on the training images (or the subset at ``positions``) and
-    score it on the validation images; a run that fails (diverges, a weight file that does not fit) is a
-    trial with its one-line error and a NaN AUROC, so the search goes on."""
-    from ..evaluate.metrics import macro_auroc      # lazy (torch, scikit-learn): see the module docstring
-    from ..models import create_model
+    score it on the validation images (cross-validated data: on each fold, out of fold); a run that fails
+    (diverges, a weight file that does not fit) is a trial with its one-line error and a NaN AUROC, so the
+    search goes on."""
+    from ..models import create_model               # lazy (torch, scikit-learn): see the module docstring
     from ..models.init_resolve import resolve_init
-    from ..train import fit, predict
     from ..train.device import seed_everything
 
     started = time.perf_counter()
     cfg = recipe_config(base, arm, steps)
     idx = np.arange(len(data.train)) if positions is None else np.asarray(positions)
-    x, y = data.train.images[idx], data.train.labels[idx]
-    quiet = lambda _line: None  # noqa: E731
     try:
         seed_everything(cfg.train.seed)   # as train_run: the new layers' init comes from the global RNG
         model = create_model(arm.arch, data.n_outputs, init=resolve_init(arm.init), dropout=cfg.model.dropout,
-                             log=quiet)
-        fit(model, x, y, data.val.images, data.val.labels, task_kind=data.task_kind, cfg=cfg.train, device=device,
-            log=quiet, val_metric=lambda yy, ss: macro_auroc(yy, ss, data.task_kind))
-        scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
-        auroc = macro_auroc(data.val.labels, scores, data.task_kind)
+                             log=lambda _line: None)
+        scored = (_cross_validated if data.folds else _held_out)(data, cfg, model, device, idx)
     except (MedtransferError, RuntimeError, ValueError) as err:   # e.g. a source whose input size does not fit
         why = reason_of(err)
         return Trial(arm, rung, int(steps), len(idx), math.nan, time.perf_counter() - started, None, why)
-    return Trial(arm, rung, int(steps), len(idx), float(auroc), time.perf_counter() - started, scores)
+    auroc, scores, folds = scored
+    return Trial(arm, rung, int(steps), len(idx), float(auroc), time.perf_counter() - started, scores,
+                 fold_auroc=folds)
+
+
+def _held_out(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+    """(validation AUROC, validation scores, no folds) of ``model`` trained on the training rows ``idx``."""
+    from ..evaluate.metrics import macro_auroc
+    from ..train import fit, predict
+
+    fit(model, data.train.images[idx], data.train.labels[idx], data.val.images, data.val.labels,
+        task_kind=data.task_kind, cfg=cfg.train, device=device, log=lambda _line: None,
+        val_metric=lambda yy, ss: macro_auroc(yy, ss, data.task_kind))
+    scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
+    return macro_auroc(data.val.labels, scores, data.task_kind), scores, ()
+
+
+def _cross_validated(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+    """(mean fold AUROC at the best mean round, out-of-fold scores in pool order, fold AUROCs): each fold trains
+    on its training positions that are in ``idx`` (a learning-curve size trains on fewer) and is scored on
+    all of its held-out positions, so every size is scored on the same pool images."""
+    from ..runs.cv import fold_curves
+
+    keep = np.zeros(len(data.train), dtype=bool)
+    keep[idx] = True
+    folds = [(tr[keep[tr]], te) for tr, te in data.folds]
+    curves = fold_curves(cfg, (data.train.images, data.train.labels), folds, model, device, lambda _line: None)
+    chosen = curves.chosen_round
+    scores = np.empty((len(data.train), *curves.oof_scores(chosen).shape[1:]), dtype=np.float64)
+    scores[curves.rows] = curves.oof_scores(chosen)
+    fold_auroc = tuple(curves.fold_auroc(chosen))
+    mean = float(np.nanmean(fold_auroc)) if np.isfinite(fold_auroc).any() else math.nan
+    return mean, scores, fold_auroc
 
 
 def _ranked(trials: list[Trial], order: dict[Arm, int]) -> list[Trial]:
@@ -189,6 +175,10 @@ class HalvingResult:
     stopped: str | None
     seconds: float
     cost_scale: float = 1.0    # measured seconds / the cost model's seconds over every trial
+    choice: PickChoice | None = None   # how the last rung's pick was named (None: built by hand, in tests)
+    selection: str = "holdout"         # what the trials were scored by: "holdout" or "cv"
+    folds: int = 0
+    selection_reason: str = ""
 
     @property
     def trials(self) -> list[Trial]:
@@ -210,7 +200,9 @@ class HalvingResult:
                 "cost_scale": round(self.cost_scale, 3),
                 "rungs": [{"rung": r, "steps": rung[0].steps if rung else None,
                            "trials": [t.to_json() for t in rung]} for r, rung in enumerate(self.rungs, 1)],
-                "choice": CHOICE}
+                "selection": self.selection, "folds": self.folds or None, "selection_reason": self.selection_reason,
+                "choice": self.choice.rule if self.choice else CHOICE,
+                "pick_choice": self.choice.to_json() if self.choice else None}
 
 
 @dataclass
@@ -271,16 +263,16 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
         alive = [t.arm for t in ranked[:keep]]
         if stopped:       # rung 1 cut: the pick is the best of the trials it has
             break
-    if stopped and r > 1:   # the pick is the one kept arm of the last completed rung
-        pick_trial = _ranked(rungs[r - 2], order)[0]
-        rungs[r - 2] = [_marked(t, t is pick_trial) for t in rungs[r - 2]]
-        pick_trial = next(t for t in rungs[r - 2] if t.kept)
-    else:
-        pick_trial = next(t for t in rungs[-1] if t.kept)
-    if not math.isfinite(pick_trial.val_auroc):
+    last = r - 1 if (stopped and r > 1) else len(rungs)   # the last completed rung chooses
+    final = rungs[last - 1]
+    if not any(math.isfinite(t.val_auroc) for t in final):
         raise MedtransferError(f"every recipe of the last rung failed or had an undefined validation AUROC "
-                               f"(e.g. {pick_trial.arm.label}: {pick_trial.error or 'AUROC undefined'})")
-    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, clock.now() - started, clock.scale)
+                               f"(e.g. {final[0].arm.label}: {final[0].error or 'AUROC undefined'})")
+    choice = one_se_pick(data, final, order)
+    rungs[last - 1] = [_marked(t, t is choice.pick) for t in final]
+    pick_trial = next(t for t in rungs[last - 1] if t.kept)
+    return HalvingResult(rungs, pick_trial.arm, pick_trial, stopped, clock.now() - started, clock.scale, choice,
+                         data.selection, len(data.folds), data.selection_reason)
 
 
 def first_rung_order(arms, base: RunConfig | None) -> list[Arm]:
@@ -302,7 +294,7 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
     n_rungs = len(plan.rung_steps)
     trials: list[Trial] = []
     for arm in alive:
-        estimate = plan.cost.run_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.trial_rounds)
+        estimate = plan.cost.trial_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.trial_rounds)
         if (r > 1 or trials) and not clock.holds(estimate):
             stopped = _stop_note(r, len(trials), len(alive), steps, clock)
             log(stopped)
@@ -329,7 +321,7 @@ def _stop_note(r: int, done: int, arms: int, steps: int, clock: BudgetClock) -> 
 
 
 def _marked(t: Trial, kept: bool) -> Trial:
-    return Trial(t.arm, t.rung, t.steps, t.n_train, t.val_auroc, t.seconds, t.val_scores, t.error, kept)
+    return dataclasses.replace(t, kept=kept)
 
 
 def run_sizes(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, *,

@@ -8,7 +8,8 @@ through the steps, one after the other:
 2. time a training step (``timing``: at most 5% of ``--budget``), plan a successive-halving search that
    fits what is left (``plan``: it shrinks until it does; a budget too small for any plan is refused with
    the smallest that would do) and run it on the training subset and the validation split only (``search``:
-   it is handed no test row, and starts no trial the clock cannot hold);
+   it is handed no test row, and starts no trial the clock cannot hold); where ``train.selection`` resolves
+   to cv (a small validation split), every trial cross-validates the N-pool on the final run's folds;
 3. train the pick with ``train_run`` into ``ADVICE_DIR/best`` (so ``medtransfer predict --run
    ADVICE_DIR/best`` works): the one evaluation on the test split, with its patient-level CI;
 4. train the pick at N/4 and N/2 (same steps, same validation images) and fit the learning curve,
@@ -41,11 +42,13 @@ from ..errors import DataError, MedtransferError
 from ..evaluate.bootstrap import bootstrap_auroc_samples
 from ..evaluate.learning_curve import METHOD as CURVE_METHOD
 from ..evaluate.learning_curve import fit_curve
-from ..evaluate.metrics import one_vs_rest_targets
+from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
 from ..inference import load_run
 from ..kinds import Strategy, TaskKind
 from ..run_folder import RunMetrics
+from ..kinds import SelectionKind
 from ..runs.cnn import train_run
+from ..runs.cv import SelectionPlan, plan_selection
 from ..runs.data_split import prepare_run_data
 from ..train import predict, resolve_device
 from .advice import Advice, Gain, Recommendation
@@ -54,8 +57,9 @@ from .features import CandidateFeatures, candidate_features
 from .rank import METHOD as RANK_METHOD
 from .rank import CandidateScore, rank_candidates
 from .plan import LOAD_MARGIN, SearchPlan, SearchSpace, final_steps_within, needed_budget, plan_search, recipe_config
-from .search import (BudgetClock, HalvingResult, SearchData, Trial, curve_sizes, run_halving, run_sizes,
-                     search_data_of)
+from .choice import paired_interval
+from .search import (BudgetClock, HalvingResult, SearchData, Trial, cross_validated_data, curve_sizes, run_halving,
+                     run_sizes, search_data_of)
 from .timing import PROBE_SHARE, probe_cost
 
 Log = Callable[[str], None]
@@ -95,20 +99,6 @@ def _check_validation(labels: np.ndarray, kind: TaskKind, label_names: list[str]
                         "chooses by validation AUROC, which is undefined here (use more data or data.val_size: fixed)")
 
 
-def _paired_val_interval(val, kind: TaskKind, n_outputs: int, scores_a, scores_b) -> tuple[float | None, float | None]:
-    """Percentile interval of AUROC(a) - AUROC(b) over the same validation-patient resamples."""
-    if scores_a is None or scores_b is None:
-        return None, None
-    targets = one_vs_rest_targets(val.labels, kind, n_outputs)
-    try:
-        a = bootstrap_auroc_samples(targets, scores_a, val.clusters, n_boot=N_BOOT, seed=0)
-        b = bootstrap_auroc_samples(targets, scores_b, val.clusters, n_boot=N_BOOT, seed=0)
-    except DataError:
-        return None, None
-    low, high = np.nanquantile(a - b, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
-    return float(low), float(high)
-
-
 def expected_gains(halving: HalvingResult, candidates: list[Candidate], usable: set[str], data, test_auroc):
     """Gain of the pick over scratch and ImageNet at the highest rung both were trained at."""
     out = []
@@ -129,8 +119,8 @@ def expected_gains(halving: HalvingResult, candidates: list[Candidate], usable: 
             pick = next((t for t in halving.rungs[rung - 1] if t.arm == halving.pick), None)
             if mine is not None and pick is not None and math.isfinite(pick.val_auroc):
                 gain = pick.val_auroc - mine.val_auroc
-                low, high = _paired_val_interval(data.val, data.task_kind, data.n_outputs, pick.val_scores,
-                                                 mine.val_scores)
+                paired = paired_interval(data, pick, mine)
+                low, high = (paired.low, paired.high) if math.isfinite(paired.low) else (None, None)
                 expected = None if test_auroc is None else float(np.clip(test_auroc - gain, 0.0, 1.0))
                 out.append(Gain(ref, None, rung, pick.steps, mine.arm.label, pick.val_auroc, mine.val_auroc, gain,
                                 low, high, expected))
@@ -146,10 +136,14 @@ def learning_curve(data, trials: list[Trial], n_train: int, final_val_scores: np
     points = [(t.n_train, t.val_auroc, t.val_scores) for t in trials if math.isfinite(t.val_auroc)]
     if final_val_auroc is not None and final_val_scores is not None:
         points.append((n_train, final_val_auroc, final_val_scores))
+    scale = "validation AUROC (the search's validation images)"
+    if data.folds:   # each point's AUROC from its out-of-fold scores of the same pool images, as its draws are
+        points = [(n, float(macro_auroc(data.val.labels, s, data.task_kind)), s) for n, _, s in points]
+        scale = (f"pooled out-of-fold AUROC over the N-pool's {len(data.folds)} folds (N: the images the folds were "
+                 "drawn from; each fold trained on the others)")
     points.sort(key=lambda p: p[0])
     sizes = [{"n_train": int(n), "val_auroc": float(a)} for n, a, _ in points]
-    result = {"method": CURVE_METHOD, "scale": "validation AUROC (the search's validation images)", "sizes": sizes,
-              "fit": None, "predictions": []}
+    result = {"method": CURVE_METHOD, "scale": scale, "sizes": sizes, "fit": None, "predictions": []}
     if len(points) < 3:
         result["fit"] = {"ok": False, "reason": f"{len(points)} size(s) measured: a curve needs 3 (N/4, N/2, N)"}
         return result
@@ -224,6 +218,7 @@ class _TrainingData:
     idx: dict[str, np.ndarray]  # split name -> row indices (the N-subset for "train")
     names: list[str]            # label names
     device: torch.device
+    selection: SelectionPlan    # the rule a run with this config follows (``runs.cv``): the search follows it too
 
     @property
     def n_train(self) -> int:
@@ -292,8 +287,11 @@ def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:
     data, idx = prepare_run_data(cfg, root, log, progress=False)
     kind, names = cfg.task.kind, list(data.label_names)
     check_training_set(np.asarray(data.labels[idx["train"]]), kind, names, cfg.train.n_train)
-    _check_validation(np.asarray(data.labels[idx["val"]]), kind, names)
-    return _TrainingData(data, idx, names, resolve_device(cfg.train.device))
+    selection = plan_selection(cfg, data, idx)
+    log(f"selection: {selection.kind.value} ({selection.reason})")
+    if selection.kind is SelectionKind.HOLDOUT:
+        _check_validation(np.asarray(data.labels[idx["val"]]), kind, names)
+    return _TrainingData(data, idx, names, resolve_device(cfg.train.device), selection)
 
 
 def _rank(cfg: RunConfig, candidates: list[Candidate], prepared: _TrainingData, log: Log
@@ -321,6 +319,8 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     sizes, config_steps = curve_sizes(prepared.n_train), budget_of(prepared.n_train, cfg.train).total_steps
     search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], sizes, cfg.train.seed,
                                  cfg.task.kind, cfg.data.subset_by)
+    if prepared.selection.kind is SelectionKind.CV:   # as the final run (train_run) will: the same pool and folds
+        search_data = cross_validated_data(search_data, data, prepared.selection)
     before_probe = time.monotonic() - req.started
     cost = _probe(req, prepared, features, ranked, search_data, log)
     plan = plan_search([(c.name, c.init, c.arch) for c in ranked], req.space, config_steps, sizes, cost,
@@ -332,7 +332,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     for note in plan.notes:
         log(f"plan: {note}")
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
-    reserve = cost.run_seconds(1.0, plan.final_steps, plan.final_run_rounds) + cost.final_extra_seconds
+    reserve = cost.final_seconds(1.0, plan.final_steps, plan.final_run_rounds)
     clock = BudgetClock(req.deadline, reserve_seconds=reserve)
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
@@ -359,9 +359,12 @@ def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Cand
     cost = probe_cost(search_data, timed_arm, req.cfg, prepared.device, PROBE_SHARE * req.budget_seconds,
                       val_guess_seconds=forward * len(search_data.val),
                       final_extra_seconds=forward * (len(prepared.idx["test"]) + len(search_data.val)) + WRAP_UP_SECONDS)
+    if search_data.folds:   # a trial is a fit per fold, each validating one fold of the pool
+        k = len(search_data.folds)
+        cost = dataclasses.replace(cost, fits=k, val_seconds=cost.val_seconds / k)
     log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning), {cost.val_seconds:.2f} s per "
-        f"validation pass, {cost.fixed_seconds:.2f} s per run; measured on {timed_arm.label} in "
-        f"{time.monotonic() - started:.1f} s")
+        f"validation pass, {cost.fixed_seconds:.2f} s per run, {cost.fits} fit(s) per trial; measured on "
+        f"{timed_arm.label} in {time.monotonic() - started:.1f} s")
     return cost
 
 
@@ -389,11 +392,34 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
     """Step 4: the pick at N/4 and N/2 (same steps, while the budget lasts) and at N from the kept model in
     OUT/best, and the curve fitted to them; (the learning-curve block, notes on sizes skipped)."""
     cfg, data = req.cfg, searched.data
-    _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
-    final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
+    if data.folds:   # the final run cross-validated on the search's folds: its out-of-fold scores are the N point
+        final_scores = _out_of_fold_scores(req.out / BEST_RUN, prepared, searched.halving.pick_trial.val_scores)
+        n_point = len(data.train)
+    else:
+        _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
+        final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
+        n_point = prepared.n_train
     size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
                                         log=log, deadline=req.deadline - WRAP_UP_SECONDS,
                                         seconds_per_run=float(metrics.seconds))
-    curve = learning_curve(data, size_trials, prepared.n_train, final_scores, metrics.auroc("val"),
-                           metrics.auroc("test"))
+    curve = learning_curve(data, size_trials, n_point, final_scores, metrics.auroc("val"), metrics.auroc("test"))
     return curve, size_notes
+
+
+def _out_of_fold_scores(run_dir: Path, prepared: _TrainingData, like: np.ndarray | None) -> np.ndarray | None:
+    """A cross-validated final run's out-of-fold scores (its val_predictions.csv), in the N-pool's order and
+    shaped as the search's scores; None when the run did not write them for every pool image."""
+    import pandas as pd
+
+    from ..run_folder import RunFolder
+
+    path = RunFolder(run_dir).val_predictions_path
+    pool_ids = [str(i) for i in np.asarray(prepared.data.image_ids)[prepared.selection.pool]]
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
+    columns = [c for c in frame.columns if c.startswith("score_")]
+    if not set(pool_ids) <= set(frame.index):
+        return None
+    scores = frame.loc[pool_ids, columns].to_numpy(dtype=np.float64)
+    return scores.reshape(np.shape(like)) if like is not None and np.size(like) == scores.size else scores

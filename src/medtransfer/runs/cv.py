@@ -141,19 +141,65 @@ def cross_validate(cfg: RunConfig, data: PreparedData, plan: SelectionPlan, mode
                    device: torch.device, log: Log) -> CvOutcome:
     """Train a copy of ``model`` (the run's untrained model, its init loaded) on each fold's other folds,
     scoring the held-out fold after every round; the best mean round and the out-of-fold scores at it."""
-    kind, pool = cfg.task.kind, plan.pool
+    pool = plan.pool
+    curves = fold_curves(cfg, (data.images[pool], data.labels[pool]), plan.folds, model, device, log)
+    chosen = curves.chosen_round
+    order = np.argsort(pool[curves.rows], kind="stable")
+    return CvOutcome(plan=plan, fold_auroc=curves.fold_auroc(chosen), mean_curve=curves.mean_curve,
+                     chosen_round=chosen, round_steps=curves.round_steps, oof_rows=pool[curves.rows][order],
+                     oof_scores=curves.oof_scores(chosen)[order],
+                     pool_patients=int(len(np.unique(data.patient_ids[pool]))))
+
+
+@dataclass(frozen=True)
+class FoldCurves:
+    """Every fold's validation AUROC and held-out scores after each round (``fold_curves``); what a
+    cross-validated run (``cross_validate``) and ``advise``'s cross-validated search trials read."""
+    aurocs: np.ndarray                 # (folds, rounds): rounds cut to the shortest fold (patience)
+    scores: list[list[np.ndarray]]     # per fold, per round: the held-out rows' scores
+    rows: np.ndarray                   # positions of the held-out rows, folds concatenated
+    round_steps: int
+
+    @property
+    def mean_curve(self) -> list[float]:
+        with np.errstate(all="ignore"):
+            return [float(np.nanmean(col)) if np.isfinite(col).any() else math.nan for col in self.aurocs.T]
+
+    @property
+    def chosen_round(self) -> int:
+        """1-based: the round with the best mean fold AUROC (the earliest on a tie; the last when none is defined)."""
+        curve = self.mean_curve
+        if not any(math.isfinite(v) for v in curve):
+            return len(curve)
+        return int(np.argmax([v if math.isfinite(v) else -math.inf for v in curve])) + 1
+
+    def fold_auroc(self, chosen: int) -> list[float]:
+        return [float(v) for v in self.aurocs[:, chosen - 1]]
+
+    def oof_scores(self, chosen: int) -> np.ndarray:
+        """The held-out scores at round ``chosen``, in ``rows``' order."""
+        return np.concatenate([s[chosen - 1] for s in self.scores])
+
+
+def fold_curves(cfg: RunConfig, arrays: tuple[np.ndarray, np.ndarray], folds: list[tuple[np.ndarray, np.ndarray]],
+                model: torch.nn.Module, device: torch.device, log: Log) -> FoldCurves:
+    """Train a copy of ``model`` on each fold's training positions of ``arrays`` (images, labels), scoring its
+    held-out positions after every round (``fit``'s validation pass, so no extra forward pass)."""
+    images, labels = arrays
+    kind = cfg.task.kind
     aurocs, scores, round_steps = [], [], 0
-    for f, (tr, te) in enumerate(plan.folds, start=1):
-        rows_tr, rows_te = pool[tr], pool[te]
-        log(f"cv fold {f}/{len(plan.folds)}: training on {len(rows_tr)} images, scoring {len(rows_te)}")
+    for f, (tr, te) in enumerate(folds, start=1):
+        log(f"cv fold {f}/{len(folds)}: training on {len(tr)} images, scoring {len(te)}")
         seen: list[np.ndarray] = []
-        result = fit(copy.deepcopy(model), data.images[rows_tr], data.labels[rows_tr], data.images[rows_te],
-                     data.labels[rows_te], task_kind=kind, cfg=cfg.train, device=device,
-                     log=lambda line, f=f: log(f"  fold {f}: {line}"), val_metric=_recording(kind, seen))
+        result = fit(copy.deepcopy(model), images[tr], labels[tr], images[te], labels[te], task_kind=kind,
+                     cfg=cfg.train, device=device, log=lambda line, f=f: log(f"  fold {f}: {line}"),
+                     val_metric=_recording(kind, seen))
         aurocs.append([r.val_auroc_macro for r in result.history])
         scores.append(seen)
         round_steps = result.budget.round_steps
-    return _outcome(plan, aurocs, scores, round_steps, data)
+    rounds = min(len(a) for a in aurocs)              # a fold stopped early by patience has fewer rounds
+    return FoldCurves(np.array([a[:rounds] for a in aurocs], dtype=float), scores,
+                      np.concatenate([te for _, te in folds]), round_steps)
 
 
 def _recording(kind: TaskKind, seen: list[np.ndarray]) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -162,22 +208,6 @@ def _recording(kind: TaskKind, seen: list[np.ndarray]) -> Callable[[np.ndarray, 
         seen.append(np.array(y_score, copy=True))
         return macro_auroc(y_true, y_score, kind)
     return metric
-
-
-def _outcome(plan: SelectionPlan, aurocs: list[list[float]], scores: list[list[np.ndarray]], round_steps: int,
-             data: PreparedData) -> CvOutcome:
-    rounds = min(len(a) for a in aurocs)              # a fold stopped early by patience has fewer rounds
-    table = np.array([a[:rounds] for a in aurocs], dtype=float)
-    with np.errstate(all="ignore"):
-        curve = [float(np.nanmean(col)) if np.isfinite(col).any() else math.nan for col in table.T]
-    finite = [v if math.isfinite(v) else -math.inf for v in curve]
-    chosen = int(np.argmax(finite)) + 1 if any(math.isfinite(v) for v in curve) else rounds
-    rows = np.concatenate([plan.pool[te] for _, te in plan.folds])
-    oof = np.concatenate([s[chosen - 1] for s in scores])
-    order = np.argsort(rows, kind="stable")
-    return CvOutcome(plan=plan, fold_auroc=[float(v) for v in table[:, chosen - 1]], mean_curve=curve,
-                     chosen_round=chosen, round_steps=round_steps, oof_rows=rows[order], oof_scores=oof[order],
-                     pool_patients=int(len(np.unique(data.patient_ids[plan.pool]))))
 
 
 def pool_config(cfg: RunConfig, cv: CvOutcome):
