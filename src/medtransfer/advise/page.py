@@ -51,14 +51,13 @@ def _ci(low, high) -> str:
     return "—" if low is None or high is None else f"{low:.3f} – {high:.3f}"
 
 
-def _recommendation(rec: Recommendation) -> str:
+def _recommendation(rec: Recommendation, search: HalvingResult | None = None) -> str:
     ci = rec.test_auroc_ci or {}
     interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {prose(ci.get('resampled', 'patients'))})"
                 if ci else " (no interval: AUROC undefined)")
     items = [("Recipe", f"<b>{esc(rec.recipe)}</b> ({esc(rec.pick.arch)}, {rec.steps} optimiser steps)"),
              ("Test AUROC", f"<b>{fmt_auroc(rec.test_auroc)}</b>{interval}"),
-             ("Validation AUROC", f"{fmt_auroc(rec.val_auroc)} (final run); {fmt_auroc(rec.search_val_auroc)} "
-                                  f"in the search at {rec.search_steps} steps")]
+             _validation_item(rec, search)]
     point = rec.test_operating_point
     if point:
         items.append(("At the validation threshold", f"sensitivity {_num(point.get('sensitivity'))}, specificity "
@@ -79,6 +78,16 @@ def _recommendation(rec: Recommendation) -> str:
             f"<pre><code>{html.escape(rec.command)}</code></pre>"
             "<p>Score new images with the kept model:</p>"
             f"<pre><code>{html.escape(rec.predict)}</code></pre>")
+
+
+def _validation_item(rec: Recommendation, search: HalvingResult | None) -> tuple[str, str]:
+    """The final run's and the search's validation numbers, named for what they are (a held-out split, or the
+    out-of-fold scores of the N-pool's folds)."""
+    if search is not None and search.selection == "cv":
+        return ("Cross-validated AUROC", f"{fmt_auroc(rec.val_auroc)} out of fold over the final run's {search.folds} "
+                f"folds; mean fold AUROC {fmt_auroc(rec.search_val_auroc)} in the search at {rec.search_steps} steps")
+    return ("Validation AUROC", f"{fmt_auroc(rec.val_auroc)} (final run); {fmt_auroc(rec.search_val_auroc)} "
+                                f"in the search at {rec.search_steps} steps")
 
 
 def _gains(gains: list[Gain]) -> str:
@@ -170,13 +179,18 @@ def _scored_by(search: HalvingResult) -> str:
 
 def render_advice(advice: Advice) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if advice.search.selection == "cv":   # the final run's patients are the whole N-pool's
+        images = (f"{advice.n_train:,} training and {advice.n_val:,} validation images, cross-validated as one N-pool "
+                  f"of {advice.n_train_patients:,} patients; {advice.n_test:,} test images")
+    else:
+        images = (f"{advice.n_train:,} training images ({advice.n_train_patients:,} patients), {advice.n_val:,} "
+                  f"validation and {advice.n_test:,} test images")
     head = [f"<h1>Advice for {esc(str(advice.config))}</h1>",
-            f'<p class="meta">Generated {when}: {advice.n_train:,} training images '
-            f"({advice.n_train_patients:,} patients), {advice.n_val:,} validation and {advice.n_test:,} test images; "
+            f'<p class="meta">Generated {when}: {images}; '
             f"task {esc(advice.task_kind)} ({esc(', '.join(advice.labels))}); budget "
             f"{format_duration(advice.budget_seconds)}, took {format_duration(advice.seconds)}.</p>"]
     notes = [f'<p class="note">{esc(n)}</p>' for n in advice.notes]
-    sections = [_recommendation(advice.recommendation), _gains(advice.gains),
+    sections = [_recommendation(advice.recommendation, advice.search), _gains(advice.gains),
                 _curve({"learning_curve": advice.learning_curve}),
                 _ranking(advice.candidates, advice.scores, advice.ranking_method), _search(advice.search, advice.plan)]
     body = "\n".join(head + notes + sections)

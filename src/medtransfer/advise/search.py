@@ -303,7 +303,7 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
         trials.append(trial)
         clock.record(trial.seconds, estimate)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-        log(f"rung {r}/{n_rungs} ({steps} steps): {arm.label}: val AUROC {shown} ({trial.seconds:.1f} s)")
+        log(f"rung {r}/{n_rungs} ({steps} steps): {arm.label}: {data.score_name} {shown} ({trial.seconds:.1f} s)")
     return trials, None
 
 
@@ -338,5 +338,5 @@ def run_sizes(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, *
         trial = train_arm(data, arm, steps, base, device, rung=0, positions=positions)
         trials.append(trial)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-        log(f"learning curve: {arm.label} at N={n} ({steps} steps): val AUROC {shown} ({trial.seconds:.1f} s)")
+        log(f"learning curve: {arm.label} at N={n} ({steps} steps): {data.score_name} {shown} ({trial.seconds:.1f} s)")
     return trials, notes

@@ -48,6 +48,11 @@ class SearchData:
         return len(self.label_names)
 
     @property
+    def score_name(self) -> str:
+        """What a trial's score is, in the log's words."""
+        return "mean fold AUROC" if self.folds else "val AUROC"
+
+    @property
     def selection(self) -> str:
         """``cv`` or ``holdout``: what the search's trials were scored by (advice.json's words)."""
         return "cv" if self.folds else "holdout"

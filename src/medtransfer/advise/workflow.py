@@ -335,8 +335,9 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
     reserve = cost.final_seconds(1.0, plan.final_steps, plan.final_run_rounds)
     clock = BudgetClock(req.deadline, reserve_seconds=reserve)
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
-    log(f"pick: {halving.pick.label} (val AUROC {halving.pick_trial.val_auroc:.4f} at {halving.pick_trial.steps} "
-        f"steps, rung {halving.pick_trial.rung})")
+    pick = halving.pick_trial
+    log(f"pick: {halving.pick.label} ({search_data.score_name} {pick.val_auroc:.4f} at {pick.steps} steps, rung "
+        f"{pick.rung}; {halving.choice.noise_line if halving.choice else 'no rule recorded'})")
     steps = final_steps_within(plan, halving.pick.strategy, clock.scale, clock.seconds_left(),
                                (halving.pick_trial.steps, config_steps))
     notes = ()
