@@ -3,9 +3,12 @@
 Target PneumoniaMNIST (32 px), sources chest = nih14-mini and knee = knee-oa-64, as in
 examples/offline-chest.yaml. For every N (default 50, 200, 800) and seed (default 0, 1, 2):
 
-  (a) Kendall tau between the transferability ranking of the initialisations (LogME, and the
-      grouped probe) and their fine-tuned ranking in the grid (each initialisation at its best
-      recipe by mean validation AUROC over seeds, ranked by that recipe's mean test AUROC);
+  (a) Kendall tau, plain and weighted (scipy.stats.weightedtau: swaps at the top weigh more, which is
+      what a user acting on the first-ranked source cares about), between the transferability ranking
+      of the initialisations (LogME, the grouped probe, the leave-one-patient-out k-NN AUROC; each the
+      mean over seeds) and their fine-tuned ranking in the grid (each initialisation at its best recipe
+      by mean validation AUROC over seeds, ranked by that recipe's mean test AUROC); advise ranks by the
+      score with the highest weighted tau here (advise.rank.RANKED_BY);
   (b) regret = test AUROC of the grid's best recipe (chosen on mean validation AUROC over seeds, as
       ``medtransfer study best`` does) minus the test AUROC of the recipe advise picked, paired by
       seed (same N-subset, same test images), with a t-interval over seeds and the median;
@@ -20,6 +23,7 @@ folders are kept in ``OUT/advise/N{n}-s{seed}``; a rerun reuses finished ones.
     python benchmarks/advise_vs_grid.py --data-root ../shared/data --out bench/advise      # runs the grid
     python benchmarks/advise_vs_grid.py --study studies/offline-chest --out bench/advise   # reuses a study
     python benchmarks/advise_vs_grid.py --quick --data-root ../shared/data --out /tmp/avg  # smoke test (minutes)
+    python benchmarks/advise_vs_grid.py --study DIR --ranking-only --out bench/rank        # (a) only, no advise runs
 
 Prints one table and writes it to OUT/advise_vs_grid.csv (plus OUT/advise_vs_grid_runs.csv, a row per
 (N, seed)). Targets (issue 11): advise at N = 200 in under 1/5 of the grid's time; median regret <= 0.02.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sqlite3
 import sys
 import time
@@ -56,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="advise --budget per (N, seed): a duration (10m, 90s) or 'auto' = 1/5 of the grid's "
                         "compute at that N over all its seeds, x 0.9 (default)")
     p.add_argument("--threads", type=int, default=1, help="train.threads of every run here (grid and advise)")
+    p.add_argument("--ranking-only", action="store_true",
+                   help="(a) only: score the candidates' frozen features at each (N, seed) as advise's first step "
+                        "does, without running advise (no regret, no timing)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: N=50, seed 0, 3 optimiser steps per run, 1 validation round (numbers mean nothing)")
     args = p.parse_args(argv)
@@ -126,8 +134,37 @@ def run_advice(args, base: dict, overrides: list[str], sources: dict[str, Path],
     return json.loads((out / "advice.json").read_text())
 
 
+def ranking_scores(args, base: dict, overrides: list[str], sources: dict[str, Path], n: int, seed: int) -> list[dict]:
+    """advise's step 1 alone at (N, seed): every available candidate's transferability scores on the N-subset."""
+    import torch
+
+    from medtransfer.advise.candidates import list_candidates
+    from medtransfer.advise.features import candidate_features
+    from medtransfer.advise.rank import rank_candidates
+    from medtransfer.config import load_config
+    from medtransfer.runs.data_split import prepare_run_data
+
+    config = args.out / "target.yaml"
+    config.write_text(yaml.safe_dump(base, sort_keys=False))
+    cfg = load_config(config, list(overrides) + [f"train.n_train={n}", f"train.seed={seed}",
+                                                 f"train.threads={args.threads}"])
+    data, idx = prepare_run_data(cfg, Path(args.data_root).resolve(), lambda _line: None, progress=False)
+    rows = idx["train"]
+    candidates = [c for c in list_candidates(cfg, sources, None) if c.available]
+    torch.set_num_threads(args.threads)
+    features = candidate_features(candidates, data.images[rows], len(data.label_names), seed=seed,
+                                  dropout=cfg.model.dropout, batch_size=64, device=torch.device("cpu"),
+                                  log=lambda _line: None)
+    groups = data.patient_ids[rows] if data.has_patient_ids else np.asarray(data.image_ids)[rows]
+    scores = rank_candidates(features, np.asarray(data.labels[rows]), cfg.task.kind, len(data.label_names),
+                             np.asarray(groups))
+    return [s.to_json() for s in scores]
+
+
 def grid_init(candidate: str) -> str:
-    return INIT_OF_CANDIDATE.get(candidate, f"source:{candidate}")
+    """The grid's init of an advise candidate; a study's source candidates are named NAME-<run id> (study_sources)."""
+    name = re.sub(r"-[0-9a-f]{16}$", "", candidate)
+    return INIT_OF_CANDIDATE.get(name, f"source:{name}")
 
 
 def advised_recipe(advice: dict) -> str:
@@ -152,6 +189,45 @@ def kendall(scores: dict[str, float], truth: pd.Series) -> float:
     return float(kendalltau([scores[i] for i in common], [truth[i] for i in common]).statistic)
 
 
+def weighted(scores: dict[str, float], truth: pd.Series) -> float:
+    """scipy's weighted tau (hyperbolic weights on both rankings' ranks, averaged): a swap of the top two costs
+    more than a swap of the last two."""
+    from scipy.stats import weightedtau
+
+    common = [i for i in truth.index if i in scores and scores[i] is not None]
+    if len(common) < 2:
+        return math.nan
+    return float(weightedtau([scores[i] for i in common], [truth[i] for i in common]).statistic)
+
+
+SCORES = {"logme": "logme", "probe": "probe_auroc", "knn": "knn_auroc"}   # per_run key -> ranking json key
+
+
+def mean_scores(runs: list[dict], key: str, inits) -> dict[str, float]:
+    """Each init's score ``key`` averaged over the seeds that have it."""
+    got = [r.get(key) or {} for r in runs]     # runs from before a score existed have none of it
+    return {i: float(np.mean([g[i] for g in got if g.get(i) is not None])) for i in inits
+            if any(g.get(i) is not None for g in got)}
+
+
+def ranking_table(args, grid: pd.DataFrame, per_run: list[dict]) -> pd.DataFrame:
+    """Per N: plain and weighted tau of each score (means over seeds) against the fine-tuned ranking."""
+    table = []
+    for n in args.ns:
+        rows, runs = grid[grid["n_train"] == n], [r for r in per_run if r["N"] == n]
+        if rows.empty or not runs:
+            continue
+        truth = finetuned_ranking(rows)
+        row = {"N": n, "seeds": len(runs), "inits": len(truth),
+               "finetuned_order": " > ".join(truth.sort_values(ascending=False).index)}
+        for key in SCORES:
+            means = mean_scores(runs, key, truth.index)
+            row[f"tau_{key}"], row[f"wtau_{key}"] = kendall(means, truth), weighted(means, truth)
+            row[f"{key}_order"] = " > ".join(sorted(means, key=lambda i: -means[i]))
+        table.append(row)
+    return pd.DataFrame(table)
+
+
 def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], per_run: list[dict]) -> pd.DataFrame:
     from medtransfer.evaluate.summary import mean_ci
 
@@ -162,10 +238,8 @@ def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], pe
         if rows.empty or not runs:
             continue
         truth = finetuned_ranking(rows)
-        logme = {i: np.mean([r["logme"][i] for r in runs if r["logme"].get(i) is not None]) for i in truth.index
-                 if any(r["logme"].get(i) is not None for r in runs)}
-        probe = {i: np.mean([r["probe"][i] for r in runs if r["probe"].get(i) is not None]) for i in truth.index
-                 if any(r["probe"].get(i) is not None for r in runs)}
+        logme, probe = mean_scores(runs, "logme", truth.index), mean_scores(runs, "probe", truth.index)
+        knn = mean_scores(runs, "knn", truth.index)
         regrets = [r["regret"] for r in runs if r["regret"] is not None and math.isfinite(r["regret"])]
         ci = mean_ci(regrets)
         grid_seconds = float(rows["seconds"].sum())
@@ -173,7 +247,8 @@ def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], pe
         advise_seconds = float(np.mean([r["advise_seconds"] for r in runs]))
         table.append({
             "N": n, "seeds": len(runs), "inits": len(truth),
-            "tau_logme": kendall(logme, truth), "tau_probe": kendall(probe, truth),
+            "tau_logme": kendall(logme, truth), "tau_probe": kendall(probe, truth), "tau_knn": kendall(knn, truth),
+            "wtau_logme": weighted(logme, truth), "wtau_probe": weighted(probe, truth), "wtau_knn": weighted(knn, truth),
             "tau_logme_per_seed": float(np.nanmean([kendall(r["logme"], truth) for r in runs])),
             "finetuned_order": " > ".join(truth.sort_values(ascending=False).index),
             "logme_order": " > ".join(sorted(logme, key=lambda i: -logme[i])),
@@ -205,6 +280,8 @@ def main(argv=None) -> int:
     threads = sorted({t for t in grid["threads"].dropna()})
     print(f"grid: {len(grid)} done CNN runs in {study} (torch threads {threads or 'not recorded'}); "
           f"sources {', '.join(sources)}")
+    if args.ranking_only:
+        return ranking_main(args, grid, (base, overrides, sources))
     per_run, advices = [], {}
     for n in args.ns:
         rows = grid[grid["n_train"] == n]
@@ -229,8 +306,7 @@ def main(argv=None) -> int:
                 "N": n, "seed": seed, "advised": recipe, "advised_test": advised_test, "grid_best": grid_best,
                 "grid_best_test": float(best_test.iloc[0]) if len(best_test) else None, "regret": regret,
                 "advise_seconds": took, "budget_seconds": budget,
-                "logme": {grid_init(s["name"]): s["logme"] for s in scores},
-                "probe": {grid_init(s["name"]): s["probe_auroc"] for s in scores}})
+                **{key: {grid_init(s["name"]): s.get(field) for s in scores} for key, field in SCORES.items()}})
             shown = "undefined" if advised_test is None else f"{advised_test:.4f}"
             print(f"N={n} seed={seed}: advised {recipe} test {shown}; grid best {grid_best}"
                   f"{'' if regret is None else f' regret {regret:+.4f}'}; {took:.0f} s (budget {budget:.0f} s)")
@@ -246,6 +322,27 @@ def main(argv=None) -> int:
     if regrets:
         print(f"median regret over all (N, seed): {np.median(regrets):+.4f} AUROC (target <= 0.02)")
     print(f"wrote {args.out / 'advise_vs_grid.csv'} and {args.out / 'advise_vs_grid_runs.csv'}")
+    return 0
+
+
+def ranking_main(args, grid: pd.DataFrame, target: tuple[dict, list[str], dict[str, Path]]) -> int:
+    """--ranking-only: the candidates' scores at every (N, seed), and their taus against the grid."""
+    base, overrides, sources = target
+    per_run = []
+    for n in args.ns:
+        for seed in args.seeds:
+            started = time.monotonic()
+            scores = ranking_scores(args, base, overrides, sources, n, seed)
+            per_run.append({"N": n, "seed": seed, **{key: {grid_init(s["name"]): s.get(field) for s in scores}
+                                                      for key, field in SCORES.items()}})
+            shown = "; ".join(f"{s['name']}: LogME {s['logme']}, probe {s['probe_auroc']}, k-NN {s['knn_auroc']}"
+                              for s in scores)
+            print(f"N={n} seed={seed} ({time.monotonic() - started:.0f} s): {shown}")
+    table = ranking_table(args, grid, per_run)
+    table.to_csv(args.out / "ranking_vs_grid.csv", index=False)
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.2f}".format):
+        print(table.to_string(index=False))
+    print(f"wrote {args.out / 'ranking_vs_grid.csv'}")
     return 0
 
 

@@ -131,7 +131,15 @@ def test_unusable_features_are_reported_while_the_others_are_ranked():
     scores = rank_candidates(features, labels, "binary", 1, np.arange(n) // 2)
     by = {s.name: s for s in scores}
     assert [s.name for s in scores[:2]] == ["good", "noise"] and by["good"].rank == 1 and by["noise"].rank == 2
-    assert by["good"].logme > by["noise"].logme and by["good"].probe_auroc > 0.85
+    assert by["good"].logme > by["noise"].logme and by["good"].probe_auroc > 0.85 and by["good"].knn_auroc > 0.8
+    # the ranking key is the score the benchmark found best (issue 25, item 4), named in advice.json
+    from medtransfer.advise.rank import RANKED_BY, RankScore
+    assert scores[0].score(RANKED_BY) >= scores[1].score(RANKED_BY)
+    assert scores[0].to_json()["ranked_by"] == RANKED_BY.value
+    for key in RankScore:
+        ordered = rank_candidates(features, labels, "binary", 1, np.arange(n) // 2, by=key)
+        values = [s.score(key) for s in ordered if s.rank is not None]
+        assert values == sorted(values, reverse=True)
     assert by["flat"].rank is None and "constant" in by["flat"].unusable
     assert by["nan"].rank is None and "NaN" in by["nan"].unusable
     assert by["broken"].rank is None and "does not fit" in by["broken"].unusable

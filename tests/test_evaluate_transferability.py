@@ -59,3 +59,35 @@ def test_multiclass_is_one_vs_rest_and_unusable_features_are_explained():
     bad[3, 1] = np.nan
     with pytest.raises(DataError, match="1 of 150 images have NaN"):
         logme_score(bad, y, "multiclass", 3)
+
+
+def test_knn_auroc_separates_informative_features_and_ignores_the_same_patients_images():
+    from medtransfer.evaluate.transferability import knn_auroc
+
+    rng = np.random.default_rng(0)
+    labels = (np.arange(300) % 2).astype(float)
+    informative = rng.normal(size=(300, 8))
+    informative[:, 0] += 3 * labels
+    noise = rng.normal(size=(300, 8))
+    assert knn_auroc(informative, labels, "binary", 1, np.arange(300)) > 0.9
+    assert abs(knn_auroc(noise, labels, "binary", 1, np.arange(300)) - 0.5) < 0.1
+    # a patient's images are near-copies: with image-level neighbours they vouch for each other (a leak);
+    # grouped by patient, only other patients' images score an image, so noise stays at chance
+    patients = np.repeat(np.arange(25), 12)        # more copies than neighbours (k = 10)
+    y = (patients % 2).astype(float)
+    copies = np.repeat(rng.normal(size=(25, 8)), 12, axis=0) + rng.normal(scale=0.01, size=(300, 8))
+    assert knn_auroc(copies, y, "binary", 1, np.arange(300)) > 0.95          # what per-image neighbours claim
+    assert knn_auroc(copies, y, "binary", 1, patients) < 0.7   # the honest answer: nothing beyond chance
+    # multiclass: one-vs-rest columns, averaged
+    classes = np.arange(300) % 3
+    three = rng.normal(size=(300, 8))
+    three[np.arange(300), classes] += 4
+    assert knn_auroc(three, classes, "multiclass", 3, np.arange(300)) > 0.9
+
+
+def test_knn_auroc_refuses_a_single_patient():
+    from medtransfer.errors import DataError
+    from medtransfer.evaluate.transferability import knn_auroc
+
+    with pytest.raises(DataError, match="no neighbour from another patient"):
+        knn_auroc(np.random.default_rng(0).normal(size=(10, 3)), np.arange(10) % 2, "binary", 1, np.zeros(10))

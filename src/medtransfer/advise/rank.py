@@ -1,26 +1,46 @@
 """Rank candidates by how well their frozen features suit the target, before any fine-tuning.
 
-Two estimators from ``evaluate.transferability``: LogME (the evidence of a Bayesian linear model
-on the features; the ranking key, as in You et al. 2021) and a patient-grouped, cross-validated
-logistic probe (what a practitioner would try first; shown beside it, and the benchmark checks
-both against fine-tuned results). A candidate whose features are constant or NaN, or whose model
-could not be built, is kept in the list as unusable with its reason; the others are still ranked.
+Three estimators from ``evaluate.transferability``: LogME (the evidence of a Bayesian linear model
+on the features, You et al. 2021), a patient-grouped, cross-validated logistic probe (what a
+practitioner would try first) and a leave-one-patient-out k-NN AUROC (the plain score large
+benchmarks find best, arXiv 2503.18528). All three are computed and shown; the ranking key
+(``RANKED_BY``) is the one that agreed best with fine-tuning in benchmarks/advise_vs_grid.py
+(weighted Kendall tau against the grid's fine-tuned ranking, in benchmarks/README.md), and the page
+names it. A candidate whose features are constant or NaN, or whose model could not be built, is kept
+in the list as unusable with its reason; the others are still ranked.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
 from ..errors import DataError
-from ..evaluate.transferability import logme_score, probe_auroc, unusable_reason
+from ..evaluate.transferability import KNN_K, knn_auroc, logme_score, probe_auroc, unusable_reason
 from ..kinds import TaskKind
 from .features import CandidateFeatures
+
+
+class RankScore(Enum):
+    """A transferability score the candidates can be ranked by (the value: its name on the page)."""
+    LOGME = "LogME"
+    PROBE = "probe AUROC"
+    KNN = "k-NN AUROC"
+
+
+# The ranking key: the score with the highest weighted Kendall tau against the grid's fine-tuned ranking in
+# benchmarks/advise_vs_grid.py --ranking-only (benchmarks/README.md has the table).
+RANKED_BY = RankScore.KNN
 
 METHOD = ("LogME (You et al., ICML 2021): log evidence per image of a Bayesian linear model of each label on the "
           "frozen penultimate features of the training images, mean over labels with both classes (one-vs-rest for "
           "multiclass); higher is better, comparable between candidates on the same images. Probe: AUROC of a "
-          "logistic regression on the same features, cross-validated with folds grouped by patient. Ranked by LogME.")
+          "logistic regression on the same features, cross-validated with folds grouped by patient. k-NN: AUROC of "
+          f"the share of positives among each image's {KNN_K} most similar images (cosine, standardised features) "
+          f"of other patients. Ranked by {RANKED_BY.value}, the score that agreed best with fine-tuned results in "
+          "medtransfer's benchmark (benchmarks/README.md).")
 
 
 @dataclass(frozen=True)
@@ -31,12 +51,17 @@ class CandidateScore:
     probe_auroc: float | None
     rank: int | None
     unusable: str | None = None
-    probe_note: str | None = None      # why the probe has no value while LogME does
+    probe_note: str | None = None      # why the probe (or the k-NN score) has no value while LogME does
     n_features: int | None = None
     seconds: float = 0.0
+    knn_auroc: float | None = None
+
+    def score(self, by: RankScore) -> float | None:
+        return {RankScore.LOGME: self.logme, RankScore.PROBE: self.probe_auroc, RankScore.KNN: self.knn_auroc}[by]
 
     def to_json(self) -> dict:
         return {"name": self.name, "rank": self.rank, "logme": self.logme, "probe_auroc": self.probe_auroc,
+                "knn_auroc": self.knn_auroc, "ranked_by": RANKED_BY.value,
                 "unusable": self.unusable, "probe_note": self.probe_note, "n_features": self.n_features,
                 "feature_seconds": round(self.seconds, 3)}
 
@@ -60,20 +85,30 @@ def score_one(feats: CandidateFeatures, labels: np.ndarray, kind: TaskKind, n_ou
     if not np.isfinite(logme):
         return CandidateScore(feats.name, None, None, None, unusable="LogME is not finite on these features",
                               n_features=n_features, seconds=feats.seconds)
+    notes = []
     try:
-        probe, note = probe_auroc(feats.features, labels, kind, n_outputs, groups), None
+        probe = probe_auroc(feats.features, labels, kind, n_outputs, groups)
     except DataError as err:
-        probe, note = None, str(err)
-    return CandidateScore(feats.name, float(logme), probe, None, probe_note=note, n_features=n_features,
-                          seconds=feats.seconds)
+        probe = None
+        notes.append(str(err))
+    try:
+        knn = knn_auroc(feats.features, labels, kind, n_outputs, groups)
+    except DataError as err:
+        knn = None
+        notes.append(str(err))
+    return CandidateScore(feats.name, float(logme), probe, None, probe_note="; ".join(notes) or None,
+                          n_features=n_features, seconds=feats.seconds, knn_auroc=knn)
 
 
 def rank_candidates(features: dict[str, CandidateFeatures], labels: np.ndarray, kind: TaskKind, n_outputs: int,
-                    groups: np.ndarray) -> list[CandidateScore]:
-    """Usable candidates by LogME (best first; ties by probe AUROC, then name), then the unusable ones."""
+                    groups: np.ndarray, by: RankScore = RANKED_BY) -> list[CandidateScore]:
+    """Usable candidates by ``by`` (best first; a candidate without that score after those with it; ties by
+    LogME), then the unusable ones. Never by name alone: an exact tie on both keeps the features' order."""
     scored = [score_one(f, labels, kind, n_outputs, groups) for f in features.values()]
-    usable = sorted((s for s in scored if s.unusable is None),
-                    key=lambda s: (-s.logme, -(s.probe_auroc if s.probe_auroc is not None else -np.inf), s.name))
-    ranked = [CandidateScore(s.name, s.logme, s.probe_auroc, i + 1, None, s.probe_note, s.n_features, s.seconds)
-              for i, s in enumerate(usable)]
+
+    def key(s: CandidateScore) -> tuple:
+        value = s.score(by)
+        return (value is None, -(value if value is not None else 0.0), -s.logme)
+    usable = sorted((s for s in scored if s.unusable is None), key=key)
+    ranked = [dataclasses.replace(s, rank=i + 1) for i, s in enumerate(usable)]
     return ranked + sorted((s for s in scored if s.unusable is not None), key=lambda s: s.name)
