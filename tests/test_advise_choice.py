@@ -3,7 +3,6 @@ the best, never a name, and it says which recipes are within noise of the best."
 import math
 
 import numpy as np
-import pytest
 
 from medtransfer.advise.choice import ONE_SE_RULE, one_se_pick, paired_interval, standard_error
 from medtransfer.advise.plan import Arm
