@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple, Protocol
 
 from ..errors import ConfigError
 from .classifier import Backbone, Classifier
-from ..kinds import SCRATCH, Init, InitKind
+from ..kinds import SCRATCH, Init, InitKind, published_init_problem
 from .init import load_checkpoint_into
 from .xrv_init import load_xrv_into
 from ..xrv_weights import arch_problem
@@ -72,19 +72,26 @@ def cached_imagenet_weights(arch: str) -> CachedWeights:
     """
     builder, name = _NAMED.get(arch), arch
     if builder is None:
-        builder, name = next(((b, arch[len(p):]) for p, b in _PREFIXED.items() if arch.startswith(p)), (None, arch))
+        prefix = _prefix_of(arch)
+        builder, name = (_PREFIXED[prefix], arch[len(prefix):]) if prefix else (None, arch)
     lookup = _CACHED.get(builder)
     if lookup is None:
         return CachedWeights(None, f"no ImageNet weights are known for model.arch {arch}")
     return lookup(name)
 
 
+def _prefix_of(arch: str) -> str | None:
+    """The longest registered prefix ``arch`` starts with (``timm:hf-hub:`` before ``timm:``), or None."""
+    fits = [p for p in _PREFIXED if arch.startswith(p) and len(arch) > len(p)]
+    return max(fits, key=len) if fits else None
+
+
 def _lookup(arch: str) -> tuple[FamilyBuilder, str]:
     if arch in _NAMED:
         return _NAMED[arch], arch
-    for prefix, builder in _PREFIXED.items():
-        if arch.startswith(prefix) and len(arch) > len(prefix):
-            return builder, arch[len(prefix):]
+    prefix = _prefix_of(arch)
+    if prefix is not None:
+        return _PREFIXED[prefix], arch[len(prefix):]
     forms = ", ".join(list_archs() + [f"{p}NAME" for p in sorted(_PREFIXED)])
     raise ConfigError(f"unknown model.arch {arch!r}; valid: {forms}")
 
@@ -94,7 +101,8 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
     """Build ``arch`` with a fresh ``num_outputs`` head and initialise its backbone.
 
     ``init``: ``scratch`` (the family's default random init), ``imagenet`` (the family's
-    ImageNet weights, first conv summed over RGB for grey input), ``checkpoint:PATH``
+    ImageNet weights, first conv summed over RGB for grey input), ``pretrained`` (a published
+    backbone's own weights: ``hf:``, ``openclip:hf-hub:``, ``timm:hf-hub:`` archs), ``checkpoint:PATH``
     (a medtransfer run's weights or a plain state_dict; matching tensors only) or
     ``xrv:NAME`` (torchxrayvision's chest X-ray weights; densenet121 only).
     """
@@ -109,9 +117,12 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
     except ValueError as err:
         raise ConfigError(str(err)) from None
     builder, name = _lookup(arch)
+    problem = published_init_problem(arch, init)
+    if problem:
+        raise ConfigError(problem)
     match init.kind:
-        case InitKind.SCRATCH | InitKind.IMAGENET:
-            backbone = builder(name, in_chans=in_chans, pretrained=init.kind is InitKind.IMAGENET, log=log)
+        case InitKind.SCRATCH | InitKind.IMAGENET | InitKind.PRETRAINED:
+            backbone = builder(name, in_chans=in_chans, pretrained=init.kind is not InitKind.SCRATCH, log=log)
             model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
             if init.kind is InitKind.SCRATCH:
                 log(f"model {arch}: {_millions(model)} parameters, {in_chans}-channel input, init scratch")

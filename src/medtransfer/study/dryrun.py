@@ -344,7 +344,9 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     """Seconds per image of one forward+backward+step at ``batch``, after one warm-up step.
 
     On a CPU the step is timed at no more than 64 px and scaled by the pixel count (conv cost
-    grows with it), so even DenseNet-121 at 224 px probes in a few seconds.
+    grows with it), so even DenseNet-121 at 224 px probes in a few seconds. A published backbone
+    resizes every image to its own input size inside the model (``Classifier.input_size``): its
+    cost does not depend on ``image_size``, so it is not scaled, and on a CPU two images are timed.
     """
     import torch
 
@@ -353,8 +355,10 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     from ..train.strategies import N_GROUPS, build_optimizer
 
     on_gpu = device.type == "cuda"
-    size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
     model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
+    fixed = model.input_size is not None
+    size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
+    batch = batch if on_gpu or not fixed else min(batch, 2)
     optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the default (AdamW, all layers)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.rand(batch, 2, device=device)
@@ -365,4 +369,4 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
         if on_gpu:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)
-    return min(seconds[1:]) / batch * (image_size / size) ** 2
+    return min(seconds[1:]) / batch * (1.0 if fixed else (image_size / size) ** 2)
