@@ -314,6 +314,15 @@ def test_a_trained_run_reloads_into_the_scratch_architecture(tiny_dinov2, tmp_pa
         torch.testing.assert_close(again.eval()(z), model.eval()(z))
 
 
+def test_grad_cam_is_refused_for_a_vision_transformer(tiny_timm):
+    """Its only convolution is the patch embedding: a map of it would show the input, not the evidence."""
+    from medtransfer.models.cam import cam_target_layer
+
+    model = create_model(ARCHS["timm"], 2, init="pretrained", log=quiet)
+    with pytest.raises(ConfigError, match="vision transformer"):
+        cam_target_layer(model, 28)
+
+
 # ---------------------------------------------------------------- training through medtransfer's train
 
 @pytest.mark.parametrize("family, strategy", [("timm", "full"), ("hf", "frozen"), ("openclip", "gradual")])
@@ -369,3 +378,26 @@ def test_study_trains_a_placed_backbone_and_skips_an_absent_one_naming_its_files
     assert "medtransfer-test/not-placed" in rows[absent] and "config.json" in rows[absent]
     page = (out / "report.html").read_text()
     assert ARCHS["hf"] in page and "medtransfer-test/not-placed" in page
+
+
+# ---------------------------------------------------------------- examples/foundation-chest.yaml
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "foundation-chest.yaml"
+
+
+@pytest.mark.skipif("probe" not in {s.value for s in __import__("medtransfer.kinds").kinds.Strategy},
+                    reason="examples/foundation-chest.yaml needs train.strategy: probe (issue 25 item 2)")
+def test_foundation_example_expands_to_its_recipes():
+    from medtransfer.study.grid import expand
+    from medtransfer.study.spec import load_spec
+
+    plan = expand(load_spec(EXAMPLE))
+    quickstart = expand(load_spec(EXAMPLE.parent / "quickstart.yaml"))
+    cnn = [r for r in plan.runs if not r.is_baseline]
+    assert len(cnn) == 117 and len(plan.runs) - len(cnn) == 9
+    assert {s.run_id for s in plan.sources} == {s.run_id for s in quickstart.sources}   # the same pretrained sources
+    published = [r for r in cnn if r.config.model.arch != "resnet18"]
+    assert len(published) == 2 * 3 * 3 * 3
+    assert all(r.config.model.init == PRETRAINED and r.config.train.discriminative == 0.01 for r in published)
+    assert {str(r.config.train.strategy) for r in published} == {"probe", "frozen", "full"}
+    assert not any(r.config.model.init.kind is InitKind.SCRATCH and str(r.config.train.strategy) != "full" for r in cnn)
