@@ -401,3 +401,33 @@ def test_foundation_example_expands_to_its_recipes():
     assert all(r.config.model.init == PRETRAINED and r.config.train.discriminative == 0.01 for r in published)
     assert {str(r.config.train.strategy) for r in published} == {"probe", "frozen", "full"}
     assert not any(r.config.model.init.kind is InitKind.SCRATCH and str(r.config.train.strategy) != "full" for r in cnn)
+
+
+def test_dry_run_names_the_files_a_pretrained_run_would_miss(tiny_dinov2, tmp_path):
+    import yaml
+
+    from medtransfer.study import StudyOptions, run_study
+
+    absent = "openclip:hf-hub:medtransfer-test/not-placed"
+    spec = {"base": {"data": {"source": "medmnist", "name": "pneumoniamnist", "split": "given"},
+                     "task": {"kind": "binary"}, "image_size": 28, "model": {"arch": ARCHS["hf"], "init": "pretrained"},
+                     "train": {"strategy": "frozen", "n_train": 20}},
+            "grid": {"model.arch": [ARCHS["hf"], absent], "train.seed": [0, 1]}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    text = run_study(path, None, StudyOptions(data_root=tmp_path / "no-data", dry_run=True, probe=False)).text
+    warnings = [line for line in text.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "2 run(s)" in warnings[0]
+    assert "medtransfer-test/not-placed" in warnings[0] and "open_clip_config.json" in warnings[0]
+    assert "text model" in warnings[0]   # which one, open_clip_config.json says once it is there
+
+
+def test_open_clip_needs_the_text_models_config_its_config_names(tiny_biomedclip, hf_cache):
+    from medtransfer.models.registry import published_weights_missing
+
+    assert published_weights_missing(ARCHS["openclip"]) is None
+    shutil.rmtree(hf_cache / ("models--" + BERT_REPO.replace("/", "--")))
+    line = published_weights_missing(ARCHS["openclip"])
+    assert f"config.json of {BERT_REPO}" in line and CLIP_REPO not in line.split(" there ")[0].split("put ")[1]
+    with pytest.raises(WeightsUnavailable, match=f"config.json of {BERT_REPO}"):
+        create_model(ARCHS["openclip"], 2, init="pretrained", log=quiet)

@@ -97,15 +97,18 @@ def quiet_progress(transformers) -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-@register_family("hf:")
+def hub_files(name: str, pretrained: bool = True) -> tuple[list[HubFile], str]:
+    """What ``AutoImageProcessor`` / ``AutoModel.from_pretrained(NAME)`` read (no weights for ``scratch``)."""
+    files = [HubFile(name, ("config.json",)), HubFile(name, ("preprocessor_config.json",))]
+    return files + ([HubFile(name, WEIGHT_FILES)] if pretrained else []), ""
+
+
+@register_family("hf:", published_files=hub_files)
 def build_hf(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     transformers = import_library("transformers", "hf:ORG/NAME", "hf")
     arch = f"hf:{name}"
     what = f"model.arch {arch}"
-    files = [HubFile(name, ("config.json",)), HubFile(name, ("preprocessor_config.json",))]
-    if pretrained:
-        files.append(HubFile(name, WEIGHT_FILES))
-    found = fetch_files(what, files, log)
+    found = fetch_files(what, hub_files(name, pretrained)[0], log)
     with reading_cache(hf_cache_dir()), quiet_progress(transformers):
         try:
             processor, model = _load(transformers, name, pretrained)

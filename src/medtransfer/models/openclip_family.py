@@ -40,16 +40,27 @@ def _text_repo(config_path) -> str | None:
     return ((tree.get("model_cfg") or tree).get("text_cfg") or {}).get("hf_model_name")
 
 
-def _files(repo: str, pretrained: bool, what: str, log: Log) -> dict[HubFile, Path]:
-    """Config (and weights), then the text model's config.json the config names: in the cache, or one line."""
+def hub_files(name: str, pretrained: bool = True) -> tuple[list[HubFile], str]:
+    """open_clip_config.json (and the weights when pretrained), plus the config.json of the text model the
+    config names when the config is here to say which; otherwise the note says it will be needed."""
+    if not name.startswith(HUB):
+        return [], ""   # not a repository: the build says how to name one
+    repo = name[len(HUB):]
     config = HubFile(repo, (CONFIG,))
     files = [config] + ([HubFile(repo, WEIGHT_FILES)] if pretrained else [])
-    # which text model the config names is only known once the config is here
-    note = TEXT_NOTE if cached(config, hf_cache_dir()) is None else ""
+    path = cached(config, hf_cache_dir())
+    if path is None:
+        return files, TEXT_NOTE
+    text = _text_repo(path)
+    return files + ([HubFile(text, ("config.json",))] if text else []), ""
+
+
+def _files(name: str, pretrained: bool, what: str, log: Log) -> dict[HubFile, Path]:
+    """Every file :func:`hub_files` names, in the cache (downloaded when allowed), or one line saying which."""
+    files, note = hub_files(name, pretrained)
     found = fetch_files(what, files, log, note=note)
-    text = _text_repo(found[config])
-    if text:
-        found.update(fetch_files(what, files + [HubFile(text, ("config.json",))], log))
+    if note:   # the config has just been downloaded: now it names the text model
+        found.update(fetch_files(what, hub_files(name, pretrained)[0], log))
     return found
 
 
@@ -74,7 +85,7 @@ def tower_late(visual: nn.Module) -> set[int]:
     return late_half(visual, late_names=("proj",))
 
 
-@register_family("openclip:")
+@register_family("openclip:", published_files=hub_files)
 def build_openclip(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     open_clip = import_library("open_clip", "openclip:hf-hub:ORG/NAME", "openclip")
     arch = f"openclip:{name}"
@@ -84,7 +95,7 @@ def build_openclip(name: str, *, in_chans: int, pretrained: bool, log: Log) -> B
                           f"openclip:hf-hub:ORG/NAME (e.g. openclip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-"
                           "vit_base_patch16_224)")
     repo = name[len(HUB):]
-    found = _files(repo, pretrained, what, log)
+    found = _files(name, pretrained, what, log)
     with reading_cache(hf_cache_dir()):
         try:
             model = open_clip.create_model(name, load_weights=pretrained, require_pretrained=pretrained,

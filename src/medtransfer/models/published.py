@@ -235,6 +235,17 @@ def fetch_files(what: str, files: list[HubFile], log: Log, note: str = "") -> di
     return {f: path for f, path in found.items() if path is not None}
 
 
+def absent_files_line(what: str, files: list[HubFile], note: str = "") -> str | None:
+    """The line :func:`fetch_files` would end with for the files not in the cache, found without the network
+    and without downloading anything (None: every file is there). For a dry run."""
+    cache = hf_cache_dir()
+    missing = [f for f in files if cached(f, cache) is None]
+    if not missing:
+        return None
+    reason = downloads_off() or "downloaded when a run needs them, if huggingface.co can be reached"
+    return missing_files_line(what, missing, cache, reason, note)
+
+
 def missing_files_line(what: str, missing: list[HubFile], cache: Path, reason: str, note: str = "") -> str:
     """The one line naming, per repository, the files to place in the cache and the command that does it."""
     by_repo: dict[str, list[str]] = {}

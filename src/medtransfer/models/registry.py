@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from .classifier import Backbone, Classifier
 from ..kinds import SCRATCH, Init, InitKind, published_init_problem
 from .init import load_checkpoint_into
+from .published import HubFile, absent_files_line
 from .xrv_init import load_xrv_into
 from ..xrv_weights import arch_problem
 
@@ -33,21 +34,31 @@ class WeightsLookup(Protocol):
     def __call__(self, name: str) -> CachedWeights: ...
 
 
+class PublishedFiles(Protocol):
+    """The files a published backbone's ``pretrained`` weights need and what else cannot be named yet."""
+    def __call__(self, name: str) -> tuple[list[HubFile], str]: ...
+
+
 _NAMED: dict[str, FamilyBuilder] = {}      # "resnet18" -> builder
 _PREFIXED: dict[str, FamilyBuilder] = {}   # "timm:" -> builder (gets the name after the prefix)
 _CACHED: dict[FamilyBuilder, WeightsLookup] = {}   # builder -> its family's "are the ImageNet weights on disk"
+_PUBLISHED: dict[FamilyBuilder, PublishedFiles] = {}   # builder -> the files of a published backbone's weights
 
 
-def register_family(prefix_or_names: str | list[str] | tuple[str, ...], cached_weights: WeightsLookup | None = None):
+def register_family(prefix_or_names: str | list[str] | tuple[str, ...], cached_weights: WeightsLookup | None = None,
+                    published_files: PublishedFiles | None = None):
     """Decorator: ``@register_family(["resnet18", ...])`` or ``@register_family("timm:")``.
 
     A string ending in ``:`` is a prefix: ``timm:NAME`` calls the builder with ``NAME``.
     ``cached_weights(name)`` (optional) says whether the family's ImageNet file of ``name`` is on disk,
-    without touching the network (:func:`cached_imagenet_weights`).
+    without touching the network (:func:`cached_imagenet_weights`); ``published_files(name)`` (a published
+    backbone's family) names the files its ``pretrained`` weights need (:func:`published_weights_missing`).
     """
     def decorator(builder: FamilyBuilder) -> FamilyBuilder:
         if cached_weights is not None:
             _CACHED[builder] = cached_weights
+        if published_files is not None:
+            _PUBLISHED[builder] = published_files
         if isinstance(prefix_or_names, str) and prefix_or_names.endswith(":"):
             _PREFIXED[prefix_or_names] = builder
         else:
@@ -78,6 +89,17 @@ def cached_imagenet_weights(arch: str) -> CachedWeights:
     if lookup is None:
         return CachedWeights(None, f"no ImageNet weights are known for model.arch {arch}")
     return lookup(name)
+
+
+def published_weights_missing(arch: str) -> str | None:
+    """The one line naming what a ``pretrained`` run of ``arch`` would miss in the Hugging Face cache (None: all
+    there, or ``arch`` is no published backbone); looked up without the network, nothing downloaded."""
+    prefix = _prefix_of(arch)
+    files = _PUBLISHED.get(_PREFIXED[prefix]) if prefix else None
+    if files is None:
+        return None
+    needed, note = files(arch[len(prefix):])
+    return absent_files_line(f"model.arch {arch}", needed, note)
 
 
 def _prefix_of(arch: str) -> str | None:

@@ -39,18 +39,24 @@ def timm_input(data: dict, what: str) -> InputSpec:
                      source="timm's data config")
 
 
-@register_family("timm:hf-hub:")
+def hub_files(name: str, pretrained: bool = True) -> tuple[list[HubFile], str]:
+    """What ``timm.create_model("hf-hub:NAME")`` reads: config.json, and the weights when pretrained."""
+    repo, _, revision = name.partition("@")
+    files = [HubFile(repo, ("config.json",), revision or None)]
+    if pretrained:
+        files.append(HubFile(repo, WEIGHT_FILES, revision or None))
+    return files, ""
+
+
+@register_family("timm:hf-hub:", published_files=hub_files)
 def build_timm_hub(name: str, *, in_chans: int, pretrained: bool, log: Log) -> Backbone:
     timm = import_library("timm", "timm:hf-hub:ORG/NAME", "timm")
     import timm.data   # resolve_model_data_config lives in the subpackage
 
     arch = f"timm:hf-hub:{name}"
     what = f"model.arch {arch}"
-    repo, _, revision = name.partition("@")
-    files = [HubFile(repo, ("config.json",), revision or None)]
-    if pretrained:
-        files.append(HubFile(repo, WEIGHT_FILES, revision or None))
-    found = fetch_files(what, files, log)
+    repo = name.partition("@")[0]
+    found = fetch_files(what, hub_files(name, pretrained)[0], log)
     cache = hf_cache_dir()
     with reading_cache(cache):
         try:

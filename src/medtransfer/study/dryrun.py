@@ -25,7 +25,8 @@ from PIL import Image
 from ..budget import budget_of
 from ..config import TrainConfig
 from ..durations import format_duration
-from ..kinds import SCRATCH, RunStatus
+from ..errors import MedtransferError
+from ..kinds import SCRATCH, InitKind, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 from .opened import OpenedSources
 
@@ -55,6 +56,28 @@ def runs_above_pool(plan: Plan, opened: OpenedSources) -> list[str]:
             counts[(run.task, n, split[0])] = counts.get((run.task, n, split[0]), 0) + 1
     return [f"warning: train.n_train={n} is above the {pool}-image train split of {task}: {k} run(s) bound to "
             "fail (lower it, or use all)" for (task, n, pool), k in sorted(counts.items(), key=lambda kv: kv[0][:2])]
+
+
+def runs_missing_weights(plan: Plan, statuses: dict[str, str] | None = None) -> list[str]:
+    """One line per published backbone whose ``pretrained`` weights are not in the Hugging Face cache: the files
+    to place and where (what such a run, recorded as skipped, would say), looked up without the network."""
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        if run.config.model.init.kind is InitKind.PRETRAINED and (statuses or {}).get(run.run_id) != RunStatus.DONE:
+            counts[run.config.model.arch] = counts.get(run.config.model.arch, 0) + 1
+    if not counts:
+        return []
+    from ..models.registry import published_weights_missing   # torch: only for a plan with such runs
+
+    lines = []
+    for arch, n in counts.items():
+        try:
+            missing = published_weights_missing(arch)
+        except MedtransferError as err:   # a damaged config file in the cache: its own line says so
+            missing = str(err)
+        if missing:
+            lines.append(f"warning: {n} run(s) start from weights not on this machine: {missing}")
+    return lines
 
 
 def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: TimeEstimate | None = None,
