@@ -15,7 +15,7 @@ import torch
 
 from medtransfer.config import config_from_dict
 from medtransfer.errors import ConfigError, WeightsUnavailable
-from medtransfer.kinds import PRETRAINED, Init, InitKind
+from medtransfer.kinds import PRETRAINED, Init, InitKind, Strategy
 from medtransfer.models import create_model, load_weights, save_weights
 from medtransfer.models.inputs import GREY_MEAN, GREY_STD
 from medtransfer.models.published import reading_cache
@@ -385,7 +385,7 @@ def test_study_trains_a_placed_backbone_and_skips_an_absent_one_naming_its_files
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "foundation-chest.yaml"
 
 
-@pytest.mark.skipif("probe" not in {s.value for s in __import__("medtransfer.kinds").kinds.Strategy},
+@pytest.mark.skipif("probe" not in {s.value for s in Strategy},
                     reason="examples/foundation-chest.yaml needs train.strategy: probe (issue 25 item 2)")
 def test_foundation_example_expands_to_its_recipes():
     from medtransfer.study.grid import expand

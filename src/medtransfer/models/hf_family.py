@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .classifier import Backbone
-from .published import (HubFile, InputSpec, fetch_files, hf_cache_dir, import_library, interpolation_name,
+from .published import (HubFile, InputSpec, fetch_files, hf_cache_dir, import_library,
                         late_half, load_failed, loaded_line, published_backbone, reading_cache, rgb_triple)
 from .registry import register_family
 
