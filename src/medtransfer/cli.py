@@ -60,6 +60,8 @@ START_HERE = """start here:
 `medtransfer COMMAND --help` describes a command; from Python: `import medtransfer as mt; help(mt)`."""
 INIT_EPILOG = """starting weights (model.init in the config, or --set model.init=...):
   scratch | imagenet | xrv:NAME (torchxrayvision's chest X-ray weights)
+  pretrained           a published backbone's own weights, with model.arch hf:ORG/NAME (transformers),
+                       openclip:hf-hub:ORG/NAME or timm:hf-hub:ORG/NAME, e.g. hf:microsoft/rad-dino
   checkpoint:RUN_DIR   a finished run folder: one `medtransfer pretrain` or `train` wrote, or a source a study
                        pretrained, STUDY_DIR/sources/NAME-RUN_ID, e.g.
                        --set model.init=checkpoint:studies/quickstart/sources/chest-d640df1fb503dbca

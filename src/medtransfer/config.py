@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
                       field_validator, model_validator)
 
 from .errors import ConfigError
-from .kinds import IMAGENET, Init, InitKind, Strategy, TaskKind
+from .kinds import IMAGENET, Init, InitKind, Strategy, TaskKind, published_init_problem
 from .schedules import get_policy, policy_names
 from .xrv_weights import arch_problem
 
@@ -181,6 +181,14 @@ class ModelConfig(_Strict):
             problem = arch_problem(self.init.xrv_name, self.arch)
             if problem:
                 raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _published_weights_fit_arch(self):
+        """``pretrained`` is a published backbone's own weights, and such a backbone has no ImageNet weights."""
+        problem = published_init_problem(self.arch, self.init)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -1,7 +1,7 @@
 """The project's small vocabularies as types, so no layer decodes meaning from a string.
 
 ``Init`` is the value of ``model.init``: parsed once (by the config), matched on everywhere
-else. Its string form (``scratch``, ``imagenet``, ``checkpoint:PATH``, ``source:NAME``, ``xrv:NAME``) is the
+else. Its string form (``scratch``, ``imagenet``, ``pretrained``, ``checkpoint:PATH``, ``source:NAME``, ``xrv:NAME``) is the
 YAML / CLI syntax and what run ids hash, so adding a kind never changes an existing id.
 The ``StrEnum``s compare equal to their old string values, so the SQLite store and the JSON
 files keep exactly the text they always had.
@@ -98,11 +98,12 @@ class InitKind(StrEnum):
     CHECKPOINT = "checkpoint"
     SOURCE = "source"
     XRV = "xrv"           # torchxrayvision's published chest X-ray weights, by name
+    PRETRAINED = "pretrained"   # the weights a published backbone's repository holds (PUBLISHED_ARCH_PREFIXES)
 
 
-_NAMED = (InitKind.SCRATCH, InitKind.IMAGENET)          # written as the bare word
+_NAMED = (InitKind.SCRATCH, InitKind.IMAGENET, InitKind.PRETRAINED)          # written as the bare word
 _REFERRING = (InitKind.CHECKPOINT, InitKind.SOURCE, InitKind.XRV)     # written as KIND:REF
-_FORMS = "scratch, imagenet, checkpoint:PATH, source:NAME or xrv:NAME"
+_FORMS = "scratch, imagenet, pretrained, checkpoint:PATH, source:NAME or xrv:NAME"
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class Init:
 
     @classmethod
     def parse(cls, text: "str | Init") -> "Init":
-        """``scratch`` | ``imagenet`` | ``checkpoint:PATH`` | ``source:NAME`` | ``xrv:NAME``; ValueError otherwise.
+        """``scratch`` | ``imagenet`` | ``pretrained`` | ``checkpoint:PATH`` | ``source:NAME`` | ``xrv:NAME``; ValueError
+        otherwise.
 
         An ``xrv`` name is not checked against torchxrayvision's list here: the config does
         that (with model.arch), so a store row written by a newer version still parses.
@@ -176,3 +178,31 @@ class Init:
 
 SCRATCH = Init(InitKind.SCRATCH)
 IMAGENET = Init(InitKind.IMAGENET)
+PRETRAINED = Init(InitKind.PRETRAINED)
+
+
+# model.arch forms whose backbone is loaded as its authors publish it: a Hugging Face repository read by its own
+# library (transformers, open_clip, timm), with the repository's input size and normalisation (models/published.py).
+# Their weights are the repository's (model.init: pretrained), not ImageNet's; any other arch has no repository.
+PUBLISHED_ARCH_PREFIXES = ("hf:", "openclip:", "timm:hf-hub:")
+PUBLISHED_ARCH_FORMS = "hf:ORG/NAME, openclip:hf-hub:ORG/NAME or timm:hf-hub:ORG/NAME"
+
+
+def is_published_arch(arch: str) -> bool:
+    """True for a ``model.arch`` loaded from a published repository (:data:`PUBLISHED_ARCH_PREFIXES`)."""
+    return any(arch.startswith(p) and len(arch) > len(p) for p in PUBLISHED_ARCH_PREFIXES)
+
+
+def published_init_problem(arch: str, init: Init) -> str | None:
+    """Why ``init`` cannot start ``arch`` where one of the two is a published backbone (None when it can).
+
+    ``pretrained`` names a repository's own weights, so it needs an arch that has a repository; such an arch's
+    weights are not ImageNet's (RAD-DINO's are chest X-rays, DINOv2's LVD-142M), so ``imagenet`` would name them
+    wrongly in every log and report. Checked by the config and by ``models.create_model`` alike.
+    """
+    if init.kind is InitKind.PRETRAINED and not is_published_arch(arch):
+        return (f"model.init pretrained loads a published backbone's own weights: model.arch must be "
+                f"{PUBLISHED_ARCH_FORMS} (got {arch!r}; its ImageNet weights are model.init imagenet)")
+    if init.kind is InitKind.IMAGENET and is_published_arch(arch):
+        return f"model.arch {arch} is a published backbone: its weights are model.init pretrained, not imagenet"
+    return None

@@ -58,6 +58,11 @@ def candidate_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     convs = [(name, m) for name, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ConfigError(f"--cam: {type(backbone).__name__} has no convolutional layer to take a Grad-CAM from")
+    if all(tuple(m.stride) == tuple(m.kernel_size) for _, m in convs):
+        # a vision transformer: its only convolution cuts the image into patches, and a map of that layer
+        # shows the input, not the evidence (a ViT's Grad-CAM needs its last block's tokens as a map)
+        raise ConfigError(f"--cam: {type(backbone).__name__} is a vision transformer (its only convolution is the "
+                          "patch embedding): Grad-CAM is not available for it")
     return list(reversed(convs))
 
 

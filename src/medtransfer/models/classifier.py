@@ -6,6 +6,7 @@ checkpoint from one task initialise another task with a different number of outp
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -26,6 +27,29 @@ class Backbone:
     num_features: int
     early: list[str] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
+    input_size: int | None = None   # the side every input is resized to inside ``module`` (None: the run's image_size)
+
+
+def split_names(module: nn.Module, late: set[int]) -> tuple[list[str], list[str]]:
+    """``early`` / ``late`` names for :class:`Backbone` given which parameters (by ``id``) are late.
+
+    The fewest names that cover each parameter once: a submodule whose parameters all fall on one side is named
+    whole, otherwise its own parameters are named one by one and its children visited.
+    """
+    names: dict[bool, list[str]] = defaultdict(list)
+
+    def visit(sub: nn.Module, path: str) -> None:
+        sides = {id(p) in late for p in sub.parameters()}
+        if len(sides) == 1:
+            names[sides.pop()].append(path)
+            return
+        for pname, param in sub.named_parameters(recurse=False):
+            names[id(param) in late].append(f"{path}.{pname}" if path else pname)
+        for cname, child in sub.named_children():
+            visit(child, f"{path}.{cname}" if path else cname)
+
+    visit(module, "")
+    return names[False], names[True]
 
 
 class _LooseParameters(nn.Module):
@@ -65,6 +89,7 @@ class Classifier(nn.Module):
         self.in_chans = in_chans
         self.num_features = backbone.num_features
         self.num_outputs = num_outputs
+        self.input_size = backbone.input_size
         self.backbone = backbone.module
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_outputs))
         self._group_names = (list(backbone.early), list(backbone.late))

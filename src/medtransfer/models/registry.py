@@ -10,8 +10,9 @@ from typing import Callable, NamedTuple, Protocol
 
 from ..errors import ConfigError
 from .classifier import Backbone, Classifier
-from ..kinds import SCRATCH, Init, InitKind
+from ..kinds import SCRATCH, Init, InitKind, published_init_problem
 from .init import load_checkpoint_into
+from .published import HubFile, absent_files_line
 from .xrv_init import load_xrv_into
 from ..xrv_weights import arch_problem
 
@@ -33,21 +34,31 @@ class WeightsLookup(Protocol):
     def __call__(self, name: str) -> CachedWeights: ...
 
 
+class PublishedFiles(Protocol):
+    """The files a published backbone's ``pretrained`` weights need and what else cannot be named yet."""
+    def __call__(self, name: str) -> tuple[list[HubFile], str]: ...
+
+
 _NAMED: dict[str, FamilyBuilder] = {}      # "resnet18" -> builder
 _PREFIXED: dict[str, FamilyBuilder] = {}   # "timm:" -> builder (gets the name after the prefix)
 _CACHED: dict[FamilyBuilder, WeightsLookup] = {}   # builder -> its family's "are the ImageNet weights on disk"
+_PUBLISHED: dict[FamilyBuilder, PublishedFiles] = {}   # builder -> the files of a published backbone's weights
 
 
-def register_family(prefix_or_names: str | list[str] | tuple[str, ...], cached_weights: WeightsLookup | None = None):
+def register_family(prefix_or_names: str | list[str] | tuple[str, ...], cached_weights: WeightsLookup | None = None,
+                    published_files: PublishedFiles | None = None):
     """Decorator: ``@register_family(["resnet18", ...])`` or ``@register_family("timm:")``.
 
     A string ending in ``:`` is a prefix: ``timm:NAME`` calls the builder with ``NAME``.
     ``cached_weights(name)`` (optional) says whether the family's ImageNet file of ``name`` is on disk,
-    without touching the network (:func:`cached_imagenet_weights`).
+    without touching the network (:func:`cached_imagenet_weights`); ``published_files(name)`` (a published
+    backbone's family) names the files its ``pretrained`` weights need (:func:`published_weights_missing`).
     """
     def decorator(builder: FamilyBuilder) -> FamilyBuilder:
         if cached_weights is not None:
             _CACHED[builder] = cached_weights
+        if published_files is not None:
+            _PUBLISHED[builder] = published_files
         if isinstance(prefix_or_names, str) and prefix_or_names.endswith(":"):
             _PREFIXED[prefix_or_names] = builder
         else:
@@ -72,19 +83,37 @@ def cached_imagenet_weights(arch: str) -> CachedWeights:
     """
     builder, name = _NAMED.get(arch), arch
     if builder is None:
-        builder, name = next(((b, arch[len(p):]) for p, b in _PREFIXED.items() if arch.startswith(p)), (None, arch))
+        prefix = _prefix_of(arch)
+        builder, name = (_PREFIXED[prefix], arch[len(prefix):]) if prefix else (None, arch)
     lookup = _CACHED.get(builder)
     if lookup is None:
         return CachedWeights(None, f"no ImageNet weights are known for model.arch {arch}")
     return lookup(name)
 
 
+def published_weights_missing(arch: str) -> str | None:
+    """The one line naming what a ``pretrained`` run of ``arch`` would miss in the Hugging Face cache (None: all
+    there, or ``arch`` is no published backbone); looked up without the network, nothing downloaded."""
+    prefix = _prefix_of(arch)
+    files = _PUBLISHED.get(_PREFIXED[prefix]) if prefix else None
+    if files is None:
+        return None
+    needed, note = files(arch[len(prefix):])
+    return absent_files_line(f"model.arch {arch}", needed, note)
+
+
+def _prefix_of(arch: str) -> str | None:
+    """The longest registered prefix ``arch`` starts with (``timm:hf-hub:`` before ``timm:``), or None."""
+    fits = [p for p in _PREFIXED if arch.startswith(p) and len(arch) > len(p)]
+    return max(fits, key=len) if fits else None
+
+
 def _lookup(arch: str) -> tuple[FamilyBuilder, str]:
     if arch in _NAMED:
         return _NAMED[arch], arch
-    for prefix, builder in _PREFIXED.items():
-        if arch.startswith(prefix) and len(arch) > len(prefix):
-            return builder, arch[len(prefix):]
+    prefix = _prefix_of(arch)
+    if prefix is not None:
+        return _PREFIXED[prefix], arch[len(prefix):]
     forms = ", ".join(list_archs() + [f"{p}NAME" for p in sorted(_PREFIXED)])
     raise ConfigError(f"unknown model.arch {arch!r}; valid: {forms}")
 
@@ -94,7 +123,8 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
     """Build ``arch`` with a fresh ``num_outputs`` head and initialise its backbone.
 
     ``init``: ``scratch`` (the family's default random init), ``imagenet`` (the family's
-    ImageNet weights, first conv summed over RGB for grey input), ``checkpoint:PATH``
+    ImageNet weights, first conv summed over RGB for grey input), ``pretrained`` (a published
+    backbone's own weights: ``hf:``, ``openclip:hf-hub:``, ``timm:hf-hub:`` archs), ``checkpoint:PATH``
     (a medtransfer run's weights or a plain state_dict; matching tensors only) or
     ``xrv:NAME`` (torchxrayvision's chest X-ray weights; densenet121 only).
     """
@@ -109,9 +139,12 @@ def create_model(arch: str, num_outputs: int, init: Init | str = SCRATCH, dropou
     except ValueError as err:
         raise ConfigError(str(err)) from None
     builder, name = _lookup(arch)
+    problem = published_init_problem(arch, init)
+    if problem:
+        raise ConfigError(problem)
     match init.kind:
-        case InitKind.SCRATCH | InitKind.IMAGENET:
-            backbone = builder(name, in_chans=in_chans, pretrained=init.kind is InitKind.IMAGENET, log=log)
+        case InitKind.SCRATCH | InitKind.IMAGENET | InitKind.PRETRAINED:
+            backbone = builder(name, in_chans=in_chans, pretrained=init.kind is not InitKind.SCRATCH, log=log)
             model = Classifier(arch, backbone, num_outputs, dropout, in_chans)
             if init.kind is InitKind.SCRATCH:
                 log(f"model {arch}: {_millions(model)} parameters, {in_chans}-channel input, init scratch")

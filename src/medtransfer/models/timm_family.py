@@ -7,14 +7,13 @@ from timm's own ``group_matcher`` (stem, stage 1..n, neck), split in half.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
 from torch import nn
 
 from ..errors import ConfigError, WeightsUnavailable
-from .classifier import Backbone
+from .classifier import Backbone, split_names
 from .init import error_detail, hub_checkpoint_dir, offline, reachable
 from .registry import CachedWeights, register_family
 
@@ -138,22 +137,14 @@ def _ordered_param_groups(model: nn.Module) -> list[list[nn.Parameter]]:
         return [g for g in groups if g]
 
 
-def split_in_half(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Early / late names for :class:`Backbone`: the first half of the groups vs the rest."""
+def late_groups(model: nn.Module) -> set[int]:
+    """Ids of the parameters in the second half of timm's groups (for a ViT: the second half of the blocks and
+    the final norm; the first half and the stem, i.e. patch embedding and tokens, are early)."""
     groups = _ordered_param_groups(model)
     cut = (len(groups) + 1) // 2
-    owner = {id(p): int(i >= cut) for i, group in enumerate(groups) for p in group}
-    names: dict[int, list[str]] = defaultdict(list)
+    return {id(p) for group in groups[cut:] for p in group}
 
-    def visit(module: nn.Module, path: str) -> None:
-        owners = {owner[id(p)] for p in module.parameters()}
-        if len(owners) == 1:
-            names[owners.pop()].append(path)
-            return
-        for pname, _ in module.named_parameters(recurse=False):
-            names[owner[id(getattr(module, pname))]].append(f"{path}.{pname}" if path else pname)
-        for cname, child in module.named_children():
-            visit(child, f"{path}.{cname}" if path else cname)
 
-    visit(model, "")
-    return names[0], names[1]
+def split_in_half(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Early / late names for :class:`Backbone`: the first half of the groups vs the rest."""
+    return split_names(model, late_groups(model))

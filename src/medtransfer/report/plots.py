@@ -44,6 +44,7 @@ FAMILIES: dict[str, tuple[list[str], str | None]] = {
     "scratch": (["#b8860b"], None),
     "imagenet": (["#1f77b4"], None),
     "xrv": (["#6a3d9a", "#9467bd", "#c5b0d5"], "Purples"),
+    "pretrained": (["#ff7f0e"], None),   # a published backbone's own weights (its arch is the panel's)
     Site.SAME: (["#d62728", "#e7298a", "#a50f15", "#fc8d59"], "Reds"),
     Site.OTHER: (["#2ca02c", "#17becf", "#006d2c", "#74c476"], "Greens"),
     RADIOMICS: (["#000000"], None),

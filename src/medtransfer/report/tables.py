@@ -29,14 +29,14 @@ PRETRAINED_MARK = "†"   # on recipes whose public pretraining may have seen th
 
 
 def init_site(init, method: str, sites: dict[str, str]) -> str:
-    """scratch | imagenet | xrv | same | other | unlabelled | checkpoint | radiomics | other-init."""
+    """scratch | imagenet | xrv | pretrained | same | other | unlabelled | checkpoint | radiomics | other-init."""
     if method == RADIOMICS:
         return RADIOMICS
     parsed = _parsed_init(init)
     if parsed is None:
         return "other-init"
     match parsed.kind:
-        case InitKind.SCRATCH | InitKind.IMAGENET:
+        case InitKind.SCRATCH | InitKind.IMAGENET | InitKind.PRETRAINED:
             return parsed.kind.value
         case InitKind.SOURCE:
             return sites.get(parsed.source_name, "unlabelled")
@@ -76,8 +76,8 @@ def init_name(init, method: str, sites: dict[str, str]) -> InitName:
     parsed = _parsed_init(init)
     if site == RADIOMICS:
         name = RADIOMICS_LABEL
-    elif site in ("scratch", "imagenet"):
-        name = {"scratch": "scratch", "imagenet": "ImageNet"}[site]
+    elif site in ("scratch", "imagenet", "pretrained"):
+        name = {"scratch": "scratch", "imagenet": "ImageNet", "pretrained": "pretrained"}[site]
     elif parsed is None:
         name = str(init)
     elif site == "checkpoint":
@@ -269,7 +269,7 @@ def best_recipes(summary: pd.DataFrame, choose=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
-SITE_ORDER = ("scratch", "imagenet", "xrv", Site.SAME, Site.OTHER, "unlabelled", "checkpoint", "other-init", RADIOMICS)
+SITE_ORDER = ("scratch", "imagenet", "xrv", "pretrained", Site.SAME, Site.OTHER, "unlabelled", "checkpoint", "other-init", RADIOMICS)
 
 
 def best_per_init(rows: pd.DataFrame, sites: dict[str, str]) -> dict[str, pd.Series]:

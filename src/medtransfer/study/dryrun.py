@@ -25,7 +25,8 @@ from PIL import Image
 from ..budget import budget_of
 from ..config import TrainConfig
 from ..durations import format_duration
-from ..kinds import SCRATCH, RunStatus
+from ..errors import MedtransferError
+from ..kinds import SCRATCH, InitKind, RunStatus
 from .grid import Plan, PlannedRun, baseline_counts, canonical_json, per_axis_counts
 from .opened import OpenedSources
 
@@ -55,6 +56,28 @@ def runs_above_pool(plan: Plan, opened: OpenedSources) -> list[str]:
             counts[(run.task, n, split[0])] = counts.get((run.task, n, split[0]), 0) + 1
     return [f"warning: train.n_train={n} is above the {pool}-image train split of {task}: {k} run(s) bound to "
             "fail (lower it, or use all)" for (task, n, pool), k in sorted(counts.items(), key=lambda kv: kv[0][:2])]
+
+
+def runs_missing_weights(plan: Plan, statuses: dict[str, str] | None = None) -> list[str]:
+    """One line per published backbone whose ``pretrained`` weights are not in the Hugging Face cache: the files
+    to place and where (what such a run, recorded as skipped, would say), looked up without the network."""
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        if run.config.model.init.kind is InitKind.PRETRAINED and (statuses or {}).get(run.run_id) != RunStatus.DONE:
+            counts[run.config.model.arch] = counts.get(run.config.model.arch, 0) + 1
+    if not counts:
+        return []
+    from ..models.registry import published_weights_missing   # torch: only for a plan with such runs
+
+    lines = []
+    for arch, n in counts.items():
+        try:
+            missing = published_weights_missing(arch)
+        except MedtransferError as err:   # a damaged config file in the cache: its own line says so
+            missing = str(err)
+        if missing:
+            lines.append(f"warning: {n} run(s) start from weights not on this machine: {missing}")
+    return lines
 
 
 def describe_plan(plan: Plan, statuses: dict[str, str] | None = None, estimate: TimeEstimate | None = None,
@@ -344,7 +367,9 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     """Seconds per image of one forward+backward+step at ``batch``, after one warm-up step.
 
     On a CPU the step is timed at no more than 64 px and scaled by the pixel count (conv cost
-    grows with it), so even DenseNet-121 at 224 px probes in a few seconds.
+    grows with it), so even DenseNet-121 at 224 px probes in a few seconds. A published backbone
+    resizes every image to its own input size inside the model (``Classifier.input_size``): its
+    cost does not depend on ``image_size``, so it is not scaled, and on a CPU two images are timed.
     """
     import torch
 
@@ -353,8 +378,10 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
     from ..train.strategies import N_GROUPS, build_optimizer
 
     on_gpu = device.type == "cuda"
-    size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
     model = create_model(arch, 2, init=SCRATCH, log=lambda line: None).to(device)
+    fixed = model.input_size is not None
+    size = image_size if on_gpu else min(image_size, PROBE_CPU_PX)
+    batch = batch if on_gpu or not fixed else min(batch, 2)
     optimiser, _ = build_optimizer(model, N_GROUPS, TrainConfig(lr=1e-3))   # the default (AdamW, all layers)
     x = torch.randn(batch, 1, size, size, device=device)
     y = torch.rand(batch, 2, device=device)
@@ -365,4 +392,4 @@ def _time_training_step(arch: str, image_size: int, device, batch: int) -> float
         if on_gpu:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)
-    return min(seconds[1:]) / batch * (image_size / size) ** 2
+    return min(seconds[1:]) / batch * (1.0 if fixed else (image_size / size) ** 2)

@@ -26,7 +26,7 @@ from ..kinds import Init, RunRole, RunStatus
 from ..run_folder import RunFolder, write_text_atomic
 from ..tracking import require_mlflow
 from .disjoint import check_sources_disjoint
-from .dryrun import describe_plan, estimate_time, runs_above_pool, study_device
+from .dryrun import describe_plan, estimate_time, runs_above_pool, runs_missing_weights, study_device
 from .eta import EtaColumn, StudyEta
 from .executors import (Executor, ExecutorOptions, Job, Outcome, RunFn, check_executor_options, make_executor,
                         pack_jobs, packs_on_this_host, parallel_runs, thread_share)
@@ -202,7 +202,8 @@ def _dry_run(plan: Plan, out, root: Path, executor: str, workers: int, probe: bo
     opened = OpenedSources(root)
     leaks = _dry_run_leak_check(plan, opened)
     estimate = estimate_time(plan, root, opened=opened) if probe else None
-    text = describe_plan(plan, statuses, estimate, parallel, runs_above_pool(plan, opened) + leaks)
+    warnings = runs_above_pool(plan, opened) + runs_missing_weights(plan, statuses) + leaks
+    text = describe_plan(plan, statuses, estimate, parallel, warnings)
     return StudySummary(study_dir=Path(out) if out else None, total=len(plan.all_runs), text=text)
 
 

@@ -251,7 +251,9 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
         # named by run id as well as name: two specs (or an edited and reverted one) defining a source of
         # the same name in one STUDY_DIR never share a folder, so a grid run loads the weights of the
         # config its own id was hashed from, never those of another source that happened to be trained last
-        folder = f"sources/{name}-{cfg.model.arch}-{run_id}" if follows_grid else f"sources/{name}-{run_id}"
+        # an arch naming a repository (hf:ORG/NAME) keeps its slash out of the path: one folder per source
+        arch = cfg.model.arch.replace("/", "--")
+        folder = f"sources/{name}-{arch}-{run_id}" if follows_grid else f"sources/{name}-{run_id}"
         planned[key] = PlannedRun(run_id=run_id, role=RunRole.SOURCE, config=cfg, task=task_label(cfg),
                                   recipe=f"source {name}", run_dir=folder, source=name)
     src = planned[key]
