@@ -28,9 +28,11 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from ..data.splits import fold_strata, pool_folds
 from ..errors import ConfigError, DataError
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
 from ..kinds import TaskKind
+from .features import backbone_features
 
 PROBE_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)   # inverse L2 strength on standardised features
 DEFAULT_C = 1.0            # when the pool cannot be cross-validated
@@ -102,6 +104,20 @@ def fit_probe_head(x: np.ndarray, labels: np.ndarray, folds: list[tuple[np.ndarr
         notes.insert(0, f"the fold AUROC is undefined at every C: C={chosen:g} taken by default")
     fold_auroc, oof = per_c.get(chosen, ([], None))
     return ProbeFit(head, chosen, c_scores, list(fold_auroc), oof, notes)
+
+
+def probe_images(model: nn.Module, images: np.ndarray, labels: np.ndarray, groups: np.ndarray, kind: TaskKind,
+                 seed: int, cv_folds: int, device: torch.device) -> ProbeFit:
+    """A probe on in-memory images, for a caller without a run folder or an image cache (``advise``'s search):
+    the backbone's features of ``images`` (one pass, not cached), C on their patient-grouped folds (``groups``:
+    a patient id per image), the regression fitted on all of them and written into ``model``'s head."""
+    n_outputs = int(model.head[-1].out_features)
+    features = backbone_features(model, images, device)
+    strata = fold_strata(one_vs_rest_targets(labels, kind, n_outputs))
+    fitted = fit_probe_head(features, labels, pool_folds(np.asarray(groups), strata, seed, cv_folds),
+                            np.arange(len(images)), kind, n_outputs, seed)
+    fitted.head.write_into(model)
+    return fitted
 
 
 def _cross_validate(x, labels, folds, c, kind, n_outputs, seed) -> tuple[list[float], np.ndarray]:
