@@ -86,6 +86,26 @@ def test_the_key_follows_the_weights_the_images_and_their_size():
     assert feature_key(other_head, images, CPU) == base               # the head is not the backbone
 
 
+def _fill_cache(root: str) -> np.ndarray:
+    """A worker of the parallel test: the features of every image, through the shared cache folder."""
+    torch.set_num_threads(1)
+    images, _ = _images()
+    return cached_features(_model(), images, np.arange(40), CPU, root, QUIET).values
+
+
+def test_parallel_runs_share_the_cache_folder_safely(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        first, second = pool.map(_fill_cache, [str(tmp_path)] * 2)
+    np.testing.assert_array_equal(first, second)
+    folder = feature_key(_model(), _images()[0], CPU).folder(tmp_path)
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
+    lines = []
+    again = cached_features(_model(), _images()[0], np.arange(40), CPU, tmp_path, lines.append)
+    assert "none computed" in lines[-1] and np.array_equal(again.values, first)
+
+
 def test_an_unreadable_shard_is_computed_again(tmp_path, passes):
     images, _ = _images()
     model = _model()
