@@ -162,6 +162,8 @@ def cached_features(model: nn.Module, images: np.ndarray, rows: np.ndarray, devi
     """The backbone features of ``images[rows]``: read from the feature cache under ``cache_root``, the missing
     rows computed in one pass and stored; the log says which."""
     rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if not len(rows):
+        return FeatureTable(rows, np.zeros((0, int(model.num_features)), dtype=np.float32))
     key = feature_key(model, images, device)
     folder = key.folder(cache_root)
     values, have = _read_shards(folder, rows)
