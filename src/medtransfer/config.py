@@ -192,10 +192,25 @@ class ModelConfig(_Strict):
         return self
 
 
+# train keys a probe (train.strategy=probe) does not read: it takes no optimiser step and sees no augmented image
+PROBE_UNUSED = ("lr_policy", "lr", "discriminative", "epochs", "min_steps", "steps", "gradual_epochs", "batch_size",
+                "patience", "optimizer", "weight_decay", "momentum", "step_gamma", "step_every", "cycle_epochs",
+                "augment", "pack")
+
+
 class TrainConfig(_Strict):
     n_train: Union[int, Literal["all"]] = "all"
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    strategy: Strategy = Strategy.FULL
+    strategy: Strategy = Field(
+        Strategy.FULL,
+        description="frozen = train the head on the frozen backbone (its features are read from the feature cache "
+                    "when train.augment is false); full = train every layer; gradual = thaw the layer groups in "
+                    "stages; probe = no optimiser: a logistic regression on the frozen backbone's features (read "
+                    "from or written to the feature cache), its C chosen by patient-grouped CV inside the N-pool, "
+                    "one-vs-rest per label, written into the head. For probe the keys of the optimiser and the "
+                    "schedule (lr, lr_policy, epochs, min_steps, steps, gradual_epochs, batch_size, patience, "
+                    "optimizer, weight_decay, momentum, step_*, cycle_epochs, discriminative, augment) and "
+                    "model.dropout mean nothing and are left out of its run id")
     lr_policy: str = Field("one_cycle", description="a registered LR policy (medtransfer.schedules): "
                                                     + ", ".join(policy_names()))
     # lr and weight_decay: finite, but no upper bound. Their size costs no time, and a huge lr is how a
@@ -244,8 +259,11 @@ class TrainConfig(_Strict):
 
     def unhashed_keys(self) -> set[str]:
         """``selection`` is left out of the run id at ``holdout``: every run before the key existed selected
-        on its validation images, so such a run keeps its id."""
-        return {"selection"} if self.selection == SELECTION_BEFORE else set()
+        on its validation images, so such a run keeps its id. A probe takes no optimiser step, so the keys
+        of the optimiser and its schedule (``PROBE_UNUSED``) cannot change its result: they are left out, and
+        a grid that crosses probe with LR policies runs one probe, not one per policy."""
+        unused = set(PROBE_UNUSED) if self.strategy == Strategy.PROBE else set()
+        return unused | ({"selection"} if self.selection == SELECTION_BEFORE else set())
 
     @field_validator("lr_policy")
     @classmethod
@@ -333,7 +351,9 @@ class RunConfig(_Strict):
         changes gets a new one: an id never stands for two different subsets."""
         same = (self.data.subset_by == SUBSET_BY_BEFORE or not self.data.gives_patient_ids
                 or (self.train.n_train == "all" and self.data.val_size == "fixed"))
-        return {"data.subset_by"} if same else set()
+        # a probe's head is the logistic regression's weights: the head's dropout is never applied
+        probe = {"model.dropout"} if self.train.strategy == Strategy.PROBE else set()
+        return probe | ({"data.subset_by"} if same else set())
 
     @model_validator(mode="after")
     def _task_fits_source(self):

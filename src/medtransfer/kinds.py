@@ -55,10 +55,12 @@ def auroc_name(kind: TaskKind | str | None) -> str:
 
 
 class Strategy(StrEnum):
-    """``train.strategy``: which layer groups train (the head only, all, or thawed in stages)."""
+    """``train.strategy``: which layer groups train (the head only, all, or thawed in stages), or ``probe``: no
+    layer trains with an optimiser; a logistic regression on the frozen backbone's features becomes the head."""
     FROZEN = "frozen"
     FULL = "full"
     GRADUAL = "gradual"
+    PROBE = "probe"
 
 
 class SelectionKind(StrEnum):

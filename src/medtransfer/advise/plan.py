@@ -36,9 +36,13 @@ from ..kinds import Init, InitKind, Strategy
 from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
-DEFAULT_STRATEGIES = tuple(Strategy)
+# A probe is no default arm yet: the search's trial (search.train_arm) trains with ``fit``, and a probe arm needs
+# ``train.probe.probe_images`` there instead; a space that lists it gets one probe arm per initialisation.
+DEFAULT_STRATEGIES = (Strategy.FROZEN, Strategy.FULL, Strategy.GRADUAL)
 DEFAULT_LR_POLICIES = ("constant", "one_cycle")
-STRATEGY_COST = {Strategy.FROZEN: 0.35, Strategy.GRADUAL: 0.7, Strategy.FULL: 1.0}   # step cost relative to full fine-tuning
+# step cost relative to full fine-tuning; a probe takes no step (its cost is one forward pass over its images)
+STRATEGY_COST = {Strategy.PROBE: 0.0, Strategy.FROZEN: 0.35, Strategy.GRADUAL: 0.7, Strategy.FULL: 1.0}
+NO_RANDOM_BACKBONE = (Strategy.FROZEN, Strategy.PROBE)   # a scratch start would keep its random backbone
 # A plan is taken only when its estimate x LOAD_MARGIN fits the seconds left: the cost model is measured in a
 # few seconds, and the machine's other work may take more of it later (the running search rescales its
 # estimates by what its trials measured, but the plan decides how much work there is to rescale).
@@ -77,17 +81,19 @@ class SearchSpace:
     lr_policies: tuple[str, ...] = DEFAULT_LR_POLICIES
 
     def arms(self, inits: list[tuple[str, Init, str]]) -> list[Arm]:
-        """Arms of ``inits`` ((name, init, arch), in ranking order); scratch is never frozen (a random backbone)."""
+        """Arms of ``inits`` ((name, init, arch), in ranking order); scratch is never frozen or probed (a random
+        backbone), and a probe, which has no LR policy, is one arm per initialisation (under the first policy)."""
         return [Arm(name, init, arch, strategy, policy)
                 for name, init, arch in inits for strategy in self.strategies for policy in self.lr_policies
-                if not (strategy == Strategy.FROZEN and init.kind is InitKind.SCRATCH)]
+                if not (strategy in NO_RANDOM_BACKBONE and init.kind is InitKind.SCRATCH)
+                and not (strategy == Strategy.PROBE and policy != self.lr_policies[0])]
 
     def narrowed(self, strategy: Strategy, policy: str) -> list[SearchSpace]:
         """The smaller spaces a tight budget falls back to, each inside the one before: one LR policy (the
-        config's, when searched), then also one strategy (the config's when searched and not frozen, since a
-        scratch start cannot be frozen; else full fine-tuning or the first searched)."""
+        config's, when searched), then also one strategy (the config's when searched and neither frozen nor probe,
+        since a scratch start can be neither; else full fine-tuning or the first searched)."""
         kept_policy = policy if policy in self.lr_policies else self.lr_policies[0]
-        usable = [s for s in self.strategies if s != Strategy.FROZEN] or list(self.strategies)
+        usable = [s for s in self.strategies if s not in NO_RANDOM_BACKBONE] or list(self.strategies)
         kept_strategy = strategy if strategy in usable else (Strategy.FULL if Strategy.FULL in usable else usable[0])
         spaces = [SearchSpace(self.strategies, (kept_policy,)), SearchSpace((kept_strategy,), (kept_policy,))]
         return [s for k, s in enumerate(spaces) if s != self and s not in spaces[:k]]

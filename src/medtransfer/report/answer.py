@@ -28,7 +28,7 @@ SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where 
              "to select on, fewer than 50 images or 10 of a class, on the mean fold AUROC of a patient-grouped "
              "cross-validation over the N-pool instead: best_recipe_per_n's selection says which); test AUROC is "
              "read only for the numbers reported. The recipe named at each N follows the one-standard-error rule (the cheapest recipe within "
-             "1 SE of the best's mean validation AUROC: radiomics + LR < frozen < gradual < full, then fewer "
+             "1 SE of the best's mean validation AUROC: radiomics + LR < probe < frozen < gradual < full, then fewer "
              "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
              "within_noise lists the recipes whose paired validation difference to the best contains 0.")
 FEW_SEEDS = 3

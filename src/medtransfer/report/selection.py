@@ -24,7 +24,7 @@ from .intervals import Difference, Intervals
 from .tables import STRATEGY_COST, display_recipe, runs_behind
 
 ONE_SE = ("one-standard-error rule: the cheapest recipe whose mean validation AUROC is within 1 SE of the "
-          "best's (cost: radiomics + LR < frozen < gradual < full, then fewer optimiser steps; at equal cost the "
+          "best's (cost: radiomics + LR < probe < frozen < gradual < full, then fewer optimiser steps; at equal cost the "
           "higher mean validation AUROC; never the name)")
 TOLERANCE = 1e-9     # validation AUROCs equal to this are equal (means of the same few fractions)
 

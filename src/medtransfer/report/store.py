@@ -103,6 +103,8 @@ def _config_facts(config_json: str | None) -> ConfigFacts:
 
 def budget_text(train: dict) -> str:
     """``train``'s budget in words: what a reader needs to judge whether small N was trained."""
+    if train.get("strategy") == "probe":
+        return "none for probes (train.strategy=probe): a logistic regression on the frozen backbone's features"
     if train.get("steps"):
         return f"{train['steps']} optimiser steps (train.steps), validated in {train.get('epochs')} rounds"
     min_steps = train.get("min_steps") or 0

@@ -154,9 +154,10 @@ def panel_rows(summary: pd.DataFrame, task: str, arch) -> pd.DataFrame:
     return summary[(summary["task"] == task) & in_panel]
 
 
-# cheapest first: radiomics trains no network; a frozen backbone trains its head only; gradual unfreezing
-# trains fewer layers for part of the budget than a full fine-tune (ranking ties and report.selection's pick)
-COST_ORDER = ("radiomics + LR", "frozen", "gradual", "full")
+# cheapest first: radiomics trains no network; a probe runs the backbone once and fits a logistic regression; a
+# frozen backbone trains its head only; gradual unfreezing trains fewer layers for part of the budget than a full
+# fine-tune (ranking ties and report.selection's pick)
+COST_ORDER = ("radiomics + LR", "probe", "frozen", "gradual", "full")
 STRATEGY_COST = {name: rank for rank, name in enumerate(COST_ORDER)}
 
 
@@ -165,7 +166,7 @@ def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
 
     Choosing on test and reporting on test flatters the winner (and every gain built on it);
     a recipe without a validation AUROC (no validation split) ranks after those with one. Ties go to more
-    seeds, then the cheaper strategy (radiomics, frozen, gradual, full), then fewer training seconds: never
+    seeds, then the cheaper strategy (radiomics, probe, frozen, gradual, full), then fewer training seconds: never
     to the recipe's name (``report.selection`` says which recipes a tie leaves within noise).
     """
     rows = rows[rows["n_seeds"] > 0]

@@ -19,20 +19,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import RunConfig, resolve_data_root
 from ..data import PreparedData
 from ..errors import MedtransferError
-from ..kinds import InitKind, SelectionKind
+from ..kinds import InitKind, SelectionKind, Strategy
 from ..models import create_model, save_weights
 from ..models.init_resolve import resolve_init
 from ..models.xrv_init import xrv_weights_file
 from ..parallel import torch_threads
 from ..run_folder import RunFolder, RunMetrics
 from ..tracking import log_train_run, train_tracker
-from ..train import fit, predict, resolve_device
+from ..train import fit, resolve_device
 from ..train.device import seed_everything
+from ..train.features import FeatureTable
 from ..xrv_weights import leak_note, target_images, xrv_weights
 from .checkpoint_leaks import checkpoint_leak_notes
 from .cv import CvOutcome, SelectionPlan, cross_validate, fit_on_pool, plan_selection
 from .data_split import prepare_run_data
+from .features import run_features, split_scores
 from .folder_protocol import Log, recorded_run
+from .probe import ProbeCv, ProbeOutcome, fit_probe
 from .scoring import SplitScores, score_run
 
 
@@ -89,7 +92,9 @@ class PreparedRun:
     n_patients: int
     overlap: dict[str, str]
     selection: SelectionPlan
-    cv: CvOutcome | None = None        # set by ``fit_prepared`` when the run cross-validates
+    cv: CvOutcome | ProbeCv | None = None   # set by ``fit_prepared`` when the run cross-validates
+    features: FeatureTable | None = None    # cached backbone features (a probe; a frozen run without augmentation)
+    probe: ProbeOutcome | None = None       # set by ``fit_prepared`` for a probe
 
 
 def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Log, progress: bool) -> PreparedRun:
@@ -108,18 +113,25 @@ def prepare_cnn_run(cfg: RunConfig, data_root: Path, log: Log, progress: bool) -
     overlap = pretraining_overlap(cfg, log)
     selection = plan_selection(cfg, data, idx)
     log(f"selection: {selection.kind.value} ({selection.reason})")
-    return PreparedRun(data, idx, model, device, n_patients, overlap, selection)
+    features = run_features(cfg, data, idx, model, device, data_root, log)
+    return PreparedRun(data, idx, model, device, n_patients, overlap, selection, features=features)
 
 
 def fit_prepared(cfg: RunConfig, run: PreparedRun, log: Log, on_step=None):
     """``fit`` on a prepared run's training and validation images; with cross-validated selection
     (``runs.cv``), its folds and then one fit on the whole N-pool (``run.cv`` keeps what the folds measured)."""
     data, idx = run.data, run.idx
+    if cfg.train.strategy == Strategy.PROBE:
+        result, run.probe = fit_probe(cfg, data, idx, run.selection, run.model, run.features, log)
+        run.cv = run.probe.cv
+        return result
     if run.selection.kind is SelectionKind.CV:
-        run.cv = cross_validate(cfg, data, run.selection, run.model, run.device, log)
-        return fit_on_pool(cfg, data, run.cv, run.model, run.device, log, on_step)
+        run.cv = cross_validate(cfg, data, run.selection, run.model, run.device, log, run.features)
+        return fit_on_pool(cfg, data, run.cv, run.model, run.device, log, on_step, run.features)
+    features = run.features.head_inputs(idx["train"], idx["val"]) if run.features is not None else None
     return fit(run.model, data.images[idx["train"]], data.labels[idx["train"]], data.images[idx["val"]],
-               data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log, on_step=on_step)
+               data.labels[idx["val"]], task_kind=cfg.task.kind, cfg=cfg.train, device=run.device, log=log,
+               on_step=on_step, features=features)
 
 
 def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, log: Log,
@@ -127,14 +139,17 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
     """Everything after ``fit``: predictions, metrics with the test CI, thresholds, weights, LR trace."""
     data, model, device = run.data, run.model, run.device
     train_idx, val_idx, test_idx = run.idx["train"], run.idx["val"], run.idx["test"]
-    log(f"stopped: {result.stopped_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
+    log(f"stopped: {result.stopped_reason}" + (f"; best epoch {result.best_epoch} of {result.epochs_run}"
+                                               if result.epochs_run else ""))
     kind, batch = cfg.task.kind, max(cfg.train.batch_size, 128)
     if run.cv is None:
-        val = SplitScores(val_idx, predict(model, data.images[val_idx], kind, batch, device), folder.val_predictions_path)
+        val = SplitScores(val_idx, split_scores(model, data, val_idx, run.features, kind, batch, device),
+                          folder.val_predictions_path)
     else:   # the folds' out-of-fold scores stand for validation: the final model saw every pool image
         val = SplitScores(run.cv.oof_rows, run.cv.oof_scores, folder.val_predictions_path)
         train_idx = val_idx = run.cv.plan.pool
-    test = SplitScores(test_idx, predict(model, data.images[test_idx], kind, batch, device), folder.predictions_path)
+    test = SplitScores(test_idx, split_scores(model, data, test_idx, run.features, kind, batch, device),
+                       folder.predictions_path)
     scored = score_run(folder, data, kind, val, test, log)
     for note in scored.thresholds.notes():
         log(f"threshold {note}")
@@ -148,11 +163,14 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
         stopped_reason=result.stopped_reason, seconds=round(time.time() - started, 2), device=str(device),
         torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history],
         details={**run.overlap, "budget": budget_record(result.budget),
-                 "selected_by": run.selection.record() if run.cv is None else run.cv.record()})
+                 "selected_by": run.selection.record() if run.cv is None else run.cv.record(),
+                 **({"probe": run.probe.record()} if run.probe is not None else {})})
 
 
 def budget_record(budget) -> dict:
-    """metrics.json's ``budget``: the optimiser steps the run trained and why that many."""
+    """metrics.json's ``budget``: the optimiser steps the run trained and why that many (a probe: none)."""
+    if budget is None:
+        return {"total_steps": 0, "set_by": "none: a probe fits a logistic regression, no optimiser step"}
     return {"total_steps": budget.total_steps, "round_steps": budget.round_steps, "rounds": budget.rounds,
             "steps_per_epoch": budget.steps_per_epoch, "set_by": budget.set_by}
 

@@ -31,8 +31,9 @@ from ..data.splits import fold_strata, pool_folds
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
 from ..kinds import SelectionKind, Strategy, TaskKind
 from ..train import fit
+from ..train.features import FeatureTable
 from ..train.strategies import split_epochs
-from ..train.tracks import FitResult
+from ..train.tracks import FitResult, HeadInputs
 from .folder_protocol import Log
 
 MIN_VAL_IMAGES = 50     # auto: fewer validation images than this -> cv
@@ -138,11 +139,13 @@ def plan_selection(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray
 
 
 def cross_validate(cfg: RunConfig, data: PreparedData, plan: SelectionPlan, model: torch.nn.Module,
-                   device: torch.device, log: Log) -> CvOutcome:
+                   device: torch.device, log: Log, features: FeatureTable | None = None) -> CvOutcome:
     """Train a copy of ``model`` (the run's untrained model, its init loaded) on each fold's other folds,
-    scoring the held-out fold after every round; the best mean round and the out-of-fold scores at it."""
+    scoring the held-out fold after every round; the best mean round and the out-of-fold scores at it.
+    ``features``: the frozen backbone's cached features (the heads train on them, ``runs.features``)."""
     pool = plan.pool
-    curves = fold_curves(cfg, (data.images[pool], data.labels[pool]), plan.folds, model, device, log)
+    curves = fold_curves(cfg, (data.images[pool], data.labels[pool]), plan.folds, model, device, log,
+                         None if features is None else features.take(pool))
     chosen = curves.chosen_round
     order = np.argsort(pool[curves.rows], kind="stable")
     return CvOutcome(plan=plan, fold_auroc=curves.fold_auroc(chosen), mean_curve=curves.mean_curve,
@@ -182,9 +185,11 @@ class FoldCurves:
 
 
 def fold_curves(cfg: RunConfig, arrays: tuple[np.ndarray, np.ndarray], folds: list[tuple[np.ndarray, np.ndarray]],
-                model: torch.nn.Module, device: torch.device, log: Log) -> FoldCurves:
+                model: torch.nn.Module, device: torch.device, log: Log,
+                features: np.ndarray | None = None) -> FoldCurves:
     """Train a copy of ``model`` on each fold's training positions of ``arrays`` (images, labels), scoring its
-    held-out positions after every round (``fit``'s validation pass, so no extra forward pass)."""
+    held-out positions after every round (``fit``'s validation pass, so no extra forward pass). ``features``:
+    the frozen backbone's cached features of the same positions (a frozen head then trains on them)."""
     images, labels = arrays
     kind = cfg.task.kind
     aurocs, scores, round_steps = [], [], 0
@@ -193,7 +198,8 @@ def fold_curves(cfg: RunConfig, arrays: tuple[np.ndarray, np.ndarray], folds: li
         seen: list[np.ndarray] = []
         result = fit(copy.deepcopy(model), images[tr], labels[tr], images[te], labels[te], task_kind=kind,
                      cfg=cfg.train, device=device, log=lambda line, f=f: log(f"  fold {f}: {line}"),
-                     val_metric=_recording(kind, seen))
+                     val_metric=_recording(kind, seen),
+                     features=None if features is None else HeadInputs(features[tr], features[te]))
         aurocs.append([r.val_auroc_macro for r in result.history])
         scores.append(seen)
         round_steps = result.budget.round_steps
@@ -226,7 +232,7 @@ def pool_config(cfg: RunConfig, cv: CvOutcome):
 
 
 def fit_on_pool(cfg: RunConfig, data: PreparedData, cv: CvOutcome, model: torch.nn.Module, device: torch.device,
-                log: Log, on_step=None) -> FitResult:
+                log: Log, on_step=None, features: FeatureTable | None = None) -> FitResult:
     """The run's model trained on the whole N-pool for the folds' chosen length; nothing validated."""
     pool = cv.plan.pool
     log(f"cv: {len(cv.plan.folds)} folds, mean fold AUROC {cv.mean:.4f} (SE {cv.se:.4f}) at round "
@@ -234,5 +240,6 @@ def fit_on_pool(cfg: RunConfig, data: PreparedData, cv: CvOutcome, model: torch.
         f"{cv.chosen_round} round(s), {cv.chosen_round * cv.round_steps} steps")
     empty = np.empty((0, *data.images.shape[1:]), dtype=data.images.dtype)
     no_labels = np.empty((0, *np.shape(data.labels)[1:]), dtype=np.asarray(data.labels).dtype)
+    head = None if features is None else features.head_inputs(pool, pool[:0])
     return fit(model, data.images[pool], data.labels[pool], empty, no_labels, task_kind=cfg.task.kind,
-               cfg=pool_config(cfg, cv), device=device, log=log, on_step=on_step)
+               cfg=pool_config(cfg, cv), device=device, log=log, on_step=on_step, features=head)

@@ -103,6 +103,8 @@ def _group_key(slot: PackSlot, position: int) -> GroupKey:
     why = unfusable_reason(run.model)
     if run.selection.kind is SelectionKind.CV:
         why = "its selection is cross-validated (its folds and its final fit train one after another)"
+    if run.features is not None:
+        why = "it trains on cached backbone features (a probe, or a frozen head without augmentation)"
     if why:
         slot.log(f"trains alone, not in the fused pack: {why}")
         return AloneKey(position)

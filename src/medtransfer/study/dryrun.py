@@ -4,7 +4,8 @@ The estimate times a few real training steps of each (arch, image size) in the s
 the device the runs would use, then multiplies by the images each run will see: its step
 budget (medtransfer.budget) times the batch in training, plus the validation set every round and the test set once (forward only, a
 third of a step; left out when the dataset cannot be read). It assumes no early stopping,
-so read it as +/- a factor of two.
+so read it as +/- a factor of two. A probe, and a frozen run without augmentation, is priced as one forward pass
+over its training, validation and test images: it trains on the backbone's cached features (``runs.features``).
 The probe is capped at about 20 seconds in all.
 
 A radiomics baseline costs one feature extraction per dataset (timed on a synthetic image of
@@ -227,14 +228,27 @@ def _cnn_seconds(priced: list[Priced], ms: dict[tuple[str, int, int], float],
         per_image = ms[(run.config.model.arch, run.config.image_size, min(n, train.batch_size))] / 1000
         if per_image != per_image:
             continue
-        budget = budget_of(n, train)
-        trained = budget.total_steps * min(n, train.batch_size)   # images through a training step
-        evaluated = (_val_images(run, n, split[1]) * budget.rounds + split[2]) if split else 0   # forward only:
-        seconds = (trained + evaluated / 3) * per_image * cv_fits(run, n, split) + RUN_OVERHEAD_S  # ~1/3 of a step
+        seconds = _run_seconds(run, n, split, per_image)
         per_run[run.run_id] = seconds
         total += seconds
         counted += 1
     return total, counted
+
+
+def _run_seconds(run: PlannedRun, n: int, split: tuple[int, int, int] | None, per_image: float) -> float:
+    """One CNN run's seconds (see ``_cnn_seconds``). A probe, or a frozen run without augmentation, trains on
+    cached features (``runs.features``): one forward pass over its images, and next to nothing for its head or
+    logistic regression; an upper bound, as no pass is made where an earlier run stored the same features."""
+    from ..runs.features import uses_cached_features   # here, not at the top: torch (see cv_fits)
+
+    train = run.config.train
+    n_val = _val_images(run, n, split[1]) if split else 0
+    if uses_cached_features(run.config):
+        return (n + n_val + (split[2] if split else 0)) / 3 * per_image + RUN_OVERHEAD_S
+    budget = budget_of(n, train)
+    trained = budget.total_steps * min(n, train.batch_size)   # images through a training step
+    evaluated = (n_val * budget.rounds + split[2]) if split else 0   # forward only: ~1/3 of a step
+    return (trained + evaluated / 3) * per_image * cv_fits(run, n, split) + RUN_OVERHEAD_S
 
 
 def _baseline_seconds(runs: list[PlannedRun], probe: _Probe, ms: dict[int, float], timer: Callable[..., float],

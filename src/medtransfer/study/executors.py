@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import RunConfig
 from ..errors import MedtransferError, WeightsUnavailable, as_disk_full
-from ..kinds import RunMethod, RunStatus
+from ..kinds import RunMethod, RunStatus, Strategy
 from ..parallel import orphan_proof_pool
 from ..run_folder import RunFolder, RunMetrics
 from .store import utc_now
@@ -136,8 +136,9 @@ PACK_KEYS = ("task", "data", "image_size", ("model", "arch"), ("train", "n_train
 
 
 def job_pack_key(job: Job) -> str | None:
-    """Jobs with the same key may share a pack; None: this job always runs alone (not a CNN run)."""
-    if job.method is not RunMethod.CNN:
+    """Jobs with the same key may share a pack; None: this job always runs alone (not a CNN run, or a probe,
+    which takes no optimiser step to fuse)."""
+    if job.method is not RunMethod.CNN or job.config.train.strategy == Strategy.PROBE:
         return None
     dumped = job.config.model_dump(mode="json")
     parts = [dumped[k] if isinstance(k, str) else dumped[k[0]][k[1]] for k in PACK_KEYS]

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import ModelConfig, RunConfig, TrainConfig, canonical_json, config_from_dict, hashed_view
+from ..config import PROBE_UNUSED, ModelConfig, RunConfig, TrainConfig, canonical_json, config_from_dict, hashed_view
 from ..errors import ConfigError
-from ..kinds import SCRATCH, Init, InitKind, RunMethod, RunRole
+from ..kinds import SCRATCH, Init, InitKind, RunMethod, RunRole, Strategy
 from .spec import StudySpec, get_dotted, matches, set_dotted, source_config_tree
 
 RADIOMICS_RECIPE = "radiomics + LR"   # the report's label for the baseline curve
@@ -125,12 +125,16 @@ def init_label(init: Init) -> str:
 
 
 def recipe_label(cfg: RunConfig, axes: dict[str, Any], varying: list[str]) -> str:
-    """'chest / gradual / one_cycle', plus dropout and any other axis that varies in the grid."""
-    parts = [init_label(cfg.model.init), cfg.train.strategy, cfg.train.lr_policy]
-    if "model.dropout" in varying:
+    """'chest / gradual / one_cycle', plus dropout and any other axis that varies in the grid. A probe is
+    'chest / probe': it has no LR policy, no dropout and no other key it does not read (``PROBE_UNUSED``)."""
+    probe = cfg.train.strategy == Strategy.PROBE
+    parts = [init_label(cfg.model.init), cfg.train.strategy] + ([] if probe else [cfg.train.lr_policy])
+    if "model.dropout" in varying and not probe:
         parts.append(f"dropout {cfg.model.dropout:g}")
     for axis in varying:
         if axis in _DIMENSION_AXES or axis == "task" or axis.startswith(("task.", "data", "radiomics")):
+            continue
+        if probe and axis in {f"train.{k}" for k in PROBE_UNUSED}:
             continue
         value = axes[axis]
         parts.append(f"{axis.rsplit('.', 1)[-1]} {value if not isinstance(value, dict) else canonical_json(value)}")
@@ -246,6 +250,10 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
             if arch is not None:
                 set_dotted(tree, "model.arch", arch)
         cfg = config_from_dict(tree, origin=f"{origin}: sources.{name}")
+        if cfg.train.strategy == Strategy.PROBE:
+            raise ConfigError(f"{origin}: sources.{name}: train.strategy=probe trains no backbone, and a source is "
+                              "pretrained to give its backbone to the grid runs: use full, gradual or frozen there "
+                              "(probe belongs on the grid's train.strategy axis)")
         run_id = run_id_of({"method": RunMethod.CNN.value, "role": RunRole.SOURCE.value, "name": name,
                             "config": hashed_config(cfg)})
         # named by run id as well as name: two specs (or an edited and reverted one) defining a source of

@@ -25,8 +25,7 @@ from ..budget import Budget, budget_of
 from ..config import TrainConfig
 from ..errors import TrainingDiverged
 from ..kinds import TaskKind
-from .augment import normalise
-from .device import batch_layout, device_autocast, release_model
+from .device import device_autocast, release_model
 from .inputs import scores_from_logits
 from .lr_policies import make_scheduler
 from .strategies import GROUP_NAMES, N_GROUPS, Stage, build_optimizer, group_lr_row, set_trainable, stages
@@ -322,9 +321,9 @@ def _evaluate(t: Track, task_kind: TaskKind) -> tuple[float, np.ndarray]:
     scores = []
     with torch.inference_mode():
         for start in range(0, len(data.x_val), batch_size):
-            x = batch_layout(normalise(data.x_val[start:start + batch_size]), device)
+            x = data.inputs.eval_batch(data.x_val[start:start + batch_size], device)
             with device_autocast(device):
-                logits = model(x).float()
+                logits = data.inputs.logits(model, x).float()
             y = data.t_val[start:start + batch_size]
             total += data.criterion(logits, y) * len(y)
             scores.append(scores_from_logits(logits, task_kind))

@@ -18,11 +18,11 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..kinds import TaskKind
-from .augment import normalise, prepare_batch
-from .device import batch_layout, defers_loss_check, device_autocast, reproducible, seed_everything
+from .augment import normalise
+from .device import defers_loss_check, device_autocast, reproducible, seed_everything
 from .driver import DrivePlan, Step, drive
 from .inputs import check_images, check_task_kind, scores_from_logits, to_device
-from .tracks import FitResult, FitSpec, Track, check_inputs, open_track
+from .tracks import FitResult, FitSpec, HeadInputs, Track, check_inputs, open_track
 
 
 class OneModel(Step):
@@ -34,9 +34,9 @@ class OneModel(Step):
 
     @staticmethod
     def loss(t: Track, idx: torch.Tensor) -> torch.Tensor:
-        x = batch_layout(prepare_batch(t.data.x_train[idx], t.cfg.augment, t.data.generator), t.device)
+        x = t.data.inputs.train_batch(t, idx)    # images (augmented as configured), or cached backbone features
         with device_autocast(t.device):
-            logits = t.model(x)
+            logits = t.data.inputs.logits(t.model, x)
         return t.data.criterion(logits.float(), t.data.t_train[idx])
 
 
@@ -49,6 +49,7 @@ class FitOptions:
     log: Callable[[str], None] = print
     val_metric: Callable[[np.ndarray, np.ndarray], float] | None = None
     on_step: Callable[[int, int], None] | None = None
+    features: HeadInputs | None = None
 
 
 def _defers_loss_check(device: torch.device) -> bool:
@@ -64,14 +65,16 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     ``options`` (``FitOptions``): ``task_kind``, ``cfg`` (TrainConfig) and ``device`` are required;
     ``log`` (default print), ``val_metric(y_true, scores)`` (default the macro AUROC) and
     ``on_step(done, total)``, called after every optimiser step (a progress bar's hook; ``total``
-    assumes no early stop).
+    assumes no early stop), and ``features`` (``HeadInputs``: the frozen backbone's features of the training and
+    validation images; a frozen fit without augmentation then trains its head on them, the backbone never runs).
 
     The best epoch is the one with the highest val macro AUROC (ties: lower val loss);
     early stopping (``cfg.patience``) ends a stage after that many epochs without
     improvement. Raises TrainingDiverged as soon as the loss is NaN or infinite.
     """
     opts = FitOptions(**options)
-    spec = FitSpec(model, train_images, train_labels, val_images, val_labels, opts.cfg, opts.log, opts.val_metric)
+    spec = FitSpec(model, train_images, train_labels, val_images, val_labels, opts.cfg, opts.log, opts.val_metric,
+                   opts.features)
     labels = check_inputs(spec, opts.task_kind)
     seed_everything(opts.cfg.seed)
     with reproducible(opts.device):

@@ -98,7 +98,10 @@ def stages(cfg: TrainConfig) -> list[Stage]:
         if not out:
             raise ConfigError("train.gradual_epochs: all three stages have 0 epochs")
         return out
-    raise ConfigError(f"train.strategy must be frozen, full or gradual, got {cfg.strategy!r}")
+    if cfg.strategy == Strategy.PROBE:
+        raise ConfigError("train.strategy=probe trains no layer with an optimiser (a logistic regression on the frozen "
+                          "backbone's features is its head): it has no stages, epochs or learning rates")
+    raise ConfigError(f"train.strategy must be frozen, full, gradual or probe, got {cfg.strategy!r}")
 
 
 def build_optimizer(model: nn.Module, n_trainable: int, cfg: TrainConfig

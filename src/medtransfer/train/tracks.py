@@ -19,12 +19,20 @@ from ..budget import Budget
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
 from ..evaluate.metrics import macro_auroc
-from ..kinds import TaskKind
-from .augment import normalise
-from .device import cpu_state, place_model
+from ..kinds import Strategy, TaskKind
+from .augment import normalise, prepare_batch
+from .device import batch_layout, cpu_state, place_model
 from .inputs import BatchStream, check_images, check_labels, check_task_kind, make_criterion, to_device
 
 NO_VAL_NOTE = "no validation images: the last epoch is kept and early stopping is off"
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    """The frozen backbone's features of a fit's training and validation images (rows aligned with the images):
+    given to ``fit``, the head trains on them and the backbone never runs (``train.features``)."""
+    train: np.ndarray     # (n_train, F) float32
+    val: np.ndarray       # (n_val, F) float32
 
 
 @dataclass
@@ -38,6 +46,7 @@ class FitSpec:
     cfg: TrainConfig
     log: Callable[[str], None] = print
     val_metric: Callable[[np.ndarray, np.ndarray], float] | None = None
+    features: HeadInputs | None = None    # cached backbone features: the head alone trains on them
 
 
 @dataclass
@@ -100,6 +109,35 @@ class BestEpoch:
         self.stale = 0
 
 
+class ImageBatches:
+    """What a track's inputs are, and how they reach the logits (the loop's one pluggable input path): by default
+    uint8 images, normalised (and augmented in training) on the device and passed through the whole model."""
+
+    def train_batch(self, t: "Track", idx: torch.Tensor) -> torch.Tensor:
+        return batch_layout(prepare_batch(t.data.x_train[idx], t.cfg.augment, t.data.generator), t.device)
+
+    def eval_batch(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return batch_layout(normalise(x), device)
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+
+class FeatureBatches(ImageBatches):
+    """Cached backbone features (``HeadInputs``) in place of images: only the head runs. A frozen backbone stays
+    in eval mode throughout a fit (``strategies.set_trainable``), so its features are the same at every step and
+    the head's logits, loss and gradients are those of the image path without augmentation."""
+
+    def train_batch(self, t: "Track", idx: torch.Tensor) -> torch.Tensor:
+        return t.data.x_train[idx]
+
+    def eval_batch(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return x
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.head(x)
+
+
 @dataclass
 class FitData:
     """The tensors and objects every round of one track uses (on the device)."""
@@ -111,6 +149,7 @@ class FitData:
     criterion: nn.Module
     generator: torch.Generator     # batches and augmentation draws, seeded with the run's seed
     metric: Callable[[np.ndarray, np.ndarray], float]
+    inputs: ImageBatches = field(default_factory=ImageBatches)
 
 
 @dataclass(eq=False)   # identity: a pack finds a member's slot and a round's losses by the track itself
@@ -169,16 +208,32 @@ def check_inputs(spec: FitSpec, task_kind: TaskKind, prefix: str = "") -> tuple[
     if len(spec.val_images) and spec.val_images.shape[1:] != spec.train_images.shape[1:]:
         raise DataError(f"{prefix}val images are {spec.val_images.shape[1:]} but train images are "
                         f"{spec.train_images.shape[1:]}")
+    if spec.features is not None:
+        _check_features(spec, prefix)
     return (check_labels(spec.train_labels, len(spec.train_images), task_kind, f"{prefix}train labels"),
             check_labels(spec.val_labels, len(spec.val_images), task_kind, f"{prefix}val labels"))
 
 
-def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: TaskKind) -> None:
+def _check_features(spec: FitSpec, prefix: str) -> None:
+    """Cached features stand for the images only where the backbone stays frozen and no image is augmented."""
+    if spec.cfg.strategy != Strategy.FROZEN or spec.cfg.augment:
+        raise ConfigError(f"{prefix}cached backbone features train a head only with train.strategy=frozen and "
+                          f"train.augment=false (got {spec.cfg.strategy}, augment={spec.cfg.augment})")
+    for split, feats, images in (("train", spec.features.train, spec.train_images),
+                                 ("val", spec.features.val, spec.val_images)):
+        if np.ndim(feats) != 2 or len(feats) != len(images):
+            raise DataError(f"{prefix}{split} features: expected one row per image ({len(images)}), "
+                            f"got shape {np.shape(feats)}")
+
+
+def check_outputs(model: nn.Module, sample: torch.Tensor, labels: np.ndarray, task_kind: TaskKind,
+                  inputs: ImageBatches | None = None) -> None:
     """Fail before training when the head does not fit the labels."""
+    inputs = inputs or ImageBatches()
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        n_out = model(normalise(sample)).shape[1]
+        n_out = inputs.logits(model, inputs.eval_batch(sample, sample.device)).shape[1]
     model.train(was_training)
     if task_kind == TaskKind.MULTICLASS:
         needed = int(labels.max()) + 1 if len(labels) else 0
@@ -197,11 +252,14 @@ def open_track(spec: FitSpec, labels: tuple[np.ndarray, np.ndarray], task_kind: 
     """
     y_train, y_val = labels
     place_model(spec.model, device)
-    data = FitData(x_train=to_device(spec.train_images, device), t_train=to_device(y_train, device),
-                   x_val=to_device(spec.val_images, device), t_val=to_device(y_val, device), y_val=y_val,
+    x_train, x_val = (spec.train_images, spec.val_images) if spec.features is None else \
+        (spec.features.train, spec.features.val)
+    data = FitData(x_train=to_device(x_train, device), t_train=to_device(y_train, device),
+                   x_val=to_device(x_val, device), t_val=to_device(y_val, device), y_val=y_val,
                    criterion=make_criterion(task_kind, y_train, device),
                    generator=torch.Generator(device=device).manual_seed(spec.cfg.seed),
-                   metric=spec.val_metric or (lambda y, s: macro_auroc(y, s, task_kind)))
-    check_outputs(spec.model, data.x_train[:2], y_train, task_kind)
+                   metric=spec.val_metric or (lambda y, s: macro_auroc(y, s, task_kind)),
+                   inputs=ImageBatches() if spec.features is None else FeatureBatches())
+    check_outputs(spec.model, data.x_train[:2], y_train, task_kind, data.inputs)
     return Track(spec=spec, data=data, stream=BatchStream(len(spec.train_images), spec.cfg.batch_size, data.generator),
                  best=BestEpoch(has_val=len(spec.val_images) > 0))
