@@ -150,7 +150,9 @@ def predict(run: PathLike, images: Iterable[PathLike], *, threshold: float | Non
 
     The label uses the run's validation threshold unless ``threshold`` (a given value) or ``sensitivity``
     (chosen again on validation for at least that sensitivity). ``cam``: a folder for one Grad-CAM overlay
-    per image; ``truth``: {image path or file name: true label}, shown in the overlays' titles.
+    per image (the frame's ``cam_mass_outside_centre`` says how much of each map lies outside the image centre,
+    ``.cam_warning`` when most maps lie there: suspect a shortcut); ``truth``: {image path or file name: true
+    label}, shown in the overlays' titles.
     """
     from .evaluate.threshold import Criterion
     from .inference import predict_files
