@@ -130,6 +130,10 @@ def train(cfg: RunConfig | PathLike, out: PathLike, *, data_root: PathLike | Non
     """Train and test one recipe into the run folder ``out`` (``medtransfer train`` / ``pretrain``); returns
     its metrics (``.auroc("test")``, ``.task_kind``, ...), also written to ``out/metrics.json``.
 
+    A test split with fewer than 30 patients of a class (``train.test_estimate: auto``) also gets an outer
+    cross-validation estimate over the whole labelled set: ``metrics.details["test_estimate"]`` (read it typed
+    with ``medtransfer.runs.outer_cv.TestEstimate.from_json``); the returned model and ``test`` block are the split's.
+
     ``cfg``: a ``RunConfig`` (``mt.load_config``) or a config path. ``echo``: print the log as well as writing
     ``train.log``. ``mlflow``: a tracking URI or folder, or True for ``./mlruns``. ``check_leaks``: refuse a
     ``checkpoint:`` init whose run was trained on this run's patients or images.
