@@ -130,6 +130,10 @@ def train(cfg: RunConfig | PathLike, out: PathLike, *, data_root: PathLike | Non
     """Train and test one recipe into the run folder ``out`` (``medtransfer train`` / ``pretrain``); returns
     its metrics (``.auroc("test")``, ``.task_kind``, ...), also written to ``out/metrics.json``.
 
+    A test split with fewer than 30 patients of a class (``train.test_estimate: auto``) also gets an outer
+    cross-validation estimate over the whole labelled set: ``metrics.details["test_estimate"]`` (read it typed
+    with ``medtransfer.runs.outer_cv.TestEstimate.from_json``); the returned model and ``test`` block are the split's.
+
     ``cfg``: a ``RunConfig`` (``mt.load_config``) or a config path. ``echo``: print the log as well as writing
     ``train.log``. ``mlflow``: a tracking URI or folder, or True for ``./mlruns``. ``check_leaks``: refuse a
     ``checkpoint:`` init whose run was trained on this run's patients or images.
@@ -150,7 +154,9 @@ def predict(run: PathLike, images: Iterable[PathLike], *, threshold: float | Non
 
     The label uses the run's validation threshold unless ``threshold`` (a given value) or ``sensitivity``
     (chosen again on validation for at least that sensitivity). ``cam``: a folder for one Grad-CAM overlay
-    per image; ``truth``: {image path or file name: true label}, shown in the overlays' titles.
+    per image (the frame's ``cam_mass_outside_centre`` says how much of each map lies outside the image centre,
+    ``.cam_warning`` when most maps lie there: suspect a shortcut); ``truth``: {image path or file name: true
+    label}, shown in the overlays' titles.
     """
     from .evaluate.threshold import Criterion
     from .inference import predict_files

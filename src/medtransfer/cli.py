@@ -207,7 +207,12 @@ def _train(args) -> int:
     metrics = api.train(api.load_config(args.config, args.overrides), args.out, data_root=args.data_root,
                         overwrite=args.overwrite, echo=not args.quiet, mlflow=_mlflow(args.mlflow),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
-    print(_test_line(args.out, metrics))
+    from .runs.outer_cv import outer_cv_summary
+
+    estimate = outer_cv_summary(metrics.details)   # the outer cross-validation's lines (none: the split is the estimate)
+    print(_test_line(args.out, metrics, " on its own test split" if estimate else ""))
+    for line in estimate:
+        print(line)
     return 0
 
 
@@ -296,6 +301,8 @@ def _predict(args) -> int:
         print(f"predict: warning: {small.path}: {small.reason}", file=sys.stderr)
     if args.cam is not None:
         print(f"wrote {len(result.cam_files)} Grad-CAM overlays ({result.cam_layer}) to {args.cam}", file=sys.stderr)
+    if result.cam_warning:
+        print(f"predict: warning: {result.cam_warning}", file=sys.stderr)
     frame = result.frame
     if args.out:
         frame.to_csv(args.out, index=False, float_format="%.6f")

@@ -251,6 +251,18 @@ class TrainConfig(_Strict):
                             "cv when the validation split holds fewer than 50 images or fewer than 10 of a class")
     cv_folds: int = Field(5, ge=2, le=20, json_schema_extra=ADDED_LATER,
                           description="train.selection=cv: folds (fewer when a class has fewer patients)")
+    # Never hashed (see ``unhashed_keys``): they add an estimate beside the split's, and change neither the kept
+    # model, nor its split, nor its test metrics.
+    test_estimate: Literal["auto", "split", "outer_cv"] = Field(
+        "auto", description="how the run's test performance is estimated: split = on its held-out test split; "
+                            "outer_cv = also by train.outer_folds patient-grouped, stratified outer folds over the "
+                            "whole labelled set, each fold drawing the run's N-subset from its other folds and "
+                            "selecting inside them (nested), its pooled out-of-fold AUROC recorded as "
+                            "metrics.json's test_estimate (the kept model is still the one trained on the split); "
+                            "auto = outer_cv when the test split holds fewer than 30 patients of a class. A study "
+                            "keeps one shared test split (split)")
+    outer_folds: int = Field(5, ge=2, le=20, description="train.test_estimate=outer_cv: outer folds (fewer when "
+                                                         "a class has fewer patients)")
     pack: int = Field(1, ge=1, le=64, json_schema_extra=ADDED_LATER,
                       description="the fused-pack size a study trained this run in (study run --pack K, "
                                   "resources.pack); set by the study, not by hand. A packed result differs from an "
@@ -261,9 +273,12 @@ class TrainConfig(_Strict):
         """``selection`` is left out of the run id at ``holdout``: every run before the key existed selected
         on its validation images, so such a run keeps its id. A probe takes no optimiser step, so the keys
         of the optimiser and its schedule (``PROBE_UNUSED``) cannot change its result: they are left out, and
-        a grid that crosses probe with LR policies runs one probe, not one per policy."""
+        a grid that crosses probe with LR policies runs one probe, not one per policy. ``test_estimate`` and
+        ``outer_folds`` are always left out: they decide whether an outer cross-validation estimate is added to
+        metrics.json, while the run's model, split, training and test metrics, which its id names, are the same
+        whatever they say (a study sets ``split`` on its runs without changing an id)."""
         unused = set(PROBE_UNUSED) if self.strategy == Strategy.PROBE else set()
-        return unused | ({"selection"} if self.selection == SELECTION_BEFORE else set())
+        return unused | {"test_estimate", "outer_folds"} | ({"selection"} if self.selection == SELECTION_BEFORE else set())
 
     @field_validator("lr_policy")
     @classmethod

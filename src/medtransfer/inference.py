@@ -4,7 +4,9 @@ A score is not a decision; a label needs a threshold, and the threshold must com
 validation split (the run stores it in ``threshold.json``, Youden's J by default). ``--threshold``
 replaces it with a given value; ``--sensitivity S`` chooses it again on the run's stored
 validation predictions (``predictions_val.csv``), e.g. 0.95 for screening. Multiclass runs label
-each image with its highest-scoring class. ``--cam DIR`` writes a Grad-CAM overlay per image.
+each image with its highest-scoring class. ``--cam DIR`` writes a Grad-CAM overlay per image, records each
+map's share of mass outside the image centre (column ``cam_mass_outside_centre``) and warns when most maps put
+most of their mass there (``Prediction.cam_warning``: suspect a shortcut such as a marker or text).
 
 A batch is scored image by image as far as reading goes: one unreadable file (corrupt, missing, not an
 image) must not cost the scores of the hundred readable ones beside it, so it is listed in
@@ -35,7 +37,8 @@ from .errors import DataError, MedtransferError, reason_of
 from .evaluate.threshold import YOUDEN, Criterion, RunThresholds, choose_thresholds, given_thresholds
 from .kinds import SCRATCH, RunMethod, TaskKind, ThresholdCriterion
 from .models import create_model, load_weights
-from .models.cam import cam_target_layer, grad_cam_maps, import_grad_cam, overlay_heatmap, overlay_png, view_side
+from .models.cam import (CENTRE_SIDE, cam_target_layer, grad_cam_maps, import_grad_cam, outside_centre_share,
+                         overlay_heatmap, overlay_png, shortcut_warning, view_side)
 from .run_folder import RunFolder, write_bytes_atomic
 from .study.schema import STORE_FILE
 from .train import predict, resolve_device
@@ -100,6 +103,7 @@ class Prediction:
     failures: list[Unreadable] = field(default_factory=list)
     warnings: list[SmallImage] = field(default_factory=list)
     n_images: int = 0                   # images asked for: scored + failures
+    cam_warning: str | None = None      # most maps put most of their mass outside the image centre (a shortcut?)
 
 
 def _study_of(run_dir: Path) -> Path | None:
@@ -250,9 +254,11 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
                         n_images=len(paths) + len(failures))
     if cam_dir is not None:   # readable images only: the unreadable ones have no pixels to explain
         batch = ScoredImages(paths, images, scores, truth_of(paths, truth))
-        result.cam_layer, result.cam_files = write_cams(model, batch, kind, label_names, thresholds, cfg.image_size,
-                                                        Path(cam_dir), dev)
+        result.cam_layer, result.cam_files, outside = write_cams(model, batch, kind, label_names, thresholds,
+                                                                 cfg.image_size, Path(cam_dir), dev)
         frame["cam"] = [str(p) for p in result.cam_files]
+        frame[CAM_OUTSIDE_COLUMN] = outside
+        result.cam_warning = shortcut_warning(outside)
     return result
 
 
@@ -368,10 +374,15 @@ def cam_title(kind: TaskKind, label_names: list[str], thresholds: RunThresholds,
     return lines + ([f"true label: {truth}"] if truth not in (None, "") else [])
 
 
+# predict's column: each map's share of Grad-CAM mass outside the central box (models.cam.CENTRE_SIDE of each side)
+CAM_OUTSIDE_COLUMN = "cam_mass_outside_centre"
+
+
 def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str], thresholds: RunThresholds,
-               image_size: int, out: Path, device) -> tuple[str, list[Path]]:
+               image_size: int, out: Path, device) -> tuple[str, list[Path], np.ndarray]:
     """One Grad-CAM overlay PNG per image in ``out`` (named <stem>_cam_<label>.png), titled by ``cam_title`` with
-    a colour bar; returns (layer, files)."""
+    a colour bar; returns (layer, files, each map's share of mass outside the central ``CENTRE_SIDE`` box, NaN
+    for a map with no positive evidence)."""
     images, scores, paths = batch.images, batch.scores, batch.paths
     model.to(device)
     layer_name, layer = cam_target_layer(model, image_size)
@@ -389,7 +400,7 @@ def write_cams(model, batch: ScoredImages, kind: TaskKind, label_names: list[str
         title = cam_title(kind, label_names, thresholds, scores[i], outputs[i], truth[i])
         write_bytes_atomic(target, overlay_png(overlay_heatmap(view_image(Path(path)), maps[i]), title))
         files.append(target)
-    return layer_name, files
+    return layer_name, files, outside_centre_share(maps, CENTRE_SIDE)
 
 
 def _unused_name(out: Path, name: str, used: set[str]) -> Path:

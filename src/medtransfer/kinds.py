@@ -70,6 +70,15 @@ class SelectionKind(StrEnum):
     CV = "cv"
 
 
+class TestEstimateKind(StrEnum):
+    """How a run's test performance is estimated (``train.test_estimate``; ``auto`` resolves to one): on its one
+    held-out test split, or by patient-grouped outer cross-validation over the whole labelled set
+    (``runs.outer_cv``), for a test split too small to estimate anything."""
+    __test__ = False   # not a pytest class, whatever its name
+    SPLIT = "split"
+    OUTER_CV = "outer_cv"
+
+
 class Site(StrEnum):
     """Where a study's pretraining source was acquired, relative to the target data."""
     SAME = "same"

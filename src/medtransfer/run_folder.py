@@ -63,7 +63,7 @@ disk_error = write_error   # the name the run folder's callers use
 
 
 _CORE_BLOCK = ("auroc_macro", "auprc_macro", "auroc", "auprc", "n_images", "n_labels_scored")
-_OPTIONAL_BLOCK = ("undefined", "accuracy", "auroc_ci", "operating_point")   # written only when they hold something
+_OPTIONAL_BLOCK = ("undefined", "accuracy", "auroc_ci", "operating_point", "patients_per_class")   # written only when they hold something
 
 
 @dataclass
@@ -72,8 +72,9 @@ class MetricBlock:
 
     ``to_json`` writes the keys in the order every run has written them; a block read by ``from_json``
     writes back exactly the keys it held, in their order (``read``), so a metrics.json of any version
-    (and the store's copy of it) keeps its bytes. ``auroc_ci`` (test: the bootstrap interval) and
-    ``operating_point`` (binary: at the validation threshold) are added after scoring.
+    (and the store's copy of it) keeps its bytes. ``auroc_ci`` (test: the bootstrap interval),
+    ``operating_point`` (binary: at the validation threshold) and ``patients_per_class`` (test: how many
+    patients each class's AUROC rests on) are added after scoring.
     """
     auroc_macro: float | None = None
     auprc_macro: float | None = None
@@ -85,6 +86,7 @@ class MetricBlock:
     accuracy: float | None = None                                   # multiclass: the arg-max accuracy
     auroc_ci: dict[str, Any] | None = None                          # ``evaluate.per_run`` interval's JSON
     operating_point: dict[str, Any] | None = None
+    patients_per_class: dict[str, int] | None = None                # test: patients of each class present
     extra: dict[str, Any] = field(default_factory=dict)             # keys this version does not know, as read
     read: tuple[str, ...] | None = None                             # the keys a read block held, in order
 
@@ -198,8 +200,9 @@ class RunFolder:
     LR_TRACE = "lr_trace.csv"
     COEFFICIENTS = "coefficients.csv"
     BOOTSTRAP = "test_bootstrap.npz"          # the test AUROC of each patient resample (evaluate.per_run)
+    OUTER_PREDICTIONS = "predictions_outer_cv.csv"   # out-of-fold scores of the outer cross-validation (runs.outer_cv)
     RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS,
-               BOOTSTRAP)   # what a new run replaces
+               BOOTSTRAP, OUTER_PREDICTIONS)   # what a new run replaces
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -221,6 +224,7 @@ class RunFolder:
     lr_trace_path = property(lambda self: self.path / self.LR_TRACE)
     coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
     bootstrap_path = property(lambda self: self.path / self.BOOTSTRAP)
+    outer_predictions_path = property(lambda self: self.path / self.OUTER_PREDICTIONS)
 
     def write_bootstrap(self, draws, test_set: str) -> None:
         buf = io.BytesIO()

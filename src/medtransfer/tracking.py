@@ -42,7 +42,7 @@ RUN_ID_TAG = TAG + "run_id"        # what a resumed study searches for, so no ru
 STATUS_TAG = TAG + "status"
 # the run folder's files worth keeping next to the metrics (weights are not: up to hundreds of MB each)
 ARTIFACT_FILES = (RunFolder.CONFIG, RunFolder.METRICS, RunFolder.FAILED, RunFolder.LOG, RunFolder.PREDICTIONS,
-                  RunFolder.LR_TRACE, RunFolder.COEFFICIENTS)
+                  RunFolder.LR_TRACE, RunFolder.COEFFICIENTS, RunFolder.OUTER_PREDICTIONS)
 _MLFLOW_STATUS = {RunStatus.DONE: "FINISHED", RunStatus.FAILED: "FAILED", RunStatus.SKIPPED: "KILLED"}
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")   # a scheme of two letters or more (not a C: drive)
 _PARAM_LIMIT = 6000     # MLflow's longest param value
@@ -251,6 +251,14 @@ def run_metrics(metrics: RunMetrics) -> Iterator[tuple[str, float, int]]:
         yield from _number(name, getattr(metrics, name), 0)
     for name, value in metrics.details.items():   # radiomics: chosen_C, n_features, ...
         yield from _number(name, value, 0)
+    estimate = metrics.details.get("test_estimate")
+    if isinstance(estimate, dict) and estimate.get("kind") == "outer_cv":   # runs.outer_cv: a small test split
+        interval = estimate.get("auroc_ci") if isinstance(estimate.get("auroc_ci"), dict) else {}
+        for name, value in (("outer_cv_auroc", estimate.get("auroc")), ("outer_cv_auroc_low", interval.get("low")),
+                            ("outer_cv_auroc_high", interval.get("high")),
+                            ("outer_cv_fold_auroc_mean", estimate.get("fold_auroc_mean")),
+                            ("outer_cv_fold_auroc_se", estimate.get("fold_auroc_se"))):
+            yield from _number(name, value, 0)
 
 
 def _number(name: str, value: Any, step: int) -> Iterator[tuple[str, float, int]]:

@@ -186,6 +186,8 @@ def train_command(config_path: Path, data_root: Path, out: Path, overrides: list
         recipe.append(f"train.epochs={best.train.epochs}")
     if threads is not None:
         recipe.append(f"train.threads={threads}")
+    if best.train.test_estimate != cfg.train.test_estimate:   # the kept run's test estimate (see run_workflow)
+        recipe.append(f"train.test_estimate={best.train.test_estimate}")
     parts = ["medtransfer", "train", str(config_path), "--data-root", str(data_root), "--out", str(out)]
     for pair in list(overrides) + recipe:
         parts += ["--set", pair]
@@ -254,6 +256,11 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     searched = _search(req, prepared, features, ranked, log)               # 2. the search
     best_cfg = recipe_config(req.cfg, searched.halving.pick, searched.final_steps)
     best_cfg.train.epochs = searched.plan.final_run_rounds
+    # an outer cross-validation of the final run (train.test_estimate auto, on a small test split) would cost
+    # outer_folds more runs, each with its own selection folds, which no budget plan holds: the final run is
+    # tested on its split, and its log and page warn when that split is small (runs.scoring.reader_warnings);
+    # the printed train command, run without a budget, makes the estimate
+    best_cfg.train.test_estimate = "split"
     best_dir = req.out / BEST_RUN                                          # 3. the final run
     log(f"final run: {searched.halving.pick.label}, {searched.final_steps} steps -> {best_dir}")
     metrics = train_run(best_cfg, best_dir, req.root, overwrite=True, echo=False, progress=False)
@@ -279,7 +286,22 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
         n_test=metrics.n_test_images, budget_seconds=req.budget_seconds, seconds=round(seconds, 1),
         candidates=candidates, ranking_method=RANK_METHOD, scores=scores, plan=plan, search=halving,
         recommendation=recommendation, gains=gains, learning_curve=curve,
-        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + list(searched.notes) + size_notes)
+        notes=list(plan.notes) + ([halving.stopped] if halving.stopped else []) + list(searched.notes) + size_notes
+        + _small_test_note(metrics, req.cfg))
+
+
+def _small_test_note(metrics: RunMetrics, cfg: RunConfig) -> list[str]:
+    """A note when the test split is too small to estimate the pick's performance, and how to get an estimate:
+    advise tests the final run on its split only (an outer cross-validation costs outer_folds more runs)."""
+    from ..evaluate.per_run import SMALL_TEST_CLASS, fewest_patients
+
+    fewest = fewest_patients((metrics.test.patients_per_class or {}) if metrics.test else {})
+    if fewest is None or fewest[1] >= SMALL_TEST_CLASS:
+        return []
+    name, n = fewest
+    return [f"the test split holds {n} patients of '{name}' (fewer than {SMALL_TEST_CLASS}): its test AUROC is a rough "
+            f"estimate; for one by patient-grouped outer cross-validation, run the train command with "
+            f"--set train.test_estimate=outer_cv (about {cfg.train.outer_folds} more runs)"]
 
 
 def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:

@@ -20,6 +20,7 @@ from .metrics import one_vs_rest_targets, score_metrics
 RUN_BOOTSTRAP_N = 1000      # resamples per run: a 95% percentile interval's ends move by ~0.002 AUROC between draws
 RUN_BOOTSTRAP_SEED = 0      # fixed for every run, so runs on the same test images share their resamples
 LEVEL = 0.95
+SMALL_TEST_CLASS = 30       # patients of a class in a test split below which one split is a rough estimate
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,32 @@ def run_interval(labels: np.ndarray, scores: np.ndarray, kind: TaskKind, cluster
     low, high = np.quantile(draws, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
     return RunInterval(float(point), float(low), float(high), "patients" if by_patient else "images",
                        draws.astype(np.float32), test_set_fingerprint(image_ids, clusters))
+
+
+def class_names(label_names: list[str], kind: TaskKind) -> list[str]:
+    """The classes a split is stratified and counted on (``data.strata_matrix``'s columns): a binary task's
+    negative and positive, else its labels."""
+    return [f"not {label_names[0]}", label_names[0]] if kind == TaskKind.BINARY else list(label_names)
+
+
+def patients_per_class(labels: np.ndarray, kind: TaskKind, clusters, names: list[str]) -> dict[str, int]:
+    """Distinct patients (``clusters``: one id per image) of each class present in a split, by class name.
+
+    A binary task's classes are its negatives and its positives (``names``: both, negative first); multiclass,
+    each class; multilabel, each finding's positives. A test AUROC rests on the rarest of these: with a dozen
+    patients of one class, one split is a rough estimate however its interval looks (``SMALL_TEST_CLASS``)."""
+    y = np.asarray(labels)
+    if kind == TaskKind.MULTICLASS:
+        columns = np.eye(len(names), dtype=bool)[y.astype(int).ravel()]
+    else:
+        columns = y.reshape(len(y), -1) > 0.5
+        if kind == TaskKind.BINARY:
+            columns = np.column_stack([~columns[:, 0], columns[:, 0]])
+    clusters = np.asarray(clusters)
+    counts = {str(name): len(np.unique(clusters[columns[:, c]])) for c, name in enumerate(names)}
+    return {name: n for name, n in counts.items() if n > 0}
+
+
+def fewest_patients(counts: dict[str, int]) -> tuple[str, int] | None:
+    """The class with the fewest patients in ``patients_per_class``'s counts (the first on a tie); None if empty."""
+    return min(counts.items(), key=lambda item: item[1]) if counts else None

@@ -9,6 +9,10 @@ Target layer: the last convolutional block (ResNet: the last block of ``layer4``
 A block whose feature map is smaller than ``MIN_CAM_SIDE`` pixels a side cannot say *where*
 (ResNet-18 turns a 32 px image into 1x1 at ``layer4``), so the last block that is still at
 least that wide at the run's image size is used instead, and its name is reported.
+
+Each map's share of mass outside the image centre (``outside_centre_share``, the box ``CENTRE_SIDE``) flags a
+model that looks at the border: when most maps of a batch put most of their mass there, ``shortcut_warning``
+says to suspect a shortcut (a side marker, burnt-in text, the film's edge).
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def candidate_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     convs = [(name, m) for name, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ConfigError(f"--cam: {type(backbone).__name__} has no convolutional layer to take a Grad-CAM from")
-    if all(tuple(m.stride) == tuple(m.kernel_size) for _, m in convs):
+    if all(tuple(m.stride) == tuple(m.kernel_size) and max(m.kernel_size) > 1 for _, m in convs):   # 1x1: a conv
         # a vision transformer: its only convolution cuts the image into patches, and a map of that layer
         # shows the input, not the evidence (a ViT's Grad-CAM needs its last block's tokens as a map)
         raise ConfigError(f"--cam: {type(backbone).__name__} is a vision transformer (its only convolution is the "
@@ -105,6 +109,48 @@ def grad_cam_maps(model: nn.Module, batch: torch.Tensor, outputs: list[int], lay
             maps.append(np.asarray(cam(input_tensor=chunk, targets=targets), dtype=np.float32))
     out = np.concatenate(maps) if maps else np.zeros((0,) + tuple(batch.shape[-2:]), dtype=np.float32)
     return np.nan_to_num(np.clip(out, 0.0, 1.0))
+
+
+# The image centre a map is measured against: the middle CENTRE_SIDE of each side (a box of 56% of the area, a
+# border band of 12.5% of each side around it). Markers, burnt-in text, collimator edges and film borders lie in
+# that band on a centred radiograph, the anatomy a finding is in lies inside it. The box is this large, not the
+# middle 60% (36% of the area), so that a map with no place to point at (spread evenly) puts less than half its
+# mass outside (44%): "most of the mass outside" then means the model's evidence is drawn to the border.
+CENTRE_SIDE = 0.75
+SHORTCUT_SHARE = 0.5      # a map with more than this share of its mass outside the centre points at the border
+
+
+def centre_box(height: int, width: int, side: float = CENTRE_SIDE) -> tuple[slice, slice]:
+    """The rows and columns of the central box of a ``height`` x ``width`` map (the middle ``side`` of each)."""
+    top, left = round(height * (1 - side) / 2), round(width * (1 - side) / 2)
+    return slice(top, height - top), slice(left, width - left)
+
+
+def outside_centre_share(maps: np.ndarray, side: float = CENTRE_SIDE) -> np.ndarray:
+    """Per map of ``maps`` (N,H,W, non-negative, as ``grad_cam_maps`` gives them) the share of its mass outside
+    the central box (``centre_box``): 0 = all evidence in the centre, 1 = all on the border band; NaN for an
+    all-zero map (no positive evidence anywhere, so no place)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise ValueError(f"expected maps of shape (N, H, W), got {maps.shape}")
+    rows, cols = centre_box(maps.shape[1], maps.shape[2], side)
+    total = maps.sum(axis=(1, 2))
+    inside = maps[:, rows, cols].sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 1.0 - inside / np.where(total > 0, total, 1.0), np.nan)
+
+
+def shortcut_warning(shares: np.ndarray) -> str | None:
+    """The one warning line when most maps put most of their mass outside the image centre (None otherwise):
+    the model's evidence sits where markers, borders and text are, not where a finding would be. Maps with no
+    evidence (NaN shares) are not counted."""
+    shares = np.asarray(shares, dtype=float)
+    shares = shares[np.isfinite(shares)]
+    k, n = int((shares > SHORTCUT_SHARE).sum()), len(shares)
+    if n == 0 or 2 * k <= n:
+        return None
+    return (f"Grad-CAM mass lies mostly outside the image centre in {k} of {n} images: suspect a shortcut "
+            "(markers, borders, text)")
 
 
 def overlay_heatmap(gray: np.ndarray, heat: np.ndarray, colormap: str = "jet",

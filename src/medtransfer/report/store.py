@@ -20,6 +20,7 @@ import pandas as pd
 from ..config import PER_IMAGE
 from ..errors import DataError
 from ..evaluate.equivalence import DEFAULT_MARGIN
+from ..evaluate.per_run import SMALL_TEST_CLASS
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus, TaskKind
 from ..run_folder import RunMetrics
@@ -135,7 +136,7 @@ def design_notes(runs: pd.DataFrame) -> list[str]:
                      "recipe and for the radiomics C; recipes are ranked by mean fold AUROC, compared fold-paired "
                      "(Nadeau-Bengio corrected t), and each final model trained on the whole pool for the folds' "
                      "best mean round, so N images there are the pool")
-    return notes
+    return notes + small_test_notes(target)
 
 
 def n_key(n_train) -> str:
@@ -172,6 +173,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["per_image"] = [f.per_image for f in facts]
     metrics = [_metrics_of(r[-2]) for r in rows]
     points = [_test_operating_point(m) for m in metrics]
+    runs["test_patients"] = [_test_patients(m) for m in metrics]
     runs["steps"] = pd.to_numeric(pd.Series([_optimiser_steps(m) for m in metrics], dtype=object), errors="coerce")
     chosen = [_selection_of(m) for m in metrics]
     runs["selection"] = [c.get("kind", "holdout") for c in chosen]
@@ -259,6 +261,37 @@ def _selection_of(metrics: RunMetrics | None) -> dict:
     """A run's ``selected_by`` record (runs.cv): {} for a run that predates it (it selected on validation)."""
     got = metrics.details.get("selected_by") if metrics is not None else None
     return got if isinstance(got, dict) else {}
+
+
+def _test_patients(metrics: RunMetrics | None) -> dict | None:
+    """A run's test patients per class (``MetricBlock.patients_per_class``; None for a run that predates it)."""
+    test = metrics.test if metrics is not None else None
+    counts = test.patients_per_class if test is not None else None
+    return counts if isinstance(counts, dict) and counts else None
+
+
+def small_test_notes(runs: pd.DataFrame) -> list[str]:
+    """One line per task whose shared test split holds fewer than ``SMALL_TEST_CLASS`` patients of a class: every
+    grid run is tested on that one split (``study.grid.shared_test_split``), so its AUROCs are rough estimates,
+    and ``medtransfer train`` on the chosen recipe estimates it by outer cross-validation instead."""
+    if "test_patients" not in runs:
+        return []
+    done = runs[(runs["role"] != "source") & (runs["status"] == RunStatus.DONE)]
+    fewest: dict[str, tuple[int, str]] = {}
+    for task, counts in zip(done["task"], done["test_patients"]):
+        if isinstance(counts, dict) and counts:
+            name, n = min(counts.items(), key=lambda kv: kv[1])
+            fewest[str(task)] = min(fewest.get(str(task), (n, name)), (n, name))
+    notes = []
+    for task, (n, name) in sorted(fewest.items()):
+        if n < SMALL_TEST_CLASS:
+            of_task = f" of {redact(task)}" if len(fewest) > 1 else ""
+            notes.append(f"test split{of_task}: only {n} patients of '{redact(name)}' (fewer than {SMALL_TEST_CLASS}), "
+                         "and every run here is tested on that one split (a study keeps one shared split: outer "
+                         "cross-validation of every grid run would cost K times the grid), so each test AUROC is a "
+                         "rough estimate; `medtransfer train` on the chosen recipe estimates it by patient-grouped "
+                         "outer cross-validation (train.test_estimate)")
+    return notes
 
 
 def _test_operating_point(metrics: RunMetrics | None) -> dict:

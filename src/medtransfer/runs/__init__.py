@@ -8,6 +8,7 @@ This is the edge where files are written: everything below it takes arrays and r
 - ``scoring``: the tail every method ends with (predictions, metrics, the test interval, the
   validation thresholds and their operating points).
 - ``cnn``: one CNN run (``train_run``) and its stages, which a pack reuses.
+- ``outer_cv``: a small test split's estimate by patient-grouped outer cross-validation (``train.test_estimate``).
 - ``packs``: CNN runs trained together as one fused model (``train_pack``).
 - ``lr_find``: the learning-rate range test of a recipe (``lr_find_run``).
 

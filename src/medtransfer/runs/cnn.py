@@ -35,6 +35,7 @@ from .cv import CvOutcome, SelectionPlan, cross_validate, fit_on_pool, plan_sele
 from .data_split import prepare_run_data
 from .features import run_features, split_scores
 from .folder_protocol import Log, recorded_run
+from .outer_cv import estimate_test, plan_test_estimate
 from .probe import ProbeCv, ProbeOutcome, fit_probe
 from .scoring import SplitScores, score_run
 
@@ -77,9 +78,11 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
     for note in leak_notes:
         log(note)
     run = prepare_cnn_run(cfg, data_root, log, progress)
+    outer = plan_test_estimate(cfg, run.data, run.idx, run.model, log)   # before the fit: it copies the untrained model
     with step_bar(progress and sys.stderr.isatty()) as on_step:
         result = fit_prepared(cfg, run, log, on_step)
-    return finish_cnn_run(cfg, folder, run, result, log, started)
+    return estimate_test(cfg, outer, run, folder, finish_cnn_run(cfg, folder, run, result, log, started), log,
+                         fit_prepared)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from ..config import RunConfig
 from ..data import PreparedData, proportional_val, strata_matrix
 from ..data.splits import fold_strata, pool_folds
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
+from ..evaluate.per_run import class_names
 from ..kinds import SelectionKind, Strategy, TaskKind
 from ..train import fit
 from ..train.features import FeatureTable
@@ -86,11 +87,6 @@ class CvOutcome:
                 "cv_auroc_se": num(self.se), "chosen_round": self.chosen_round, "round_steps": self.round_steps,
                 "chosen_steps": self.chosen_round * self.round_steps,
                 "mean_curve": [num(v) for v in self.mean_curve]}
-
-
-def class_names(label_names: list[str], kind: TaskKind) -> list[str]:
-    """The names of ``strata_matrix``'s columns (a binary task's are its negative and its positive)."""
-    return [f"not {label_names[0]}", label_names[0]] if kind == TaskKind.BINARY else list(label_names)
 
 
 def small_validation(data: PreparedData, idx: dict[str, np.ndarray], kind: TaskKind) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..data import PreparedData
 from ..evaluate import score_metrics
-from ..evaluate.per_run import run_interval
+from ..evaluate.per_run import SMALL_TEST_CLASS, class_names, fewest_patients, patients_per_class, run_interval
 from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
 from ..kinds import TaskKind, auroc_name
 from ..run_folder import MetricBlock, RunFolder, write_text_atomic
@@ -51,6 +51,9 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
             write_predictions(part.predictions, [data.image_ids[i] for i in part.rows], labels, part.scores,
                               data.label_names, kind, data.patient_ids[part.rows] if data.has_patient_ids else None)
     _add_test_interval(scored, folder, kind, raw["test"], data, test.rows, log)
+    clusters = data.patient_ids[test.rows] if data.has_patient_ids else np.asarray(data.image_ids)[test.rows]
+    scored["test"].patients_per_class = patients_per_class(raw["test"][0], kind, clusters,
+                                                           class_names(data.label_names, kind))
     (y_val, s_val), (y_test, s_test) = raw["val"], raw["test"]
     # Youden thresholds chosen on validation, scored on test too (for the record). Binary / multilabel
     # labels are already the 0/1 matrices; a multiclass run gets no threshold.
@@ -65,8 +68,11 @@ def _label_columns(prefix: str, names: list[str]) -> list[str]:
 
 
 def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scores: np.ndarray,
-                      label_names: list[str], kind: TaskKind, patient_ids=None) -> None:
-    frame = pd.DataFrame({"image_id": image_ids})
+                      label_names: list[str], kind: TaskKind, patient_ids=None,
+                      first: dict[str, np.ndarray] | None = None) -> None:
+    """One row per image: ``image_id``, ``first``'s columns (the outer fold, ``runs.outer_cv``), ``patient_id``,
+    the truth and the scores."""
+    frame = pd.DataFrame({"image_id": image_ids, **(first or {})})
     if patient_ids is not None:   # what a patient-level bootstrap or clustered test groups by
         frame["patient_id"] = [str(p) for p in patient_ids]
     if kind == TaskKind.MULTICLASS:
@@ -99,26 +105,20 @@ def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: 
         log(f"WARNING: {warning}")
 
 
-SMALL_TEST_CLASS = 30     # patients of a class in the test split below which one split is a rough estimate
-
-
 def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
     """What a reader of this run must know first: a test interval that reaches 0.5 (not shown better than
     chance), and a test split with fewer than SMALL_TEST_CLASS patients of a class (one such split is a rough
-    estimate, however its interval looks)."""
+    estimate, however its interval looks: ``train.test_estimate`` then estimates it by outer cross-validation)."""
     out = []
     if low <= 0.5:
         out.append(f"the test 95% interval reaches down to {low:.3f}: this model is not shown better than chance "
                    "(too few test images, or nothing was learned)")
     y = np.asarray(labels)
-    columns = (np.eye(int(y.max()) + 1, dtype=bool)[y.astype(int).ravel()] if kind == TaskKind.MULTICLASS
-               else y.reshape(len(y), -1) > 0.5)
-    if kind == TaskKind.BINARY:
-        columns = np.column_stack([~columns[:, 0], columns[:, 0]])
-    counts = [len(np.unique(np.asarray(clusters)[columns[:, c]])) for c in range(columns.shape[1])]
-    present = [n for n in counts if n > 0]
-    if present and min(present) < SMALL_TEST_CLASS:
-        out.append(f"the test split holds only {min(present)} patients of one class (fewer than {SMALL_TEST_CLASS}): "
+    width = (int(y.max()) + 1 if len(y) else 0) if kind == TaskKind.MULTICLASS else \
+        2 if kind == TaskKind.BINARY else y.reshape(len(y), -1).shape[1]
+    fewest = fewest_patients(patients_per_class(y, kind, clusters, [str(c) for c in range(width)]))
+    if fewest is not None and fewest[1] < SMALL_TEST_CLASS:
+        out.append(f"the test split holds only {fewest[1]} patients of one class (fewer than {SMALL_TEST_CLASS}): "
                    "a single split this small gives a rough estimate")
     return out
 

@@ -166,6 +166,7 @@ def expand(spec: StudySpec, origin: str = "study", pack: int = 1) -> Plan:
         if pack > 1:
             set_dotted(tree, "train.pack", pack)
         where = ", ".join(f"{a}={_short(v)}" for a, v in combo.items()) or "base"
+        shared_test_split(tree, f"{origin}: grid run ({where})")
         cfg = config_from_dict(tree, origin=f"{origin}: grid run ({where})")
         combos.append((cfg, combo))
         payload = {"method": RunMethod.CNN.value, "role": RunRole.GRID.value, "config": hashed_config(cfg)}
@@ -215,6 +216,20 @@ def _short(value: Any) -> str:
     return canonical_json(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def shared_test_split(tree: dict, origin: str) -> None:
+    """Set ``train.test_estimate: split`` on a study's run: every grid run is tested on one shared test split,
+    because nesting each in outer cross-validation (``runs.outer_cv``) would cost train.outer_folds times the
+    grid; the report says when that split is small. The key is not part of a run id, so no id changes. A spec
+    asking for ``outer_cv`` is refused with the way to get it for the recipe the study chooses."""
+    asked = get_dotted(tree, "train.test_estimate")
+    if asked not in (None, "auto", "split"):
+        raise ConfigError(f"{origin}: train.test_estimate={asked}: a study tests every run on one shared test split "
+                          "(outer cross-validation of every grid run would cost train.outer_folds times the grid); "
+                          "leave the key out and estimate the recipe it chooses with `medtransfer train` "
+                          "(train.test_estimate=outer_cv)")
+    set_dotted(tree, "train.test_estimate", "split")
+
+
 def _check_base(spec: StudySpec, origin: str) -> None:
     """Blame ``base`` for a problem no axis touches (e.g. a missing data section)."""
     tree = copy.deepcopy(spec.base)
@@ -245,6 +260,7 @@ def _source_for(spec: StudySpec, run_cfg: RunConfig, planned: dict, origin: str)
             # a source is pretraining, not a recipe to choose: it keeps its holdout selection (and its run id)
             # unless its entry asks for cv
             set_dotted(tree, "train.selection", "holdout")
+        shared_test_split(tree, f"{origin}: sources.{name}")
         if get_dotted(tree, "model.arch") is None:
             arch = run_cfg.model.arch if follows_grid else get_dotted(spec.base, "model.arch")
             if arch is not None:
