@@ -156,7 +156,8 @@ RUN = ("data: {source: csv, path: labels.csv, image_column: path, patient_column
        "task: {kind: binary, label_column: finding}\n"
        "image_size: 24\n"
        "model: {arch: resnet18, init: scratch}\n"
-       "train: {strategy: frozen, augment: false, epochs: 2, min_steps: 0, batch_size: 8, threads: 1, cv_folds: 3}\n")
+       "train: {strategy: frozen, augment: false, epochs: 2, min_steps: 0, batch_size: 8, threads: 1, cv_folds: 3,\n"
+       "        test_estimate: split}\n")   # the test is the same rows twice; an outer CV reads every row
 
 
 def test_a_second_run_over_the_same_backbone_and_images_runs_no_backbone(tmp_path, passes):
