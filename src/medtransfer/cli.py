@@ -207,6 +207,10 @@ def _train(args) -> int:
     metrics = api.train(api.load_config(args.config, args.overrides), args.out, data_root=args.data_root,
                         overwrite=args.overwrite, echo=not args.quiet, mlflow=_mlflow(args.mlflow),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
+    from .runs.folder_protocol import verdict_lines
+
+    for line in verdict_lines(metrics):   # first: better than chance? than the pixel baseline? what to suspect
+        print(line)
     print(_test_line(args.out, metrics))
     return 0
 
