@@ -149,9 +149,11 @@ def test_validation_and_test_disagreeing_is_a_reason_to_suspect():
     val = SplitEstimate(0.90, 0.85, 0.95, 0.025, "validation AUROC")
     assert "disagree beyond their uncertainty" in split_disagreement(val, SplitEstimate(0.62, 0.52, 0.72, 0.05, "test AUROC"))
     assert split_disagreement(val, SplitEstimate(0.86, 0.80, 0.92, 0.03, "test AUROC")) is None
-    above = SplitEstimate(0.66, 0.56, 0.76, 0.05, "validation AUROC")
-    got = split_disagreement(above, SplitEstimate(0.60, 0.48, 0.72, 0.06, "test AUROC"))
+    above = SplitEstimate(0.70, 0.62, 0.78, 0.04, "validation AUROC")
+    got = split_disagreement(above, SplitEstimate(0.58, 0.47, 0.69, 0.056, "test AUROC"))   # 1.7 SE apart only
     assert "shows the model better than chance and test does not" in got
+    # a test interval that is merely wide, its estimate inside the validation interval: uncertainty, not disagreement
+    assert split_disagreement(above, SplitEstimate(0.66, 0.45, 0.87, 0.1, "test AUROC")) is None
     assert split_disagreement(None, val) is None
     folds = SplitEstimate.of_folds([0.9, 0.8, 0.85])
     assert folds.auroc == pytest.approx(0.85) and folds.low < 0.85 < folds.high and "mean of 3 folds" in folds.what

@@ -254,6 +254,10 @@ def _radiomics(args) -> int:
         return 0
     metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                             echo=not args.quiet, progress=not args.quiet)
+    from .runs.folder_protocol import verdict_lines
+
+    for line in verdict_lines(metrics):
+        print(line)
     print(_test_line(args.out, metrics, f" (radiomics + LR, C={metrics.details['chosen_C']:g})"))
     return 0
 

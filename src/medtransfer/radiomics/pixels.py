@@ -95,4 +95,5 @@ def fit_pixel_baseline(images: np.ndarray, labels: np.ndarray, groups: np.ndarra
     how = (f"C={chosen:g} by {folds}-fold patient-grouped CV over its {len(features)} training images" if folds else
            f"C={chosen:g} (the grid value nearest 1: too few patients of a class to cross-validate)")
     note = f"{PIXEL_BASELINE}: {grid}x{grid} area-mean pixels, {len(model.kept_features)} not constant; {how}"
-    return PixelBaseline(model, grid, "; ".join([note] + model.notes))
+    said = [n for n in model.notes if "undefined for every C" not in n]   # the radiomics wording of "no CV", said above
+    return PixelBaseline(model, grid, "; ".join([note] + said))
