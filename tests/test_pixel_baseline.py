@@ -25,7 +25,7 @@ DEMO = Path(__file__).resolve().parents[1] / "src" / "medtransfer" / "demo_data"
 SIZES = {"train": 400, "val": 150, "test": 300}
 
 
-def write_slice(root: Path, shuffle: bool) -> Path:
+def write_slice(root: Path, shuffle: bool, sizes: dict = SIZES) -> Path:
     """The first images of each official split of the shipped PneumoniaMNIST, as <root>/pneumoniamnist.npz;
     ``shuffle``: every label permuted within its split (the images no longer say anything about them). A test
     interval excludes 0.5 by chance for about 1 shuffle in 20 (seed 7 does, at 0.567 [0.506, 0.628]); this seed
@@ -33,7 +33,7 @@ def write_slice(root: Path, shuffle: bool) -> Path:
     rng = np.random.default_rng(0)
     out = {}
     with np.load(DEMO) as npz:
-        for split, n in SIZES.items():
+        for split, n in sizes.items():
             labels = npz[f"{split}_labels"][:n].copy()
             out[f"{split}_images"], out[f"{split}_labels"] = npz[f"{split}_images"][:n], (
                 rng.permutation(labels) if shuffle else labels)

@@ -9,7 +9,7 @@ import pytest
 from medtransfer.report import write_report
 from medtransfer.run_folder import RunFolder
 from medtransfer.study import StudyOptions, run_study
-from test_pixel_baseline import write_slice
+from test_pixel_baseline import SIZES, write_slice
 
 SPEC = """
 name: {name}
@@ -26,8 +26,8 @@ grid:
 """
 
 
-def study(tmp_path, shuffle: bool):
-    root = write_slice(tmp_path / "data", shuffle=shuffle)
+def study(tmp_path, shuffle: bool, sizes: dict = SIZES):
+    root = write_slice(tmp_path / "data", shuffle=shuffle, sizes=sizes)
     spec = tmp_path / "study.yaml"
     spec.write_text(SPEC.format(name="shuffled" if shuffle else "pixels"))
     out = tmp_path / "out"
@@ -65,10 +65,13 @@ def test_the_pick_is_compared_with_the_pixel_baseline_of_its_own_runs(tmp_path):
 
 
 def test_a_study_on_shuffled_real_labels_leads_with_no_better_than_chance(tmp_path):
-    out, answer = study(tmp_path, shuffle=True)
+    out, answer = study(tmp_path, shuffle=True, sizes={**SIZES, "test": 60})   # 60 test images: a small split
     (row,) = answer["panels"][0]["best_recipe_per_n"]
     assert row["beats_chance"] is False and row["usable"] is False
     assert row["why_not"].startswith("no better than chance")
+    # what to suspect, as the runs recorded it: fewer than 30 test patients of a class
+    assert row["suspect"][0].startswith("the test split holds only") and "suspect: the test split" in row["why_not"]
+    assert "Suspect: the test split holds only" in answer["verdict"]["lines"][0]
     assert answer["verdict"]["headline"].startswith("Nothing here is shown better than chance")
     html = (out / "report.html").read_text()
     assert html.index("<h1>") < html.index("Nothing here is shown better than chance") < html.index("What this study asked")

@@ -188,6 +188,7 @@ class RunVerdict:
     baselines: tuple[BaselineComparison, ...] = ()
     suspect: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()      # baselines that could not be compared, each with why
+    small_test: str | None = None      # the one of ``suspect`` about the test split's size (a study's verdict repeats it)
 
     @property
     def beats_chance(self) -> bool | None:
@@ -217,7 +218,8 @@ class RunVerdict:
 
     def to_json(self) -> dict:
         return {"beats_chance": self.beats_chance, "beats_baselines": self.beats_baselines,
-                "usable": self.usable, "suspect": list(self.suspect), "not_compared": list(self.missing),
+                "usable": self.usable, "suspect": list(self.suspect), "small_test_split": self.small_test,
+                "not_compared": list(self.missing),
                 "lines": self.lines()}
 
     @classmethod
@@ -232,4 +234,5 @@ class RunVerdict:
                           if b is not None)
         return cls(test_auroc, ci.get("low"), ci.get("high"), baselines,
                    tuple(str(s) for s in recorded.get("suspect") or []),
-                   tuple(str(s) for s in recorded.get("not_compared") or []))
+                   tuple(str(s) for s in recorded.get("not_compared") or []),
+                   recorded.get("small_test_split") if isinstance(recorded.get("small_test_split"), str) else None)

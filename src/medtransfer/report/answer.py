@@ -24,7 +24,7 @@ from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
 from .selection import Choice, choose, noise_line, selection_at, within_names
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
-                     panel_rows, panels, ranked_recipes)
+                     panel_rows, panels, ranked_recipes, runs_behind)
 
 SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where the validation split is too small "
              "to select on, fewer than 50 images or 10 of a class, on the mean fold AUROC of a patient-grouped "
@@ -201,18 +201,21 @@ def _versus_baselines(ranked: pd.DataFrame, pick, intervals: Intervals) -> list[
 
 
 def _suspect(row: pd.Series, intervals: Intervals, selection: str | None) -> list[str]:
-    """What a reader should suspect of the named recipe's numbers: its validation (or cross-validated) AUROC and
-    its test AUROC disagreeing beyond their uncertainty (``evaluate.per_run.split_disagreement``)."""
+    """What a reader should suspect of the named recipe's numbers: a test split with under 30 patients of a class
+    (as its runs recorded it), and its validation (or cross-validated) AUROC and its test AUROC disagreeing beyond
+    their uncertainty (``evaluate.per_run.split_disagreement``)."""
+    runs = runs_behind(intervals.runs, row)
+    small = [s for s in (runs["small_test"] if "small_test" in runs else []) if isinstance(s, str)]
     test_low, test_high = row["test_auroc_ci_low"], row["test_auroc_ci_high"]
     if pd.isna(row["val_auroc_mean"]) or pd.isna(row["test_auroc_mean"]) or pd.isna(test_low) or pd.isna(test_high):
-        return []
+        return small[:1]
     se, _ = intervals.val_se(row.name)
     val = float(row["val_auroc_mean"])
     what = "cross-validated AUROC" if selection == "cv" else "validation AUROC"
     got = split_disagreement(SplitEstimate(val, max(val - Z95 * se, 0.0), min(val + Z95 * se, 1.0), se, what),
                              SplitEstimate(float(row["test_auroc_mean"]), float(test_low), float(test_high),
                                            float(test_high - test_low) / (2 * Z95), "test AUROC"))
-    return [got] if got else []
+    return small[:1] + ([got] if got else [])
 
 
 def usefulness(row: pd.Series, baselines: list[dict], suspect: list[str] | None = None) -> dict:

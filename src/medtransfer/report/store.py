@@ -179,6 +179,7 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["selection"] = [c.get("kind", "holdout") for c in chosen]
     runs["cv_fold_auroc"] = [c.get("fold_auroc") for c in chosen]
     runs["cv_auroc_mean"] = [c.get("cv_auroc_mean") for c in chosen]
+    runs["small_test"] = [_small_test(m) for m in metrics]
     runs["pixels_test_auroc"] = pd.to_numeric(pd.Series([_pixel_auroc(m) for m in metrics], dtype=object),
                                               errors="coerce")
     runs["cv_pool_images"] = pd.to_numeric(pd.Series([c.get("pool_images") for c in chosen], dtype=object),
@@ -263,6 +264,13 @@ def _selection_of(metrics: RunMetrics | None) -> dict:
     """A run's ``selected_by`` record (runs.cv): {} for a run that predates it (it selected on validation)."""
     got = metrics.details.get("selected_by") if metrics is not None else None
     return got if isinstance(got, dict) else {}
+
+
+def _small_test(metrics: RunMetrics | None) -> str | None:
+    """The run's warning that its test split holds under 30 patients of a class (runs.scoring), or None."""
+    verdict = metrics.details.get("verdict") if metrics is not None else None
+    said = verdict.get("small_test_split") if isinstance(verdict, dict) else None
+    return said if isinstance(said, str) else None
 
 
 def _pixel_auroc(metrics: RunMetrics | None) -> float | None:

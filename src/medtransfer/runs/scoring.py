@@ -43,6 +43,7 @@ class Scored:
     thresholds: RunThresholds
     test_interval: RunInterval | None = None
     suspect: tuple[str, ...] = ()
+    small_test: str | None = None     # the one of ``suspect`` that is about the test split's size
 
 
 def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitScores, test: SplitScores,
@@ -68,7 +69,8 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
                                   None if interval is None else SplitEstimate.of(interval, "test AUROC"))
     if disagree:
         log(f"WARNING: {disagree}")
-    return Scored(scored["val"], scored["test"], thresholds, interval, tuple(suspect + ([disagree] if disagree else [])))
+    return Scored(scored["val"], scored["test"], thresholds, interval, tuple(suspect + ([disagree] if disagree else [])),
+                  suspect[0] if suspect else None)
 
 
 def split_clusters(data: PreparedData, rows: np.ndarray) -> np.ndarray:
@@ -95,7 +97,8 @@ def run_verdict(scored: Scored, baselines: list[BaselineComparison], missing: li
     """The run's verdict: better than chance, than each baseline compared, and what to suspect."""
     interval = scored.test_interval
     return RunVerdict(None if interval is None else interval.auroc, None if interval is None else interval.low,
-                      None if interval is None else interval.high, tuple(baselines), scored.suspect, tuple(missing))
+                      None if interval is None else interval.high, tuple(baselines), scored.suspect, tuple(missing),
+                      scored.small_test)
 
 
 def _label_columns(prefix: str, names: list[str]) -> list[str]:
