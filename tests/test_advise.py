@@ -282,8 +282,14 @@ def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace,
         config_from_dict(load_yaml(out / "best" / "config.yaml")))
 
     page = (out / "advice.html").read_text()
-    assert "Recommendation" in page and "[redacted]" not in page and "<script" not in page
-    assert html.escape(rec["command"]) in page
+    assert "[redacted]" not in page and "<script" not in page
+    # recommended only when the final run beats chance and the pixel baseline fitted beside it (issue 24); on these
+    # images (a weak brightness signal a 16 x 16 pixel regression reads well) a 12-step CNN may not
+    beaten = all(b["beats"] for b in rec["baselines"]) and rec["test_auroc_ci"]["low"] > 0.5
+    assert rec["baselines"][0]["baseline"] == "pixels + LR" and rec["recommended"] is beaten
+    assert ("<h2>Recommendation</h2>" in page) is beaten and ("No recommendation at this N" in page) is not beaten
+    assert beaten or "not shown better" in rec["why_not"] or "contains 0.5" in rec["why_not"]
+    assert html.escape(rec["command"] if beaten else rec["predict"]) in page   # no recommendation: kept to inspect
     assert "extrapolation" in page or "No learning-curve prediction" in page
     # headers say what their column holds (issue 24): no "it (val)", and no CI promised for measured sizes
     assert "<th>its validation AUROC</th>" in page and "<th>the pick's validation AUROC</th>" in page
@@ -359,7 +365,9 @@ def test_cli_advise_prints_the_pick_and_writes_the_folder(workspace, tmp_path, c
                  "--sources", f"src={workspace / 'source'}", "--budget", "2m", "--quiet",
                  "--set", "train.steps=4"])
     printed = capsys.readouterr().out
-    assert code == 0 and "advised" in printed and "test AUROC" in printed and "macro" not in printed   # binary
+    recommended = json.loads((out / "advice.json").read_text())["recommendation"]["recommended"]
+    said = "advised" if recommended else "no recommendation at this N"        # the pixel baseline may win (issue 24)
+    assert code == 0 and said in printed and "test AUROC" in printed and "macro" not in printed   # binary
     assert (out / "advice.json").is_file() and (out / "advice.html").is_file() and (out / "best" / "model.safetensors").is_file()
 
 

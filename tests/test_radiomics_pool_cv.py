@@ -44,7 +44,10 @@ def test_c_is_chosen_inside_the_n_pool_and_metrics_json_records_it(pool_csv, mon
     assert metrics["selection"] == "pool_cv" and "N-pool" in chosen_on["images"]
     assert chosen_on["train_images"] == 20 and chosen_on["val_images"] == 12
     assert sorted(chosen_on["val_image_ids"]) == sorted(data.image_ids[i] for i in share)
-    (groups, folds), = seen
+    # the first call chose C; the second is the pixel baseline every run fits beside its model (runs.baselines),
+    # on this run's own training images (a holdout run: the 20 of the N-subset)
+    assert len(seen) == 2 and len(seen[1][0]) == 20 and metrics["baselines"][0]["baseline"] == "pixels + LR"
+    groups, folds = seen[0]
     assert len(groups) == 32 and chosen_on["folds"] == len(folds) >= 2
     for train_rows, test_rows in folds:          # every fold's images come from the N-pool, no patient in both
         assert set(groups[train_rows]) | set(groups[test_rows]) <= pool_patients

@@ -207,8 +207,11 @@ def _train(args) -> int:
     metrics = api.train(api.load_config(args.config, args.overrides), args.out, data_root=args.data_root,
                         overwrite=args.overwrite, echo=not args.quiet, mlflow=_mlflow(args.mlflow),
                         check_leaks=True)   # a study checks its own sources (allow_overlap); a hand-run train here
+    from .runs.folder_protocol import verdict_lines
     from .runs.outer_cv import outer_cv_summary
 
+    for line in verdict_lines(metrics):   # first: better than chance? than the pixel baseline? what to suspect
+        print(line)
     estimate = outer_cv_summary(metrics.details)   # the outer cross-validation's lines (none: the split is the estimate)
     print(_test_line(args.out, metrics, " on its own test split" if estimate else ""))
     for line in estimate:
@@ -255,6 +258,10 @@ def _radiomics(args) -> int:
         return 0
     metrics = radiomics_run(cfg, args.out, resolve_data_root(args.data_root), overwrite=args.overwrite,
                             echo=not args.quiet, progress=not args.quiet)
+    from .runs.folder_protocol import verdict_lines
+
+    for line in verdict_lines(metrics):
+        print(line)
     print(_test_line(args.out, metrics, f" (radiomics + LR, C={metrics.details['chosen_C']:g})"))
     return 0
 

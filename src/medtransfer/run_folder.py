@@ -201,8 +201,9 @@ class RunFolder:
     COEFFICIENTS = "coefficients.csv"
     BOOTSTRAP = "test_bootstrap.npz"          # the test AUROC of each patient resample (evaluate.per_run)
     OUTER_PREDICTIONS = "predictions_outer_cv.csv"   # out-of-fold scores of the outer cross-validation (runs.outer_cv)
+    BASELINE_BOOTSTRAP = "baseline_bootstrap.npz"   # the same resamples scored by the baselines fitted beside it
     RESULTS = (METRICS, FAILED, LOG, PREDICTIONS, VAL_PREDICTIONS, THRESHOLD, WEIGHTS, LR_TRACE, COEFFICIENTS,
-               BOOTSTRAP, OUTER_PREDICTIONS)   # what a new run replaces
+               BOOTSTRAP, OUTER_PREDICTIONS, BASELINE_BOOTSTRAP)   # what a new run replaces
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -225,6 +226,7 @@ class RunFolder:
     coefficients_path = property(lambda self: self.path / self.COEFFICIENTS)
     bootstrap_path = property(lambda self: self.path / self.BOOTSTRAP)
     outer_predictions_path = property(lambda self: self.path / self.OUTER_PREDICTIONS)
+    baseline_bootstrap_path = property(lambda self: self.path / self.BASELINE_BOOTSTRAP)
 
     def write_bootstrap(self, draws, test_set: str) -> None:
         buf = io.BytesIO()
@@ -236,6 +238,22 @@ class RunFolder:
         try:
             with np.load(self.bootstrap_path, allow_pickle=False) as saved:
                 draws, test_set = saved["draws"], str(saved["test_set"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return (draws, test_set) if draws.ndim == 1 else None
+
+    def write_baseline_bootstrap(self, draws: dict[str, np.ndarray], test_set: str) -> None:
+        """Each baseline's test AUROC on the run's own patient resamples ({baseline key: draws}), so a report can
+        pair the model with it over seeds as it pairs two recipes."""
+        buf = io.BytesIO()
+        np.savez(buf, test_set=np.array(test_set), **{k: np.asarray(v, dtype=np.float32) for k, v in draws.items()})
+        write_bytes_atomic(self.baseline_bootstrap_path, buf.getvalue())
+
+    def read_baseline_bootstrap(self, key: str):
+        """(draws, test-set fingerprint) of one baseline, or None (not fitted, or a run from before baselines)."""
+        try:
+            with np.load(self.baseline_bootstrap_path, allow_pickle=False) as saved:
+                draws, test_set = saved[key], str(saved["test_set"])
         except (OSError, ValueError, KeyError):
             return None
         return (draws, test_set) if draws.ndim == 1 else None

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..evaluate.per_run import RunVerdict
 from ..kinds import TaskKind
 from .candidates import Candidate
 from .rank import CandidateScore
@@ -53,6 +54,7 @@ class Recommendation:
     config: Path                      # OUT/best/config.yaml
     command: str                      # the ``medtransfer train`` line that reproduces the run
     note: str | None                  # the pick's candidate note (e.g. another arch)
+    verdict: RunVerdict | None = None  # the final run's (metrics.json): its baselines and what to suspect
 
     @property
     def recipe(self) -> str:
@@ -60,15 +62,25 @@ class Recommendation:
 
     @property
     def why_not(self) -> str | None:
-        """Why the kept model is no recommendation (None: it is one): its test 95% interval reaches 0.5, or it
-        has none. The model is still kept, marked, so the user can look at it."""
+        """Why the kept model is no recommendation (None: it is one): its test 95% interval reaches 0.5 (or it has
+        none), or it is not shown better than a simple baseline fitted on the same training images and tested on
+        the same test images (the pixel-intensity logistic regression, ``runs.baselines``); then what to suspect
+        (validation and test disagreeing, a small test split). The model is still kept, marked, so the user can
+        look at it."""
         low = (self.test_auroc_ci or {}).get("low")
+        why = []
         if self.test_auroc is None or low is None:
-            return "its test AUROC has no interval, so it is not shown better than chance"
-        if low <= 0.5:
-            return (f"its test 95% interval ({low:.3f} to {self.test_auroc_ci.get('high', float('nan')):.3f}) "
-                    "contains 0.5: it is not shown better than chance")
-        return None
+            why.append("its test AUROC has no interval, so it is not shown better than chance")
+        elif low <= 0.5:
+            why.append(f"its test 95% interval ({low:.3f} to {self.test_auroc_ci.get('high', float('nan')):.3f}) "
+                       "contains 0.5: it is not shown better than chance")
+        verdict = self.verdict
+        why += [f"it is not shown better than the {b.baseline} baseline on the same split (its test AUROC "
+                f"{b.auroc:.3f}; difference {b.difference:+.3f}, 95% CI {b.diff_low:+.3f} to {b.diff_high:+.3f})"
+                for b in (verdict.baselines if verdict else ()) if not b.beats]
+        if not why:
+            return None
+        return "; ".join(why + [f"suspect: {s}" for s in (verdict.suspect if verdict else ())])
 
     @property
     def recommended(self) -> bool:
@@ -85,7 +97,9 @@ class Recommendation:
                 "val_auroc": self.val_auroc, "test_auroc": self.test_auroc, "test_auroc_ci": self.test_auroc_ci,
                 "test_operating_point": self.test_operating_point, "run": str(self.run), "config": str(self.config),
                 "command": self.command, "predict": self.predict, "note": self.note,
-                "recommended": self.recommended, "why_not": self.why_not}
+                "recommended": self.recommended, "why_not": self.why_not,
+                "baselines": [b.to_json() for b in self.verdict.baselines] if self.verdict else [],
+                "suspect": list(self.verdict.suspect) if self.verdict else []}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,10 @@ training images and the validation share), the same folds for every recipe and f
 plays no part in any choice.</dd>
 <dt>Test AUROC</dt><dd>The one evaluation of the pick on the test split; its 95% interval resamples test patients
 (images where the data has no patient IDs).</dd>
+<dt>pixels + LR</dt><dd>The near-free yardstick: a logistic regression on the images shrunk to 16 x 16 pixels, fitted
+on the final run's training images (C by patient-grouped cross-validation among them) and tested on the same test
+images; the difference to it is paired on the same test patient resamples. A pick that does not beat it is not
+recommended.</dd>
 <dt>Expected gain</dt><dd>The pick's validation AUROC minus the best recipe of scratch (or ImageNet) at the highest
 rung both reached (equal step budgets, the same validation images); the interval is a paired bootstrap over
 validation patients. Small validation sets make it wide.</dd>
@@ -63,6 +67,13 @@ def _recommendation(rec: Recommendation, search: HalvingResult | None = None) ->
     if point:
         items.append(("At the validation threshold", f"sensitivity {_num(point.get('sensitivity'))}, specificity "
                                                      f"{_num(point.get('specificity'))} on test"))
+    for b in rec.verdict.baselines if rec.verdict else ():
+        items.append((f"Against {esc(b.baseline)}",
+                      f"{fmt_signed(b.difference)} (95% CI {_ci(b.diff_low, b.diff_high)}, paired on the test patients; "
+                      f"its test AUROC {fmt_auroc(b.auroc)}, fitted on the same training images): "
+                      f"<b>{'better' if b.beats else 'not shown better'}</b>"))
+    for suspect in rec.verdict.suspect if rec.verdict else ():
+        items.append(("Suspect", prose(suspect)))
     if rec.note:
         items.append(("Note", esc(rec.note)))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)

@@ -43,6 +43,7 @@ from ..evaluate.bootstrap import bootstrap_auroc_samples
 from ..evaluate.learning_curve import METHOD as CURVE_METHOD
 from ..evaluate.learning_curve import fit_curve
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
+from ..evaluate.per_run import RunVerdict
 from ..inference import load_run
 from ..kinds import Strategy, TaskKind
 from ..run_folder import RunMetrics
@@ -278,7 +279,9 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
         search_steps=halving.pick_trial.steps, val_auroc=metrics.auroc("val"), test_auroc=metrics.auroc("test"),
         test_auroc_ci=(metrics.test.auroc_ci if metrics.test else None) or None,
         test_operating_point=metrics.test.operating_point if metrics.test else None, run=best_dir,
-        config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note)
+        config=best_dir / "config.yaml", command=command, note=by_name[halving.pick.init_name].note,
+        verdict=RunVerdict.from_details(metrics.auroc("test"), metrics.test.auroc_ci if metrics.test else None,
+                                        metrics.details))
     return Advice(
         config=req.config_path, data_root=req.root, overrides=req.overrides, study=req.study_dir,
         task_kind=req.cfg.task.kind, labels=prepared.names, n_train=prepared.n_train,

@@ -17,6 +17,8 @@ def one_vs_rest_targets(labels: np.ndarray, kind: TaskKind, n_outputs: int) -> n
     labels = np.asarray(labels)
     if kind == TaskKind.MULTICLASS:
         return np.eye(n_outputs, dtype=np.float32)[labels.astype(np.int64)]
+    if not len(labels):   # no rows: the columns cannot be read off the array
+        return np.zeros((0, n_outputs), dtype=np.float32)
     return labels.reshape(len(labels), -1).astype(np.float32)
 
 

@@ -12,8 +12,9 @@ image gets the score of an "average" image). Both counts are logged and kept in 
 
 Run folder: config.yaml, train.log, predictions_test.csv (the CNN columns), coefficients.csv
 (weights per standardised feature and label), metrics.json (last, atomically; the CNN keys
-plus ``method: radiomics``, the chosen C and how, the feature counts and settings);
-failed.json instead when the run fails.
+plus ``method: radiomics``, the chosen C and how, the feature counts and settings, and, as every
+run's, its verdict against chance and the pixel baseline: ``runs.baselines``); failed.json
+instead when the run fails.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ..data import PreparedData
 from ..errors import DataError
 from ..kinds import RunMethod, SelectionKind
 from ..run_folder import RunFolder, RunMetrics
+from ..runs.baselines import compare_baselines, verdict_details
 from ..runs.cv import SelectionPlan, plan_selection, validation_share
 from ..runs.data_split import prepare_run_data
 from ..runs.folder_protocol import Log, recorded_run
@@ -87,16 +89,19 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: L
     fitted = _fit(cfg, data, idx, frames, log)
     model = fitted.model
     val = (SplitScores(idx["val"], model.predict_scores(frames["val"])) if not model.refit_on_pool else
-           SplitScores(fitted.pool_rows, model.oof_scores))    # fitted on every pool row: its out-of-fold scores
+           SplitScores(fitted.pool_rows, model.oof_scores, folds=model.fold_auroc))   # fitted on every pool row: OOF
     scored = score_run(folder, data, cfg.task.kind, val,
                        SplitScores(idx["test"], model.predict_scores(frames["test"]), folder.predictions_path), log)
     model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
+    fit_rows = fitted.plan.pool if fitted.plan.kind is SelectionKind.CV else idx["train"]   # as the CNN runs'
+    compared = compare_baselines(cfg, folder, data, fit_rows, idx["test"], scored.test_interval, log)
     return RunMetrics(
         task_kind=cfg.task.kind, label_names=data.label_names, val=scored.val, test=scored.test,
         n_train_images=int(len(fitted.pool_rows if model.refit_on_pool else fitted.train_rows)),
         n_train_patients=fitted.n_patients, n_val_images=int(len(val.rows)), n_test_images=int(len(idx["test"])), epochs_run=None, best_epoch=None,
         stopped_reason="radiomics baseline: no epochs", seconds=round(time.time() - started, 2), device="cpu",
-        method=RunMethod.RADIOMICS, details=_details(cfg, fitted, features, missing, getattr(table, "settings", None)))
+        method=RunMethod.RADIOMICS, details={**_details(cfg, fitted, features, missing, getattr(table, "settings", None)),
+                                             **verdict_details(scored, compared)})
 
 
 def _frames_by_split(features: pd.DataFrame, failed: dict[str, str], data: PreparedData, idx: dict[str, np.ndarray],

@@ -16,13 +16,15 @@ import pandas as pd
 
 from ..evaluate import learning_curve as lc
 from ..evaluate.equivalence import DEFAULT_MARGIN
+from ..evaluate.per_run import SplitEstimate, split_disagreement
 from ..kinds import RunRole, RunStatus, TaskKind
+from ..radiomics.pixels import PIXEL_BASELINE
 from .claims import check_claims, measured_crossovers, recipe_spreads
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
 from .selection import Choice, choose, noise_line, selection_at, within_names
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
-                     panel_rows, panels, ranked_recipes)
+                     panel_rows, panels, ranked_recipes, runs_behind)
 
 SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where the validation split is too small "
              "to select on, fewer than 50 images or 10 of a class, on the mean fold AUROC of a patient-grouped "
@@ -168,46 +170,77 @@ def _best_rows(panel: pd.DataFrame, intervals: Intervals) -> list[dict]:
             continue
         choice = choose(ranked, intervals)
         r = ranked.loc[choice.pick] if choice is not None else ranked.iloc[0]
-        baseline = _versus_baseline(ranked, r.name, intervals)
-        out.append({**usefulness(r, baseline),"n_train": nk, "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
+        fields = {**selection_at(intervals.runs, ranked), **_selection_fields(choice, ranked)}
+        suspect = _suspect(r, intervals, fields.get("selection"))
+        out.append({**usefulness(r, _versus_baselines(ranked, r.name, intervals), suspect), "n_train": nk,
+                    "N": _count(r["N"]), "n_patients": _count(r.get("n_patients")),
                     "recipe": display_recipe(r), "n_seeds": int(r["n_seeds"]),
                     "val_auroc": _num(r["val_auroc_mean"]), "test_auroc": _num(r["test_auroc_mean"]),
                     "ci_low": _num(r["test_auroc_ci_low"]), "ci_high": _num(r["test_auroc_ci_high"]),
-                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"),
-                    **selection_at(intervals.runs, ranked), **_selection_fields(choice, ranked)})
+                    "ci_method": r.get("ci_method"), "seed_variance": r.get("seed_variance"), **fields})
     return out
 
 
 CHANCE = 0.5
+Z95 = 1.959964
 
 
-def _versus_baseline(ranked: pd.DataFrame, pick, intervals: Intervals) -> dict | None:
-    """The named recipe minus the radiomics baseline at the same N, paired on the test split (None: no baseline
-    here, or the pick is the baseline)."""
+def _versus_baselines(ranked: pd.DataFrame, pick, intervals: Intervals) -> list[dict]:
+    """The named recipe minus each simple baseline on the same test split: radiomics + LR at the same N (where the
+    study ran it and the pick is not it), and the pixel baseline fitted beside each of the pick's runs (where
+    they recorded it); paired on the test patients and the seeds."""
+    out = []
     base = [i for i in ranked.index if ranked.loc[i, "method"] == RADIOMICS and ranked.loc[i, "n_seeds"] > 0]
-    if not base or pick == base[0]:
-        return None
-    d = intervals.difference(pick, base[0])
-    return {"baseline": RADIOMICS_LABEL, "baseline_auroc": _num(ranked.loc[base[0], "test_auroc_mean"]),
-            **_difference(d)}
+    if base and pick != base[0]:
+        out.append({"baseline": RADIOMICS_LABEL, "baseline_auroc": _num(ranked.loc[base[0], "test_auroc_mean"]),
+                    **_difference(intervals.difference(pick, base[0]))})
+    pixels = intervals.versus_pixels(pick)
+    if pixels is not None:
+        out.append({"baseline": PIXEL_BASELINE, "baseline_auroc": _num(pixels[1]), **_difference(pixels[0])})
+    return out
 
 
-def usefulness(row: pd.Series, baseline: dict | None) -> dict:
-    """Whether the named recipe is worth using at all: above chance (its test CI above 0.5) and above the simple
+def _suspect(row: pd.Series, intervals: Intervals, selection: str | None) -> list[str]:
+    """What a reader should suspect of the named recipe's numbers: a test split with under 30 patients of a class
+    (as its runs recorded it), and its validation (or cross-validated) AUROC and its test AUROC disagreeing beyond
+    their uncertainty (``evaluate.per_run.split_disagreement``)."""
+    runs = runs_behind(intervals.runs, row)
+    small = [s for s in (runs["small_test"] if "small_test" in runs else []) if isinstance(s, str)]
+    test_low, test_high = row["test_auroc_ci_low"], row["test_auroc_ci_high"]
+    if pd.isna(row["val_auroc_mean"]) or pd.isna(row["test_auroc_mean"]) or pd.isna(test_low) or pd.isna(test_high):
+        return small[:1]
+    se, _ = intervals.val_se(row.name)
+    val = float(row["val_auroc_mean"])
+    what = "cross-validated AUROC" if selection == "cv" else "validation AUROC"
+    got = split_disagreement(SplitEstimate(val, max(val - Z95 * se, 0.0), min(val + Z95 * se, 1.0), se, what),
+                             SplitEstimate(float(row["test_auroc_mean"]), float(test_low), float(test_high),
+                                           float(test_high - test_low) / (2 * Z95), "test AUROC"))
+    return small[:1] + ([got] if got else [])
+
+
+def usefulness(row: pd.Series, baselines: list[dict], suspect: list[str] | None = None) -> dict:
+    """Whether the named recipe is worth using at all: above chance (its test CI above 0.5) and above each simple
     baseline on the same split (the paired difference's CI above 0). ``usable`` is False when either is not
-    shown, and ``why_not`` says which, in words a reader acts on."""
+    shown, and ``why_not`` says which, in words a reader acts on, then what to suspect (``suspect``).
+    ``versus_baseline`` / ``beats_baseline`` are the radiomics comparison and "every baseline beaten", as before
+    the pixel baseline; ``versus_baselines`` / ``beats_each_baseline`` hold every baseline."""
     low = row["test_auroc_ci_low"]
     chance = None if pd.isna(low) else bool(low > CHANCE)
-    beats = None if baseline is None or baseline.get("low") is None else bool(baseline["low"] > 0)
+    each = {b["baseline"]: None if b.get("low") is None else bool(b["low"] > 0) for b in baselines}
+    decided = [v for v in each.values() if v is not None]
+    beats = None if not decided else all(decided)
     why = []
     if chance is False:
         why.append("no better than chance (its test 95% CI contains 0.5)")
     elif chance is None:
         why.append("no test interval, so not shown better than chance")
-    if beats is False:
-        why.append(f"not shown better than {baseline['baseline']} on the same split")
-    return {"beats_chance": chance, "versus_baseline": baseline, "beats_baseline": beats,
-            "usable": not why, "why_not": "; ".join(why) or None}
+    why += [f"not shown better than {name} on the same split" for name, ok in each.items() if ok is False]
+    suspect = list(suspect or [])
+    radiomics = [b for b in baselines if b["baseline"] == RADIOMICS_LABEL]
+    return {"beats_chance": chance, "versus_baseline": radiomics[0] if radiomics else None,
+            "versus_baselines": baselines, "beats_baseline": beats, "beats_each_baseline": each,
+            "usable": not why, "reasons": why, "suspect": suspect,
+            "why_not": "; ".join(why + [f"suspect: {s}" for s in suspect]) if why else None}
 
 
 def _n_text(r: dict) -> str:
@@ -233,22 +266,35 @@ def _auroc_ci(r: dict) -> str:
     return f"test AUROC {r['test_auroc']:.3f}{ci}"
 
 
+def _versus_text(b: dict) -> str:
+    """'+0.031 over pixels + LR (its test AUROC 0.712; 95% CI -0.010 to +0.070, not shown better)'."""
+    if b.get("estimate") is None:
+        return f"no paired difference to {b['baseline']}"
+    ci = "" if b.get("low") is None else f"; 95% CI {b['low']:+.3f} to {b['high']:+.3f}"
+    said = "" if b.get("low") is None else ", better" if b["low"] > 0 else ", not shown better"
+    base = "" if b.get("baseline_auroc") is None else f"its test AUROC {b['baseline_auroc']:.3f}"
+    return f"{b['estimate']:+.3f} over {b['baseline']} ({base}{ci}{said})"
+
+
 def _verdict_line(r: dict) -> str:
-    """One N of the verdict: what to use there and the evidence, or why nothing is recommended."""
+    """One N of the verdict: what to use there and the evidence against each baseline, or why nothing is
+    recommended and what to suspect."""
     how = "cross-validation" if r.get("selection") == "cv" else "validation"
-    base = r.get("versus_baseline")
-    if not r.get("usable") and r.get("beats_chance") and base and r.get("beats_baseline") is False:
-        return (f"{_at(r)}: no CNN recipe to recommend over {base['baseline']} (test AUROC "
-                f"{base['baseline_auroc']:.3f}): the best recipe by {how}, {r['recipe']}, has {_auroc_ci(r)}, "
-                f"{base['estimate']:+.3f} over it (95% CI {base['low']:+.3f} to {base['high']:+.3f}), not shown better.")
-    if not r.get("usable"):
+    bases = r.get("versus_baselines") or []
+    evidence = "; ".join(_versus_text(b) for b in bases)
+    suspect = "".join(f" Suspect: {s}." for s in r.get("suspect") or [])
+    lost = [b["baseline"] for b in bases if b.get("low") is not None and b["low"] <= 0]
+    if not r.get("usable") and r.get("beats_chance") and lost:
+        return (f"{_at(r)}: no CNN recipe to recommend over {' and '.join(lost)}: the best recipe by {how}, "
+                f"{r['recipe']}, has {_auroc_ci(r)}, {evidence}.{suspect}")
+    if not r.get("usable"):   # the baselines' reasons are said by their evidence
+        reasons = [w for w in r.get("reasons") or [] if not w.startswith("not shown better than ")]
         return (f"{_at(r)}: nothing to recommend. The best recipe by {how}, {r['recipe']}, has {_auroc_ci(r)}: "
-                f"{r['why_not']}.")
-    vs = "" if not base else (f", {base['estimate']:+.3f} over {base['baseline']} (95% CI {base['low']:+.3f} to "
-                              f"{base['high']:+.3f})")
+                + "; ".join(reasons + ([evidence] if evidence else [])) + f".{suspect}")
     noise = r.get("within_noise") or []
     tie = "" if len(noise) <= 1 else f"; {r['within_noise_line']} in {how}, so any of them will do about as well"
-    return f"{_at(r)}: use {r['recipe']}, {_auroc_ci(r)}{vs}{tie}."
+    caution = "".join(f" Caution: {s}." for s in r.get("suspect") or [])
+    return f"{_at(r)}: use {r['recipe']}, {_auroc_ci(r)}" + (f", {evidence}" if evidence else "") + f"{tie}.{caution}"
 
 
 def build_verdict(panels_out: list[dict]) -> dict:
@@ -261,8 +307,8 @@ def build_verdict(panels_out: list[dict]) -> dict:
     elif not usable:
         chance = all(r.get("beats_chance") is not True for _, r in rows)
         headline = ("Nothing here is shown better than chance: no recipe is recommended at any N studied." if chance
-                    else "No recipe is shown better than the simple baseline on the same test split at any N "
-                         "studied: no CNN recipe is recommended.")
+                    else "No recipe is shown better than chance and the simple baselines on the same test split at "
+                         "any N studied: no CNN recipe is recommended.")
         level = "warn"
     elif len(usable) == len(rows):
         headline, level = "A recipe is recommended at every N studied (lines below).", "ok"
@@ -270,7 +316,7 @@ def build_verdict(panels_out: list[dict]) -> dict:
         yes = ", ".join(_n_text(r) for _, r in rows if r.get("usable"))
         no = ", ".join(_n_text(r) for _, r in rows if not r.get("usable"))
         headline = (f"A CNN recipe is recommended at N = {yes}; at N = {no} none is shown better than chance and "
-                    "the simple baseline on the same split (each line says which).")
+                    "the simple baselines on the same split (each line says which).")
         level = "mixed"
     tied = [r for _, r in rows if r.get("within_noise") and len(r["within_noise"]) > 1]
     if rows and len(tied) == len(rows):

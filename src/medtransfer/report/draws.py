@@ -43,6 +43,21 @@ def run_draws(study_dir: Path | None, runs: pd.DataFrame) -> dict[str, RunDraws]
     return out
 
 
+def baseline_draws(study_dir: Path | None, runs: pd.DataFrame, key: str) -> dict[str, RunDraws]:
+    """run_id -> the test draws of the baseline ``key`` fitted beside that run (runs.baselines): the run's own
+    patient resamples scored by the baseline, so the run and its baseline pair as two recipes do. Runs from
+    before baselines were fitted are left out."""
+    out: dict[str, RunDraws] = {}
+    if study_dir is None:
+        return out
+    done = runs[(runs["status"] == RunStatus.DONE) & runs["run_dir"].notna()]
+    for run_id, run_dir in zip(done["run_id"], done["run_dir"]):
+        saved = RunFolder(Path(study_dir) / str(run_dir)).read_baseline_bootstrap(key)
+        if saved is not None and len(saved[0]):
+            out[run_id] = RunDraws(np.asarray(saved[0], dtype=np.float64), saved[1])
+    return out
+
+
 def val_draws(study_dir: Path | None, runs: pd.DataFrame) -> dict[str, RunDraws]:
     """run_id -> its VALIDATION draws, rebuilt from ``predictions_val.csv`` where the run kept it.
 

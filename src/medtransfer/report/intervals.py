@@ -78,9 +78,10 @@ class Intervals:
     """Combined intervals (and their draws) per summary row; paired differences between two rows."""
 
     def __init__(self, summary: pd.DataFrame, runs: pd.DataFrame, draws: dict[str, np.ndarray],
-                 val_draws: dict | None = None):
+                 val_draws: dict | None = None, pixel_draws: dict | None = None):
         self.summary, self.runs, self.draws = summary, runs, draws
         self.val_draws = val_draws or {}     # run_id -> RunDraws of its validation predictions
+        self.pixel_draws = pixel_draws or {}   # run_id -> RunDraws of the pixel baseline fitted beside it
         self.row_draws: dict = {}            # summary index -> (B,) combined draws
         self._seeds: dict = {}
         self._val_cache: dict = {}
@@ -180,6 +181,23 @@ class Intervals:
         runs_a, runs_b = self._runs_of(index_a), self._runs_of(index_b)
         d = diff_ci(runs_a["test_auroc"], runs_b["test_auroc"])
         return Difference(d.mean, d.low, d.high, T_OVER_SEEDS, min(len(runs_a), len(runs_b)))
+
+    def versus_pixels(self, index) -> tuple[Difference, float] | None:
+        """(row minus the pixel baseline fitted beside each of its runs, that baseline's mean test AUROC), paired
+        on the test patients and the seeds (each seed's baseline saw that seed's training images); None unless
+        every seed's run recorded the baseline on the same test resamples as the run itself."""
+        runs = self._runs_of(index)
+        points = runs["pixels_test_auroc"].to_numpy(float) if "pixels_test_auroc" in runs else np.array([])
+        got = [self.pixel_draws.get(r) for r in runs["run_id"]]
+        model = self._matrix(runs) if len(runs) else None
+        if model is None or not len(points) or not np.isfinite(points).all() or any(d is None for d in got):
+            return None
+        if {d.test_set for d in got} != {self._test_set(runs)} or {len(d.values) for d in got} != {model.shape[1]}:
+            return None
+        pa = runs["test_auroc"].to_numpy(float)
+        values = paired_difference_draws(model, pa, np.stack([d.values for d in got]), points, paired_seeds=True,
+                                         seed=0, level=LEVEL)
+        return _from_draws(values, float(np.mean(pa - points)), BOOTSTRAP, len(runs)), float(points.mean())
 
     def _val_runs(self, index) -> pd.DataFrame:
         """The done runs behind a row with a validation AUROC, one per seed, in seed order."""

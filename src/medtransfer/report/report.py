@@ -11,13 +11,14 @@ import pandas as pd
 
 from ..errors import DataError, MedtransferError
 from ..kinds import Site
+from ..radiomics.pixels import PIXEL_KEY
 from ..run_folder import write_bytes_atomic, write_json_atomic
 from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
 from .answer import build_answer
 from .answer_page import claims_html, key_results_html, verdict_html
-from .draws import run_draws, val_draws
+from .draws import baseline_draws, run_draws, val_draws
 from .intervals import Intervals
 from .plots import learning_curve_figure, recipes_figure
 from .redact import redact
@@ -47,7 +48,8 @@ def study_summary(study_dir: str | os.PathLike) -> pd.DataFrame:
 def summarise(records: StudyRecords) -> tuple[pd.DataFrame, Intervals]:
     """The summary table with each row's combined interval, and the intervals object behind it."""
     intervals = Intervals(study_table(records.runs), records.runs, run_draws(records.study_dir, records.runs),
-                          val_draws(records.study_dir, records.runs))
+                          val_draws(records.study_dir, records.runs),
+                          baseline_draws(records.study_dir, records.runs, PIXEL_KEY))
     return mark_init_picks(intervals.attach(), intervals), intervals
 
 

@@ -20,9 +20,10 @@ import pandas as pd
 from ..config import PER_IMAGE
 from ..errors import DataError
 from ..evaluate.equivalence import DEFAULT_MARGIN
-from ..evaluate.per_run import SMALL_TEST_CLASS
+from ..evaluate.per_run import SMALL_TEST_CLASS, BaselineComparison
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus, TaskKind
+from ..radiomics.pixels import PIXEL_BASELINE
 from ..run_folder import RunMetrics
 from ..study.schema import ADDED_RUN_COLUMNS, PER_CLASS_COLUMNS, SPEC_FILE, STORE_FILE
 from ..study.schema import RUN_COLUMNS as SCHEMA_RUN_COLUMNS
@@ -179,6 +180,9 @@ def read_runs(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["selection"] = [c.get("kind", "holdout") for c in chosen]
     runs["cv_fold_auroc"] = [c.get("fold_auroc") for c in chosen]
     runs["cv_auroc_mean"] = [c.get("cv_auroc_mean") for c in chosen]
+    runs["small_test"] = [_small_test(m) for m in metrics]
+    runs["pixels_test_auroc"] = pd.to_numeric(pd.Series([_pixel_auroc(m) for m in metrics], dtype=object),
+                                              errors="coerce")
     runs["cv_pool_images"] = pd.to_numeric(pd.Series([c.get("pool_images") for c in chosen], dtype=object),
                                            errors="coerce")
     for key in OPERATING_KEYS:
@@ -292,6 +296,22 @@ def small_test_notes(runs: pd.DataFrame) -> list[str]:
                          "rough estimate; `medtransfer train` on the chosen recipe estimates it by patient-grouped "
                          "outer cross-validation (train.test_estimate)")
     return notes
+
+
+def _small_test(metrics: RunMetrics | None) -> str | None:
+    """The run's warning that its test split holds under 30 patients of a class (runs.scoring), or None."""
+    verdict = metrics.details.get("verdict") if metrics is not None else None
+    said = verdict.get("small_test_split") if isinstance(verdict, dict) else None
+    return said if isinstance(said, str) else None
+
+
+def _pixel_auroc(metrics: RunMetrics | None) -> float | None:
+    """The test AUROC of the pixel baseline fitted beside the run (runs.baselines); None for a run without one."""
+    for payload in (metrics.details.get("baselines") or []) if metrics is not None else []:
+        got = BaselineComparison.from_json(payload)
+        if got is not None and got.baseline == PIXEL_BASELINE:
+            return got.auroc
+    return None
 
 
 def _test_operating_point(metrics: RunMetrics | None) -> dict:

@@ -30,6 +30,7 @@ from ..train import fit, resolve_device
 from ..train.device import seed_everything
 from ..train.features import FeatureTable
 from ..xrv_weights import leak_note, target_images, xrv_weights
+from .baselines import compare_baselines, verdict_details
 from .checkpoint_leaks import checkpoint_leak_notes
 from .cv import CvOutcome, SelectionPlan, cross_validate, fit_on_pool, plan_selection
 from .data_split import prepare_run_data
@@ -149,13 +150,14 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
         val = SplitScores(val_idx, split_scores(model, data, val_idx, run.features, kind, batch, device),
                           folder.val_predictions_path)
     else:   # the folds' out-of-fold scores stand for validation: the final model saw every pool image
-        val = SplitScores(run.cv.oof_rows, run.cv.oof_scores, folder.val_predictions_path)
+        val = SplitScores(run.cv.oof_rows, run.cv.oof_scores, folder.val_predictions_path, run.cv.fold_auroc)
         train_idx = val_idx = run.cv.plan.pool
     test = SplitScores(test_idx, split_scores(model, data, test_idx, run.features, kind, batch, device),
                        folder.predictions_path)
     scored = score_run(folder, data, kind, val, test, log)
     for note in scored.thresholds.notes():
         log(f"threshold {note}")
+    compared = compare_baselines(cfg, folder, data, train_idx, test_idx, scored.test_interval, log)
     save_weights(model, folder.weights_path)
     _write_lr_trace(folder.lr_trace_path, result.lr_trace)
     return RunMetrics(
@@ -167,7 +169,8 @@ def finish_cnn_run(cfg: RunConfig, folder: RunFolder, run: PreparedRun, result, 
         torch_threads=torch.get_num_threads(), history=[r.to_dict() for r in result.history],
         details={**run.overlap, "budget": budget_record(result.budget),
                  "selected_by": run.selection.record() if run.cv is None else run.cv.record(),
-                 **({"probe": run.probe.record()} if run.probe is not None else {})})
+                 **({"probe": run.probe.record()} if run.probe is not None else {}),
+                 **verdict_details(scored, compared)})
 
 
 def budget_record(budget) -> dict:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..config import RunConfig, dump_config
 from ..errors import MedtransferError
+from ..evaluate.per_run import RunVerdict
 from ..kinds import auroc_name
 from ..run_folder import RunFolder, RunMetrics
 
@@ -69,8 +70,20 @@ def recorded_run(cfg: RunConfig, out: Path, overwrite: bool, echo: bool, body: R
         log.close()
 
 
+def verdict_lines(metrics: RunMetrics) -> list[str]:
+    """The run's verdict in plain words (``evaluate.per_run.RunVerdict``): better than chance or not, better than
+    each baseline on the same split or not, what to suspect; [] for a run from before verdicts."""
+    block = metrics.block("test")
+    verdict = RunVerdict.from_details(metrics.auroc("test"), block.auroc_ci if block is not None else None,
+                                      metrics.details)
+    return verdict.lines() if verdict is not None else []
+
+
 def write_finished(folder: RunFolder, log: Log, metrics: RunMetrics) -> RunMetrics:
-    """The end of a run: its test AUROC in the log, then metrics.json (whose presence means "finished")."""
+    """The end of a run: its verdict first, then its test AUROC in the log, then metrics.json (whose presence
+    means "finished")."""
+    for line in verdict_lines(metrics):
+        log(line)
     test_auc = metrics.auroc("test")
     name = auroc_name(metrics.task_kind)
     log(f"test {name} {test_auc:.4f}" if test_auc is not None else f"test {name} undefined")

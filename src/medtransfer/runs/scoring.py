@@ -3,7 +3,8 @@
 ``score_run`` takes a fitted model's validation and test scores and writes the predictions files,
 scores each split (``evaluate.score_metrics``), adds the test AUROC interval (and its draws in the
 run folder), chooses the operating thresholds on validation (threshold.json) and adds their
-operating points. CNN runs (``runs.cnn``) and radiomics runs (``radiomics.baseline_run``) both end
+operating points. It also gathers what a reader must suspect (a small test split, validation and test
+disagreeing), which the run's verdict (``run_verdict``) repeats. CNN runs (``runs.cnn``) and radiomics runs (``radiomics.baseline_run``) both end
 here; metrics.json itself is written last by the folder protocol (``folder_protocol.write_finished``).
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pandas as pd
 
 from ..data import PreparedData
 from ..evaluate import score_metrics
-from ..evaluate.per_run import SMALL_TEST_CLASS, class_names, fewest_patients, patients_per_class, run_interval
+from ..evaluate.per_run import (SMALL_TEST_CLASS, BaselineComparison, RunInterval, RunVerdict, SplitEstimate,
+                                class_names, fewest_patients, patients_per_class, run_interval, split_disagreement)
 from ..evaluate.threshold import OPERATING_KEYS, RunThresholds, choose_thresholds
 from ..kinds import TaskKind, auroc_name
 from ..run_folder import MetricBlock, RunFolder, write_text_atomic
@@ -29,14 +31,19 @@ class SplitScores:
     rows: np.ndarray
     scores: np.ndarray
     predictions: Path | None = None   # where its predictions CSV goes (None: not written)
+    folds: list | None = None         # out-of-fold scores of a cross-validated run: each fold's AUROC
 
 
 @dataclass(frozen=True)
 class Scored:
-    """What ``score_run`` measured: metrics.json's ``val`` / ``test`` blocks and the thresholds it wrote."""
+    """What ``score_run`` measured: metrics.json's ``val`` / ``test`` blocks and the thresholds it wrote, the test
+    interval (its draws pair a baseline with the model) and what a reader must suspect."""
     val: MetricBlock
     test: MetricBlock
     thresholds: RunThresholds
+    test_interval: RunInterval | None = None
+    suspect: tuple[str, ...] = ()
+    small_test: str | None = None     # the one of ``suspect`` that is about the test split's size
 
 
 def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitScores, test: SplitScores,
@@ -50,7 +57,7 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
         if part.predictions is not None:
             write_predictions(part.predictions, [data.image_ids[i] for i in part.rows], labels, part.scores,
                               data.label_names, kind, data.patient_ids[part.rows] if data.has_patient_ids else None)
-    _add_test_interval(scored, folder, kind, raw["test"], data, test.rows, log)
+    interval = _add_test_interval(scored, folder, kind, raw["test"], data, test.rows, log)
     clusters = data.patient_ids[test.rows] if data.has_patient_ids else np.asarray(data.image_ids)[test.rows]
     scored["test"].patients_per_class = patients_per_class(raw["test"][0], kind, clusters,
                                                            class_names(data.label_names, kind))
@@ -60,7 +67,41 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
     thresholds = choose_thresholds(kind, data.label_names, y_val, s_val, y_test=y_test, s_test=s_test)
     folder.write_thresholds(thresholds)
     _add_operating_points(scored, thresholds)
-    return Scored(scored["val"], scored["test"], thresholds)
+    suspect = small_test_warnings(y_test, kind, split_clusters(data, test.rows))
+    disagree = split_disagreement(_val_estimate(data, kind, val),
+                                  None if interval is None else SplitEstimate.of(interval, "test AUROC"))
+    if disagree:
+        log(f"WARNING: {disagree}")
+    return Scored(scored["val"], scored["test"], thresholds, interval, tuple(suspect + ([disagree] if disagree else [])),
+                  suspect[0] if suspect else None)
+
+
+def split_clusters(data: PreparedData, rows: np.ndarray) -> np.ndarray:
+    """What a split's bootstrap resamples: its patients, or its images where the data has no patient ids."""
+    return data.patient_ids[rows] if data.has_patient_ids else np.asarray(data.image_ids)[rows]
+
+
+def split_interval(data: PreparedData, kind: TaskKind, part: SplitScores) -> RunInterval | None:
+    """A split's AUROC with its patient-bootstrap interval (the validation split's, to compare with test)."""
+    return run_interval(data.labels[part.rows], part.scores, kind, split_clusters(data, part.rows),
+                        by_patient=bool(data.has_patient_ids), image_ids=np.asarray(data.image_ids)[part.rows])
+
+
+def _val_estimate(data: PreparedData, kind: TaskKind, val: SplitScores) -> SplitEstimate | None:
+    """The validation AUROC the run chose on, with its uncertainty: the mean fold AUROC of a cross-validated run,
+    else the validation split's patient bootstrap."""
+    if val.folds:
+        return SplitEstimate.of_folds(val.folds)
+    interval = split_interval(data, kind, val)
+    return None if interval is None else SplitEstimate.of(interval, "validation AUROC")
+
+
+def run_verdict(scored: Scored, baselines: list[BaselineComparison], missing: list[str]) -> RunVerdict:
+    """The run's verdict: better than chance, than each baseline compared, and what to suspect."""
+    interval = scored.test_interval
+    return RunVerdict(None if interval is None else interval.auroc, None if interval is None else interval.low,
+                      None if interval is None else interval.high, tuple(baselines), scored.suspect, tuple(missing),
+                      scored.small_test)
 
 
 def _label_columns(prefix: str, names: list[str]) -> list[str]:
@@ -87,22 +128,23 @@ def write_predictions(path: Path, image_ids: list[str], labels: np.ndarray, scor
 
 
 def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: TaskKind, test: tuple[np.ndarray, np.ndarray],
-                       data: PreparedData, test_idx: np.ndarray, log: Log) -> None:
+                       data: PreparedData, test_idx: np.ndarray, log: Log) -> RunInterval | None:
     """The run's test AUROC interval (patient bootstrap; images where the data has no patient ids) in
     metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
     labels, scores = test
     image_ids = np.asarray(data.image_ids)[test_idx]
-    clusters = data.patient_ids[test_idx] if data.has_patient_ids else image_ids
+    clusters = split_clusters(data, test_idx)
     interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids), image_ids=image_ids)
     if interval is None:
         log("test AUROC undefined: no bootstrap interval")
-        return
+        return None
     scored["test"].auroc_ci = interval.to_json()
     folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test {auroc_name(kind)} 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
     for warning in reader_warnings(interval.low, labels, kind, clusters):
         log(f"WARNING: {warning}")
+    return interval
 
 
 def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
@@ -113,6 +155,12 @@ def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np
     if low <= 0.5:
         out.append(f"the test 95% interval reaches down to {low:.3f}: this model is not shown better than chance "
                    "(too few test images, or nothing was learned)")
+    return out + small_test_warnings(labels, kind, clusters)
+
+
+def small_test_warnings(labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
+    """The warning for a test split with fewer than SMALL_TEST_CLASS patients of a class ([] otherwise)."""
+    out = []
     y = np.asarray(labels)
     width = (int(y.max()) + 1 if len(y) else 0) if kind == TaskKind.MULTICLASS else \
         2 if kind == TaskKind.BINARY else y.reshape(len(y), -1).shape[1]
