@@ -117,11 +117,14 @@ def test_the_kept_model_and_the_split_results_do_not_depend_on_the_estimate(trai
 def test_the_cli_says_which_estimate_to_read(small_root, trained, tmp_path, capsys):
     _, printed = run_train(small_root, tmp_path / "run", capsys, "train.n_train=30", "train.outer_folds=2")
     lines = printed.strip().splitlines()
-    assert lines[0].endswith("on its own test split")
+    # the estimate a reader should use comes first, with its own verdict; the small split's lines after, marked
+    assert lines[0].startswith("verdict (outer cross-validation): ") and "chance" in lines[0]
     assert lines[1].startswith("test estimated by 2-fold patient-grouped outer cross-validation (the split held 6 "
                                "patients of")
     assert lines[2].startswith("outer cross-validation: test AUROC ") and "over all 120 labelled images" in lines[2]
     assert "kept model" in lines[3]
+    assert all(line.endswith("[on its own test split]") for line in lines[4:-1] if line.startswith("verdict"))
+    assert lines[-1].endswith("on its own test split")
     block = json.loads((tmp_path / "run" / "metrics.json").read_text())["test_estimate"]
     assert [f["train_images"] for f in block["per_fold"]] == [30, 30]        # each fold trains at the run's N
 

@@ -210,12 +210,12 @@ def _train(args) -> int:
     from .runs.folder_protocol import verdict_lines
     from .runs.outer_cv import outer_cv_summary
 
-    for line in verdict_lines(metrics):   # first: better than chance? than the pixel baseline? what to suspect
-        print(line)
     estimate = outer_cv_summary(metrics.details)   # the outer cross-validation's lines (none: the split is the estimate)
-    print(_test_line(args.out, metrics, " on its own test split" if estimate else ""))
-    for line in estimate:
+    for line in estimate:   # a split too small to be an estimate: the outer cross-validation's answer comes first
         print(line)
+    for line in verdict_lines(metrics):   # better than chance? than the pixel baseline? what to suspect
+        print(f"{line} [on its own test split]" if estimate else line)
+    print(_test_line(args.out, metrics, " on its own test split" if estimate else ""))
     return 0
 
 
@@ -302,6 +302,8 @@ def _predict(args) -> int:
     truth = read_truth(args.truth) if args.truth is not None else None
     result = api.predict(args.run, args.images, threshold=args.threshold, sensitivity=args.sensitivity, cam=args.cam,
                          truth=truth, device=args.device)
+    if result.run_warning:
+        print(f"predict: warning: {result.run_warning}", file=sys.stderr)
     for note in result.notes:
         print(f"note: threshold {note}", file=sys.stderr)
     for small in result.warnings:

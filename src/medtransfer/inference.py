@@ -104,6 +104,25 @@ class Prediction:
     warnings: list[SmallImage] = field(default_factory=list)
     n_images: int = 0                   # images asked for: scored + failures
     cam_warning: str | None = None      # most maps put most of their mass outside the image centre (a shortcut?)
+    run_warning: str | None = None      # the run's own verdict: its model is not shown better than chance / a baseline
+
+
+def run_verdict_warning(run_dir: Path) -> str | None:
+    """One line when the run's own verdict (metrics.json ``verdict``) says its model is no recommendation: its
+    test interval reaches 0.5, or it is not shown better than a simple baseline on the same split. Scores from
+    such a model are shown, since a user may want to look at them, but never without this line."""
+    import json
+
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    verdict = metrics.get("verdict") if isinstance(metrics, dict) else None
+    if not isinstance(verdict, dict) or verdict.get("usable") is not False:
+        return None
+    first = next((line for line in verdict.get("lines") or [] if "NOT" in line or "no better" in line), None)
+    why = first.removeprefix("verdict: ") if isinstance(first, str) else "its own verdict says it is not usable"
+    return f"this run's model is no recommendation ({why}); its scores are shown for inspection only"
 
 
 def _study_of(run_dir: Path) -> Path | None:
@@ -251,7 +270,7 @@ def predict_files(run_dir: Path, paths: list[Path], device: str = "auto", criter
         flagged = {w.path: w.reason for w in warnings}
         frame["warning"] = [flagged.get(p, "") for p in paths]
     result = Prediction(frame, thresholds, notes=thresholds.notes(), failures=failures, warnings=warnings,
-                        n_images=len(paths) + len(failures))
+                        n_images=len(paths) + len(failures), run_warning=run_verdict_warning(Path(run_dir)))
     if cam_dir is not None:   # readable images only: the unreadable ones have no pixels to explain
         batch = ScoredImages(paths, images, scores, truth_of(paths, truth))
         result.cam_layer, result.cam_files, outside = write_cams(model, batch, kind, label_names, thresholds,

@@ -205,7 +205,7 @@ def render_advice(advice: Advice) -> str:
     sections = [_recommendation(advice.recommendation, advice.search), _gains(advice.gains),
                 _curve({"learning_curve": advice.learning_curve}),
                 _ranking(advice.candidates, advice.scores, advice.ranking_method), _search(advice.search, advice.plan)]
-    body = "\n".join(head + notes + sections)
+    body = "\n".join(head + sections[:1] + notes + sections[1:])   # the verdict first; how the budget shaped it after
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>medtransfer advice</title>'
             f"<style>{CSS}pre{{background:#f4f4f4;padding:.6em;overflow-x:auto;white-space:pre-wrap}}</style>"
             f"</head><body>\n{body}\n{FOOTER}\n</body></html>\n")

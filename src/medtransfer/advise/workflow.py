@@ -303,7 +303,7 @@ def _small_test_note(metrics: RunMetrics, cfg: RunConfig) -> list[str]:
         return []
     name, n = fewest
     return [f"the test split holds {n} patients of '{name}' (fewer than {SMALL_TEST_CLASS}): its test AUROC is a rough "
-            f"estimate; for one by patient-grouped outer cross-validation, run the train command with "
+            f"estimate; for one by outer cross-validation (folds grouped by patients), run the train command with "
             f"--set train.test_estimate=outer_cv (about {cfg.train.outer_folds} more runs)"]
 
 

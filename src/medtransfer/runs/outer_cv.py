@@ -153,9 +153,17 @@ class TestEstimate:
             f" (95% CI {ci['low']:.4f} to {ci['high']:.4f}, {ci.get('n_boot')} resamples of the {ci.get('resampled')})"
             if "low" in ci else " (no interval)")
         folds = ", ".join("undefined" if not math.isfinite(v) else f"{v:.3f}" for v in self.fold_auroc)
-        return [self.statement,
+        low = ci.get("low")
+        chance = ("verdict (outer cross-validation): " + (
+            "its test AUROC has no interval, so it is not shown better than chance" if low is None or self.auroc is None
+            else f"better than chance: {self.auroc:.3f}, 95% CI {low:.3f} to {ci['high']:.3f}, lies above 0.5"
+            if low > 0.5 else f"no better than chance: {self.auroc:.3f}, its 95% CI {low:.3f} to {ci['high']:.3f} "
+            "contains 0.5"))
+        return [chance, self.statement,
                 f"outer cross-validation: test {self.auroc_label} {pooled} over all {self.n_images} labelled images "
-                f"({self.n_patients} patients); per fold {folds}; mean {self.mean:.4f} (SE {self.se:.4f})",
+                f"({self.n_patients} patients); per fold {folds}; mean {self.mean:.4f} (SE {self.se:.4f}; the pooled "
+                f"AUROC ranks the scores of {len(self.folds)} differently calibrated models together, so it can sit below "
+                "the fold mean)",
                 "the kept model (model.safetensors) is the one trained on the run's own split, whose test "
                 f"{self.auroc_label} is the split's; the outer folds' models are not kept"]
 
@@ -180,8 +188,9 @@ def plan_test_estimate(cfg: RunConfig, data: PreparedData, idx: dict[str, np.nda
     if mode == "split":
         return OuterPlan(TestEstimateKind.SPLIT, "train.test_estimate=split", split_fewest=fewest)
     if mode == "auto" and fewest is not None and fewest[1] >= SMALL_TEST_CLASS:
-        return OuterPlan(TestEstimateKind.SPLIT, f"auto: {held} (its fewest; at least {SMALL_TEST_CLASS})",
-                         split_fewest=fewest)
+        reason = f"auto: {held} (its fewest; at least {SMALL_TEST_CLASS})"
+        log(f"test estimate: the run's own test split ({reason})")
+        return OuterPlan(TestEstimateKind.SPLIT, reason, split_fewest=fewest)
     why = f"auto: {held} (fewer than {SMALL_TEST_CLASS})" if mode == "auto" else f"train.test_estimate=outer_cv; {held}"
     rows = np.arange(len(data.labels))
     targets = one_vs_rest_targets(data.labels, kind, len(data.label_names))
