@@ -151,7 +151,9 @@ def test_auto_keeps_the_split_when_every_class_has_30_test_patients(tmp_path):
     data, idx = prepared(cfg, tmp_path)
     lines = []
     plan = plan_test_estimate(cfg, data, idx, model=None, log=lines.append)
-    assert plan.kind is TestEstimateKind.SPLIT and "40 patients" in plan.reason and not lines
+    assert plan.kind is TestEstimateKind.SPLIT and "40 patients" in plan.reason
+    assert lines == [f"test estimate: the run's own test split ({plan.reason})"]   # train.log says why, too
+    lines.clear()
     forced = config(test_estimate="outer_cv", outer_folds=4)
     plan = plan_test_estimate(forced, data, idx, torch.nn.Linear(1, 1), lines.append)
     assert plan.kind is TestEstimateKind.OUTER_CV and len(plan.folds) == 4 and plan.untrained is not None
@@ -193,7 +195,8 @@ def test_the_recorded_block_reads_back_typed():
     estimate = TestEstimate.from_json(block)
     assert estimate.kind is TestEstimateKind.OUTER_CV and math.isnan(estimate.fold_auroc[1])
     assert estimate.mean == pytest.approx(0.6) and math.isnan(estimate.se)
-    assert "0.6000 to 0.8000" in estimate.lines()[1] and "undefined" in estimate.lines()[1]
+    assert "0.6000 to 0.8000" in estimate.lines()[2] and "undefined" in estimate.lines()[2]
+    assert estimate.lines()[0].startswith("verdict (outer cross-validation): better than chance")
     assert TestEstimate.from_json({"kind": "split", "reason": "x"}).lines() == []
     assert TestEstimate.from_json(None) is None and TestEstimate.from_json({"kind": "other"}) is None
 

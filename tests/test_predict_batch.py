@@ -45,7 +45,8 @@ def test_the_one_pixel_image_is_warned_once_on_stderr(trained, batch, capsys, tm
     _, good, tiny = batch
     code, _, err = run_cli(["predict", "--run", trained / "run", good, tiny, "--out", tmp_path / "p.csv"], capsys)
     assert code == 0, err
-    warnings = [line for line in err.splitlines() if "warning" in line]
+    # the image warnings (the run's own verdict may add its line: a tiny synthetic run ties the pixel baseline)
+    warnings = [line for line in err.splitlines() if "warning" in line and "no recommendation" not in line]
     assert warnings == [f"predict: warning: {tiny}: {ONE_PIXEL_WARNING}"]
 
 
