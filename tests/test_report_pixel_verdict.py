@@ -52,7 +52,7 @@ def test_the_pick_is_compared_with_the_pixel_baseline_of_its_own_runs(tmp_path):
     assert "over pixels + LR (its test AUROC" in line
     if not row["usable"] and row["beats_chance"]:
         assert "no CNN recipe to recommend over pixels + LR" in line and "not shown better" in line
-        assert answer["verdict"]["headline"].startswith("No recipe is shown better than chance and the simple baselines")
+        assert answer["verdict"]["headline"].startswith("No recipe is shown better than both chance and the simple baselines")
     html = (out / "report.html").read_text()
     assert html.index("<h1>") < html.index("Verdict.") < html.index("pixels + LR") < html.index("What this study asked")
 

@@ -307,16 +307,16 @@ def build_verdict(panels_out: list[dict]) -> dict:
     elif not usable:
         chance = all(r.get("beats_chance") is not True for _, r in rows)
         headline = ("Nothing here is shown better than chance: no recipe is recommended at any N studied." if chance
-                    else "No recipe is shown better than chance and the simple baselines on the same test split at "
-                         "any N studied: no CNN recipe is recommended.")
+                    else "No recipe is shown better than both chance and the simple baselines on the same test split "
+                         "at any N studied: no CNN recipe is recommended.")
         level = "warn"
     elif len(usable) == len(rows):
         headline, level = "A recipe is recommended at every N studied (lines below).", "ok"
     else:
         yes = ", ".join(_n_text(r) for _, r in rows if r.get("usable"))
         no = ", ".join(_n_text(r) for _, r in rows if not r.get("usable"))
-        headline = (f"A CNN recipe is recommended at N = {yes}; at N = {no} none is shown better than chance and "
-                    "the simple baselines on the same split (each line says which).")
+        headline = (f"A CNN recipe is recommended at N = {yes}; at N = {no} none is shown better than both chance "
+                    "and the simple baselines on the same split (each line says which it fails).")
         level = "mixed"
     tied = [r for _, r in rows if r.get("within_noise") and len(r["within_noise"]) > 1]
     if rows and len(tied) == len(rows):
