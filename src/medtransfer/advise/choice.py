@@ -70,17 +70,13 @@ class PickChoice:
                 "within_noise": [t.arm.label for t in self.within_noise], "noise_line": self.noise_line}
 
 
-def _folds_of(data: SearchData) -> int:
-    return len(data.folds)
-
-
 def paired_interval(data: SearchData, a: Trial, b: Trial) -> PairedInterval:
     """AUROC(a) - AUROC(b) with its paired 95% interval (NaN bounds when there is no evidence to pair)."""
     diff = a.val_auroc - b.val_auroc
     if data.folds:
         if len(a.fold_auroc) != len(b.fold_auroc) or not a.fold_auroc:
             return PairedInterval(diff, math.nan, math.nan, "no fold scores to pair")
-        ci = cv_corrected_ci(np.subtract(a.fold_auroc, b.fold_auroc), _folds_of(data), LEVEL)
+        ci = cv_corrected_ci(np.subtract(a.fold_auroc, b.fold_auroc), len(data.folds), LEVEL)
         return PairedInterval(ci.mean, ci.low, ci.high, "fold-paired corrected t-interval (Nadeau & Bengio)")
     low, high = _bootstrap_difference(data, a.val_scores, b.val_scores)
     return PairedInterval(diff, low, high, "paired bootstrap over the validation patients")
@@ -103,7 +99,7 @@ def _bootstrap_difference(data: SearchData, scores_a, scores_b) -> tuple[float, 
 def standard_error(data: SearchData, trial: Trial) -> tuple[float, str]:
     """(SE of the trial's validation AUROC, how it was measured); NaN when it cannot be."""
     if data.folds:
-        ci = cv_corrected_ci(trial.fold_auroc, _folds_of(data), LEVEL)
+        ci = cv_corrected_ci(trial.fold_auroc, len(data.folds), LEVEL)
         return ci.sd, "corrected SE over the cross-validation folds"
     if trial.val_scores is None:
         return math.nan, "no validation scores"
