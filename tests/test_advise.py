@@ -37,6 +37,7 @@ CONFIG = ("data: {source: csv, path: labels.csv, image_column: path, patient_col
           f"model: {{arch: {TINY_ARCH}, init: scratch}}\n"
           "train: {epochs: 2, min_steps: 0, steps: 12, batch_size: 8, lr: 0.01, threads: 1}\n")
 SMALL_SPACE = SearchSpace(strategies=("frozen", "full"), lr_policies=("constant",))
+PROBE_SPACE = SearchSpace(strategies=("probe", "frozen", "full"), lr_policies=("constant",))
 FREE = CostModel(step_seconds=0.0)
 
 
@@ -181,7 +182,7 @@ def test_successive_halving_never_reads_test_labels(workspace):
     labels[idx["test"]] = np.nan           # any AUROC or loss on these would raise or turn NaN
     images[idx["test"]] = 255
     poisoned = _search(dataclasses.replace(data, labels=labels, images=images), idx, cfg, workspace / "source")
-    assert [len(r) for r in clean.rungs] == [10, 5, 3, 2]   # 6 source arms + 4 scratch arms, halved to 2
+    assert [len(r) for r in clean.rungs] == [11, 6, 3, 2]   # 6 source arms + a probe + 4 scratch arms, halved
     assert poisoned.pick == clean.pick
     assert [(t.arm, t.val_auroc, t.kept) for t in poisoned.trials] == [(t.arm, t.val_auroc, t.kept) for t in clean.trials]
     assert all(np.isfinite(t.val_auroc) for t in poisoned.trials)
@@ -200,7 +201,7 @@ def test_a_cross_validated_search_uses_the_final_runs_folds_and_never_reads_test
         base = search_data_of(d, idx["train"], idx["val"], d.splits["train"], (), 0, "binary")
         cv_data = cross_validated_data(base, d, selection)
         inits = [("src", Init.checkpoint(workspace / "source"), TINY_ARCH), ("scratch", SCRATCH, TINY_ARCH)]
-        plan = plan_search(inits, SMALL_SPACE, 12, (), FREE, 1e6, cfg.train)
+        plan = plan_search(inits, PROBE_SPACE, 12, (), FREE, 1e6, cfg.train)
         return selection, cv_data, run_halving(cv_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)
 
     selection, cv_data, clean = searched(data)
@@ -215,6 +216,29 @@ def test_a_cross_validated_search_uses_the_final_runs_folds_and_never_reads_test
         assert len(t.fold_auroc) == len(selection.folds) and t.val_auroc == pytest.approx(np.nanmean(t.fold_auroc))
         assert len(t.val_scores) == len(selection.pool)
     assert clean.selection == "cv" and clean.choice is not None and clean.pick == clean.choice.pick.arm
+    assert any(t.arm.strategy == "probe" for t in clean.trials)   # the probe is scored on the same folds
+
+
+def test_a_probe_arm_trains_once_and_later_rungs_carry_its_trial(workspace, monkeypatch):
+    from medtransfer.advise import search
+
+    cfg = load_config(workspace / "cfg.yaml")
+    data, idx = prepare_run_data(cfg, workspace, lambda _line: None, progress=False)
+    calls = []
+    real = search.train_arm
+    monkeypatch.setattr(search, "train_arm", lambda d, arm, *a, **k: calls.append(arm) or real(d, arm, *a, **k))
+    inits = [("src", Init.checkpoint(workspace / "source"), TINY_ARCH)]
+    plan = plan_search(inits, PROBE_SPACE, 12, (), FREE, 1e6, cfg.train)   # 3 arms: rungs of 3, 2
+    search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], (), 0, "binary")
+    lines = []
+    result = run_halving(search_data, plan, cfg, torch.device("cpu"), log=lines.append)
+    probe = next(t for t in result.rungs[0] if t.arm.strategy == "probe")
+    assert np.isfinite(probe.val_auroc) and len(probe.val_scores) == len(search_data.val)
+    assert sum(arm.strategy == "probe" for arm in calls) == 1
+    later = [t for rung in result.rungs[1:] for t in rung if t.arm.strategy == "probe"]
+    for t in later:     # carried: the same score, no seconds, at the later rung's steps
+        assert t.val_auroc == probe.val_auroc and t.seconds == 0.0 and t.steps == plan.rung_steps[t.rung - 1]
+    assert later and any("carried from rung 1" in line for line in lines)   # it scores 0.88 here: kept to rung 2
 
 
 def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():

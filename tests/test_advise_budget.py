@@ -71,13 +71,16 @@ def test_the_smallest_plan_is_returned_unfitting_and_keeps_the_references_and_th
              ("other", Init.checkpoint("b"), "resnet18"), ("imagenet", IMAGENET, "resnet18")]
     tiny = _plan(1.0, inits)
     assert not tiny.fits
-    assert [a.init_name for a in tiny.arms] == ["src", "scratch", "imagenet"]   # ranking order, one recipe each
-    assert {(a.strategy, a.lr_policy) for a in tiny.arms} == {(Strategy.FULL, "one_cycle")}
+    # ranking order, one fine-tuned recipe each, and the probe of every pretrained one (a scratch backbone is random)
+    assert [(a.init_name, a.strategy) for a in tiny.arms] == [
+        ("src", Strategy.PROBE), ("src", Strategy.FULL), ("scratch", Strategy.FULL),
+        ("imagenet", Strategy.PROBE), ("imagenet", Strategy.FULL)]
+    assert {a.lr_policy for a in tiny.arms} == {"one_cycle"}
     assert tiny.trial_rounds == 3 and tiny.rung_steps == (6,)    # MIN_RUNG_STEPS in whole rounds of 3
     assert tiny.final_steps == 27 and tiny.final_run_rounds == 3 and tiny.sizes == ()   # 108 / 4, 3 rounds
     notes = " ".join(tiny.notes)
     for said in ("not searched: other", "50, 100 not trained", "validated 3 times, not the config's 12",
-                 "only strategy full with LR policy one_cycle", "train.epochs=3", "final run trains 27 steps"):
+                 "only strategy probe/full with LR policy one_cycle", "train.epochs=3", "final run trains 27 steps"):
         assert said in notes
     assert tiny.estimated_seconds == min(_plan(b, inits).estimated_seconds for b in (1.0, 1e3, 1e4, 1e6))
 
@@ -94,8 +97,10 @@ def test_the_budget_a_refusal_names_would_fit_the_smallest_plan():
 
 def test_a_frozen_config_keeps_full_fine_tuning_when_the_space_narrows():
     spaces = SearchSpace().narrowed(Strategy.FROZEN, "cosine")
-    assert spaces == [SearchSpace(lr_policies=("constant",)), SearchSpace((Strategy.FULL,), ("constant",))]
+    assert spaces == [SearchSpace(lr_policies=("constant",)),
+                      SearchSpace((Strategy.PROBE, Strategy.FULL), ("constant",))]   # the probe is kept: ~free
     assert SearchSpace((Strategy.FULL,), ("constant",)).narrowed(Strategy.FULL, "constant") == []
+    assert SearchSpace((Strategy.PROBE, Strategy.FULL), ("constant",)).narrowed(Strategy.FULL, "constant") == []
 
 
 # ---------------------------------------------------------------------------------------------- the running search
@@ -181,7 +186,7 @@ def test_the_clock_keeps_its_margin_for_what_must_follow():
     assert budget.scale == 2.0 and not budget.holds(0.0) and BudgetClock(None).holds(1e9)
 
 
-def test_rung_one_trains_the_configs_own_recipe_of_every_initialisation_first():
+def test_rung_one_trains_the_probes_then_the_configs_own_recipe_of_every_initialisation_first():
     from medtransfer.config import TrainConfig
 
     class Base:
@@ -190,8 +195,10 @@ def test_rung_one_trains_the_configs_own_recipe_of_every_initialisation_first():
     inits = [("src", Init.checkpoint("a"), "resnet18"), ("scratch", SCRATCH, "resnet18")]
     arms = SearchSpace().arms(inits)
     order = first_rung_order(arms, Base)
-    assert [a.label for a in order[:2]] == ["src / full / one_cycle", "scratch / full / one_cycle"]
-    assert sorted(order, key=arms.index) == arms and first_rung_order(arms, None) == arms
+    assert [a.label for a in order[:3]] == ["src / probe", "src / full / one_cycle", "scratch / full / one_cycle"]
+    assert sorted(order, key=arms.index) == arms
+    assert [a.label for a in first_rung_order(arms, None)] == ["src / probe"] + [a.label for a in arms
+                                                                                if a.strategy != "probe"]
 
 
 def test_the_final_run_shortens_to_whole_rounds_when_the_search_ran_slow():

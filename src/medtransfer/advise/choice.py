@@ -7,7 +7,7 @@ rule (issue 23: "advise uses the same rule"):
 * the best is the trial with the highest validation AUROC (cross-validated: the mean over the folds);
 * its standard error: with cross-validated trials the corrected SE over the folds (Nadeau & Bengio, as the
   report), with a validation split the sd of a bootstrap over its patients;
-* the pick is the cheapest trial within 1 SE of the best (frozen < gradual < full fine-tuning, then fewer
+* the pick is the cheapest trial within 1 SE of the best (probe < frozen < gradual < full fine-tuning, then fewer
   steps); at equal cost the higher AUROC, then the better-ranked initialisation (the search's order) — never
   a name;
 * a trial is *within noise* of the best when the paired 95% interval of their difference contains 0 (the
@@ -31,7 +31,7 @@ from .trials import SearchData, Trial
 N_BOOT = 1000
 LEVEL = 0.95
 ONE_SE_RULE = ("one-standard-error rule: the cheapest recipe whose validation AUROC is within 1 SE of the best's "
-               "(frozen < gradual < full fine-tuning, then fewer steps; at equal cost the higher AUROC, then the "
+               "(probe < frozen < gradual < full fine-tuning, then fewer steps; at equal cost the higher AUROC, then the "
                "better-ranked initialisation; never the name)")
 
 

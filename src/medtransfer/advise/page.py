@@ -29,8 +29,10 @@ its nearest images of other patients). The candidates are ranked by the score th
 medtransfer's benchmark (named under the table). It orders the search; it does not decide the recipe.</dd>
 <dt>Search</dt><dd>Successive halving: every recipe trains a short step budget, the better half by validation AUROC
 trains again with twice the steps, until the last rung; there the pick is named by the one-standard-error rule (the
-cheapest recipe within 1 SE of the best: frozen &lt; gradual &lt; full fine-tuning), as a study's report names its
-pick, and trained once more with the full budget. When the validation split is too small to rank on (fewer than 50
+cheapest recipe within 1 SE of the best: probe &lt; frozen &lt; gradual &lt; full fine-tuning), as a study's report
+names its pick, and trained once more with the full budget. A probe (a logistic regression on a pretrained
+source's frozen features, C chosen by patient-grouped cross-validation) takes no steps: it is fitted once, tried
+first, and its score carried through the rungs. When the validation split is too small to rank on (fewer than 50
 images, or fewer than 10 of a class), every trial is scored by patient-grouped cross-validation over the N-pool (the
 training images and the validation share), the same folds for every recipe and for the final run. The test split
 plays no part in any choice.</dd>
@@ -60,7 +62,7 @@ def _recommendation(rec: Recommendation, search: HalvingResult | None = None) ->
     ci = rec.test_auroc_ci or {}
     interval = (f" (95% CI {ci['low']:.3f} – {ci['high']:.3f}, bootstrap over test {prose(ci.get('resampled', 'patients'))})"
                 if ci else " (no interval: AUROC undefined)")
-    items = [("Recipe", f"<b>{esc(rec.recipe)}</b> ({esc(rec.pick.arch)}, {rec.steps} optimiser steps)"),
+    items = [("Recipe", f"<b>{esc(rec.recipe)}</b> ({esc(rec.pick.arch)}, {esc(rec.pick.effort(rec.steps))})"),
              ("Test AUROC", f"<b>{fmt_auroc(rec.test_auroc)}</b>{interval}"),
              _validation_item(rec, search)]
     point = rec.test_operating_point

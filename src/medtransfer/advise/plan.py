@@ -36,9 +36,9 @@ from ..kinds import Init, InitKind, Strategy
 from .candidates import REFERENCE_NAMES
 
 MIN_RUNG_STEPS = 5            # a rung shorter than this says nothing about a recipe
-# A probe is no default arm yet: the search's trial (search.train_arm) trains with ``fit``, and a probe arm needs
-# ``train.probe.probe_images`` there instead; a space that lists it gets one probe arm per initialisation.
-DEFAULT_STRATEGIES = (Strategy.FROZEN, Strategy.FULL, Strategy.GRADUAL)
+# The probe is searched by default (issue 25): a logistic regression on frozen features costs one forward pass, and
+# at small N it can beat every fine-tuned arm; it is one arm per pretrained initialisation, trained once.
+DEFAULT_STRATEGIES = (Strategy.PROBE, Strategy.FROZEN, Strategy.FULL, Strategy.GRADUAL)
 DEFAULT_LR_POLICIES = ("constant", "one_cycle")
 # step cost relative to full fine-tuning; a probe takes no step (its cost is one forward pass over its images)
 STRATEGY_COST = {Strategy.PROBE: 0.0, Strategy.FROZEN: 0.35, Strategy.GRADUAL: 0.7, Strategy.FULL: 1.0}
@@ -68,7 +68,16 @@ class Arm:
 
     @property
     def label(self) -> str:
+        """``init / strategy / LR policy``; a probe has no LR policy (it takes no optimiser step)."""
+        if self.strategy == Strategy.PROBE:
+            return f"{self.init_name} / {self.strategy}"
         return f"{self.init_name} / {self.strategy} / {self.lr_policy}"
+
+    def effort(self, steps: int) -> str:
+        """What training this arm for ``steps`` means, in the log's and the page's words."""
+        if self.strategy == Strategy.PROBE:
+            return "a logistic regression on frozen features, no optimiser steps"
+        return f"{steps} optimiser steps"
 
     def to_json(self) -> dict:
         return {"init_name": self.init_name, "init": str(self.init), "arch": self.arch, "strategy": self.strategy,
@@ -91,11 +100,13 @@ class SearchSpace:
     def narrowed(self, strategy: Strategy, policy: str) -> list[SearchSpace]:
         """The smaller spaces a tight budget falls back to, each inside the one before: one LR policy (the
         config's, when searched), then also one strategy (the config's when searched and neither frozen nor probe,
-        since a scratch start can be neither; else full fine-tuning or the first searched)."""
+        since a scratch start can be neither; else full fine-tuning or the first searched), with the probe beside
+        it when searched (a forward pass, nearly free)."""
         kept_policy = policy if policy in self.lr_policies else self.lr_policies[0]
         usable = [s for s in self.strategies if s not in NO_RANDOM_BACKBONE] or list(self.strategies)
         kept_strategy = strategy if strategy in usable else (Strategy.FULL if Strategy.FULL in usable else usable[0])
-        spaces = [SearchSpace(self.strategies, (kept_policy,)), SearchSpace((kept_strategy,), (kept_policy,))]
+        probe = (Strategy.PROBE,) if Strategy.PROBE in self.strategies and kept_strategy != Strategy.PROBE else ()
+        spaces = [SearchSpace(self.strategies, (kept_policy,)), SearchSpace(probe + (kept_strategy,), (kept_policy,))]
         return [s for k, s in enumerate(spaces) if s != self and s not in spaces[:k]]
 
 
@@ -217,14 +228,17 @@ def rung_steps_for(n_rungs: int, final_steps: int, rounds: int = 1) -> tuple[int
 
 def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: int, n_sizes: int,
                      cost: CostModel, rounds: tuple[int, int] = (0, 0)) -> float:
-    """The plan's seconds: every rung (at the arms' mean strategy cost), the final run and the size runs;
-    ``rounds``: the validation rounds of a search trial and of the final (and size) runs."""
-    mean_cost = float(np.mean([STRATEGY_COST.get(a.strategy, 1.0) for a in arms])) if arms else 1.0
+    """The plan's seconds: every rung (at the arms' mean strategy cost), the final run and the size runs (at the
+    dearest arm's cost: the pick is not known yet, and the running search keeps room for a full fine-tuning final
+    run, ``BudgetClock.reserve_seconds``); ``rounds``: the validation rounds of a search trial and of the final
+    (and size) runs."""
+    costs = [STRATEGY_COST.get(a.strategy, 1.0) for a in arms] or [1.0]
+    mean_cost, dearest = float(np.mean(costs)), max(costs)
     counts = rung_counts(len(arms))
     trial_rounds, final_rounds = rounds
     search = sum(c * cost.trial_seconds(mean_cost, s, trial_rounds) for c, s in zip(counts, rung_steps))
-    final = cost.final_seconds(mean_cost, final_steps, final_rounds)
-    return search + final + n_sizes * cost.trial_seconds(mean_cost, final_steps, final_rounds)
+    final = cost.final_seconds(dearest, final_steps, final_rounds)
+    return search + final + n_sizes * cost.trial_seconds(dearest, final_steps, final_rounds)
 
 
 # ---------------------------------------------------------------------------------------------- plan

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import MedtransferError, reason_of
-from ..kinds import TaskKind
+from ..kinds import Strategy, TaskKind
 from .choice import PickChoice, one_se_pick
 from .trials import SearchData, SplitArrays, Trial
 from .plan import RUNNING_MARGIN, STRATEGY_COST, Arm, SearchPlan, recipe_config
@@ -122,7 +122,10 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
         seed_everything(cfg.train.seed)   # as train_run: the new layers' init comes from the global RNG
         model = create_model(arm.arch, data.n_outputs, init=resolve_init(arm.init), dropout=cfg.model.dropout,
                              log=lambda _line: None)
-        scored = (_cross_validated if data.folds else _held_out)(data, cfg, model, device, idx)
+        if arm.strategy == Strategy.PROBE:
+            scored = (_probe_cross_validated if data.folds else _probe_held_out)(data, cfg, model, device, idx)
+        else:
+            scored = (_cross_validated if data.folds else _held_out)(data, cfg, model, device, idx)
     except (MedtransferError, RuntimeError, ValueError) as err:   # e.g. a source whose input size does not fit
         why = reason_of(err)
         return Trial(arm, rung, int(steps), len(idx), math.nan, time.perf_counter() - started, None, why)
@@ -159,6 +162,38 @@ def _cross_validated(data: SearchData, cfg: RunConfig, model, device, idx: np.nd
     fold_auroc = tuple(curves.fold_auroc(chosen))
     mean = float(np.nanmean(fold_auroc)) if np.isfinite(fold_auroc).any() else math.nan
     return mean, scores, fold_auroc
+
+
+def _probe_held_out(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+    """A probe trial on a validation split: the logistic regression on the frozen features of the training rows
+    ``idx`` (C by their patient-grouped folds, as a probe run chooses it), scored on the validation images."""
+    from ..evaluate.metrics import macro_auroc
+    from ..train import predict
+    from ..train.probe import probe_images
+
+    train = data.train
+    probe_images(model, train.images[idx], train.labels[idx], train.clusters[idx], data.task_kind, cfg.train.seed,
+                 cfg.train.cv_folds, device)
+    scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
+    return macro_auroc(data.val.labels, scores, data.task_kind), scores, ()
+
+
+def _probe_cross_validated(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+    """A probe trial on the pool's folds: one feature pass over the pool, C and the fold scores on the same folds
+    the CNN trials train on (each fold fitted on its training positions in ``idx``), out-of-fold scores in pool
+    order, as ``_cross_validated`` returns them."""
+    from ..train.features import backbone_features
+    from ..train.probe import fit_probe_head
+
+    keep = np.zeros(len(data.train), dtype=bool)
+    keep[idx] = True
+    folds = [(tr[keep[tr]], te) for tr, te in data.folds]
+    features = backbone_features(model, data.train.images, device)
+    fitted = fit_probe_head(features, data.train.labels, folds, np.asarray(idx), data.task_kind, data.n_outputs,
+                            cfg.train.seed)
+    if fitted.oof_scores is None:
+        raise MedtransferError("probe: the pool's folds hold too few patients of a class to score a probe")
+    return fitted.cv_mean, np.asarray(fitted.oof_scores, dtype=np.float64), tuple(fitted.fold_auroc)
 
 
 def _ranked(trials: list[Trial], order: dict[Arm, int]) -> list[Trial]:
@@ -250,9 +285,10 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
         base = base.model_copy(deep=True)
         base.train.epochs = plan.trial_rounds
     rungs: list[list[Trial]] = []
+    probes: dict[Arm, Trial] = {}
     stopped = None
     for r, steps in enumerate(plan.rung_steps, start=1):
-        trials, stopped = _train_rung(data, (plan, base, device), alive, (r, steps), clock, log)
+        trials, stopped = _train_rung(data, (plan, base, device), alive, (r, steps), clock, log, probes)
         if stopped and r > 1:
             if trials:    # a cut rung: shown, but its trials are not compared with the ones it never trained
                 rungs.append([_marked(t, False) for t in trials])
@@ -276,20 +312,21 @@ def run_halving(data: SearchData, plan: SearchPlan, base: RunConfig, device, *,
 
 
 def first_rung_order(arms, base: RunConfig | None) -> list[Arm]:
-    """The order rung 1 trains in: every initialisation's arm with the config's own strategy and LR policy first
-    (in ranking order), then the rest. When the clock cuts the first rung, the initialisations have been
-    compared on the user's recipe, and at worst the pick is that recipe. Ties are still broken by the plan's
-    order (``_ranked``), not by this one."""
-    if base is None:
-        return list(arms)
-    own = (base.train.strategy, base.train.lr_policy)
-    return sorted(arms, key=lambda a: (a.strategy, a.lr_policy) != own)
+    """The order rung 1 trains in: the probes (a forward pass each, and at small N often the best recipe), then
+    every initialisation's arm with the config's own strategy and LR policy (in ranking order), then the rest.
+    When the clock cuts the first rung, the initialisations have been compared on the user's recipe and the
+    probe, and at worst the pick is one of them. Ties are still broken by the plan's order (``_ranked``), not
+    by this one."""
+    own = None if base is None else (base.train.strategy, base.train.lr_policy)
+    return sorted(arms, key=lambda a: (a.strategy != Strategy.PROBE, own is not None and (a.strategy, a.lr_policy) != own))
 
 
 def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], alive: list[Arm],
-                rung: tuple[int, int], clock: BudgetClock, log: Callable[[str], None]) -> tuple[list[Trial], str | None]:
+                rung: tuple[int, int], clock: BudgetClock, log: Callable[[str], None],
+                probes: dict[Arm, Trial]) -> tuple[list[Trial], str | None]:
     """One rung's trials, in ranking order, while ``clock`` holds each (the first trial of the search always
-    runs); (the trials, why the rung stopped early or None)."""
+    runs); (the trials, why the rung stopped early or None). A probe arm trains once: ``probes`` keeps its
+    first trial, which later rungs carry (0 s), since more steps would fit the same regression."""
     (plan, base, device), (r, steps) = how, rung
     n_rungs = len(plan.rung_steps)
     trials: list[Trial] = []
@@ -299,11 +336,18 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
             stopped = _stop_note(r, len(trials), len(alive), steps, clock)
             log(stopped)
             return trials, stopped
-        trial = train_arm(data, arm, steps, base, device, rung=r)
+        carried = arm in probes
+        if carried:   # a probe takes no steps: its first trial stands
+            trial = dataclasses.replace(probes[arm], rung=r, steps=int(steps), seconds=0.0, kept=False)
+        else:
+            trial = train_arm(data, arm, steps, base, device, rung=r)
+            clock.record(trial.seconds, estimate)
+            if arm.strategy == Strategy.PROBE:
+                probes[arm] = trial
         trials.append(trial)
-        clock.record(trial.seconds, estimate)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-        log(f"rung {r}/{n_rungs} ({steps} steps): {arm.label}: {data.score_name} {shown} ({trial.seconds:.1f} s)")
+        when = f"carried from rung {probes[arm].rung}" if carried else f"{trial.seconds:.1f} s"
+        log(f"rung {r}/{n_rungs} ({steps} steps): {arm.label}: {data.score_name} {shown} ({when})")
     return trials, None
 
 

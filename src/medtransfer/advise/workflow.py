@@ -263,7 +263,7 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     # the printed train command, run without a budget, makes the estimate
     best_cfg.train.test_estimate = "split"
     best_dir = req.out / BEST_RUN                                          # 3. the final run
-    log(f"final run: {searched.halving.pick.label}, {searched.final_steps} steps -> {best_dir}")
+    log(f"final run: {searched.halving.pick.label}, {searched.halving.pick.effort(searched.final_steps)} -> {best_dir}")
     metrics = train_run(best_cfg, best_dir, req.root, overwrite=True, echo=False, progress=False)
     _log_final(metrics, log)
     curve, size_notes = _learning_curve_of(req, prepared, searched, metrics, log)   # 4. the learning curve
