@@ -431,3 +431,44 @@ def test_open_clip_needs_the_text_models_config_its_config_names(tiny_biomedclip
     assert f"config.json of {BERT_REPO}" in line and CLIP_REPO not in line.split(" there ")[0].split("put ")[1]
     with pytest.raises(WeightsUnavailable, match=f"config.json of {BERT_REPO}"):
         create_model(ARCHS["openclip"], 2, init="pretrained", log=quiet)
+
+
+# ---------------------------------------------------------------- RAD-DINO saw NIH ChestX-ray14 images
+
+def test_rad_dino_on_nih_images_warns_and_the_report_marks_it():
+    """RAD-DINO's pretraining (its paper and model card) included NIH ChestX-ray14: a run on NIH images says its
+    test AUROC is optimistic, a run elsewhere names the collections, and the report marks the recipe and notes it."""
+    import pandas as pd
+
+    from medtransfer.kinds import RunRole
+    from medtransfer.report.tables import PRETRAINED_MARK, marked_recipe, pretraining_notes
+    from medtransfer.runs.cnn import pretraining_overlap
+
+    rad_dino = {"arch": "hf:microsoft/rad-dino", "init": "pretrained"}
+    nih = config_from_dict({"data": {"source": "nih14", "path": "nih14-mini"}, "task": {"kind": "multilabel"},
+                            "model": rad_dino})
+    lines = []
+    assert pretraining_overlap(nih, lines.append) == {
+        "pretraining_overlap": "hf:microsoft/rad-dino saw NIH ChestX-ray14"}
+    assert lines[0].startswith("WARNING") and "optimistic" in lines[0]
+    pneumonia = config_from_dict({"data": {"source": "medmnist", "name": "pneumoniamnist"},
+                                  "task": {"kind": "binary"}, "model": rad_dino})
+    lines.clear()
+    assert pretraining_overlap(pneumonia, lines.append) == {}
+    assert lines == ["note: hf:microsoft/rad-dino was pretrained on MIMIC-CXR, CheXpert, NIH ChestX-ray14, PadChest, "
+                     "BRAX: test images from these collections may have been seen in pretraining"]
+    biomedclip = {"arch": "openclip:hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+                  "init": "pretrained"}
+    assert pretraining_overlap(config_from_dict({**nih.model_dump(mode="json"), "model": biomedclip}), quiet) == {}
+
+    runs = pd.DataFrame({"role": [RunRole.GRID] * 3, "init": ["pretrained", "pretrained", "scratch"],
+                         "arch": ["hf:microsoft/rad-dino", "timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m",
+                                  "resnet18"],
+                         "task": ["nih14:multilabel"] * 3, "target_images": ["NIH ChestX-ray14"] * 3})
+    notes = pretraining_notes(runs)
+    assert len(notes) == 1 and notes[0].startswith(f"{PRETRAINED_MARK} hf:microsoft/rad-dino was pretrained on")
+    assert "tests on images these weights were trained on" in notes[0]
+    row = {"init": "pretrained", "arch": "hf:microsoft/rad-dino", "method": "cnn", "recipe": "pretrained / probe"}
+    dinov2 = {**row, "arch": "timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m"}
+    assert marked_recipe(pd.Series(row)).endswith(PRETRAINED_MARK)
+    assert not marked_recipe(pd.Series(dinov2)).endswith(PRETRAINED_MARK)

@@ -1,4 +1,5 @@
-"""torchxrayvision's published DenseNet-121 chest X-ray weights, and which images each saw.
+"""torchxrayvision's published DenseNet-121 chest X-ray weights, and which images each saw; and which images
+the published foundation backbones' own weights (``model.init: pretrained``) saw, from their model cards.
 
 One small table, free of torch and torchxrayvision, because three layers need it: the
 config checks ``model.init: xrv:NAME`` against ``model.arch``, the models layer names the
@@ -25,6 +26,7 @@ MIMIC = "MIMIC-CXR"
 OPENI = "OpenI"
 RSNA = "RSNA Pneumonia (NIH images)"
 GOOGLE = "Google's NIH labels (NIH images)"
+BRAX = "BRAX"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class XrvWeights:
     @property
     def url(self) -> str:
         return RELEASE_URL + self.file
+
+    @property
+    def label(self) -> str:
+        """The weights as a config names them: ``xrv:NAME``."""
+        return f"xrv:{self.name}"
 
     def saw(self, images: str | None) -> bool:
         """True when ``images`` (a collection name, e.g. :data:`NIH`) is among what these weights trained on."""
@@ -62,6 +69,47 @@ XRV_WEIGHTS: dict[str, XrvWeights] = {w.name: w for w in (
     _densenet("mimic_nb", "mimic_nb", (MIMIC,), {MIMIC}),
     _densenet("mimic_ch", "mimic_ch", (MIMIC,), {MIMIC}),
 )}
+
+
+@dataclass(frozen=True)
+class PublishedPretraining:
+    """What a published backbone's own weights (``model.arch`` with ``model.init: pretrained``) were trained on,
+    as its model card or paper says; ``images_from`` as for torchxrayvision: the image collections behind them."""
+    arch: str
+    trained_on: tuple[str, ...]
+    images_from: frozenset[str]
+    source: str            # where the list comes from
+
+    @property
+    def label(self) -> str:
+        return self.arch
+
+    def saw(self, images: str | None) -> bool:
+        return images is not None and images in self.images_from
+
+
+# RAD-DINO (Perez-Garcia et al., Nature Machine Intelligence 2025, arXiv 2401.10815): DINOv2 continued on chest
+# X-rays of five public collections (self-supervised: images, no labels); its repository's training_images.csv
+# lists the files. Backbones trained on natural images (DINOv2's LVD-142M) or on figures (BiomedCLIP's PMC-15M)
+# are not listed: no known target collection of ours is among them.
+PUBLISHED_PRETRAINING: dict[str, PublishedPretraining] = {p.arch: p for p in (
+    PublishedPretraining("hf:microsoft/rad-dino", (MIMIC, CHEXPERT, NIH, PADCHEST, BRAX),
+                         frozenset({MIMIC, CHEXPERT, NIH, PADCHEST, BRAX}),
+                         "the RAD-DINO paper and model card (training_images.csv in microsoft/rad-dino)"),
+    PublishedPretraining("hf:microsoft/rad-dino-maira-2", (MIMIC, CHEXPERT, NIH, PADCHEST, BRAX),
+                         frozenset({MIMIC, CHEXPERT, NIH, PADCHEST, BRAX}),
+                         "the model card of microsoft/rad-dino-maira-2 (RAD-DINO's data and more)"),
+)}
+
+
+def pretraining_of(init_text: str, arch: str) -> XrvWeights | PublishedPretraining | None:
+    """The public pretraining behind a run's init (``xrv:NAME``, or ``pretrained`` on a listed ``model.arch``),
+    None when there is none on record. Takes the init's text so that this module stays free of ``kinds``."""
+    if init_text.startswith("xrv:"):
+        return XRV_WEIGHTS.get(init_text[len("xrv:"):])
+    if init_text == "pretrained":
+        return PUBLISHED_PRETRAINING.get(arch)
+    return None
 
 
 def xrv_weights(name: str) -> XrvWeights:
@@ -96,7 +144,7 @@ def target_images(source: str, name: str | None = None) -> str | None:
     return _TARGET_IMAGES.get((source, name if source == "medmnist" else None))
 
 
-def leak_note(weights: XrvWeights) -> str:
+def leak_note(weights: XrvWeights | PublishedPretraining) -> str:
     """The one-line caveat the log and the report show for recipes starting from these weights."""
-    return (f"xrv:{weights.name} was pretrained on {', '.join(weights.trained_on)}: "
+    return (f"{weights.label} was pretrained on {', '.join(weights.trained_on)}: "
             "test images from these collections may have been seen in pretraining")

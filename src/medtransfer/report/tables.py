@@ -17,7 +17,7 @@ import pandas as pd
 from ..evaluate.summary import diff_ci, t_interval
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import Init, InitKind, RunMethod, RunRole, RunStatus, Site, TaskKind
-from ..xrv_weights import XRV_WEIGHTS, leak_note
+from ..xrv_weights import leak_note, pretraining_of
 from .redact import redact, short_reason
 
 RADIOMICS = RunMethod.RADIOMICS
@@ -182,28 +182,32 @@ def display_recipe(row) -> str:
     return RADIOMICS_LABEL if row["method"] == RADIOMICS else str(row["recipe"])
 
 
-def pretrained_elsewhere(init) -> bool:
-    """True for an init whose public pretraining may have seen the test images (``xrv:NAME``): marked †."""
+def pretrained_elsewhere(init, arch=None) -> bool:
+    """True for an init whose public pretraining may have seen the test images (``xrv:NAME``, or ``pretrained``
+    on a backbone whose model card lists chest X-ray collections, e.g. RAD-DINO): marked †."""
     parsed = _parsed_init(init)
-    return parsed is not None and parsed.kind is InitKind.XRV
+    return parsed is not None and pretraining_of(str(parsed), "" if arch is None else str(arch)) is not None
 
 
 def marked_recipe(row) -> str:
     """:func:`display_recipe` plus † where :func:`pretrained_elsewhere` (the recipe text itself stays a key)."""
-    return display_recipe(row) + (f" {PRETRAINED_MARK}" if pretrained_elsewhere(row["init"]) else "")
+    shown = pretrained_elsewhere(row["init"], row.get("arch"))
+    return display_recipe(row) + (f" {PRETRAINED_MARK}" if shown else "")
 
 
 def pretraining_notes(runs: pd.DataFrame) -> list[str]:
-    """One note per torchxrayvision init in the grid: what it was trained on, and where this study tests on it."""
+    """One note per init in the grid with public pretraining on record (torchxrayvision's, a listed foundation
+    backbone's own): what it was trained on, and where this study tests on it."""
     notes = []
     grid = runs[runs["role"] == RunRole.GRID]
-    for text in sorted(grid["init"].dropna().unique()):
+    pairs = grid[["init", "arch"]].dropna(subset=["init"]).drop_duplicates()
+    for text, arch in sorted((str(i), "" if pd.isna(a) else str(a)) for i, a in pairs.itertuples(index=False)):
         parsed = _parsed_init(text)
-        if parsed is None or parsed.kind is not InitKind.XRV or parsed.xrv_name not in XRV_WEIGHTS:
+        weights = None if parsed is None else pretraining_of(str(parsed), arch)
+        if weights is None:
             continue
-        weights = XRV_WEIGHTS[parsed.xrv_name]
         note = f"{PRETRAINED_MARK} {leak_note(weights)}."
-        own = grid[grid["init"] == text]
+        own = grid[(grid["init"] == text) & (grid["arch"].astype(str) == arch if arch else True)]
         seen = sorted({(t, i) for t, i in zip(own["task"], own["target_images"]) if weights.saw(i)})
         if seen:
             note += (" In this study " + ", ".join(f"{redact(t)} ({i})" for t, i in seen) + " tests on images these "

@@ -29,7 +29,7 @@ from ..tracking import log_train_run, train_tracker
 from ..train import fit, resolve_device
 from ..train.device import seed_everything
 from ..train.features import FeatureTable
-from ..xrv_weights import leak_note, target_images, xrv_weights
+from ..xrv_weights import XrvWeights, leak_note, pretraining_of, target_images
 from .baselines import compare_baselines, verdict_details
 from .checkpoint_leaks import checkpoint_leak_notes
 from .cv import CvOutcome, SelectionPlan, cross_validate, fit_on_pool, plan_selection
@@ -184,24 +184,24 @@ def budget_record(budget) -> dict:
 def pretraining_overlap(cfg: RunConfig, log: Log) -> dict[str, str]:
     """Warn in train.log when the init's pretraining may have seen this run's test images.
 
-    torchxrayvision's weights were trained on public chest X-ray collections (NIH
-    ChestX-ray14 among others): fine-tuning them on NIH images and testing on NIH's test
-    split measures partly memory. The returned ``pretraining_overlap`` key marks the run's
-    metrics.json; the report marks every such recipe from its init.
+    torchxrayvision's weights and RAD-DINO were trained on public chest X-ray collections (NIH ChestX-ray14
+    among others): fine-tuning or probing them on NIH images and testing on NIH's test split measures partly
+    memory. The returned ``pretraining_overlap`` key marks the run's metrics.json; the report marks every such
+    recipe from its init and arch.
     """
-    if cfg.model.init.kind is not InitKind.XRV:
+    weights = pretraining_of(str(cfg.model.init), cfg.model.arch)
+    if weights is None:
         return {}
-    weights = xrv_weights(cfg.model.init.xrv_name)
-    if cfg.image_size != weights.input_size:
-        log(f"note: xrv:{weights.name} was trained on {weights.input_size} px images; this run uses {cfg.image_size} px")
+    if isinstance(weights, XrvWeights) and cfg.image_size != weights.input_size:
+        log(f"note: {weights.label} was trained on {weights.input_size} px images; this run uses {cfg.image_size} px")
     images = target_images(cfg.data.source, cfg.data.name)
     if not weights.saw(images):
         log(f"note: {leak_note(weights)}")
         return {}
-    log(f"WARNING: this run's data are {images} images and xrv:{weights.name} was pretrained on them "
+    log(f"WARNING: this run's data are {images} images and {weights.label} was pretrained on them "
         f"({', '.join(weights.trained_on)}): its test images may have been seen in pretraining, "
         "so the test AUROC is optimistic")
-    return {"pretraining_overlap": f"xrv:{weights.name} saw {images}"}
+    return {"pretraining_overlap": f"{weights.label} saw {images}"}
 
 
 @contextmanager
