@@ -20,6 +20,7 @@ from ..evaluate.per_run import SplitEstimate, split_disagreement
 from ..kinds import RunRole, RunStatus, TaskKind
 from ..radiomics.pixels import PIXEL_BASELINE
 from .claims import check_claims, measured_crossovers, recipe_spreads
+from .backbones import backbone_lines, compare_backbones
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
 from .selection import Choice, choose, noise_line, selection_at, within_names
@@ -409,6 +410,8 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
                                        "from_learning_curves": fitted_crossover},
         })
     verdict = build_verdict(panels_out)
+    backbones = compare_backbones(summary, intervals)
+    verdict["lines"] = list(verdict.get("lines", [])) + backbone_lines(backbones)
     margins = [b.get("margin") for b in versus if b.get("margin") is not None]
     claims = check_claims(gain, measured_crossovers(panels_out), recipe_spreads(summary, intervals),
                           margins[0] if margins else DEFAULT_MARGIN)
@@ -422,4 +425,5 @@ def build_answer(name: str | None, summary: pd.DataFrame, runs: pd.DataFrame, si
         "few_seeds": few_seed_items(summary),
         "targets": list(targets),
         "panels": panels_out,
+        "backbones": backbones,
     }

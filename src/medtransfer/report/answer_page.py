@@ -281,3 +281,31 @@ def claims_html(answer: dict) -> str:
             "data and N, not a re-judgement of the paper.</small></p>"
             f"<table class='claims'><thead><tr><th>claim</th><th>verdict</th><th>this study's numbers (95% CI)"
             f"</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def backbones_html(answer: dict) -> str:
+    """Backbones compared head to head at each N (answer.json ``backbones``): each backbone's named recipe, and its
+    paired test difference from the reference backbone (``report.backbones``)."""
+    compared = answer.get("backbones") or []
+    if not compared:
+        return ""
+    parts = []
+    for c in compared:
+        rows = []
+        for b in c["backbones"]:
+            v = b["versus_reference"]
+            if v is None:
+                versus = "reference"
+            else:
+                word = "within noise" if v["within_noise"] else ("better" if (v["low"] or 0) > 0 else "worse")
+                versus = (f"{v['estimate']:+.3f} ({_signed_ci(v['low'], v['high'])}): {word}"
+                          if v["estimate"] is not None else NOT_SHOWN)
+            rows.append(f"<tr><td>{esc(b['arch'])}</td><td>{esc(b['shown'])}</td><td>{_auroc(b['val_auroc'])}</td>"
+                        f"<td>{_auroc(b['test_auroc'])} ({_ci(b['ci_low'], b['ci_high'])})</td><td>{esc(versus)}</td></tr>")
+        parts.append(f"<h3>{esc(c['task'])}, N = {_n(c['N'])}</h3><table><thead><tr><th>backbone</th>"
+                     "<th>its named recipe</th><th>validation AUROC</th><th>test AUROC</th>"
+                     "<th>test difference from the reference (paired)</th></tr></thead>"
+                     f"<tbody>{''.join(rows)}</tbody></table>")
+    return ("<h2>Backbones compared</h2><p>Each backbone's recipes are ranked in their own panel; here each "
+            f"backbone's named recipe meets the others on the same test split. <small>{esc(compared[0]['rule'])}."
+            "</small></p>" + "".join(parts))

@@ -17,7 +17,7 @@ from ..study.lock import study_lock
 from ..study.schema import STORE_FILE
 from . import page
 from .answer import build_answer
-from .answer_page import claims_html, key_results_html, verdict_html
+from .answer_page import backbones_html, claims_html, key_results_html, verdict_html
 from .draws import baseline_draws, run_draws, val_draws
 from .intervals import Intervals
 from .plots import learning_curve_figure, recipes_figure
@@ -87,6 +87,7 @@ def render_report(records: StudyRecords, summary: pd.DataFrame, intervals: Inter
                             float(runs["seconds"].sum()), grid_axes(runs, sites), records.sources, sites,
                             records.notes + design_notes(runs) + radiomics_notes(runs) + pretraining_notes(runs)),
         key_results_html(answer),
+        backbones_html(answer),
         page.curves_section(pngs["learning_curves.png"], pngs["recipes.png"]),
         page.best_section(best),
         page.gains_section(gain, has_same_site=Site.SAME in sites.values()),
