@@ -75,7 +75,18 @@ def test_a_symlink_inside_the_root_to_a_file_outside_is_refused(root, tmp_path):
     (root / "img" / "0.png").symlink_to(tmp_path / "real.png")
     _point(root / "labels.csv", "img/0.png", root / "img" / "0.png")
     cfg = _cfg("labels.csv")
-    with pytest.raises(DataError, match=r"names 1 of 6 images outside the data root"):
+    with pytest.raises(DataError, match=r"names 1 of 6 images that lie under the data root .* but through a "
+                                         r"symbolic link lead outside it \(first '.*img/0\.png' -> .*real\.png\)"):
+        load_source(cfg.data, cfg.task, root)
+
+
+def test_a_symlinked_images_folder_is_named_as_a_link(root, tmp_path):
+    """A new user's images folder linked in from elsewhere: the error says it is the link, not the CSV's paths."""
+    (root / "img").rename(tmp_path / "real-images")
+    (root / "img").symlink_to(tmp_path / "real-images", target_is_directory=True)
+    cfg = _cfg("labels.csv")
+    with pytest.raises(DataError, match=r"names 6 of 6 images that lie under the data root .* symbolic link .*"
+                                         r"point the data root at the link's target"):
         load_source(cfg.data, cfg.task, root)
 
 

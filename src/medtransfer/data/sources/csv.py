@@ -7,6 +7,8 @@ Images may be PNG, JPEG, 16-bit PNG or DICOM (see ``medtransfer.data.images``).
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +316,11 @@ def check_inside_root(given: list[str], paths: list[Path], csv: Path, data: Data
     counted = f"{len(outside)} of {len(paths)} {what}"
     if not data.allow_outside_root:
         named = column or f"{data.image_column!r} (data.image_column)"
+        first = paths[given.index(outside[0])]
+        if Path(os.path.abspath(first)).is_relative_to(root):   # inside as written: a symbolic link leads out
+            raise DataError(f"{csv}: column {named} names {counted} that lie under the data root {root} but through "
+                            f"a symbolic link lead outside it (first {outside[0]!r} -> {first.resolve()}); copy the "
+                            "files in, point the data root at the link's target, or set data.allow_outside_root: true")
         raise DataError(f"{csv}: column {named} names {counted} outside the data "
                         f"root {root}, first {outside[0]!r}; move them under it or set data.allow_outside_root: true")
     notes.append(f"{csv.name}: {counted} lie outside the data root {root}, allowed by data.allow_outside_root: true")
