@@ -194,7 +194,7 @@ def test_data_info_shows_positives_and_negatives_per_split(tiny_csv, capsys):
         if len(cells) == 4 and cells[1].isdigit():
             rows[cells[0]] = [int(c) for c in cells[1:]]
     images = rows["images"]
-    positives, negatives = rows["positive: finding"], rows["negative: finding"]
+    positives, negatives = rows["positive: finding"], rows["negative: not finding"]
     assert [p + n for p, n in zip(positives, negatives)] == images and all(n > 0 for n in negatives)
 
 

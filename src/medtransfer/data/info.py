@@ -66,7 +66,7 @@ def describe(prepared: PreparedData, title: str | None = None) -> DataTable:
     for k, name in enumerate(prepared.label_names):
         table.add_row(f"{kind_word}: {name}", *[str(c[k]) for c in counts])
         if prepared.labels.ndim > 1:
-            table.add_row(f"negative: {name}", *[str(c[k]) for c in negatives])
+            table.add_row(f"negative: not {name}", *[str(c[k]) for c in negatives])
     return table
 
 
