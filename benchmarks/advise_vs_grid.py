@@ -210,6 +210,14 @@ def mean_scores(runs: list[dict], key: str, inits) -> dict[str, float]:
             if any(g.get(i) is not None for g in got)}
 
 
+def order(means: dict[str, float]) -> str:
+    """Inits best first, ' = ' between exact ties (SFDA is 1.0 for every init when N < the feature count), so a
+    tie does not read as an order."""
+    ranked = sorted(means, key=lambda i: -means[i])
+    return "".join([ranked[0]] + [(" = " if means[a] == means[b] else " > ") + b for a, b in zip(ranked, ranked[1:])]) \
+        if ranked else ""
+
+
 def ranking_table(args, grid: pd.DataFrame, per_run: list[dict]) -> pd.DataFrame:
     """Per N: plain and weighted tau of each score (means over seeds) against the fine-tuned ranking."""
     table = []
@@ -223,7 +231,7 @@ def ranking_table(args, grid: pd.DataFrame, per_run: list[dict]) -> pd.DataFrame
         for key in SCORES:
             means = mean_scores(runs, key, truth.index)
             row[f"tau_{key}"], row[f"wtau_{key}"] = kendall(means, truth), weighted(means, truth)
-            row[f"{key}_order"] = " > ".join(sorted(means, key=lambda i: -means[i]))
+            row[f"{key}_order"] = order(means)
         table.append(row)
     return pd.DataFrame(table)
 
@@ -253,7 +261,7 @@ def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], pe
             "wtau_sfda": weighted(sfda, truth),
             "tau_logme_per_seed": float(np.nanmean([kendall(r["logme"], truth) for r in runs])),
             "finetuned_order": " > ".join(truth.sort_values(ascending=False).index),
-            "logme_order": " > ".join(sorted(logme, key=lambda i: -logme[i])),
+            "logme_order": order(logme),
             "grid_best": runs[0]["grid_best"],
             "advised": "; ".join(sorted({r["advised"] for r in runs})),
             "regret_median": float(np.median(regrets)) if regrets else math.nan,

@@ -79,3 +79,4 @@ def test_table_from_a_study_with_radiomics_runs_and_three_seeds(bench, tmp_path)
                                                                                   "logme": runs[0]["logme"]}]).iloc[0]
     assert ranking["tau_sfda"] == pytest.approx(-1.0) and ranking["tau_logme"] == pytest.approx(1.0)
     assert ranking["sfda_order"] == "scratch > source:knee > source:chest"
+    assert bench.order({"a": 1.0, "b": 1.0, "c": 0.5}) == "a = b > c" and bench.order({}) == ""
