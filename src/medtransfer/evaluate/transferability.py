@@ -161,7 +161,7 @@ def knn_auroc(features: np.ndarray, labels: np.ndarray, kind: TaskKind, n_output
     return float(np.mean(aurocs))
 
 
-SFDA_A = 1.0            # lambda = exp(-a * sigma(S_B)): the paper's default a
+SFDA_A = 1.0            # lambda = exp(-a * sigma(S_B)), a = 1 as in the paper's description (see sfda_score)
 SFDA_MIN_SHRINK = 1e-10  # the reference implementation's floor on lambda, so the shrunk S_W stays invertible
 
 
@@ -250,7 +250,9 @@ def sfda_score(features: np.ndarray, labels: np.ndarray, kind: TaskKind, n_outpu
     exp(-sigma(S_B)) would otherwise. It is an in-sample score: with fewer images than features the classes are
     (nearly) linearly separable for any features, lambda is tiny and scores crowd toward 1.
     Defaults: a = 1 and lambda >= 1e-10; the ConfMix softening and the refit with the first lambda follow the
-    authors' code (github.com/TencentARC/SFDA, metrics.py).
+    authors' code (github.com/TencentARC/SFDA, metrics.py). That code differs from the paper's lambda: it uses
+    exp(-5 sigma(S_W)) on raw features, which is the 1e-10 floor for any realistic features; it also uses
+    every Fisher direction, not C-1, which gives the same posteriors as here.
     """
     reason = unusable_reason(features)
     if reason:
