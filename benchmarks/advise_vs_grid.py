@@ -5,8 +5,8 @@ examples/offline-chest.yaml. For every N (default 50, 200, 800) and seed (defaul
 
   (a) Kendall tau, plain and weighted (scipy.stats.weightedtau: swaps at the top weigh more, which is
       what a user acting on the first-ranked source cares about), between the transferability ranking
-      of the initialisations (LogME, the grouped probe, the leave-one-patient-out k-NN AUROC; each the
-      mean over seeds) and their fine-tuned ranking in the grid (each initialisation at its best recipe
+      of the initialisations (LogME, the grouped probe, the leave-one-patient-out k-NN AUROC, SFDA; each
+      the mean over seeds) and their fine-tuned ranking in the grid (each initialisation at its best recipe
       by mean validation AUROC over seeds, ranked by that recipe's mean test AUROC); advise ranks by the
       score with the highest weighted tau here (advise.rank.RANKED_BY);
   (b) regret = test AUROC of the grid's best recipe (chosen on mean validation AUROC over seeds, as
@@ -200,7 +200,7 @@ def weighted(scores: dict[str, float], truth: pd.Series) -> float:
     return float(weightedtau([scores[i] for i in common], [truth[i] for i in common]).statistic)
 
 
-SCORES = {"logme": "logme", "probe": "probe_auroc", "knn": "knn_auroc"}   # per_run key -> ranking json key
+SCORES = {"logme": "logme", "probe": "probe_auroc", "knn": "knn_auroc", "sfda": "sfda"}   # per_run key -> json key
 
 
 def mean_scores(runs: list[dict], key: str, inits) -> dict[str, float]:
@@ -208,6 +208,14 @@ def mean_scores(runs: list[dict], key: str, inits) -> dict[str, float]:
     got = [r.get(key) or {} for r in runs]     # runs from before a score existed have none of it
     return {i: float(np.mean([g[i] for g in got if g.get(i) is not None])) for i in inits
             if any(g.get(i) is not None for g in got)}
+
+
+def order(means: dict[str, float]) -> str:
+    """Inits best first, ' = ' between exact ties (SFDA is 1.0 for every init when N < the feature count), so a
+    tie does not read as an order."""
+    ranked = sorted(means, key=lambda i: -means[i])
+    return "".join([ranked[0]] + [(" = " if means[a] == means[b] else " > ") + b for a, b in zip(ranked, ranked[1:])]) \
+        if ranked else ""
 
 
 def ranking_table(args, grid: pd.DataFrame, per_run: list[dict]) -> pd.DataFrame:
@@ -223,7 +231,7 @@ def ranking_table(args, grid: pd.DataFrame, per_run: list[dict]) -> pd.DataFrame
         for key in SCORES:
             means = mean_scores(runs, key, truth.index)
             row[f"tau_{key}"], row[f"wtau_{key}"] = kendall(means, truth), weighted(means, truth)
-            row[f"{key}_order"] = " > ".join(sorted(means, key=lambda i: -means[i]))
+            row[f"{key}_order"] = order(means)
         table.append(row)
     return pd.DataFrame(table)
 
@@ -239,7 +247,7 @@ def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], pe
             continue
         truth = finetuned_ranking(rows)
         logme, probe = mean_scores(runs, "logme", truth.index), mean_scores(runs, "probe", truth.index)
-        knn = mean_scores(runs, "knn", truth.index)
+        knn, sfda = mean_scores(runs, "knn", truth.index), mean_scores(runs, "sfda", truth.index)
         regrets = [r["regret"] for r in runs if r["regret"] is not None and math.isfinite(r["regret"])]
         ci = mean_ci(regrets)
         grid_seconds = float(rows["seconds"].sum())
@@ -248,10 +256,12 @@ def summarise(args, grid: pd.DataFrame, advices: dict[tuple[int, int], dict], pe
         table.append({
             "N": n, "seeds": len(runs), "inits": len(truth),
             "tau_logme": kendall(logme, truth), "tau_probe": kendall(probe, truth), "tau_knn": kendall(knn, truth),
+            "tau_sfda": kendall(sfda, truth),
             "wtau_logme": weighted(logme, truth), "wtau_probe": weighted(probe, truth), "wtau_knn": weighted(knn, truth),
+            "wtau_sfda": weighted(sfda, truth),
             "tau_logme_per_seed": float(np.nanmean([kendall(r["logme"], truth) for r in runs])),
             "finetuned_order": " > ".join(truth.sort_values(ascending=False).index),
-            "logme_order": " > ".join(sorted(logme, key=lambda i: -logme[i])),
+            "logme_order": order(logme),
             "grid_best": runs[0]["grid_best"],
             "advised": "; ".join(sorted({r["advised"] for r in runs})),
             "regret_median": float(np.median(regrets)) if regrets else math.nan,
@@ -335,8 +345,8 @@ def ranking_main(args, grid: pd.DataFrame, target: tuple[dict, list[str], dict[s
             scores = ranking_scores(args, base, overrides, sources, n, seed)
             per_run.append({"N": n, "seed": seed, **{key: {grid_init(s["name"]): s.get(field) for s in scores}
                                                       for key, field in SCORES.items()}})
-            shown = "; ".join(f"{s['name']}: LogME {s['logme']}, probe {s['probe_auroc']}, k-NN {s['knn_auroc']}"
-                              for s in scores)
+            shown = "; ".join(f"{s['name']}: LogME {s['logme']}, probe {s['probe_auroc']}, k-NN {s['knn_auroc']}, "
+                              f"SFDA {s.get('sfda')}" for s in scores)
             print(f"N={n} seed={seed} ({time.monotonic() - started:.0f} s): {shown}")
     table = ranking_table(args, grid, per_run)
     table.to_csv(args.out / "ranking_vs_grid.csv", index=False)

@@ -133,6 +133,8 @@ def test_unusable_features_are_reported_while_the_others_are_ranked():
     by = {s.name: s for s in scores}
     assert [s.name for s in scores[:2]] == ["good", "noise"] and by["good"].rank == 1 and by["noise"].rank == 2
     assert by["good"].logme > by["noise"].logme and by["good"].probe_auroc > 0.85 and by["good"].knn_auroc > 0.8
+    assert by["good"].sfda > by["noise"].sfda + 0.05 and by["good"].to_json()["sfda"] == by["good"].sfda
+    assert by["flat"].sfda is None and by["broken"].sfda is None
     # the ranking key is the score the benchmark found best (issue 25, item 4), named in advice.json
     from medtransfer.advise.rank import RANKED_BY, RankScore
     assert scores[0].score(RANKED_BY) >= scores[1].score(RANKED_BY)
@@ -143,6 +145,12 @@ def test_unusable_features_are_reported_while_the_others_are_ranked():
         assert values == sorted(values, reverse=True)
     assert by["flat"].rank is None and "constant" in by["flat"].unusable
     assert by["nan"].rank is None and "NaN" in by["nan"].unusable
+    # the page's table has a column per score, SFDA's beside the others (3 decimals, a dash where there is none)
+    from medtransfer.advise.page import _ranking
+    page = _ranking([], scores, "method")
+    assert "<th>k-NN AUROC</th><th>SFDA</th><th>note</th>" in page
+    assert f'<td class="num">{by["good"].sfda:.3f}</td><td>' in page
+    assert page.count('<td class="num">—</td><td>unusable') == 3    # flat, nan, broken: no SFDA either
     assert by["broken"].rank is None and "does not fit" in by["broken"].unusable
 
 

@@ -64,7 +64,8 @@ def test_table_from_a_study_with_radiomics_runs_and_three_seeds(bench, tmp_path)
         runs.append({"N": 200, "seed": seed, "advised": "scratch / full / constant", "regret": best_test - 0.8,
                      "grid_best": best, "advise_seconds": 12.0,
                      "logme": {"scratch": -0.6, "source:chest": -0.4, "source:knee": -0.5, "imagenet": None},
-                     "probe": {"scratch": 0.6, "source:chest": 0.8, "source:knee": 0.7}})
+                     "probe": {"scratch": 0.6, "source:chest": 0.8, "source:knee": 0.7},
+                     "sfda": {"scratch": 0.9, "source:chest": 0.5, "source:knee": 0.7}})      # the reverse order
     table = bench.summarise(types.SimpleNamespace(ns=[200]), grid, {}, runs).iloc[0]
     assert table["seeds"] == 3 and table["inits"] == 3
     assert table["regret_median"] == pytest.approx(0.06) and table["regret_mean"] == pytest.approx(0.06)
@@ -72,3 +73,10 @@ def test_table_from_a_study_with_radiomics_runs_and_three_seeds(bench, tmp_path)
     assert table["advise_over_grid"] == pytest.approx(12 / 180)
     assert table["advise_over_grid_per_seed"] == pytest.approx(12 / 60)
     assert table["tau_logme"] == pytest.approx(1.0)
+    assert table["tau_sfda"] == pytest.approx(-1.0) and table["wtau_sfda"] == pytest.approx(-1.0)
+    # --ranking-only's table: every score's plain and weighted tau; a run from before SFDA existed has none of it
+    ranking = bench.ranking_table(types.SimpleNamespace(ns=[200]), grid, runs + [{"N": 200, "seed": 3,
+                                                                                  "logme": runs[0]["logme"]}]).iloc[0]
+    assert ranking["tau_sfda"] == pytest.approx(-1.0) and ranking["tau_logme"] == pytest.approx(1.0)
+    assert ranking["sfda_order"] == "scratch > source:knee > source:chest"
+    assert bench.order({"a": 1.0, "b": 1.0, "c": 0.5}) == "a = b > c" and bench.order({}) == ""

@@ -24,9 +24,11 @@ from .search import HalvingResult
 FOOTER = """<footer><h2>How to read this</h2><dl>
 <dt>Transferability</dt><dd>How well a candidate's frozen features (before any fine-tuning) separate your labels:
 LogME, the evidence of a Bayesian linear model on the features (higher is better; only comparable between candidates
-on the same images), the AUROC of a patient-grouped cross-validated logistic probe, and a k-NN AUROC (each image scored by
-its nearest images of other patients). The candidates are ranked by the score that agreed best with fine-tuning in
-medtransfer's benchmark (named under the table). It orders the search; it does not decide the recipe.</dd>
+on the same images), the AUROC of a patient-grouped cross-validated logistic probe, a k-NN AUROC (each image scored by
+its nearest images of other patients), and SFDA (the mean probability of the true class under a Fisher discriminant
+challenged with harder, mixed versions of the images; 0-1, higher is better). The candidates are ranked by the score
+that agreed best with fine-tuning in medtransfer's benchmark (named under the table). It orders the search; it does
+not decide the recipe.</dd>
 <dt>Search</dt><dd>Successive halving: every recipe trains a short step budget, the better half by validation AUROC
 trains again with twice the steps, until the last rung; there the pick is named by the one-standard-error rule (the
 cheapest recipe within 1 SE of the best: probe &lt; frozen &lt; gradual &lt; full fine-tuning), as a study's report
@@ -153,12 +155,13 @@ def _ranking(candidates: list[Candidate], scores: list[CandidateScore], method: 
         c = cands.get(s.name)
         note = s.unusable and f"unusable: {s.unusable}" or s.probe_note or (c.note if c else None) or ""
         rows.append([str(s.rank or "—"), esc(s.name), esc(c.arch if c else ""), esc(c.origin if c else ""),
-                     _num(s.logme, 4), fmt_auroc(s.probe_auroc), fmt_auroc(s.knn_auroc), esc(note)])
+                     _num(s.logme, 4), fmt_auroc(s.probe_auroc), fmt_auroc(s.knn_auroc), _num(s.sfda), esc(note)])
     for c in candidates:
         if not c.available:
-            rows.append(["—", esc(c.name), esc(c.arch), esc(c.origin), "—", "—", "—", f"unavailable: {esc(c.reason)}"])
+            rows.append(["—", esc(c.name), esc(c.arch), esc(c.origin), "—", "—", "—", "—", f"unavailable: {esc(c.reason)}"])
     return ("<h2>Transferability ranking (no fine-tuning)</h2>" + table(
-        ["rank", "candidate", "arch", "from", "LogME", "probe AUROC", "k-NN AUROC", "note"], rows, numeric={0, 4, 5, 6})
+        ["rank", "candidate", "arch", "from", "LogME", "probe AUROC", "k-NN AUROC", "SFDA", "note"], rows,
+        numeric={0, 4, 5, 6, 7})
         + f"<p><small>{html.escape(method)}</small></p>")
 
 

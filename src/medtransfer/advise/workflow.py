@@ -332,6 +332,7 @@ def _rank(cfg: RunConfig, candidates: list[Candidate], prepared: _TrainingData, 
     for s in scores:
         shown = (f"LogME {s.logme:.4f}, probe AUROC " + (f"{s.probe_auroc:.3f}" if s.probe_auroc is not None else "—")
                  + ", k-NN AUROC " + (f"{s.knn_auroc:.3f}" if s.knn_auroc is not None else "—")
+                 + ", SFDA " + (f"{s.sfda:.3f}" if s.sfda is not None else "—")
                  if s.unusable is None else f"unusable: {s.unusable}")
         log(f"rank {s.rank or '-'}: {s.name}: {shown}")
     return features, scores
