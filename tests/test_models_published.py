@@ -472,3 +472,40 @@ def test_rad_dino_on_nih_images_warns_and_the_report_marks_it():
     dinov2 = {**row, "arch": "timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m"}
     assert marked_recipe(pd.Series(row)).endswith(PRETRAINED_MARK)
     assert not marked_recipe(pd.Series(dinov2)).endswith(PRETRAINED_MARK)
+
+
+# ---------------------------------------------------------------- in advise: "or just a probe on a foundation model?"
+
+def test_advise_compares_a_placed_backbone_and_names_the_files_of_an_absent_one(tiny_timm, tmp_path):
+    """``--backbone``: a published backbone is a candidate with its own weights; it is ranked on frozen features
+    and searched, its probe first; an absent one is listed as unusable with the files and folder it needs."""
+    from medtransfer import api
+    from medtransfer.advise.candidates import parse_backbones
+    from medtransfer.errors import MedtransferError
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {source: medmnist, name: pneumoniamnist, split: given}\ntask: {kind: binary}\n"
+                   "image_size: 28\nmodel: {arch: resnet18, init: scratch}\n"
+                   "train: {epochs: 2, min_steps: 0, steps: 6, n_train: 40, batch_size: 10, threads: 1, "
+                   "selection: holdout}\n")
+    absent = "hf:medtransfer-test/not-placed"
+    path = api.advise(cfg, tmp_path / "advice", data_root=tmp_path / "no-data", budget="10m", echo=False,
+                      backbones=f"{ARCHS['timm']},{absent}")
+    advice = json.loads(path.read_text())
+    by_name = {c["name"]: c for c in advice["candidates"]}
+    assert by_name[ARCHS["timm"]]["available"] and by_name[ARCHS["timm"]]["init"] == "pretrained"
+    assert not by_name[absent]["available"] and "config.json" in by_name[absent]["reason"]
+    assert ranked_first_probe(advice, ARCHS["timm"])
+    with pytest.raises(MedtransferError, match=r"--backbone 'resnet18': not a published backbone"):
+        parse_backbones(["resnet18"])
+    with pytest.raises(MedtransferError, match="given twice"):
+        parse_backbones([f"{ARCHS['hf']},{ARCHS['hf']}"])
+
+
+def ranked_first_probe(advice: dict, arch: str) -> bool:
+    """The backbone was scored on frozen features, and its probe arm was the first trial of the search."""
+    scores = {s["name"]: s for s in advice["ranking"]["scores"]}
+    first = advice["search"]["rungs"][0]["trials"]
+    probes = [t for t in first if t["strategy"] == "probe"]
+    return scores[arch]["rank"] is not None and bool(probes) and first[0]["strategy"] == "probe" and any(
+        t["init_name"] == arch for t in first)

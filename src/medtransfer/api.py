@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from .config import RunConfig, resolve_data_root
 from .config import load_config as load_config_file
@@ -169,24 +169,38 @@ def predict(run: PathLike, images: Iterable[PathLike], *, threshold: float | Non
                          cam_dir=None if cam is None else Path(cam), truth=truth)
 
 
+class AdviseExtras(TypedDict, total=False):
+    """:func:`advise`'s remaining keyword options."""
+    echo: bool                                  # print the log as well as writing out/advise.log (default True)
+    backbones: Iterable[str] | str | None       # published foundation backbones to compare (--backbone)
+
+
 def advise(config: PathLike, out: PathLike, *, sources: Mapping[str, PathLike] | Iterable[str] | None = None,
            study: PathLike | None = None, budget: str | float = "10m", overrides: Overrides = None,
-           data_root: PathLike | None = None, echo: bool = True) -> Path:
+           data_root: PathLike | None = None, **extras: Unpack[AdviseExtras]) -> Path:
     """The recipe for your own data within a time budget (``medtransfer advise``): ranks the initialisations,
     searches recipes on train / validation, trains the pick into ``out/best`` and writes ``out/advice.json``
     and ``out/advice.html``; returns the path of advice.json.
 
     ``sources``: pretrained run folders to compare, {name: run folder} (or ``"NAME=RUN_DIR"`` strings);
-    ``study``: a finished study whose pretrained sources join them. ``budget``: ``"10m"``, ``"90s"`` or seconds.
+    ``study``: a finished study whose pretrained sources join them. ``backbones``: published foundation backbones
+    (``hf:microsoft/rad-dino``, ``timm:hf-hub:ORG/NAME``, ...) with their own weights. ``budget``: ``"10m"``,
+    ``"90s"`` or seconds.
     """
-    from .advise.candidates import parse_sources
+    from .advise.candidates import parse_backbones, parse_sources
     from .advise.command import advise as advise_workflow
     from .advise.search import parse_budget
 
     pairs = ([f"{name}={path}" for name, path in sources.items()] if isinstance(sources, Mapping)
              else [sources] if isinstance(sources, str) else list(sources or []))
+    unknown = sorted(set(extras) - AdviseExtras.__optional_keys__)
+    if unknown:
+        raise TypeError(f"advise() got an unexpected keyword argument {unknown[0]!r}")
+    backbones = extras.get("backbones")
+    archs = parse_backbones([backbones] if isinstance(backbones, str) else list(backbones or []))
     return advise_workflow(config, out, _root(data_root), parse_sources(pairs), None if study is None else Path(study),
-                           parse_budget(budget), override_pairs(overrides), echo=echo)
+                           parse_budget(budget), override_pairs(overrides), echo=extras.get("echo", True),
+                           backbones=archs)
 
 
 # ------------------------------------------------------------------------------------------------ studies

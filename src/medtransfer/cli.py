@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained run folders to compare, e.g. chest=runs/chest,knee=runs/knee (repeatable)")
     p.add_argument("--study", type=Path, default=None, metavar="STUDY_DIR",
                    help="also compare the sources a finished study pretrained (STUDY_DIR/sources/*)")
+    p.add_argument("--backbone", action="append", default=[], metavar="ARCH[,ARCH...]",
+                   help="also compare a published foundation backbone with its own weights, e.g. hf:microsoft/rad-dino "
+                        "or timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m (repeatable; read from the Hugging Face "
+                        "cache)")
     p.add_argument("--budget", default="10m", help="wall-time budget: 10m, 90s, 1h (default 10m)")
     p.add_argument("--quiet", action="store_true", help="log to OUT/advise.log only")
 
@@ -291,7 +295,7 @@ def _advise(args) -> int:
     from .advise.command import advice_summary
 
     path = api.advise(args.config, args.out, sources=args.sources, study=args.study, budget=args.budget,
-                      overrides=args.overrides, data_root=args.data_root, echo=not args.quiet)
+                      overrides=args.overrides, data_root=args.data_root, echo=not args.quiet, backbones=args.backbone)
     print(advice_summary(path))
     return 0
 

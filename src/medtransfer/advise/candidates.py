@@ -3,7 +3,9 @@
 A user asks "which pretrained source should I start from?", so every plausible start is listed,
 including those that are missing: scratch (always there), ImageNet (only when its weights file
 is already on disk; advise never downloads, and says which file to place where), each
-``--sources NAME=RUN_DIR`` and each source a finished study pretrained (``STUDY_DIR/sources/NAME``).
+``--sources NAME=RUN_DIR``, each source a finished study pretrained (``STUDY_DIR/sources/NAME``) and each
+published foundation backbone named by ``--backbone ARCH`` (its own weights, ``model.init: pretrained``: "or
+should I just put a linear probe on RAD-DINO?"; usable only when its files are in the Hugging Face cache).
 A source run folder carries its own architecture in its config.yaml; when it differs from the
 target config's ``model.arch`` the source is still ranked and searched with its own backbone
 (features are features), and the candidate says so.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig, config_from_dict, load_yaml
 from ..errors import MedtransferError
-from ..kinds import IMAGENET, SCRATCH, Init
+from ..kinds import IMAGENET, PRETRAINED, SCRATCH, Init, is_published_arch
 from ..run_folder import RunFolder
 
 SCRATCH_NAME = "scratch"
@@ -72,6 +74,31 @@ def parse_sources(values: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def parse_backbones(values: list[str] | None) -> list[str]:
+    """``--backbone ARCH[,ARCH]`` (repeatable) -> published backbone archs, in order; one-line error otherwise."""
+    out: list[str] = []
+    for value in values or []:
+        for arch in (part.strip() for part in str(value).split(",")):
+            if not arch:
+                continue
+            if not is_published_arch(arch):
+                raise MedtransferError(f"--backbone {arch!r}: not a published backbone; expected "
+                                       "timm:hf-hub:ORG/NAME, hf:ORG/NAME or openclip:hf-hub:ORG/NAME "
+                                       "(e.g. hf:microsoft/rad-dino)")
+            if arch in out:
+                raise MedtransferError(f"--backbone: {arch} is given twice")
+            out.append(arch)
+    return out
+
+
+def backbone_candidate(arch: str) -> Candidate:
+    """A published backbone with its own weights; unusable (naming the files and the cache folder) when they are
+    not in the Hugging Face cache and the hub is offline."""
+    from ..models.registry import published_weights_missing   # lazy (torch): see builtin_candidates
+    return Candidate(arch, PRETRAINED, arch, "--backbone", reason=published_weights_missing(arch),
+                     note="a published foundation backbone with its own weights (model.init: pretrained)")
+
+
 def builtin_candidates(cfg: RunConfig) -> list[Candidate]:
     """Scratch, and ImageNet (usable only when its file is on disk) for the config's arch."""
     from ..models.registry import cached_imagenet_weights   # lazy (torch): the CLI imports parse_sources from here
@@ -123,9 +150,10 @@ def study_sources(study_dir: Path) -> dict[str, Path]:
     return found
 
 
-def list_candidates(cfg: RunConfig, sources: dict[str, Path] | None = None,
-                    study_dir: Path | None = None) -> list[Candidate]:
-    """Every candidate, usable or not, in a stable order: built-ins, --sources, then the study's sources."""
+def list_candidates(cfg: RunConfig, sources: dict[str, Path] | None = None, study_dir: Path | None = None,
+                    backbones: list[str] | None = None) -> list[Candidate]:
+    """Every candidate, usable or not, in a stable order: built-ins, --sources, the study's sources, then the
+    --backbone ones."""
     out = builtin_candidates(cfg)
     for name, run_dir in (sources or {}).items():
         out.append(source_candidate(name, run_dir, cfg, "--sources"))
@@ -138,4 +166,4 @@ def list_candidates(cfg: RunConfig, sources: dict[str, Path] | None = None,
             shown = name if name not in taken else f"study-{name}"
             out.append(source_candidate(shown, run_dir, cfg, f"--study {study_dir}"))
             taken.add(shown)
-    return out
+    return out + [backbone_candidate(arch) for arch in backbones or []]

@@ -31,6 +31,7 @@ LOG_FILE = "advise.log"
 class AdviseOptions(TypedDict, total=False):
     """:func:`advise`'s keyword options, grouped."""
     space: SearchSpace | None   # the strategies x LR policies searched (None: SearchSpace(), the defaults)
+    backbones: list[str]        # published foundation backbones to compare (--backbone ARCH)
     echo: bool                  # print the log as well as writing OUT/advise.log (default True)
 
 
@@ -49,7 +50,8 @@ def advise(config_path, out, data_root=None, sources: dict[str, Path] | None = N
     root = Path(data_root).expanduser().resolve() if data_root is not None else resolve_data_root(None)
     if budget_seconds <= 0:
         raise MedtransferError(f"--budget must be longer than 0 s, got {budget_seconds}")
-    candidates = list_candidates(cfg, sources, Path(study_dir) if study_dir is not None else None)
+    candidates = list_candidates(cfg, sources, Path(study_dir) if study_dir is not None else None,
+                                 options.get("backbones"))
     _refuse_existing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
