@@ -210,3 +210,20 @@ def test_a_second_study_over_the_same_backbone_and_images_computes_no_features(t
         log = (tmp_path / "two" / run_dir / "train.log").read_text()
         assert "none computed (no backbone pass)" in log, run_dir
     assert os.listdir(tmp_path / "cache" / "features")
+
+
+def test_outer_cross_validation_of_a_run_on_cached_features_reads_every_fold(tmp_path, monkeypatch):
+    """A small test split turns outer cross-validation on (train.test_estimate: auto): its folds train and test on
+    rows the run's own split did not touch, so a run on cached features gets every labelled image's features
+    (one pass), not a KeyError half-way through."""
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "cache"))
+    write_labelled_pngs(tmp_path)
+    (tmp_path / "run.yaml").write_text(RUN.replace("test_estimate: split", "test_estimate: auto, n_train: 20"))
+    for strategy in ("probe", "frozen"):
+        out = tmp_path / strategy
+        assert main(["train", str(tmp_path / "run.yaml"), "--data-root", str(tmp_path), "--quiet", "--out", str(out),
+                     "--set", f"train.strategy={strategy}"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        estimate = metrics["test_estimate"]
+        assert estimate["kind"] == "outer_cv" and estimate["folds"] >= 2 and estimate["n_images"] == 40
+        assert len(estimate["fold_auroc"]) == estimate["folds"] and all(0 <= a <= 1 for a in estimate["fold_auroc"])

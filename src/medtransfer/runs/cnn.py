@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import RunConfig, resolve_data_root
 from ..data import PreparedData
 from ..errors import MedtransferError
-from ..kinds import InitKind, SelectionKind, Strategy
+from ..kinds import InitKind, SelectionKind, Strategy, TestEstimateKind
 from ..models import create_model, save_weights
 from ..models.init_resolve import resolve_init
 from ..models.xrv_init import xrv_weights_file
@@ -80,6 +80,8 @@ def _train_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log:
         log(note)
     run = prepare_cnn_run(cfg, data_root, log, progress)
     outer = plan_test_estimate(cfg, run.data, run.idx, run.model, log)   # before the fit: it copies the untrained model
+    if outer.kind is TestEstimateKind.OUTER_CV and run.features is not None:   # its folds reach every labelled image
+        run.features = run_features(cfg, run.data, None, run.model, run.device, data_root, log)
     with step_bar(progress and sys.stderr.isatty()) as on_step:
         result = fit_prepared(cfg, run, log, on_step)
     return estimate_test(cfg, outer, run, folder, finish_cnn_run(cfg, folder, run, result, log, started), log,

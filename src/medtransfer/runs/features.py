@@ -32,12 +32,13 @@ def feature_cache_dir(cfg: RunConfig, data_root: Path) -> Path:
     return resolve_cache_dir(cfg.data.cache_dir, data_root) / FEATURES_DIR
 
 
-def run_features(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], model: torch.nn.Module,
+def run_features(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray] | None, model: torch.nn.Module,
                  device: torch.device, data_root: Path, log: Log) -> FeatureTable | None:
-    """The features of every image the run touches, or None when it trains on images."""
+    """The features of every image the run touches (``idx``'s training subset, validation and test splits; None:
+    every labelled image, as an outer cross-validation's folds reach them all), or None when it trains on images."""
     if not uses_cached_features(cfg):
         return None
-    rows = np.concatenate([idx["train"], idx["val"], idx["test"]])
+    rows = np.arange(len(data.labels)) if idx is None else np.concatenate([idx["train"], idx["val"], idx["test"]])
     return cached_features(model, data.images, rows, device, feature_cache_dir(cfg, data_root), log)
 
 
