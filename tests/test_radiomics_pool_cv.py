@@ -73,3 +73,23 @@ def test_the_new_default_gives_baseline_runs_new_ids_and_auto_keeps_its_old_ones
                         RunMethod.RADIOMICS)
     assert new["radiomics"]["selection"] == "pool_cv" and old["radiomics"]["selection"] == "auto"
     assert run_id_of(new) != run_id_of(old)
+
+
+def test_the_pixel_baseline_fits_the_rows_the_radiomics_model_fitted(pool_csv, monkeypatch):
+    """With C chosen on the validation split (radiomics.selection: val) the radiomics model fits the training
+    subset only, even where a CNN run would cross-validate the N-pool: its pixel baseline fits those same rows,
+    so the paired comparison in its verdict is paired on the training side too (found by review)."""
+    root, cfg = pool_csv
+    cfg = cfg.model_copy(update={"radiomics": cfg.radiomics.model_copy(update={"selection": "val"}),
+                                 "data": cfg.data.model_copy(update={"val_size": "proportional"})})
+    seen = []
+    real_folds = baseline.pool_folds
+
+    def recording(groups, strata, seed, k=5):
+        seen.append(len(groups))
+        return real_folds(groups, strata, seed, k)
+
+    monkeypatch.setattr(baseline, "pool_folds", recording)
+    metrics = radiomics_run(cfg, root / "rad-val", root, echo=False, progress=False,
+                            feature_fn=histogram_features).to_json()
+    assert metrics["n_train_images"] == 20 and seen[-1] == 20   # the baseline's C folds: the same 20 images

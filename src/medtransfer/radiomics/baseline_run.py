@@ -93,7 +93,7 @@ def _fit_and_evaluate(cfg: RunConfig, folder: RunFolder, data_root: Path, log: L
     scored = score_run(folder, data, cfg.task.kind, val,
                        SplitScores(idx["test"], model.predict_scores(frames["test"]), folder.predictions_path), log)
     model.coefficients(data.label_names).to_csv(folder.coefficients_path, float_format="%.6g")
-    fit_rows = fitted.plan.pool if fitted.plan.kind is SelectionKind.CV else idx["train"]   # as the CNN runs'
+    fit_rows = fitted.pool_rows if model.refit_on_pool else fitted.train_rows   # the rows the radiomics model fitted
     compared = compare_baselines(cfg, folder, data, fit_rows, idx["test"], scored.test_interval, log)
     return RunMetrics(
         task_kind=cfg.task.kind, label_names=data.label_names, val=scored.val, test=scored.test,
