@@ -306,12 +306,15 @@ def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace,
     assert [s["n_train"] for s in advice["learning_curve"]["sizes"]] == [17, 35, 80]   # N: the pool the folds drew from
     assert "out-of-fold" in advice["learning_curve"]["scale"]
 
-    # the command reproduces the kept run's config exactly
+    # the command reproduces the kept run's config exactly, but for the test estimate: the final run tested on its
+    # split (no budget holds an outer cross-validation), the command keeps the user's (auto), which adds one
     words = shlex.split(rec["command"])
     sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
     assert words[:3] == ["medtransfer", "train", str(workspace / "cfg.yaml")]
-    assert dump_config(load_config(words[2], sets)) == dump_config(
-        config_from_dict(load_yaml(out / "best" / "config.yaml")))
+    command_cfg, kept_cfg = load_config(words[2], sets), config_from_dict(load_yaml(out / "best" / "config.yaml"))
+    assert (command_cfg.train.test_estimate, kept_cfg.train.test_estimate) == ("auto", "split")
+    kept_cfg.train.test_estimate = "auto"
+    assert dump_config(command_cfg) == dump_config(kept_cfg)
 
     page = (out / "advice.html").read_text()
     assert "[redacted]" not in page and "<script" not in page

@@ -187,8 +187,6 @@ def train_command(config_path: Path, data_root: Path, out: Path, overrides: list
         recipe.append(f"train.epochs={best.train.epochs}")
     if threads is not None:
         recipe.append(f"train.threads={threads}")
-    if best.train.test_estimate != cfg.train.test_estimate:   # the kept run's test estimate (see run_workflow)
-        recipe.append(f"train.test_estimate={best.train.test_estimate}")
     parts = ["medtransfer", "train", str(config_path), "--data-root", str(data_root), "--out", str(out)]
     for pair in list(overrides) + recipe:
         parts += ["--set", pair]
@@ -260,7 +258,8 @@ def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> A
     # an outer cross-validation of the final run (train.test_estimate auto, on a small test split) would cost
     # outer_folds more runs, each with its own selection folds, which no budget plan holds: the final run is
     # tested on its split, and its log and page warn when that split is small (runs.scoring.reader_warnings);
-    # the printed train command, run without a budget, makes the estimate
+    # the printed train command keeps the user's test_estimate (``train_command``), so run without a budget it
+    # makes the outer estimate (the kept model is the same: an outer estimate only adds numbers)
     best_cfg.train.test_estimate = "split"
     best_dir = req.out / BEST_RUN                                          # 3. the final run
     log(f"final run: {searched.halving.pick.label}, {searched.halving.pick.effort(searched.final_steps)} -> {best_dir}")
@@ -302,9 +301,12 @@ def _small_test_note(metrics: RunMetrics, cfg: RunConfig) -> list[str]:
     if fewest is None or fewest[1] >= SMALL_TEST_CLASS:
         return []
     name, n = fewest
+    how = ("run the train command below: with train.test_estimate: auto it also estimates by outer "
+           "cross-validation" if cfg.train.test_estimate != "split" else
+           "run the train command below with --set train.test_estimate=outer_cv")
     return [f"the test split holds {n} patients of '{name}' (fewer than {SMALL_TEST_CLASS}): its test AUROC is a rough "
-            f"estimate; for one by outer cross-validation (folds grouped by patients), run the train command with "
-            f"--set train.test_estimate=outer_cv (about {cfg.train.outer_folds} more runs)"]
+            f"estimate; for one by outer cross-validation (folds grouped by patients), {how} (about "
+            f"{cfg.train.outer_folds} more runs; the model is the same)"]
 
 
 def _training_data(cfg: RunConfig, root: Path, log: Log) -> _TrainingData:
