@@ -276,6 +276,13 @@ def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
+def test_a_space_of_probes_only_is_refused_in_one_line_before_any_fit(workspace, tmp_path):
+    """A probe takes no optimiser step, so it cannot price the search's steps: refused, naming what to add."""
+    with pytest.raises(MedtransferError, match=r"search space \(probe\) trains no layer .*add frozen, full or gradual"):
+        advise(workspace / "cfg.yaml", tmp_path / "advice", workspace, {"src": workspace / "source"}, None, 120, [],
+               space=SearchSpace(strategies=("probe",), lr_policies=("constant",)), echo=False)
+
+
 def test_advise_end_to_end_writes_the_advice_and_a_model_predict_uses(workspace, tmp_path, monkeypatch):
     from medtransfer.inference import predict_files
 

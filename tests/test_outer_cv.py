@@ -86,7 +86,8 @@ def test_auto_estimates_a_small_test_split_by_outer_cv_over_every_labelled_image
                 for k in (1, 2, 3)]
     assert block["fold_auroc"] == pytest.approx(per_fold, abs=1e-6)
     assert block["fold_auroc_mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
-    assert block["fold_auroc_se"] == pytest.approx(np.std(per_fold, ddof=1) / math.sqrt(3), abs=1e-6)
+    # Nadeau-Bengio corrected (3 folds sharing training images): sd x sqrt(1/3 + 1/2), not sd / sqrt(3)
+    assert block["fold_auroc_se"] == pytest.approx(np.std(per_fold, ddof=1) * math.sqrt(1 / 3 + 1 / 2), abs=1e-6)
     ci = block["auroc_ci"]
     assert ci["resampled"] == "patients" and ci["low"] <= block["auroc"] <= ci["high"]
     logged = {name: value for name, value, _ in run_metrics(RunMetrics.from_json(auto))}   # what MLflow gets

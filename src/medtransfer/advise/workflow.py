@@ -383,8 +383,11 @@ def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Cand
     """The cost model: the top-ranked initialisation's full fine-tuning timed for at most PROBE_SHARE of the
     budget, with the final run's extras (test and validation passes at the ranking's forward speed, the wrap-up)."""
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
-    timed = req.space.arms([(ranked[0].name, ranked[0].init, ranked[0].arch)])
-    timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])
+    timed = [a for a in req.space.arms([(c.name, c.init, c.arch) for c in ranked]) if a.strategy != Strategy.PROBE]
+    if not timed:   # a probe takes no optimiser step, so it cannot price one
+        raise MedtransferError(f"advise: the search space ({'/'.join(req.space.strategies)}) trains no layer of any "
+                               "candidate: add frozen, full or gradual")
+    timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])   # the best-ranked full run
     started = time.monotonic()
     cost = probe_cost(search_data, timed_arm, req.cfg, prepared.device, PROBE_SHARE * req.budget_seconds,
                       val_guess_seconds=forward * len(search_data.val),

@@ -29,6 +29,7 @@ from ..config import RunConfig
 from ..data import PreparedData, proportional_val, strata_matrix
 from ..data.splits import fold_strata, pool_folds
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
+from ..evaluate.summary import cv_corrected_ci
 from ..evaluate.per_run import class_names
 from ..kinds import SelectionKind, Strategy, TaskKind
 from ..train import fit
@@ -72,10 +73,9 @@ class CvOutcome:
 
     @property
     def se(self) -> float:
-        """Standard error of the mean fold AUROC (sd over folds / sqrt(folds)); NaN with under 2 scored folds."""
-        values = np.asarray(self.fold_auroc, dtype=float)
-        values = values[np.isfinite(values)]
-        return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+        """Standard error of the mean fold AUROC, Nadeau-Bengio corrected (the folds share training images:
+        ``evaluate.summary.cv_corrected_ci``); NaN with under 2 scored folds."""
+        return cv_corrected_ci(self.fold_auroc, len(self.fold_auroc)).sd
 
     def record(self) -> dict:
         """metrics.json's ``selected_by`` for a cross-validated run."""

@@ -44,6 +44,7 @@ from ..config import RunConfig
 from ..data import PreparedData, nested_subset, proportional_val, strata_matrix
 from ..data.splits import carve_val, fold_strata, pool_folds
 from ..evaluate.metrics import macro_auroc, one_vs_rest_targets
+from ..evaluate.summary import cv_corrected_ci
 from ..evaluate.per_run import SMALL_TEST_CLASS, class_names, fewest_patients, patients_per_class, run_interval
 from ..kinds import TestEstimateKind, auroc_name
 from ..run_folder import RunFolder, RunMetrics
@@ -114,9 +115,9 @@ class TestEstimate:
 
     @property
     def se(self) -> float:
-        """Standard error of the mean fold AUROC (sd over folds / sqrt(folds)); NaN with under 2 scored folds."""
-        values = np.asarray([v for v in self.fold_auroc if math.isfinite(v)], dtype=float)
-        return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+        """Standard error of the mean fold AUROC, Nadeau-Bengio corrected (the folds share training images, as
+        everywhere else in medtransfer: ``evaluate.summary.cv_corrected_ci``); NaN with under 2 scored folds."""
+        return cv_corrected_ci(self.fold_auroc, len(self.fold_auroc)).sd
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value, "reason": self.reason}

@@ -21,6 +21,7 @@ from ..config import RunConfig
 from ..data import PreparedData
 from ..data.splits import fold_strata, pool_folds
 from ..evaluate.metrics import one_vs_rest_targets
+from ..evaluate.summary import cv_corrected_ci
 from ..kinds import SelectionKind, auroc_name
 from ..train.device import cpu_state
 from ..train.features import FeatureTable
@@ -46,13 +47,11 @@ class ProbeCv:
 
     def record(self) -> dict:
         """metrics.json's ``selected_by``: a cv run's keys, with no rounds (a probe has none)."""
-        values = np.asarray(self.fold_auroc, dtype=float)
-        finite = values[np.isfinite(values)]
-        se = float(finite.std(ddof=1) / math.sqrt(len(finite))) if len(finite) > 1 else None
+        summary = cv_corrected_ci(self.fold_auroc, len(self.fold_auroc))   # the folds share training images
         return {"kind": SelectionKind.CV.value, "reason": self.plan.reason, "folds": len(self.plan.folds),
                 "pool_images": int(len(self.plan.pool)), "pool_patients": self.pool_patients,
                 "fold_auroc": [_num(v) for v in self.fold_auroc],
-                "cv_auroc_mean": _num(float(finite.mean())) if len(finite) else None, "cv_auroc_se": _num(se)}
+                "cv_auroc_mean": _num(summary.mean) if summary.n else None, "cv_auroc_se": _num(summary.sd)}
 
 
 @dataclass(frozen=True)
