@@ -227,3 +227,20 @@ def test_outer_cross_validation_of_a_run_on_cached_features_reads_every_fold(tmp
         estimate = metrics["test_estimate"]
         assert estimate["kind"] == "outer_cv" and estimate["folds"] >= 2 and estimate["n_images"] == 40
         assert len(estimate["fold_auroc"]) == estimate["folds"] and all(0 <= a <= 1 for a in estimate["fold_auroc"])
+
+
+def test_the_feature_key_changes_with_a_published_backbones_input_normalisation_and_size():
+    """The adapter's mean / std live in non-persistent buffers and its sizes in attributes, none of them in the
+    state dict: the weights digest still tells apart two backbones that differ only there (found by review)."""
+    from medtransfer.models.published import InputAdapter, InputSpec
+    from medtransfer.train.features import weights_digest
+
+    def backbone(mean=(0.5, 0.5, 0.5), size=28, seed=0):
+        torch.manual_seed(seed)
+        spec = InputSpec(size, size, mean, (0.25, 0.25, 0.25), "bilinear", "test")
+        return torch.nn.Sequential(InputAdapter(spec), torch.nn.Conv2d(3, 4, 3))
+
+    base = weights_digest(backbone())
+    assert weights_digest(backbone()) == base                      # the same backbone: the same key
+    assert weights_digest(backbone(mean=(0.4, 0.4, 0.4))) != base  # another normalisation
+    assert weights_digest(backbone(size=32)) != base               # another input size

@@ -88,12 +88,18 @@ class FeatureTable:
 
 
 def weights_digest(module: nn.Module) -> str:
-    """A digest of a module's parameters and buffers (names, dtypes, shapes and values)."""
+    """A digest of what a module computes with: its parameters and every buffer (names, dtypes, shapes and values;
+    non-persistent buffers too, e.g. a published backbone's input normalisation, which the state dict leaves out)
+    and each submodule's ``extra_repr`` (e.g. the adapter's resize size and interpolation)."""
     h = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
+    tensors = dict(module.named_parameters())
+    tensors.update(dict(module.named_buffers()))
+    for name, tensor in sorted(tensors.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}\t{t.dtype}\t{tuple(t.shape)}\n".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for name, sub in module.named_modules():
+        h.update(f"{name}\t{type(sub).__name__}({sub.extra_repr()})\n".encode())
     return h.hexdigest()
 
 
