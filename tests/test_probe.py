@@ -15,6 +15,7 @@ from medtransfer.errors import ConfigError
 from medtransfer.kinds import Strategy, TaskKind
 from medtransfer.models import create_model
 from medtransfer.run_folder import RunFolder
+from medtransfer.runs.cnn import train_run
 from medtransfer.study.grid import expand, hashed_config
 from medtransfer.study.spec import parse_spec
 from medtransfer.train.probe import PROBE_C_GRID, fit_probe_head, probe_images
@@ -179,3 +180,29 @@ def test_the_dry_run_prices_a_probe_as_one_forward_pass_over_its_images(tmp_path
     images = 50 + 524 + 624               # PneumoniaMNIST's N-subset, validation and test splits
     assert est.per_run[probe.run_id] == pytest.approx(images / 3 * per_image + RUN_OVERHEAD_S)
     assert est.per_run[frozen.run_id] > 3 * est.per_run[probe.run_id]   # augmented: a pass per step
+
+
+def test_a_holdout_probe_chooses_c_without_its_validation_images(tmp_path, monkeypatch):
+    """On a validation split the study ranks the probe against CNN recipes by its validation AUROC, so the
+    validation images take no part in choosing C: the folds C is chosen on hold training images only."""
+    from medtransfer.runs import probe as probe_run
+    from medtransfer.runs.data_split import prepare_run_data
+
+    seen = []
+    real = probe_run.pool_folds
+    monkeypatch.setattr(probe_run, "pool_folds", lambda groups, *a, **k: seen.append(np.asarray(groups)) or
+                        real(groups, *a, **k))
+    write_labelled_pngs(tmp_path, n_images=100)
+    cfg = config_from_dict({"data": {"source": "csv", "path": "labels.csv", "image_column": "path",
+                                     "patient_column": "patient"},
+                            "task": {"kind": "binary", "label_column": "finding"}, "image_size": 24,
+                            "model": {"arch": "resnet18", "init": "scratch"},
+                            "train": {"strategy": "probe", "threads": 1, "selection": "holdout",
+                                      "test_estimate": "split"}})
+    train_run(cfg, tmp_path / "run", tmp_path, echo=False, progress=False)
+    data, idx = prepare_run_data(cfg, tmp_path, lambda _line: None, progress=False)
+    (groups,) = seen
+    assert sorted(groups) == sorted(data.patient_ids[idx["train"]])
+    assert not set(groups) & set(data.patient_ids[idx["val"]])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["probe"]["pool_images"] == len(idx["train"]) and "training subset" in metrics["probe"]["fitted_on"]

@@ -1,11 +1,13 @@
 """A probe run (``train.strategy: probe``): the run's model, its backbone frozen, gets a logistic regression on
 the backbone's features as its head (``train.probe``), and the run folder is a CNN run's (``runs.cnn``).
 
-The regression sees what a CNN run of the same N and seed sees: C is chosen on the folds of the run's N-pool
-(the training subset and its validation share, ``runs.cv``), the folds every CNN run of that (N, seed) cell and
-the radiomics baseline use. As the radiomics baseline does, the final regression is fitted on the training
-subset and scored on the validation images when the run selects on them (holdout), or fitted on the whole
-N-pool with the folds' out-of-fold scores as its validation predictions when the run cross-validates. The
+The regression sees what a CNN run of the same N and seed sees. When the run cross-validates, C is chosen on the
+folds of the run's N-pool (the training subset and its validation share, ``runs.cv``), the folds every CNN run of
+that (N, seed) cell uses, and the regression is fitted on the whole N-pool with the folds' out-of-fold scores as
+its validation predictions. When the run selects on a validation split (holdout), C is chosen on patient-grouped
+folds of the training subset alone and the regression fitted on it: the validation images, on which the study
+ranks the probe against the CNN recipes, took no part in choosing it (as a CNN run's validation images choose
+only its stopping round, which every recipe gets alike). The
 features come from the feature cache (``train.features``), so a probe costs one forward pass over its images
 at most, and none when a run before it used the same backbone and images.
 """
@@ -59,7 +61,7 @@ class ProbeOutcome:
     """What a probe run fitted, for train.log and metrics.json's ``probe`` block."""
     fit: ProbeFit
     folds: int
-    pool_images: int
+    pool_images: int             # the images C was chosen on: the N-pool (cv) or the training subset (holdout)
     fitted_on: str
     cv: ProbeCv | None           # set when the regression was fitted on the whole pool
 
@@ -72,19 +74,19 @@ class ProbeOutcome:
 def fit_probe(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], plan: SelectionPlan,
               model: torch.nn.Module, features: FeatureTable, log: Log) -> tuple[FitResult, ProbeOutcome]:
     """Choose C on the N-pool's folds, fit, write the regression into ``model``'s head (see the module docstring)."""
-    pool, kind = plan.pool, cfg.task.kind
-    folds = plan.folds if plan.kind is SelectionKind.CV else pool_folds(
+    kind, refit = cfg.task.kind, plan.kind is SelectionKind.CV
+    pool = plan.pool if refit else np.asarray(idx["train"])   # cv: the training subset, then its validation share
+    folds = plan.folds if refit else pool_folds(
         data.patient_ids[pool], fold_strata(one_vs_rest_targets(data.labels[pool], kind, len(data.label_names))),
         cfg.train.seed, cfg.train.cv_folds)
-    refit = plan.kind is SelectionKind.CV
-    n_fit = len(pool) if refit else len(idx["train"])   # the pool is the training subset, then its validation share
-    fitted = fit_probe_head(features.take(pool), data.labels[pool], folds, np.arange(n_fit), kind,
+    fitted = fit_probe_head(features.take(pool), data.labels[pool], folds, np.arange(len(pool)), kind,
                             len(data.label_names), cfg.train.seed)
     fitted.head.write_into(model)
-    fitted_on = (f"the whole N-pool ({n_fit} images)" if refit else f"the training subset ({n_fit} images)")
+    fitted_on = (f"the whole N-pool ({len(pool)} images)" if refit else f"the training subset ({len(pool)} images)")
     shown = ", ".join(f"{c:g}: {'n/a' if s is None else f'{s:.3f}'}" for c, s in fitted.c_scores.items())
-    where = (f"{len(folds)}-fold patient-grouped CV on the N-pool ({len(pool)} images), mean fold "
-             f"{auroc_name(kind)} per C: {shown}" if folds else "default")
+    on = f"the N-pool ({len(pool)} images)" if refit else f"the training subset ({len(pool)} images)"
+    where = (f"{len(folds)}-fold patient-grouped CV on {on}, mean fold {auroc_name(kind)} per C: {shown}"
+             if folds else "default")
     log(f"probe: logistic regression on {model.num_features} frozen backbone features, C={fitted.C:g} chosen by "
         f"{where}; fitted on {fitted_on}")
     for note in fitted.notes:
