@@ -67,7 +67,7 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
     thresholds = choose_thresholds(kind, data.label_names, y_val, s_val, y_test=y_test, s_test=s_test)
     folder.write_thresholds(thresholds)
     _add_operating_points(scored, thresholds)
-    suspect = small_test_warnings(y_test, kind, split_clusters(data, test.rows))
+    suspect = small_test_warnings(y_test, kind, split_clusters(data, test.rows), class_names(data.label_names, kind))
     disagree = split_disagreement(_val_estimate(data, kind, val),
                                   None if interval is None else SplitEstimate.of(interval, "test AUROC"))
     if disagree:
@@ -142,12 +142,13 @@ def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: 
     folder.write_bootstrap(interval.draws, interval.test_set)
     log(f"test {auroc_name(kind)} 95% interval {interval.low:.4f} to {interval.high:.4f} "
         f"({len(interval.draws)} resamples of the test {interval.unit})")
-    for warning in reader_warnings(interval.low, labels, kind, clusters):
+    for warning in reader_warnings(interval.low, labels, kind, clusters, class_names(data.label_names, kind)):
         log(f"WARNING: {warning}")
     return interval
 
 
-def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
+def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np.ndarray,
+                    names: list[str] | None = None) -> list[str]:
     """What a reader of this run must know first: a test interval that reaches 0.5 (not shown better than
     chance), and a test split with fewer than SMALL_TEST_CLASS patients of a class (one such split is a rough
     estimate, however its interval looks: ``train.test_estimate`` then estimates it by outer cross-validation)."""
@@ -155,20 +156,23 @@ def reader_warnings(low: float, labels: np.ndarray, kind: TaskKind, clusters: np
     if low <= 0.5:
         out.append(f"the test 95% interval reaches down to {low:.3f}: this model is not shown better than chance "
                    "(too few test images, or nothing was learned)")
-    return out + small_test_warnings(labels, kind, clusters)
+    return out + small_test_warnings(labels, kind, clusters, names)
 
 
-def small_test_warnings(labels: np.ndarray, kind: TaskKind, clusters: np.ndarray) -> list[str]:
-    """The warning for a test split with fewer than SMALL_TEST_CLASS patients of a class ([] otherwise)."""
-    out = []
+def small_test_warnings(labels: np.ndarray, kind: TaskKind, clusters: np.ndarray,
+                        names: list[str] | None = None) -> list[str]:
+    """The warning for a test split with fewer than SMALL_TEST_CLASS patients of a class ([] otherwise), naming
+    the class (``names``: ``evaluate.per_run.class_names`` of the run's labels; None: numbered)."""
     y = np.asarray(labels)
-    width = (int(y.max()) + 1 if len(y) else 0) if kind == TaskKind.MULTICLASS else \
-        2 if kind == TaskKind.BINARY else y.reshape(len(y), -1).shape[1]
-    fewest = fewest_patients(patients_per_class(y, kind, clusters, [str(c) for c in range(width)]))
-    if fewest is not None and fewest[1] < SMALL_TEST_CLASS:
-        out.append(f"the test split holds only {fewest[1]} patients of one class (fewer than {SMALL_TEST_CLASS}): "
-                   "a single split this small gives a rough estimate")
-    return out
+    if names is None:
+        width = (int(y.max()) + 1 if len(y) else 0) if kind == TaskKind.MULTICLASS else \
+            2 if kind == TaskKind.BINARY else y.reshape(len(y), -1).shape[1]
+        names = [str(c) for c in range(width)]
+    fewest = fewest_patients(patients_per_class(y, kind, clusters, names))
+    if fewest is None or fewest[1] >= SMALL_TEST_CLASS:
+        return []
+    return [f"the test split holds only {fewest[1]} patients of '{fewest[0]}' (fewer than {SMALL_TEST_CLASS}): "
+            "a single split this small gives a rough estimate"]
 
 
 def _add_operating_points(scored: dict[str, MetricBlock], thresholds: RunThresholds) -> None:
