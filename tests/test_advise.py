@@ -276,6 +276,29 @@ def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
+def test_a_probe_pick_trains_the_learning_curve_sizes_the_plan_cut(workspace, tmp_path, monkeypatch):
+    """The plan drops learning-curve sizes to fit the budget, pricing them as fine-tuning runs; when the pick is a
+    probe each size is a feature pass, so they are trained after all, and the advice says so."""
+    from medtransfer.advise import workflow
+
+    real_plan, real_halving = workflow.plan_search, workflow.run_halving
+    monkeypatch.setattr(workflow, "plan_search", lambda *a, **k: dataclasses.replace(real_plan(*a, **k), sizes=()))
+
+    def probe_picked(*a, **k):   # whatever the trials score, name the probe (its trial is a real one)
+        result = real_halving(*a, **k)
+        probe = next(t for t in result.rungs[0] if t.arm.strategy == "probe")
+        return dataclasses.replace(result, pick=probe.arm, pick_trial=probe)
+
+    monkeypatch.setattr(workflow, "run_halving", probe_picked)
+    path = advise(workspace / "cfg.yaml", tmp_path / "advice", workspace, {"src": workspace / "source"}, None, 600,
+                  [], space=PROBE_SPACE, echo=False)
+    advice = json.loads(path.read_text())
+    assert advice["recommendation"]["strategy"] == "probe"
+    sizes = [s["n_train"] for s in advice["learning_curve"]["sizes"]]
+    assert len(sizes) == 3 and sizes[-1] == 80        # N/4, N/2 and the N-pool point
+    assert "trained after all: the pick is a probe" in (tmp_path / "advice" / "advise.log").read_text()
+
+
 def test_a_space_of_probes_only_is_refused_in_one_line_before_any_fit(workspace, tmp_path):
     """A probe takes no optimiser step, so it cannot price the search's steps: refused, naming what to add."""
     with pytest.raises(MedtransferError, match=r"search space \(probe\) trains no layer .*add frozen, full or gradual"):

@@ -235,6 +235,7 @@ class _Searched:
     halving: HalvingResult
     final_steps: int
     notes: tuple[str, ...] = ()
+    every_size: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)   # before the plan cut sizes
 
 
 def run_workflow(req: AdviseRequest, candidates: list[Candidate], log: Log) -> Advice:
@@ -360,6 +361,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
         f"({max(req.deadline - time.monotonic(), 0.0):.0f} s left)")
     for note in plan.notes:
         log(f"plan: {note}")
+    every_size = search_data.nested
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
     reserve = cost.final_seconds(1.0, plan.final_steps, plan.final_run_rounds)
     clock = BudgetClock(req.deadline, reserve_seconds=reserve)
@@ -375,7 +377,7 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
                  f"are left, so the final run trains {steps} steps (the plan's {plan.final_steps}, the config's "
                  f"{config_steps})",)
         log(notes[0])
-    return _Searched(search_data, plan, halving, steps, notes)
+    return _Searched(search_data, plan, halving, steps, notes, every_size)
 
 
 def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, CandidateFeatures],
@@ -432,9 +434,16 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
         _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
         final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
         n_point = prepared.n_train
+    cut, restored = sorted(set(searched.every_size) - set(data.nested)), []
+    if searched.halving.pick.strategy == Strategy.PROBE and cut:   # a probe's size costs a feature pass, not a run
+        data = dataclasses.replace(data, nested=searched.every_size)
+        restored = [f"learning-curve size(s) {', '.join(map(str, cut))}, left out by the plan for the budget, were "
+                    "trained after all: the pick is a probe (no optimiser steps)"]
+        log(f"learning curve: {restored[0]}")
     size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
                                         log=log, deadline=req.deadline - WRAP_UP_SECONDS,
                                         seconds_per_run=float(metrics.seconds))
+    size_notes = restored + size_notes
     curve = learning_curve(data, size_trials, n_point, final_scores, metrics.auroc("val"), metrics.auroc("test"))
     return curve, size_notes
 
