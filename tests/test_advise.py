@@ -154,6 +154,17 @@ def test_unusable_features_are_reported_while_the_others_are_ranked():
     assert by["broken"].rank is None and "does not fit" in by["broken"].unusable
 
 
+def test_sfda_with_no_more_images_than_features_is_not_shown():
+    """With no more images than features any features separate the classes: SFDA is near 1.0 whatever the
+    backbone (exactly 1.0 on ResNet-18's 512 features below 512 images), so it is left out, with the reason."""
+    rng = np.random.default_rng(1)
+    labels = (np.arange(40) % 2).astype(np.float32)[:, None]
+    wide = CandidateFeatures("wide", rng.normal(size=(40, 64)), 0.1)      # 40 images, 64 features
+    (score,) = rank_candidates({"wide": wide}, labels, "binary", 1, np.arange(40))
+    assert score.sfda is None and "SFDA not shown" in score.probe_note and "(40)" in score.probe_note
+    assert score.logme is not None and score.knn_auroc is not None and score.rank == 1
+
+
 # ---------------------------------------------------------------------------------------------- search
 def test_the_plan_shrinks_to_the_budget_keeping_the_references():
     inits = [("src", Init.checkpoint("a"), "resnet18"), ("scratch", SCRATCH, "resnet18"),

@@ -108,6 +108,10 @@ def score_one(feats: CandidateFeatures, labels: np.ndarray, kind: TaskKind, n_ou
     except DataError as err:
         sfda = None
         notes.append(str(err))
+    if sfda is not None and n_features is not None and len(labels) <= n_features:
+        sfda = None   # a number that says nothing about the features: not shown
+        notes.append(f"SFDA not shown: with no more images ({len(labels)}) than features ({n_features}) it is near 1.0 "
+                     "for any features (it scores the fit to the very images it was fitted on)")
     return CandidateScore(feats.name, float(logme), probe, None, probe_note="; ".join(notes) or None,
                           n_features=n_features, seconds=feats.seconds, knn_auroc=knn, sfda=sfda)
 
