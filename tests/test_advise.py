@@ -312,7 +312,7 @@ def test_a_probe_pick_trains_the_learning_curve_sizes_the_plan_cut(workspace, tm
 
 def test_a_space_of_probes_only_is_refused_in_one_line_before_any_fit(workspace, tmp_path):
     """A probe takes no optimiser step, so it cannot price the search's steps: refused, naming what to add."""
-    with pytest.raises(MedtransferError, match=r"search space \(probe\) trains no layer .*add frozen, full or gradual"):
+    with pytest.raises(MedtransferError, match=r"search space \(probe\) gives no usable candidate an arm that trains a layer .*add full or gradual"):
         advise(workspace / "cfg.yaml", tmp_path / "advice", workspace, {"src": workspace / "source"}, None, 120, [],
                space=SearchSpace(strategies=("probe",), lr_policies=("constant",)), echo=False)
 

@@ -506,6 +506,8 @@ def ranked_first_probe(advice: dict, arch: str) -> bool:
     """The backbone was scored on frozen features, and its probe arm was the first trial of the search."""
     scores = {s["name"]: s for s in advice["ranking"]["scores"]}
     first = advice["search"]["rungs"][0]["trials"]
-    probes = [t for t in first if t["strategy"] == "probe"]
-    return scores[arch]["rank"] is not None and bool(probes) and first[0]["strategy"] == "probe" and any(
-        t["init_name"] == arch for t in first)
+    own = [t for t in first if t["init_name"] == arch]
+    probes_first = [t["strategy"] for t in first][:sum(t["strategy"] == "probe" for t in first)]
+    return (scores[arch]["rank"] is not None and set(probes_first) == {"probe"}
+            and any(t["strategy"] == "probe" and t["val_auroc"] is not None for t in own)
+            and {t["strategy"] for t in own} > {"probe"})   # and its fine-tuned arms were searched too

@@ -54,3 +54,35 @@ def test_two_backbones_are_compared_at_each_n_on_the_same_test_split(tmp_path):
     html = (out / "report.html").read_text()
     assert "<h2>Backbones compared</h2>" in html and "timm:resnet10t" in html
     assert html.index("Verdict.") < html.index("Backbones compared")
+
+
+def test_a_difference_without_an_interval_is_not_called_worse():
+    """One seed a side and no bootstrap draws: no interval, so no verdict (found by review: it read 'worse')."""
+    from medtransfer.report.answer_page import backbones_html
+    from medtransfer.report.backbones import backbone_lines
+
+    entry = {"arch": "b", "recipe": "pretrained / probe", "shown": "pretrained / probe", "n_seeds": 1,
+             "val_auroc": 0.8, "test_auroc": 0.9, "ci_low": None, "ci_high": None,
+             "versus_reference": {"estimate": 0.1, "low": None, "high": None, "method": "t over seeds", "seeds": 1,
+                                  "within_noise": None}}
+    ref = {**entry, "arch": "a", "versus_reference": None, "val_auroc": 0.85, "test_auroc": 0.8}
+    compared = [{"task": "t", "n_train": "50", "N": 50, "reference_arch": "a", "rule": "rule", "backbones": [ref, entry]}]
+    page = backbones_html({"backbones": compared})
+    assert "+0.100 (no CI: not compared)" in page and "worse" not in page and "better" not in page
+    (line,) = backbone_lines(compared)
+    assert "b: no paired difference" in line
+
+
+def test_a_repository_id_that_is_none_is_one_line_before_any_library_sees_it():
+    from medtransfer.advise.candidates import parse_backbones
+    from medtransfer.config import config_from_dict
+    from medtransfer.errors import ConfigError, MedtransferError
+
+    for bad in ("hf:a b", "hf:a/b@rev", "openclip:hf-hub:a/b/c", "timm:hf-hub:../x", "hf:a/.."):
+        with pytest.raises(MedtransferError, match="is not a Hugging Face repository id ORG/NAME"):
+            parse_backbones([bad])
+        with pytest.raises(ConfigError, match="is not a Hugging Face repository id ORG/NAME"):
+            config_from_dict({"data": {"source": "medmnist", "name": "pneumoniamnist"}, "task": {"kind": "binary"},
+                              "model": {"arch": bad, "init": "pretrained"}})
+    assert parse_backbones(["hf:microsoft/rad-dino", "timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m"]) == [
+        "hf:microsoft/rad-dino", "timm:hf-hub:timm/vit_small_patch14_dinov2.lvd142m"]

@@ -26,7 +26,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import TypedDict, Unpack   # typing.Unpack is Python 3.11+
 
 from .config import RunConfig, resolve_data_root
 from .config import load_config as load_config_file

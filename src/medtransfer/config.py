@@ -269,6 +269,12 @@ class TrainConfig(_Strict):
                                   "unpacked one by rounding, so it is part of the run id when above 1; a plain "
                                   "`train` always trains alone")
 
+    def hashed_overrides(self) -> dict:
+        """A probe hashes ``probe_c: training_subset``: since 2026-12-05 a probe that selects on a validation split
+        chooses C on folds of its training subset alone (before, of the N-pool with the validation share), so a
+        study resumed across that change trains its probes again rather than mixing the two."""
+        return {"probe_c": "training_subset"} if self.strategy == Strategy.PROBE else {}
+
     def unhashed_keys(self) -> set[str]:
         """``selection`` is left out of the run id at ``holdout``: every run before the key existed selected
         on its validation images, so such a run keeps its id. A probe takes no optimiser step, so the keys

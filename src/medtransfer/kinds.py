@@ -8,6 +8,8 @@ files keep exactly the text they always had.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -204,6 +206,21 @@ def is_published_arch(arch: str) -> bool:
     return any(arch.startswith(p) and len(arch) > len(p) for p in PUBLISHED_ARCH_PREFIXES)
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+
+def published_repo_problem(arch: str) -> str | None:
+    """Why a published backbone's ``model.arch`` names no Hugging Face repository (None when it names one, or is no
+    published arch): ``ORG/NAME``, letters, digits, ``_ . -``, no ``..``, as the Hub accepts them; checked before
+    any library sees it, whose own refusal is a traceback."""
+    if not is_published_arch(arch):
+        return None
+    repo = arch.split(":", 1)[1].removeprefix("hf-hub:")
+    if _REPO_ID.match(repo) and ".." not in repo and len(repo) <= 96:
+        return None
+    return f"model.arch {arch!r}: {repo!r} is not a Hugging Face repository id ORG/NAME (expected {PUBLISHED_ARCH_FORMS})"
+
+
 def published_init_problem(arch: str, init: Init) -> str | None:
     """Why ``init`` cannot start ``arch`` where one of the two is a published backbone (None when it can).
 
@@ -211,6 +228,9 @@ def published_init_problem(arch: str, init: Init) -> str | None:
     weights are not ImageNet's (RAD-DINO's are chest X-rays, DINOv2's LVD-142M), so ``imagenet`` would name them
     wrongly in every log and report. Checked by the config and by ``models.create_model`` alike.
     """
+    repo = published_repo_problem(arch)
+    if repo:
+        return repo
     if init.kind is InitKind.PRETRAINED and not is_published_arch(arch):
         return (f"model.init pretrained loads a published backbone's own weights: model.arch must be "
                 f"{PUBLISHED_ARCH_FORMS} (got {arch!r}; its ImageNet weights are model.init imagenet)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig, config_from_dict, load_yaml
 from ..errors import MedtransferError
-from ..kinds import IMAGENET, PRETRAINED, SCRATCH, Init, is_published_arch
+from ..kinds import IMAGENET, PRETRAINED, SCRATCH, Init, is_published_arch, published_repo_problem
 from ..run_folder import RunFolder
 
 SCRATCH_NAME = "scratch"
@@ -85,6 +85,9 @@ def parse_backbones(values: list[str] | None) -> list[str]:
                 raise MedtransferError(f"--backbone {arch!r}: not a published backbone; expected "
                                        "timm:hf-hub:ORG/NAME, hf:ORG/NAME or openclip:hf-hub:ORG/NAME "
                                        "(e.g. hf:microsoft/rad-dino)")
+            problem = published_repo_problem(arch)
+            if problem:
+                raise MedtransferError(f"--backbone: {problem}")
             if arch in out:
                 raise MedtransferError(f"--backbone: {arch} is given twice")
             out.append(arch)

@@ -153,7 +153,8 @@ def _ranking(candidates: list[Candidate], scores: list[CandidateScore], method: 
     rows = []
     for s in scores:
         c = cands.get(s.name)
-        note = s.unusable and f"unusable: {s.unusable}" or s.probe_note or (c.note if c else None) or ""
+        note = f"unusable: {s.unusable}" if s.unusable else "; ".join(
+            n for n in (c.note if c else None, s.probe_note) if n)   # the candidate's own note first
         rows.append([str(s.rank or "—"), esc(s.name), esc(c.arch if c else ""), esc(c.origin if c else ""),
                      _num(s.logme, 4), fmt_auroc(s.probe_auroc), fmt_auroc(s.knn_auroc), _num(s.sfda), esc(note)])
     for c in candidates:

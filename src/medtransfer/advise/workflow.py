@@ -387,8 +387,9 @@ def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Cand
     forward = max(f.forward_seconds_per_image for f in features.values() if f.forward_seconds_per_image)
     timed = [a for a in req.space.arms([(c.name, c.init, c.arch) for c in ranked]) if a.strategy != Strategy.PROBE]
     if not timed:   # a probe takes no optimiser step, so it cannot price one
-        raise MedtransferError(f"advise: the search space ({'/'.join(req.space.strategies)}) trains no layer of any "
-                               "candidate: add frozen, full or gradual")
+        raise MedtransferError(f"advise: the search space ({'/'.join(req.space.strategies)}) gives no usable candidate "
+                               "an arm that trains a layer (a probe trains none, and a scratch start is never frozen or "
+                               "probed): add full or gradual")
     timed_arm = next((a for a in timed if a.strategy == Strategy.FULL), timed[0])   # the best-ranked full run
     started = time.monotonic()
     cost = probe_cost(search_data, timed_arm, req.cfg, prepared.device, PROBE_SHARE * req.budget_seconds,
@@ -434,16 +435,18 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
         _, model, _, dev = load_run(req.out / BEST_RUN, cfg.train.device)
         final_scores = predict(model, data.val.images, cfg.task.kind, max(cfg.train.batch_size, 128), dev)
         n_point = prepared.n_train
-    cut, restored = sorted(set(searched.every_size) - set(data.nested)), []
+    cut = sorted(set(searched.every_size) - set(data.nested))
     if searched.halving.pick.strategy == Strategy.PROBE and cut:   # a probe's size costs a feature pass, not a run
         data = dataclasses.replace(data, nested=searched.every_size)
-        restored = [f"learning-curve size(s) {', '.join(map(str, cut))}, left out by the plan for the budget, were "
-                    "trained after all: the pick is a probe (no optimiser steps)"]
-        log(f"learning curve: {restored[0]}")
     size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
                                         log=log, deadline=req.deadline - WRAP_UP_SECONDS,
                                         seconds_per_run=float(metrics.seconds))
-    size_notes = restored + size_notes
+    skipped = {n for n in cut if any(f"size N={n} skipped" in note for note in size_notes)}   # run_sizes' notes
+    restored = sorted(set(cut) - skipped) if data is not searched.data else []
+    if restored:
+        size_notes = [f"learning-curve size(s) {', '.join(map(str, restored))}, left out by the plan for the budget, "
+                      "were trained after all: the pick is a probe (no optimiser steps)"] + size_notes
+        log(f"learning curve: {size_notes[0]}")
     curve = learning_curve(data, size_trials, n_point, final_scores, metrics.auroc("val"), metrics.auroc("test"))
     return curve, size_notes
 

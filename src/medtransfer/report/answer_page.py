@@ -296,15 +296,18 @@ def backbones_html(answer: dict) -> str:
             v = b["versus_reference"]
             if v is None:
                 versus = "reference"
+            elif v["estimate"] is None or v["within_noise"] is None:
+                versus = "no paired difference" if v["estimate"] is None else \
+                    f"{v['estimate']:+.3f} (no CI: not compared)"
             else:
-                word = "within noise" if v["within_noise"] else ("better" if (v["low"] or 0) > 0 else "worse")
-                versus = (f"{v['estimate']:+.3f} ({_signed_ci(v['low'], v['high'])}): {word}"
-                          if v["estimate"] is not None else NOT_SHOWN)
+                word = "within noise" if v["within_noise"] else ("better" if v["low"] > 0 else "worse")
+                how = "" if v["method"] == BOOTSTRAP else f"; {v['method']}"
+                versus = f"{v['estimate']:+.3f} ({_signed_ci(v['low'], v['high'])}{how}): {word}"
             rows.append(f"<tr><td>{esc(b['arch'])}</td><td>{esc(b['shown'])}</td><td>{_auroc(b['val_auroc'])}</td>"
                         f"<td>{_auroc(b['test_auroc'])} ({_ci(b['ci_low'], b['ci_high'])})</td><td>{esc(versus)}</td></tr>")
         parts.append(f"<h3>{esc(c['task'])}, N = {_n(c['N'])}</h3><table><thead><tr><th>backbone</th>"
-                     "<th>its named recipe</th><th>validation AUROC</th><th>test AUROC</th>"
-                     "<th>test difference from the reference (paired)</th></tr></thead>"
+                     "<th>its named CNN recipe</th><th>validation AUROC</th><th>test AUROC</th>"
+                     "<th>test difference from the reference</th></tr></thead>"
                      f"<tbody>{''.join(rows)}</tbody></table>")
     return ("<h2>Backbones compared</h2><p>Each backbone's recipes are ranked in their own panel; here each "
             f"backbone's named recipe meets the others on the same test split. <small>{esc(compared[0]['rule'])}."

@@ -5,7 +5,9 @@ recipe (init x strategy x LR policy) means something else on another network. Th
 several backbones asks is across the panels: at this N, does the best RAD-DINO recipe beat the best ResNet-18
 recipe? So, per task and N where two or more backbones ran:
 
-* each backbone's recipe is the one its panel names (``selection.choose``: one-standard-error rule on validation);
+* each backbone's recipe is its named CNN recipe: the one-standard-error rule on validation (``selection.choose``)
+  among that backbone's CNN recipes, which is the panel's pick unless the panel names the radiomics baseline (a
+  study with ``baselines: [radiomics]``): the radiomics model is no backbone, and the panel says how it compares;
 * the reference is the backbone whose named recipe has the highest mean validation AUROC (validation decides, as
   everywhere in the report; the test split only measures);
 * every other backbone's named recipe is compared with it on the test split: the paired difference (the same
@@ -22,9 +24,10 @@ from .intervals import Intervals
 from .selection import choose
 from .tables import RADIOMICS, display_recipe, marked_recipe, n_keys_in_order, ranked_recipes
 
-REFERENCE_RULE = ("reference: the backbone whose named recipe (one-standard-error rule within its panel) has the "
-                  "highest mean validation AUROC; the others are compared with it on the test split, paired on the "
-                  "same resamples of test patients and the same seeds")
+REFERENCE_RULE = ("each backbone's recipe: the one-standard-error rule on validation among its CNN recipes; reference: "
+                  "the backbone whose recipe has the highest mean validation AUROC; the others are compared with it on "
+                  "the test split, paired on the same resamples of test patients and the same seeds where both have "
+                  "them (else as the method says)")
 
 
 def _num(x, digits: int = 4):
@@ -32,7 +35,7 @@ def _num(x, digits: int = 4):
 
 
 def _named(rows: pd.DataFrame, intervals: Intervals):
-    """The summary row a panel's rows at one N name (None when none finished)."""
+    """The CNN recipe one backbone's rows at one N name (None when none finished)."""
     ranked = ranked_recipes(rows)
     if ranked.empty:
         return None

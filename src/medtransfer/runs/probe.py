@@ -6,8 +6,8 @@ folds of the run's N-pool (the training subset and its validation share, ``runs.
 that (N, seed) cell uses, and the regression is fitted on the whole N-pool with the folds' out-of-fold scores as
 its validation predictions. When the run selects on a validation split (holdout), C is chosen on patient-grouped
 folds of the training subset alone and the regression fitted on it: the validation images, on which the study
-ranks the probe against the CNN recipes, took no part in choosing it (as a CNN run's validation images choose
-only its stopping round, which every recipe gets alike). The
+ranks the probe against the CNN recipes, took no part in choosing it. (A CNN run's validation images do choose
+its stopping round, so on a validation split the comparison leans, a little, toward the CNN recipes.) The
 features come from the feature cache (``train.features``), so a probe costs one forward pass over its images
 at most, and none when a run before it used the same backbone and images.
 """
