@@ -8,6 +8,8 @@ The wall-clock figures (``--budget 2m`` under load) are benchmarks/advise_budget
 import math
 
 import numpy as np
+import dataclasses
+
 import pytest
 from torch import nn
 
@@ -320,3 +322,25 @@ def test_search_trials_are_validated_as_often_as_the_plan_says_and_the_final_run
     run_halving(_NO_DATA, plan, base, None, log=lambda _line: None)
     assert seen and all(rounds == 3 and steps % 3 == 0 for steps, rounds in seen)
     assert base.train.epochs == 12 and plan.rounds == 12 and plan.final_steps % 12 == 0
+
+
+def test_each_arm_is_priced_at_its_own_backbones_speed_and_a_probe_at_one_feature_pass():
+    """A ViT-B source beside a ResNet-18 config costs what its forward pass costs, not the timed ResNet's; a probe
+    costs its build and one pass over its images (found by review: probes were priced at ~0, so the first one
+    blew up the clock's scale and cut rung 1)."""
+    from medtransfer.advise.plan import Arm, estimate_seconds
+
+    cost = dataclasses.replace(COST, image_seconds=(("vit", 0.02), ("res", 0.002)), timed_image_seconds=0.002,
+                               probe_images=100)
+    vit_full, res_full = (Arm(n, Init.checkpoint(n), "x", Strategy.FULL, "constant") for n in ("vit", "res"))
+    vit_probe = Arm("vit", Init.checkpoint("vit"), "x", Strategy.PROBE, "constant")
+    assert cost.arm_seconds(vit_full, 60, 3) == pytest.approx(10 * cost.arm_seconds(res_full, 60, 3))
+    assert cost.arm_seconds(res_full, 60, 3) == pytest.approx(COST.trial_seconds(1.0, 60, 3))   # the timed one
+    assert cost.arm_seconds(vit_probe, 60, 3) == pytest.approx(COST.fixed_seconds + 0.02 * 100)
+    assert cost.arm_final_seconds(vit_probe, 60, 3) < cost.arm_final_seconds(res_full, 60, 3)
+    assert estimate_seconds([vit_full], (30,), 60, 0, cost, (3, 3)) > 5 * estimate_seconds([res_full], (30,), 60, 0,
+                                                                                               cost, (3, 3))
+    plan = SearchPlan((vit_full, res_full), (36,), 108, 12, (), 0.0, cost)
+    left = 2 * RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
+    assert final_steps_within(plan, vit_full, 1.0, left, (12, 108)) < final_steps_within(plan, res_full, 1.0, left,
+                                                                                          (12, 108)) == 108

@@ -132,6 +132,31 @@ class CostModel:
     final_extra_seconds: float = 0.0   # the final run's test pass, bootstrap and files, and the advice's own
     val_seconds: float = 0.0           # one pass over the validation images (cross-validated: over one fold)
     fits: int = 1                      # fits per search trial: the folds when the search cross-validates
+    # Per initialisation (by candidate name): its backbone's forward seconds per image, from the ranking's feature
+    # pass. A candidate's runs cost its forward time over the timed one's (``relative``), so a ViT-B source next
+    # to a ResNet-18 config is priced as a ViT-B; a probe costs one pass over ``probe_images`` images.
+    image_seconds: tuple[tuple[str, float], ...] = ()
+    timed_image_seconds: float = 0.0   # the timed arm's candidate's
+    probe_images: int = 0              # images a probe trial passes: the N-pool (cross-validated) or train + val
+
+    def relative(self, arm: Arm) -> float:
+        """The arm's backbone's forward time over the timed backbone's (1.0 when either is unknown)."""
+        own = dict(self.image_seconds).get(arm.init_name)
+        return own / self.timed_image_seconds if own and self.timed_image_seconds > 0 else 1.0
+
+    def arm_seconds(self, arm: Arm, steps: int, rounds: int = 0) -> float:
+        """One search trial (or learning-curve size) of ``arm``: a probe is its build and one feature pass."""
+        if arm.strategy == Strategy.PROBE:
+            return self.fixed_seconds + dict(self.image_seconds).get(arm.init_name, 0.0) * self.probe_images
+        return self.relative(arm) * self.trial_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, rounds)
+
+    def arm_final_seconds(self, arm: Arm, steps: int, rounds: int = 0) -> float:
+        """The final run of ``arm`` with its extras (a probe's: one feature pass, then the test and the files)."""
+        if arm.strategy == Strategy.PROBE:
+            return self.arm_seconds(arm, steps, rounds) + self.final_extra_seconds
+        strategy_cost = STRATEGY_COST.get(arm.strategy, 1.0)
+        return self.relative(arm) * self.final_fits * self.run_seconds(strategy_cost, steps, rounds) + \
+            self.final_extra_seconds
 
     def run_seconds(self, strategy_cost: float, steps: int, rounds: int = 0) -> float:
         """A run of ``steps`` optimiser steps validated ``rounds`` times (and once more after it)."""
@@ -153,7 +178,8 @@ class CostModel:
     def to_json(self) -> dict:
         return {"step_seconds": round(self.step_seconds, 4), "fixed_seconds": round(self.fixed_seconds, 3),
                 "val_seconds": round(self.val_seconds, 3), "final_extra_seconds": round(self.final_extra_seconds, 3),
-                "fits_per_trial": self.fits}
+                "fits_per_trial": self.fits, "probe_images": self.probe_images,
+                "forward_seconds_per_image": {name: round(v, 6) for name, v in self.image_seconds}}
 
 
 @dataclass(frozen=True)
@@ -228,17 +254,24 @@ def rung_steps_for(n_rungs: int, final_steps: int, rounds: int = 1) -> tuple[int
 
 def estimate_seconds(arms: list[Arm], rung_steps: tuple[int, ...], final_steps: int, n_sizes: int,
                      cost: CostModel, rounds: tuple[int, int] = (0, 0)) -> float:
-    """The plan's seconds: every rung (at the arms' mean strategy cost), the final run and the size runs (at the
-    dearest arm's cost: the pick is not known yet, and the running search keeps room for a full fine-tuning final
-    run, ``BudgetClock.reserve_seconds``); ``rounds``: the validation rounds of a search trial and of the final
-    (and size) runs."""
-    costs = [STRATEGY_COST.get(a.strategy, 1.0) for a in arms] or [1.0]
-    mean_cost, dearest = float(np.mean(costs)), max(costs)
-    counts = rung_counts(len(arms))
+    """The plan's seconds: every rung (at the arms' mean trial cost: ``CostModel.arm_seconds``), the final run and
+    the size runs (at the dearest arm's cost: the pick is not known yet, and the running search keeps that much
+    room, ``reserve_seconds``); ``rounds``: the validation rounds of a search trial and of the final (and size)
+    runs."""
     trial_rounds, final_rounds = rounds
-    search = sum(c * cost.trial_seconds(mean_cost, s, trial_rounds) for c, s in zip(counts, rung_steps))
-    final = cost.final_seconds(dearest, final_steps, final_rounds)
-    return search + final + n_sizes * cost.trial_seconds(dearest, final_steps, final_rounds)
+    if not arms:
+        return cost.final_seconds(1.0, final_steps, final_rounds)
+    counts = rung_counts(len(arms))
+    search = sum(c * float(np.mean([cost.arm_seconds(a, s, trial_rounds) for a in arms]))
+                 for c, s in zip(counts, rung_steps))
+    final = reserve_seconds(cost, arms, final_steps, final_rounds)
+    return search + final + n_sizes * max(cost.arm_seconds(a, final_steps, final_rounds) for a in arms)
+
+
+def reserve_seconds(cost: CostModel, arms, final_steps: int, rounds: int) -> float:
+    """The dearest final run any of ``arms`` could need: what a running search keeps room for."""
+    return max((cost.arm_final_seconds(a, final_steps, rounds) for a in arms),
+               default=cost.final_seconds(1.0, final_steps, rounds))
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -368,7 +401,7 @@ def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tu
 
 
 # ---------------------------------------------------------------------------------------------- the clock
-def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, seconds_left: float,
+def final_steps_within(plan: SearchPlan, pick: Arm | Strategy, scale: float, seconds_left: float,
                        bounds: tuple[int, int]) -> int:
     """The final run's steps, decided when the search is over: the most whole validation rounds whose estimate
     (the cost model x ``scale``, how far off the search found it, x RUNNING_MARGIN) fits ``seconds_left``,
@@ -377,6 +410,9 @@ def final_steps_within(plan: SearchPlan, strategy: Strategy, scale: float, secon
     left room gives back steps a plan short of time had cut (the plan decided with LOAD_MARGIN, on less)."""
     floor, most = bounds
     rounds = plan.final_run_rounds
+    strategy = pick.strategy if isinstance(pick, Arm) else pick
+    if isinstance(pick, Arm):   # its backbone's speed relative to the timed one
+        scale *= plan.cost.relative(pick)
     strategy_cost, scale = STRATEGY_COST.get(strategy, 1.0), scale * RUNNING_MARGIN
     fixed = scale * plan.cost.final_seconds(strategy_cost, 0, rounds)
     per_step = scale * plan.cost.final_fits * strategy_cost * plan.cost.step_seconds

@@ -43,7 +43,7 @@ from ..errors import MedtransferError, reason_of
 from ..kinds import Strategy, TaskKind
 from .choice import PickChoice, one_se_pick
 from .trials import SearchData, SplitArrays, Trial
-from .plan import RUNNING_MARGIN, STRATEGY_COST, Arm, SearchPlan, recipe_config
+from .plan import RUNNING_MARGIN, Arm, SearchPlan, recipe_config
 
 CHOICE = "best validation macro AUROC at the last rung (ties: the better-ranked initialisation)"
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
@@ -331,7 +331,7 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
     n_rungs = len(plan.rung_steps)
     trials: list[Trial] = []
     for arm in alive:
-        estimate = plan.cost.trial_seconds(STRATEGY_COST.get(arm.strategy, 1.0), steps, plan.trial_rounds)
+        estimate = plan.cost.arm_seconds(arm, steps, plan.trial_rounds)
         if (r > 1 or trials) and not clock.holds(estimate):
             stopped = _stop_note(r, len(trials), len(alive), steps, clock)
             log(stopped)
@@ -341,9 +341,10 @@ def _train_rung(data: SearchData, how: tuple[SearchPlan, RunConfig, object], ali
             trial = dataclasses.replace(probes[arm], rung=r, steps=int(steps), seconds=0.0, kept=False)
         else:
             trial = train_arm(data, arm, steps, base, device, rung=r)
-            clock.record(trial.seconds, estimate)
             if arm.strategy == Strategy.PROBE:
-                probes[arm] = trial
+                probes[arm] = trial   # not recorded in the clock: a second's feature pass says nothing of step costs
+            else:
+                clock.record(trial.seconds, estimate)
         trials.append(trial)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
         when = f"carried from rung {probes[arm].rung}" if carried else f"{trial.seconds:.1f} s"
@@ -382,5 +383,5 @@ def run_sizes(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, *
         trial = train_arm(data, arm, steps, base, device, rung=0, positions=positions)
         trials.append(trial)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-        log(f"learning curve: {arm.label} at N={n} ({steps} steps): {data.score_name} {shown} ({trial.seconds:.1f} s)")
+        log(f"learning curve: {arm.label} at N={n} ({'a probe' if arm.strategy == Strategy.PROBE else f'{steps} steps'}): {data.score_name} {shown} ({trial.seconds:.1f} s)")
     return trials, notes

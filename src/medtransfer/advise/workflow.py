@@ -57,7 +57,8 @@ from .candidates import IMAGENET_NAME, SCRATCH_NAME, Candidate
 from .features import CandidateFeatures, candidate_features
 from .rank import METHOD as RANK_METHOD
 from .rank import CandidateScore, rank_candidates
-from .plan import LOAD_MARGIN, SearchPlan, SearchSpace, final_steps_within, needed_budget, plan_search, recipe_config
+from .plan import (LOAD_MARGIN, SearchPlan, SearchSpace, final_steps_within, needed_budget, plan_search,
+                   recipe_config, reserve_seconds)
 from .choice import paired_interval
 from .search import (BudgetClock, HalvingResult, SearchData, Trial, cross_validated_data, curve_sizes, run_halving,
                      run_sizes, search_data_of)
@@ -363,13 +364,13 @@ def _search(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Can
         log(f"plan: {note}")
     every_size = search_data.nested
     search_data = dataclasses.replace(search_data, nested={n: search_data.nested[n] for n in plan.sizes})
-    reserve = cost.final_seconds(1.0, plan.final_steps, plan.final_run_rounds)
+    reserve = reserve_seconds(cost, list(plan.arms), plan.final_steps, plan.final_run_rounds)
     clock = BudgetClock(req.deadline, reserve_seconds=reserve)
     halving = run_halving(search_data, plan, cfg, prepared.device, log=log, clock=clock)
     pick = halving.pick_trial
     log(f"pick: {halving.pick.label} ({search_data.score_name} {pick.val_auroc:.4f} at {pick.steps} steps, rung "
         f"{pick.rung}; {halving.choice.noise_line if halving.choice else 'no rule recorded'})")
-    steps = final_steps_within(plan, halving.pick.strategy, clock.scale, clock.seconds_left(),
+    steps = final_steps_within(plan, halving.pick, clock.scale, clock.seconds_left(),
                                (halving.pick_trial.steps, config_steps))
     notes = ()
     if steps != plan.final_steps:
@@ -398,6 +399,10 @@ def _probe(req: AdviseRequest, prepared: _TrainingData, features: dict[str, Cand
     if search_data.folds:   # a trial is a fit per fold, each validating one fold of the pool
         k = len(search_data.folds)
         cost = dataclasses.replace(cost, fits=k, val_seconds=cost.val_seconds / k)
+    per_image = tuple((name, f.forward_seconds_per_image) for name, f in features.items() if f.forward_seconds_per_image)
+    probe_images = len(search_data.train) + (0 if search_data.folds else len(search_data.val))
+    cost = dataclasses.replace(cost, image_seconds=per_image, probe_images=probe_images,
+                               timed_image_seconds=dict(per_image).get(timed_arm.init_name, 0.0))
     log(f"cost: {cost.step_seconds:.3f} s per optimiser step (full fine-tuning), {cost.val_seconds:.2f} s per "
         f"validation pass, {cost.fixed_seconds:.2f} s per run, {cost.fits} fit(s) per trial; measured on "
         f"{timed_arm.label} in {time.monotonic() - started:.1f} s")
