@@ -139,19 +139,24 @@ def radiomics_claim(measured: list[dict]) -> Claim:
     key = "densenet_vs_radiomics"
     ours = [m for m in measured if m["task_kind"] == "multilabel" and "densenet121" in str(m["arch"])]
     if not ours:
-        others = "; ".join(f"{m['where']}: {m['init']} comparable from N = {m.get('comparable_from_N') or 'none studied'}, "
-                           f"better from N = {m.get('outperforms_from_N') or 'none studied'}" for m in measured[:3])
+        others = "; ".join(f"{m['where']}: {m['init']} {_from_n(m.get('comparable_from_N'), m.get('outperforms_from_N'))}"
+                           for m in measured[:3])
         return Claim(key, text, Verdict.NOT_TESTED, "needs a DenseNet121 multi-label panel with the radiomics "
                      "baseline" + (f"; this study's own comparisons: {others}" if others else ""))
     parts, fits = [], []
     for m in ours:
         comparable, better = m.get("comparable_from_N"), m.get("outperforms_from_N")
-        parts.append(f"{m['init']}: comparable from N = {comparable or 'none studied'}, better from N = "
-                     f"{better or 'none studied'}")
+        parts.append(f"{m['init']}: {_from_n(comparable, better)}")
         fits.append(_near(comparable, 1600) and _near(better, 10000))
     early = any((m.get("outperforms_from_N") or math.inf) <= 800 for m in ours)
     verdict = Verdict.SUPPORTED if any(fits) else Verdict.CONTRADICTED if early else Verdict.WITHIN_NOISE
     return Claim(key, text, verdict, "; ".join(parts) + " (studied N brackets, no interpolation)", ours)
+
+
+def _from_n(comparable, better) -> str:
+    """'comparable from N = 800, better from N = 800', or 'comparable at no N studied, better at no N studied'."""
+    return (f"comparable {f'from N = {comparable}' if comparable else 'at no N studied'}, "
+            f"better {f'from N = {better}' if better else 'at no N studied'}")
 
 
 def _near(n, target: float) -> bool:
