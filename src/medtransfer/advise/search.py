@@ -75,8 +75,7 @@ def search_data_of(data, train_idx: np.ndarray, val_idx: np.ndarray, train_pool:
     from ..data.splits import nested_subset, strata_matrix   # lazy (pandas): see the module docstring
 
     def rows(idx: np.ndarray) -> SplitArrays:
-        clusters = data.patient_ids[idx] if data.has_patient_ids else np.asarray(data.image_ids)[idx]
-        return SplitArrays(data.images[idx], np.asarray(data.labels[idx]), np.asarray(clusters))
+        return SplitArrays(data.images[idx], np.asarray(data.labels[idx]), np.asarray(data.clusters(idx)))
 
     train_idx = np.asarray(train_idx, dtype=np.int64)
     pool = np.asarray(train_pool, dtype=np.int64)
@@ -98,8 +97,7 @@ def cross_validated_data(search: SearchData, data, plan) -> SearchData:
     run with this config draws, so the final run's folds are the search's): ``train`` and ``val`` become the
     N-pool, whose first rows are the training subset, so ``nested`` positions stay valid."""
     pool = np.asarray(plan.pool, dtype=np.int64)
-    clusters = data.patient_ids[pool] if data.has_patient_ids else np.asarray(data.image_ids)[pool]
-    arrays = SplitArrays(data.images[pool], np.asarray(data.labels[pool]), np.asarray(clusters))
+    arrays = SplitArrays(data.images[pool], np.asarray(data.labels[pool]), np.asarray(data.clusters(pool)))
     folds = tuple((np.asarray(tr), np.asarray(te)) for tr, te in plan.folds)
     return SearchData(arrays, arrays, search.task_kind, search.label_names, search.nested, folds, plan.reason)
 

@@ -330,7 +330,7 @@ def _rank(cfg: RunConfig, candidates: list[Candidate], prepared: _TrainingData, 
     features = candidate_features(candidates, data.images[train_idx], len(names), seed=cfg.train.seed,
                                   dropout=cfg.model.dropout, batch_size=max(cfg.train.batch_size, 64),
                                   device=prepared.device, log=log)
-    groups = data.patient_ids[train_idx] if data.has_patient_ids else np.asarray(data.image_ids)[train_idx]
+    groups = data.clusters(train_idx)
     scores = rank_candidates(features, np.asarray(data.labels[train_idx]), cfg.task.kind, len(names),
                              np.asarray(groups))
     for s in scores:

@@ -51,3 +51,8 @@ class PreparedData:
     splits: dict[str, np.ndarray]
     train_subset: np.ndarray
     notes: list[str] = field(default_factory=list)
+
+    def clusters(self, rows: np.ndarray) -> np.ndarray:
+        """What a bootstrap or a grouped fold treats as one unit for ``rows``: each image's patient, or the image
+        itself where the data has no patient ids."""
+        return self.patient_ids[rows] if self.has_patient_ids else np.asarray(self.image_ids)[rows]

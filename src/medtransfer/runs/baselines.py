@@ -22,7 +22,7 @@ from ..evaluate.per_run import BaselineComparison, RunInterval, compare_with_bas
 from ..radiomics.pixels import PIXEL_BASELINE, PIXEL_KEY, fit_pixel_baseline
 from ..run_folder import RunFolder
 from .folder_protocol import Log
-from .scoring import Scored, SplitScores, run_verdict, split_clusters, split_interval
+from .scoring import Scored, SplitScores, run_verdict, split_interval
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def compare_baselines(cfg: RunConfig, folder: RunFolder, data: PreparedData, fit
     if model is None:
         return Compared(missing=[f"{PIXEL_BASELINE}: the model's test AUROC has no interval"])
     try:
-        base = fit_pixel_baseline(data.images[fit_rows], data.labels[fit_rows], split_clusters(data, fit_rows),
+        base = fit_pixel_baseline(data.images[fit_rows], data.labels[fit_rows], data.clusters(fit_rows),
                                   cfg.task.kind, seed=cfg.train.seed, label_names=list(data.label_names),
                                   cv_folds=cfg.train.cv_folds)
     except MedtransferError as err:

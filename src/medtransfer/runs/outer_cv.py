@@ -173,17 +173,12 @@ def _num(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
 
-def _clusters(data: PreparedData, rows: np.ndarray) -> np.ndarray:
-    """Each image's patient (its own id where the data has no patient ids)."""
-    return data.patient_ids[rows] if data.has_patient_ids else np.asarray(data.image_ids)[rows]
-
-
 def plan_test_estimate(cfg: RunConfig, data: PreparedData, idx: dict[str, np.ndarray], model: torch.nn.Module,
                        log: Log) -> OuterPlan:
     """Resolve ``train.test_estimate`` before the run's fit (``model`` is still untrained: an outer_cv plan keeps
     a copy of it for the folds), and say in train.log which estimate the run makes and why."""
     mode, kind = cfg.train.test_estimate, cfg.task.kind
-    fewest = fewest_patients(patients_per_class(data.labels[idx["test"]], kind, _clusters(data, idx["test"]),
+    fewest = fewest_patients(patients_per_class(data.labels[idx["test"]], kind, data.clusters(idx["test"]),
                                                 class_names(data.label_names, kind)))
     held = f"the test split holds {fewest[1]} patients of '{fewest[0]}'" if fewest else "the test split is empty"
     if mode == "split":
@@ -195,7 +190,7 @@ def plan_test_estimate(cfg: RunConfig, data: PreparedData, idx: dict[str, np.nda
     why = f"auto: {held} (fewer than {SMALL_TEST_CLASS})" if mode == "auto" else f"train.test_estimate=outer_cv; {held}"
     rows = np.arange(len(data.labels))
     targets = one_vs_rest_targets(data.labels, kind, len(data.label_names))
-    folds = pool_folds(_clusters(data, rows), fold_strata(targets), cfg.data.split_seed, cfg.train.outer_folds)
+    folds = pool_folds(data.clusters(rows), fold_strata(targets), cfg.data.split_seed, cfg.train.outer_folds)
     if not folds:
         log(f"test estimate: {why}, but the labelled set has fewer than 2 patients of its rarest class: "
             "estimated on the split only")
@@ -248,7 +243,7 @@ def _pooled(cfg: RunConfig, plan: OuterPlan, data: PreparedData, oof: tuple[np.n
     """The pooled out-of-fold AUROC with its patient-clustered bootstrap interval, and the sentence saying so."""
     rows, scores = oof
     kind = cfg.task.kind
-    clusters = _clusters(data, rows)
+    clusters = data.clusters(rows)
     interval = run_interval(data.labels[rows], scores, kind, clusters, by_patient=bool(data.has_patient_ids),
                             image_ids=np.asarray(data.image_ids)[rows])
     point = macro_auroc(data.labels[rows], scores, kind)
@@ -301,7 +296,7 @@ def _run_fold(cfg: RunConfig, plan: OuterPlan, run, fold: tuple[int, np.ndarray,
     fold_log(f"held-out {auroc_name(kind)} {auroc:.4f}" if math.isfinite(auroc) else
              f"held-out {auroc_name(kind)} undefined")
     return OuterFold(k, int(len(idx["train"])), n_patients, int(len(idx["val"])), int(len(held_out)),
-                     int(len(np.unique(_clusters(data, held_out)))), selection.kind.value, float(auroc), note), scores
+                     int(len(np.unique(data.clusters(held_out)))), selection.kind.value, float(auroc), note), scores
 
 
 def outer_cv_summary(details: dict[str, Any]) -> list[str]:

@@ -58,7 +58,7 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
             write_predictions(part.predictions, [data.image_ids[i] for i in part.rows], labels, part.scores,
                               data.label_names, kind, data.patient_ids[part.rows] if data.has_patient_ids else None)
     interval = _add_test_interval(scored, folder, kind, raw["test"], data, test.rows, log)
-    clusters = data.patient_ids[test.rows] if data.has_patient_ids else np.asarray(data.image_ids)[test.rows]
+    clusters = data.clusters(test.rows)
     scored["test"].patients_per_class = patients_per_class(raw["test"][0], kind, clusters,
                                                            class_names(data.label_names, kind))
     (y_val, s_val), (y_test, s_test) = raw["val"], raw["test"]
@@ -67,7 +67,7 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
     thresholds = choose_thresholds(kind, data.label_names, y_val, s_val, y_test=y_test, s_test=s_test)
     folder.write_thresholds(thresholds)
     _add_operating_points(scored, thresholds)
-    suspect = small_test_warnings(y_test, kind, split_clusters(data, test.rows), class_names(data.label_names, kind))
+    suspect = small_test_warnings(y_test, kind, data.clusters(test.rows), class_names(data.label_names, kind))
     disagree = split_disagreement(_val_estimate(data, kind, val),
                                   None if interval is None else SplitEstimate.of(interval, "test AUROC"))
     if disagree:
@@ -76,14 +76,9 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
                   suspect[0] if suspect else None)
 
 
-def split_clusters(data: PreparedData, rows: np.ndarray) -> np.ndarray:
-    """What a split's bootstrap resamples: its patients, or its images where the data has no patient ids."""
-    return data.patient_ids[rows] if data.has_patient_ids else np.asarray(data.image_ids)[rows]
-
-
 def split_interval(data: PreparedData, kind: TaskKind, part: SplitScores) -> RunInterval | None:
     """A split's AUROC with its patient-bootstrap interval (the validation split's, to compare with test)."""
-    return run_interval(data.labels[part.rows], part.scores, kind, split_clusters(data, part.rows),
+    return run_interval(data.labels[part.rows], part.scores, kind, data.clusters(part.rows),
                         by_patient=bool(data.has_patient_ids), image_ids=np.asarray(data.image_ids)[part.rows])
 
 
@@ -133,7 +128,7 @@ def _add_test_interval(scored: dict[str, MetricBlock], folder: RunFolder, kind: 
     metrics.json's ``test.auroc_ci``, and its draws in the run folder for the report to combine and pair."""
     labels, scores = test
     image_ids = np.asarray(data.image_ids)[test_idx]
-    clusters = split_clusters(data, test_idx)
+    clusters = data.clusters(test_idx)
     interval = run_interval(labels, scores, kind, clusters, by_patient=bool(data.has_patient_ids), image_ids=image_ids)
     if interval is None:
         log("test AUROC undefined: no bootstrap interval")
