@@ -48,8 +48,8 @@ from ..evaluate.summary import cv_corrected_ci
 from ..evaluate.per_run import SMALL_TEST_CLASS, class_names, fewest_patients, patients_per_class, run_interval
 from ..kinds import TestEstimateKind, auroc_name
 from ..run_folder import RunFolder, RunMetrics
-from ..train import predict
 from .cv import plan_selection
+from .features import split_scores
 from .folder_protocol import Log
 from .scoring import write_predictions
 
@@ -291,7 +291,8 @@ def _run_fold(cfg: RunConfig, plan: OuterPlan, run, fold: tuple[int, np.ndarray,
     fold_run = dataclasses.replace(run, idx=idx, model=copy.deepcopy(plan.untrained), n_patients=n_patients,
                                    overlap={}, selection=selection, cv=None)
     fit_run(cfg, fold_run, fold_log)
-    scores = predict(fold_run.model, data.images[held_out], kind, max(cfg.train.batch_size, 128), run.device)
+    scores = split_scores(fold_run.model, data, held_out, run.features, kind, max(cfg.train.batch_size, 128),
+                          run.device)   # through the head alone when the run reads cached features
     auroc = macro_auroc(data.labels[held_out], scores, kind)
     fold_log(f"held-out {auroc_name(kind)} {auroc:.4f}" if math.isfinite(auroc) else
              f"held-out {auroc_name(kind)} undefined")
