@@ -14,7 +14,7 @@ import pytest
 from torch import nn
 
 from medtransfer.advise import search as search_module
-from medtransfer.advise.plan import (LOAD_MARGIN, RUNNING_MARGIN, CostModel, SearchPlan, SearchSpace,
+from medtransfer.advise.plan import (LOAD_MARGIN, Arm, RUNNING_MARGIN, CostModel, SearchPlan, SearchSpace,
                                      final_steps_within, needed_budget, plan_search)
 from medtransfer.advise.search import BudgetClock, SearchData, SplitArrays, Trial, first_rung_order, run_halving
 from medtransfer.advise.timing import PROBE_SHARE, choose_threads, cost_from_stamps, probe_cost
@@ -27,6 +27,8 @@ from medtransfer.models import Backbone, register_family
 # pneumoniamnist at N = 200 (the acceptance case): 12 validation rounds, 108 final steps, scratch only
 SCRATCH_ONLY = [("scratch", SCRATCH, "resnet18")]
 COST = CostModel(step_seconds=0.3, fixed_seconds=1.0, final_extra_seconds=5.0, val_seconds=0.7)
+FULL_PICK, FROZEN_PICK = (Arm("src", Init.checkpoint("a"), "resnet18", strategy, "constant")
+                          for strategy in (Strategy.FULL, Strategy.FROZEN))
 TRAIN = TrainConfig(epochs=12, strategy="full", lr_policy="one_cycle")
 
 
@@ -207,27 +209,27 @@ def test_the_final_run_shortens_to_whole_rounds_when_the_search_ran_slow():
     plan = SearchPlan((), (36,), 108, 12, (), 0.0, COST)
     on_time = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
     bounds = (36, 108)
-    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time, bounds) == 108
-    assert final_steps_within(plan, Strategy.FULL, 1.0, on_time - 1.0, bounds) < 108   # the margin is kept
-    steps = final_steps_within(plan, Strategy.FULL, 1.5, on_time, bounds)
+    assert final_steps_within(plan, FULL_PICK, 1.0, on_time, bounds) == 108
+    assert final_steps_within(plan, FULL_PICK, 1.0, on_time - 1.0, bounds) < 108   # the margin is kept
+    steps = final_steps_within(plan, FULL_PICK, 1.5, on_time, bounds)
     assert steps % 12 == 0 and 36 <= steps < 108
     assert RUNNING_MARGIN * 1.5 * (COST.run_seconds(1.0, steps, 12) + COST.final_extra_seconds) <= on_time
-    assert final_steps_within(plan, Strategy.FULL, 10.0, on_time, bounds) == 36       # never below the pick's trial
-    assert final_steps_within(plan, Strategy.FROZEN, 1.5, on_time, bounds) == 108     # a frozen pick is cheaper
+    assert final_steps_within(plan, FULL_PICK, 10.0, on_time, bounds) == 36       # never below the pick's trial
+    assert final_steps_within(plan, FROZEN_PICK, 1.5, on_time, bounds) == 108     # a frozen pick is cheaper
 
 
 def test_a_final_run_validated_less_often_gets_whole_rounds_of_its_own():
     plan = SearchPlan((), (6,), 27, 12, (), 0.0, COST, search_rounds=3, final_rounds=3)
     left = RUNNING_MARGIN * (COST.run_seconds(1.0, 51, 3) + COST.final_extra_seconds)
-    assert final_steps_within(plan, Strategy.FULL, 1.0, left, (6, 108)) == 51      # 17 rounds of 3
-    assert final_steps_within(plan, Strategy.FULL, 1.0, 1e6, (6, 100)) == 99       # the config's, in whole rounds
+    assert final_steps_within(plan, FULL_PICK, 1.0, left, (6, 108)) == 51      # 17 rounds of 3
+    assert final_steps_within(plan, FULL_PICK, 1.0, 1e6, (6, 100)) == 99       # the config's, in whole rounds
 
 
 def test_a_search_that_left_room_gives_the_final_run_back_the_steps_the_plan_cut():
     plan = SearchPlan((), (6,), 60, 12, (), 0.0, COST)                               # planned short: 60 of 108
     roomy = RUNNING_MARGIN * (COST.run_seconds(1.0, 108, 12) + COST.final_extra_seconds)
-    assert final_steps_within(plan, Strategy.FULL, 1.0, 10 * roomy, (6, 108)) == 108  # never over the config's
-    some = final_steps_within(plan, Strategy.FULL, 1.0, roomy - 5.0, (6, 108))
+    assert final_steps_within(plan, FULL_PICK, 1.0, 10 * roomy, (6, 108)) == 108  # never over the config's
+    some = final_steps_within(plan, FULL_PICK, 1.0, roomy - 5.0, (6, 108))
     assert 60 < some < 108 and some % 12 == 0
 
 

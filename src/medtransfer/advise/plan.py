@@ -401,22 +401,19 @@ def _plan_notes(others, shape: PlanShape, sizes, space: SearchSpace, planned: tu
 
 
 # ---------------------------------------------------------------------------------------------- the clock
-def final_steps_within(plan: SearchPlan, pick: Arm | Strategy, scale: float, seconds_left: float,
+def final_steps_within(plan: SearchPlan, pick: Arm, scale: float, seconds_left: float,
                        bounds: tuple[int, int]) -> int:
     """The final run's steps, decided when the search is over: the most whole validation rounds whose estimate
     (the cost model x ``scale``, how far off the search found it, x RUNNING_MARGIN) fits ``seconds_left``,
     within ``bounds``: at least the pick's steps in the search (a final run shorter than its own trial would
     undo the search), at most the config's. So a search that ran slow shortens the final run, and one that
-    left room gives back steps a plan short of time had cut (the plan decided with LOAD_MARGIN, on less)."""
+    left room gives back steps a plan short of time had cut (the plan decided with LOAD_MARGIN, on less). The
+    pick is priced as the plan priced it (``CostModel.arm_final_seconds``), which is linear in its steps."""
     floor, most = bounds
-    rounds = plan.final_run_rounds
-    strategy = pick.strategy if isinstance(pick, Arm) else pick
-    if isinstance(pick, Arm):   # its backbone's speed relative to the timed one
-        scale *= plan.cost.relative(pick)
-    strategy_cost, scale = STRATEGY_COST.get(strategy, 1.0), scale * RUNNING_MARGIN
-    fixed = scale * plan.cost.final_seconds(strategy_cost, 0, rounds)
-    per_step = scale * plan.cost.final_fits * strategy_cost * plan.cost.step_seconds
-    if per_step <= 0:
+    rounds, scale = plan.final_run_rounds, scale * RUNNING_MARGIN
+    fixed = scale * plan.cost.arm_final_seconds(pick, 0, rounds)
+    per_step = scale * plan.cost.arm_final_seconds(pick, 1, rounds) - fixed
+    if per_step <= 0:   # a probe: no optimiser step
         return plan.final_steps
     fitting = rounds * math.floor(max(seconds_left - fixed, 0.0) / per_step / rounds + 1e-9)   # (float rounding)
     return int(min(rounds * (most // rounds), max(whole_rounds(floor, rounds), fitting)))
