@@ -369,17 +369,18 @@ def _marked(t: Trial, kept: bool) -> Trial:
 
 def run_sizes(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, *,
               log: Callable[[str], None] = print, deadline: float | None = None,
-              seconds_per_run: float = 0.0) -> tuple[list[Trial], list[str]]:
+              seconds_per_run: float = 0.0) -> tuple[list[Trial], list[int]]:
     """The pick at each nested smaller size in ``data.nested`` (same steps, same validation images), for
-    the learning curve; a size whose run (about ``seconds_per_run``) would end after ``deadline`` (a
-    ``time.monotonic()`` value) is skipped and named in the notes."""
-    trials, notes = [], []
+    the learning curve, and the sizes skipped: those whose run (about ``seconds_per_run``) would end after
+    ``deadline`` (a ``time.monotonic()`` value)."""
+    trials, skipped = [], []
     for n, positions in sorted(data.nested.items()):
         if deadline is not None and time.monotonic() + seconds_per_run > deadline:
-            notes.append(f"learning-curve size N={n} skipped: the budget is spent")
+            skipped.append(int(n))
             continue
         trial = train_arm(data, arm, steps, base, device, rung=0, positions=positions)
         trials.append(trial)
         shown = f"{trial.val_auroc:.4f}" if math.isfinite(trial.val_auroc) else f"failed ({trial.error})"
-        log(f"learning curve: {arm.label} at N={n} ({'a probe' if arm.strategy == Strategy.PROBE else f'{steps} steps'}): {data.score_name} {shown} ({trial.seconds:.1f} s)")
-    return trials, notes
+        effort = "a probe" if arm.strategy == Strategy.PROBE else f"{steps} steps"
+        log(f"learning curve: {arm.label} at N={n} ({effort}): {data.score_name} {shown} ({trial.seconds:.1f} s)")
+    return trials, skipped

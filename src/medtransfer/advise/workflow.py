@@ -443,11 +443,11 @@ def _learning_curve_of(req: AdviseRequest, prepared: _TrainingData, searched: _S
     cut = sorted(set(searched.every_size) - set(data.nested))
     if searched.halving.pick.strategy == Strategy.PROBE and cut:   # a probe's size costs a feature pass, not a run
         data = dataclasses.replace(data, nested=searched.every_size)
-    size_trials, size_notes = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
-                                        log=log, deadline=req.deadline - WRAP_UP_SECONDS,
-                                        seconds_per_run=float(metrics.seconds))
-    skipped = {n for n in cut if any(f"size N={n} skipped" in note for note in size_notes)}   # run_sizes' notes
-    restored = sorted(set(cut) - skipped) if data is not searched.data else []
+    size_trials, skipped = run_sizes(data, searched.halving.pick, searched.final_steps, cfg, prepared.device,
+                                     log=log, deadline=req.deadline - WRAP_UP_SECONDS,
+                                     seconds_per_run=float(metrics.seconds))
+    size_notes = [f"learning-curve size N={n} skipped: the budget is spent" for n in skipped]
+    restored = sorted(set(cut) - set(skipped)) if data is not searched.data else []
     if restored:
         size_notes = [f"learning-curve size(s) {', '.join(map(str, restored))}, left out by the plan for the budget, "
                       "were trained after all: the pick is a probe (no optimiser steps)"] + size_notes
