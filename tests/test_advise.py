@@ -286,6 +286,28 @@ def test_the_learning_curve_through_three_sizes_gives_no_2x_or_4x_prediction():
     assert "No learning-curve prediction: as many parameters as points" in _curve({"learning_curve": curve})
 
 
+def test_a_probe_runs_its_backbone_once_per_split_for_the_whole_search(workspace, monkeypatch):
+    """The probe's features do not change with its rung or its learning-curve size: the first trial computes them
+    and the later ones read them (one pass over the training images and one over validation)."""
+    import medtransfer.train.features as features_module
+    from medtransfer.advise.search import run_sizes
+
+    cfg = load_config(workspace / "cfg.yaml")
+    data, idx = prepare_run_data(cfg, workspace, lambda _line: None, progress=False)
+    passes = []
+    real = features_module.backbone_features
+    monkeypatch.setattr(features_module, "backbone_features", lambda m, images, d, **k: passes.append(len(images))
+                        or real(m, images, d, **k))
+    inits = [("src", Init.checkpoint(workspace / "source"), TINY_ARCH)]
+    plan = plan_search(inits, SearchSpace(strategies=("probe",), lr_policies=("constant",)), 12, (), FREE, 1e6,
+                       cfg.train)
+    search_data = search_data_of(data, idx["train"], idx["val"], data.splits["train"], (17, 35), 0, "binary")
+    result = run_halving(search_data, plan, cfg, torch.device("cpu"), log=lambda _line: None)
+    trials, skipped = run_sizes(search_data, result.pick, 12, cfg, torch.device("cpu"), log=lambda _line: None)
+    assert len(trials) == 2 and skipped == [] and all(np.isfinite(t.val_auroc) for t in trials)
+    assert sorted(passes) == sorted([len(search_data.train), len(search_data.val)])
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def test_a_probe_pick_trains_the_learning_curve_sizes_the_plan_cut(workspace, tmp_path, monkeypatch):
     """The plan drops learning-curve sizes to fit the budget, pricing them as fine-tuning runs; when the pick is a

@@ -121,7 +121,7 @@ def train_arm(data: SearchData, arm: Arm, steps: int, base: RunConfig, device, r
         model = create_model(arm.arch, data.n_outputs, init=resolve_init(arm.init), dropout=cfg.model.dropout,
                              log=lambda _line: None)
         if arm.strategy == Strategy.PROBE:
-            scored = (_probe_cross_validated if data.folds else _probe_held_out)(data, cfg, model, device, idx)
+            scored = (_probe_cross_validated if data.folds else _probe_held_out)(data, cfg, arm, model, device, idx)
         else:
             scored = (_cross_validated if data.folds else _held_out)(data, cfg, model, device, idx)
     except (MedtransferError, RuntimeError, ValueError) as err:   # e.g. a source whose input size does not fit
@@ -162,36 +162,45 @@ def _cross_validated(data: SearchData, cfg: RunConfig, model, device, idx: np.nd
     return mean, scores, fold_auroc
 
 
-def _probe_held_out(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+def _probe_held_out(data: SearchData, cfg: RunConfig, arm: Arm, model, device, idx: np.ndarray):
     """A probe trial on a validation split: the logistic regression on the frozen features of the training rows
     ``idx`` (C by their patient-grouped folds, as a probe run chooses it), scored on the validation images."""
     from ..evaluate.metrics import macro_auroc
-    from ..train import predict
-    from ..train.probe import probe_images
+    from ..train.probe import probe_features
 
     train = data.train
-    probe_images(model, train.images[idx], train.labels[idx], train.clusters[idx], data.task_kind, cfg.train.seed,
-                 cfg.train.cv_folds, device)
-    scores = predict(model, data.val.images, data.task_kind, max(cfg.train.batch_size, 128), device)
+    fitted = probe_features(_frozen_features(data, arm, model, device, "train")[idx], train.labels[idx],
+                            train.clusters[idx], data.task_kind, (cfg.train.seed, cfg.train.cv_folds), data.n_outputs)
+    scores = fitted.head.scores(_frozen_features(data, arm, model, device, "val"), data.task_kind)
     return macro_auroc(data.val.labels, scores, data.task_kind), scores, ()
 
 
-def _probe_cross_validated(data: SearchData, cfg: RunConfig, model, device, idx: np.ndarray):
+def _probe_cross_validated(data: SearchData, cfg: RunConfig, arm: Arm, model, device, idx: np.ndarray):
     """A probe trial on the pool's folds: one feature pass over the pool, C and the fold scores on the same folds
     the CNN trials train on (each fold fitted on its training positions in ``idx``), out-of-fold scores in pool
     order, as ``_cross_validated`` returns them."""
-    from ..train.features import backbone_features
     from ..train.probe import fit_probe_head
 
     keep = np.zeros(len(data.train), dtype=bool)
     keep[idx] = True
     folds = [(tr[keep[tr]], te) for tr, te in data.folds]
-    features = backbone_features(model, data.train.images, device)
-    fitted = fit_probe_head(features, data.train.labels, folds, np.asarray(idx), data.task_kind, data.n_outputs,
-                            cfg.train.seed)
+    fitted = fit_probe_head(_frozen_features(data, arm, model, device, "train"), data.train.labels, folds,
+                            np.asarray(idx), data.task_kind, data.n_outputs, cfg.train.seed)
     if fitted.oof_scores is None:
         raise MedtransferError("probe: the pool's folds hold too few patients of a class to score a probe")
     return fitted.cv_mean, np.asarray(fitted.oof_scores, dtype=np.float64), tuple(fitted.fold_auroc)
+
+
+def _frozen_features(data: SearchData, arm: Arm, model, device, split: str) -> np.ndarray:
+    """The arm's backbone features of ``data.train`` or ``data.val`` (the same pool when cross-validated), computed
+    by the first probe trial of its initialisation and kept in ``data.features`` for the search's later ones."""
+    from ..train.features import backbone_features
+
+    split = "train" if data.folds else split
+    key = (arm.init_name, arm.arch, split)
+    if key not in data.features:
+        data.features[key] = backbone_features(model, (data.train if split == "train" else data.val).images, device)
+    return data.features[key]
 
 
 def _ranked(trials: list[Trial], order: dict[Arm, int]) -> list[Trial]:

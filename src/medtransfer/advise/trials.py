@@ -42,6 +42,9 @@ class SearchData:
     nested: dict[int, np.ndarray] = field(default_factory=dict)
     folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()    # positions into the pool (``train``)
     selection_reason: str = ""
+    # A frozen backbone's features of ``train`` / ``val`` by (initialisation, arch, split), filled by the first probe
+    # trial of an initialisation and read by its later ones (learning-curve sizes): one backbone pass per search.
+    features: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_outputs(self) -> int:

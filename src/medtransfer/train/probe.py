@@ -112,12 +112,19 @@ def probe_images(model: nn.Module, images: np.ndarray, labels: np.ndarray, group
     the backbone's features of ``images`` (one pass, not cached), C on their patient-grouped folds (``groups``:
     a patient id per image), the regression fitted on all of them and written into ``model``'s head."""
     n_outputs = int(model.head[-1].out_features)
-    features = backbone_features(model, images, device)
-    strata = fold_strata(one_vs_rest_targets(labels, kind, n_outputs))
-    fitted = fit_probe_head(features, labels, pool_folds(np.asarray(groups), strata, seed, cv_folds),
-                            np.arange(len(images)), kind, n_outputs, seed)
+    fitted = probe_features(backbone_features(model, images, device), labels, groups, kind, (seed, cv_folds), n_outputs)
     fitted.head.write_into(model)
     return fitted
+
+
+def probe_features(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, kind: TaskKind,
+                   folding: tuple[int, int], n_outputs: int) -> ProbeFit:
+    """The probe on features already computed: C on their patient-grouped folds (``folding``: seed, folds;
+    ``groups``: a patient id per row), the regression fitted on all of them."""
+    seed, cv_folds = folding
+    strata = fold_strata(one_vs_rest_targets(labels, kind, n_outputs))
+    return fit_probe_head(features, labels, pool_folds(np.asarray(groups), strata, seed, cv_folds),
+                          np.arange(len(features)), kind, n_outputs, seed)
 
 
 def _cross_validate(x, labels, folds, c, kind, n_outputs, seed) -> tuple[list[float], np.ndarray]:
