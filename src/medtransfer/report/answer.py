@@ -24,6 +24,7 @@ from .backbones import backbone_lines, compare_backbones
 from .intervals import METHOD as UNCERTAINTY_METHOD
 from .intervals import Intervals
 from .selection import Choice, choose, noise_line, selection_at, within_names
+from .tables import json_num as _num
 from .tables import (RADIOMICS, RADIOMICS_LABEL, best_per_init, display_recipe, init_display_label, n_keys_in_order,
                      panel_rows, panels, ranked_recipes, runs_behind)
 
@@ -35,13 +36,6 @@ SELECTION = ("Every 'best' is chosen on mean validation AUROC over seeds (where 
              "optimiser steps; at equal cost the higher mean; an exact tie is said as 'tied'), never the name; "
              "within_noise lists the recipes whose paired validation difference to the best contains 0.")
 FEW_SEEDS = 3
-
-
-def _num(x, digits: int = 4):
-    """A JSON number (rounded) or None for NaN / missing."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
-        return None
-    return round(float(x), digits)
 
 
 def _count(x):

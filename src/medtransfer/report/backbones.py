@@ -23,15 +23,12 @@ import pandas as pd
 from .intervals import Intervals
 from .selection import choose
 from .tables import RADIOMICS, display_recipe, marked_recipe, n_keys_in_order, ranked_recipes
+from .tables import json_num as _num
 
 REFERENCE_RULE = ("each backbone's recipe: the one-standard-error rule on validation among its CNN recipes; reference: "
                   "the backbone whose recipe has the highest mean validation AUROC; the others are compared with it on "
                   "the test split, paired on the same resamples of test patients and the same seeds where both have "
                   "them (else as the method says)")
-
-
-def _num(x, digits: int = 4):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
 
 
 def _named(rows: pd.DataFrame, intervals: Intervals):

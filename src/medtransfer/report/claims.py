@@ -27,6 +27,7 @@ import pandas as pd
 from ..evaluate.equivalence import ALPHA, holm
 from ..kinds import StrEnum
 from .tables import RADIOMICS, display_recipe, n_keys_in_order, panel_rows, panels
+from .tables import json_num as _num
 
 PAPER = "Romero et al., Med Phys 2020"
 SMALL_N = 2000          # "below 2,000": the paper's small-data regime
@@ -59,10 +60,6 @@ class Claim:
 def _where(task, arch) -> str:
     """A panel in plain words (answer.json): 'task / arch', or the task alone."""
     return f"{task} / {arch}" if isinstance(arch, str) else str(task)
-
-
-def _num(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
 def _n(value) -> str:

@@ -178,6 +178,13 @@ def ranked_recipes(rows: pd.DataFrame) -> pd.DataFrame:
     return ranked.drop(columns="_cost")
 
 
+def json_num(x, digits: int = 4):
+    """A number as answer.json holds it: rounded to ``digits``, None for NaN, infinite or missing."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
+        return None
+    return round(float(x), digits)
+
+
 def display_recipe(row) -> str:
     return RADIOMICS_LABEL if row["method"] == RADIOMICS else str(row["recipe"])
 
