@@ -11,6 +11,7 @@ import html
 from ..evaluate import learning_curve as lc
 from ..evaluate.uncertainty import NOT_COVERED
 from .page import esc, panel_title
+from .backbones import versus_word
 from .intervals import BOOTSTRAP
 
 NOT_SHOWN = "—"
@@ -294,13 +295,13 @@ def backbones_html(answer: dict) -> str:
         rows = []
         for b in c["backbones"]:
             v = b["versus_reference"]
+            word = None if v is None else versus_word(v)
             if v is None:
                 versus = "reference"
-            elif v["estimate"] is None or v["within_noise"] is None:
+            elif word is None:
                 versus = "no paired difference" if v["estimate"] is None else \
                     f"{v['estimate']:+.3f} (no CI: not compared)"
             else:
-                word = "within noise" if v["within_noise"] else ("better" if v["low"] > 0 else "worse")
                 how = "" if v["method"] == BOOTSTRAP else f"; {v['method']}"
                 versus = f"{v['estimate']:+.3f} ({_signed_ci(v['low'], v['high'])}{how}): {word}"
             rows.append(f"<tr><td>{esc(b['arch'])}</td><td>{esc(b['shown'])}</td><td>{_auroc(b['val_auroc'])}</td>"

@@ -77,6 +77,14 @@ def compare_backbones(summary: pd.DataFrame, intervals: Intervals) -> list[dict]
     return out
 
 
+def versus_word(v: dict) -> str | None:
+    """What a ``versus_reference`` difference says: within noise, better or worse by its interval; None when it has
+    no interval (then nothing is said of it)."""
+    if v["estimate"] is None or v["within_noise"] is None:
+        return None
+    return "within noise" if v["within_noise"] else ("better" if v["low"] > 0 else "worse")
+
+
 def backbone_lines(compared: list[dict]) -> list[str]:
     """The verdict's lines for ``compare_backbones``: per task and N, the reference backbone and how far each other
     backbone's named recipe is from it on test (within noise, better or worse by its paired interval)."""
@@ -88,10 +96,10 @@ def backbone_lines(compared: list[dict]) -> list[str]:
             v = b["versus_reference"]
             if v is None:
                 continue
-            if v["estimate"] is None or v["within_noise"] is None:
+            word = versus_word(v)
+            if word is None:
                 others.append(f"{b['arch']}: no paired difference")
                 continue
-            word = "within noise" if v["within_noise"] else ("better" if v["low"] > 0 else "worse")
             others.append(f"{b['arch']} {v['estimate']:+.3f} (95% CI {v['low']:+.3f} to {v['high']:+.3f}), {word}")
         test = "no test AUROC" if ref["test_auroc"] is None else f"test AUROC {ref['test_auroc']:.3f}"
         lines.append(f"Backbones on {c['task']} at N = {c['N']}: {ref['arch']} leads on validation "
