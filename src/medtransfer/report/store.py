@@ -20,7 +20,7 @@ import pandas as pd
 from ..config import PER_IMAGE
 from ..errors import DataError
 from ..evaluate.equivalence import DEFAULT_MARGIN
-from ..evaluate.per_run import SMALL_TEST_CLASS, BaselineComparison
+from ..evaluate.per_run import SMALL_TEST_CLASS, BaselineComparison, fewest_patients
 from ..evaluate.threshold import OPERATING_KEYS
 from ..kinds import RunStatus, TaskKind
 from ..radiomics.pixels import PIXEL_BASELINE
@@ -283,8 +283,9 @@ def small_test_notes(runs: pd.DataFrame) -> list[str]:
     done = runs[(runs["role"] != "source") & (runs["status"] == RunStatus.DONE)]
     fewest: dict[str, tuple[int, str]] = {}
     for task, counts in zip(done["task"], done["test_patients"]):
-        if isinstance(counts, dict) and counts:
-            name, n = min(counts.items(), key=lambda kv: kv[1])
+        least = fewest_patients(counts) if isinstance(counts, dict) else None
+        if least is not None:
+            name, n = least
             fewest[str(task)] = min(fewest.get(str(task), (n, name)), (n, name))
     notes = []
     for task, (n, name) in sorted(fewest.items()):
