@@ -67,7 +67,7 @@ def score_run(folder: RunFolder, data: PreparedData, kind: TaskKind, val: SplitS
     thresholds = choose_thresholds(kind, data.label_names, y_val, s_val, y_test=y_test, s_test=s_test)
     folder.write_thresholds(thresholds)
     _add_operating_points(scored, thresholds)
-    suspect = small_test_warnings(y_test, kind, data.clusters(test.rows), class_names(data.label_names, kind))
+    suspect = small_test_line(scored["test"].patients_per_class)   # counted above
     disagree = split_disagreement(_val_estimate(data, kind, val),
                                   None if interval is None else SplitEstimate.of(interval, "test AUROC"))
     if disagree:
@@ -163,7 +163,12 @@ def small_test_warnings(labels: np.ndarray, kind: TaskKind, clusters: np.ndarray
         width = (int(y.max()) + 1 if len(y) else 0) if kind == TaskKind.MULTICLASS else \
             2 if kind == TaskKind.BINARY else y.reshape(len(y), -1).shape[1]
         names = [str(c) for c in range(width)]
-    fewest = fewest_patients(patients_per_class(y, kind, clusters, names))
+    return small_test_line(patients_per_class(y, kind, clusters, names))
+
+
+def small_test_line(counts: dict[str, int]) -> list[str]:
+    """``small_test_warnings`` from counts already made (``patients_per_class``)."""
+    fewest = fewest_patients(counts)
     if fewest is None or fewest[1] >= SMALL_TEST_CLASS:
         return []
     return [f"the test split holds only {fewest[1]} patients of '{fewest[0]}' (fewer than {SMALL_TEST_CLASS}): "
